@@ -1,0 +1,433 @@
+//! The SQS message format: the versioned chunk envelope, its compression, encode and decode.
+//!
+//! A message body is the compact JSON of a [`Chunk`]
+//! (`{"v":1,"batch_id":…,"chunk_index":…,"chunk_count":…,"receipts":[…]}`), either as is or
+//! compressed (gzip or zstd) and then standard base64, with the encoding named in the
+//! [`ENCODING_ATTRIBUTE`] message attribute. [`decode`] trusts nothing: it caps the decoded size
+//! and re-validates every receipt, because the queue may hold anything.
+
+use std::fmt;
+use std::io::{Read, Write};
+use std::str::FromStr;
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+use crate::receipt::{parse_uuid, FieldError, Receipt};
+
+/// Version written in every envelope's `v`; [`decode`] refuses any other.
+pub const ENVELOPE_VERSION: u32 = 1;
+
+/// SQS message attribute carrying the body encoding ("gzip" | "zstd"); absent = plain JSON.
+pub const ENCODING_ATTRIBUTE: &str = "sluice-encoding";
+
+/// SQS data type of [`ENCODING_ATTRIBUTE`]; its length counts against the message size.
+pub const ENCODING_ATTRIBUTE_TYPE: &str = "String";
+
+/// Largest body [`decode`] will handle once decoded (and decompressed), in bytes. A 1 MiB SQS
+/// message of well-compressed JSON stays far below this; a zip bomb stops here instead of
+/// exhausting the agent's memory. [`mod@crate::split`] never builds a chunk larger than this.
+pub const MAX_DECODED_BYTES: usize = 16 * 1024 * 1024;
+
+/// zstd level: 3 is zstd's own default, a good ratio at several hundred MB/s, so compressing
+/// does not dominate the ingest Lambda's time.
+const ZSTD_LEVEL: i32 = 3;
+
+/// Largest zstd window the decoder accepts (2^24 = 16 MiB = [`MAX_DECODED_BYTES`]): a frame
+/// cannot make the decoder allocate more than the output we are willing to hold anyway.
+const ZSTD_WINDOW_LOG_MAX: u32 = 24;
+
+/// How a message body is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// Plain JSON, no attribute.
+    #[default]
+    None,
+    /// gzip, then base64.
+    Gzip,
+    /// zstd, then base64.
+    Zstd,
+}
+
+impl Compression {
+    /// The name used in configuration: `none`, `gzip` or `zstd`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+        }
+    }
+
+    /// The value of [`ENCODING_ATTRIBUTE`] for this compression; `None` means no attribute.
+    pub fn attribute(self) -> Option<&'static str> {
+        match self {
+            Compression::None => None,
+            other => Some(other.as_str()),
+        }
+    }
+}
+
+impl fmt::Display for Compression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A compression name that is not `none`, `gzip` or `zstd`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown compression {0:?}: expected none, gzip or zstd")]
+pub struct ParseCompressionError(pub String);
+
+impl FromStr for Compression {
+    type Err = ParseCompressionError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "none" => Ok(Compression::None),
+            "gzip" => Ok(Compression::Gzip),
+            "zstd" => Ok(Compression::Zstd),
+            other => Err(ParseCompressionError(other.to_owned())),
+        }
+    }
+}
+
+/// One SQS message's content: a slice of one upload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Chunk {
+    /// Envelope version, [`ENVELOPE_VERSION`].
+    pub v: u32,
+    /// The upload this chunk belongs to (a UUID).
+    pub batch_id: String,
+    /// Position of this chunk in the upload, `0..chunk_count`.
+    pub chunk_index: u32,
+    /// How many chunks the upload was split into.
+    pub chunk_count: u32,
+    /// The receipts, in upload order; never empty.
+    pub receipts: Vec<Receipt>,
+}
+
+impl Chunk {
+    /// A chunk of the current [`ENVELOPE_VERSION`].
+    pub fn new(
+        batch_id: String,
+        chunk_index: u32,
+        chunk_count: u32,
+        receipts: Vec<Receipt>,
+    ) -> Self {
+        Chunk {
+            v: ENVELOPE_VERSION,
+            batch_id,
+            chunk_index,
+            chunk_count,
+            receipts,
+        }
+    }
+}
+
+/// A chunk ready to send: the body and the encoding attribute to send with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedMessage {
+    /// The SQS message body.
+    pub body: String,
+    /// Value of [`ENCODING_ATTRIBUTE`]; `None` = send no attribute.
+    pub encoding: Option<&'static str>,
+    /// The chunk's `chunk_index`.
+    pub chunk_index: u32,
+    /// How many receipts the chunk holds.
+    pub receipts: usize,
+}
+
+impl EncodedMessage {
+    /// Bytes SQS counts against its size limit: body + each attribute's name, type ("String")
+    /// and value.
+    pub fn sqs_size(&self) -> usize {
+        self.body.len() + attribute_size(self.encoding)
+    }
+}
+
+/// Bytes the encoding attribute adds to a message.
+pub(crate) fn attribute_size(encoding: Option<&str>) -> usize {
+    encoding.map_or(0, |value| {
+        ENCODING_ATTRIBUTE.len() + ENCODING_ATTRIBUTE_TYPE.len() + value.len()
+    })
+}
+
+/// Why a chunk could not be encoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EncodeError {
+    /// The header would not decode (bad batch id, index out of range, no receipts, wrong `v`).
+    #[error("bad envelope header: {0}")]
+    BadHeader(String),
+    /// The chunk's JSON is over [`MAX_DECODED_BYTES`], which [`decode`] would refuse.
+    #[error("chunk is {bytes} bytes of JSON, over the {limit}-byte limit")]
+    TooLarge {
+        /// Size of the chunk's JSON.
+        bytes: usize,
+        /// [`MAX_DECODED_BYTES`].
+        limit: usize,
+    },
+    /// Serializing to JSON failed.
+    #[error("could not serialize the chunk: {0}")]
+    Json(String),
+    /// The compressor failed.
+    #[error("could not compress the chunk: {0}")]
+    Compress(String),
+}
+
+/// Why a message body could not be decoded; every variant means the message is poison.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The encoding attribute names something other than gzip or zstd.
+    #[error(
+        "unknown body encoding {0:?} in the {ENCODING_ATTRIBUTE} attribute (expected gzip or zstd)"
+    )]
+    UnknownEncoding(String),
+    /// A compressed body is not valid base64.
+    #[error("compressed body is not valid base64: {0}")]
+    Base64(String),
+    /// A compressed body could not be decompressed.
+    #[error("compressed body could not be decompressed: {0}")]
+    Decompress(String),
+    /// The body, once decoded, is over the limit.
+    #[error("body is larger than {limit} bytes once decoded")]
+    TooLarge {
+        /// [`MAX_DECODED_BYTES`].
+        limit: usize,
+    },
+    /// The body is not JSON of the envelope's shape.
+    #[error("body is not a valid chunk envelope (line {line}, column {column}): {message}")]
+    Json {
+        /// 1-based line, as serde_json reports it.
+        line: usize,
+        /// 1-based column, as serde_json reports it.
+        column: usize,
+        /// What is wrong there.
+        message: String,
+    },
+    /// The envelope's `v` is not one this build reads.
+    #[error("envelope version {0} is not supported (this build reads version {ENVELOPE_VERSION})")]
+    UnsupportedVersion(u32),
+    /// The envelope's header is inconsistent.
+    #[error("bad envelope header: {0}")]
+    BadHeader(String),
+    /// Some receipts break the receipt rules.
+    #[error("{} invalid receipt field(s){}", .0.len(), first_error(.0))]
+    InvalidReceipts(Vec<FieldError>),
+}
+
+fn first_error(errors: &[FieldError]) -> String {
+    errors
+        .first()
+        .map_or_else(String::new, |e| format!(", first: {e}"))
+}
+
+/// Checks an envelope header; the reason is shared by [`encode`] and [`decode`].
+fn check_header(
+    batch_id: &str,
+    chunk_index: u32,
+    chunk_count: u32,
+    receipts: usize,
+) -> Result<String, String> {
+    if batch_id.is_empty() {
+        return Err("batch_id is empty".into());
+    }
+    let batch_id = parse_uuid(batch_id).map_err(|_| "batch_id is not a UUID".to_owned())?;
+    if chunk_count == 0 {
+        return Err("chunk_count is 0".into());
+    }
+    if chunk_index >= chunk_count {
+        return Err(format!(
+            "chunk_index {chunk_index} is not below chunk_count {chunk_count}"
+        ));
+    }
+    if receipts == 0 {
+        return Err("the chunk holds no receipts".into());
+    }
+    Ok(batch_id)
+}
+
+/// Serializes, compresses and base64-encodes one chunk.
+pub fn encode(chunk: &Chunk, compression: Compression) -> Result<EncodedMessage, EncodeError> {
+    if chunk.v != ENVELOPE_VERSION {
+        return Err(EncodeError::BadHeader(format!(
+            "v is {}, this build writes version {ENVELOPE_VERSION}",
+            chunk.v
+        )));
+    }
+    check_header(
+        &chunk.batch_id,
+        chunk.chunk_index,
+        chunk.chunk_count,
+        chunk.receipts.len(),
+    )
+    .map_err(EncodeError::BadHeader)?;
+    let json = serde_json::to_string(chunk).map_err(|e| EncodeError::Json(e.to_string()))?;
+    finish(json, chunk.chunk_index, chunk.receipts.len(), compression)
+}
+
+/// Turns a chunk's JSON into a message: size check, then compression and base64 if asked.
+pub(crate) fn finish(
+    json: String,
+    chunk_index: u32,
+    receipts: usize,
+    compression: Compression,
+) -> Result<EncodedMessage, EncodeError> {
+    if json.len() > MAX_DECODED_BYTES {
+        return Err(EncodeError::TooLarge {
+            bytes: json.len(),
+            limit: MAX_DECODED_BYTES,
+        });
+    }
+    let compress_err = |e: std::io::Error| EncodeError::Compress(e.to_string());
+    let body = match compression {
+        Compression::None => json,
+        Compression::Gzip => {
+            // Level 6 (the default): gzip's usual balance; higher levels gain little on JSON.
+            let mut encoder =
+                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            encoder.write_all(json.as_bytes()).map_err(compress_err)?;
+            let bytes = encoder.finish().map_err(compress_err)?;
+            base64::engine::general_purpose::STANDARD.encode(bytes)
+        }
+        Compression::Zstd => {
+            let bytes = zstd::bulk::compress(json.as_bytes(), ZSTD_LEVEL).map_err(compress_err)?;
+            base64::engine::general_purpose::STANDARD.encode(bytes)
+        }
+    };
+    Ok(EncodedMessage {
+        body,
+        encoding: compression.attribute(),
+        chunk_index,
+        receipts,
+    })
+}
+
+/// The envelope as read off the queue, before the receipts are validated.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawChunk {
+    v: u32,
+    batch_id: String,
+    chunk_index: u32,
+    chunk_count: u32,
+    receipts: Vec<serde_json::Value>,
+}
+
+/// Just the version, read when the full envelope does not parse: a newer envelope should be
+/// reported as [`DecodeError::UnsupportedVersion`], not as a JSON error.
+#[derive(Deserialize)]
+struct VersionProbe {
+    v: u32,
+}
+
+/// Decodes and fully re-validates one message body (the queue may hold anything).
+///
+/// `encoding` is the [`ENCODING_ATTRIBUTE`] value (`None`, or `"none"`, = plain JSON). The decoded size is
+/// capped at [`MAX_DECODED_BYTES`]. Receipts come back normalised, as [`Receipt::from_value`]
+/// returns them; error pointers are `/receipts/{i}/…` within the chunk.
+pub fn decode(body: &str, encoding: Option<&str>) -> Result<Chunk, DecodeError> {
+    let compression = match encoding {
+        None => Compression::None,
+        Some(name) => name
+            .parse::<Compression>()
+            .map_err(|_| DecodeError::UnknownEncoding(name.to_owned()))?,
+    };
+    // base64 only shrinks, so an over-long body is over the limit whatever its encoding.
+    if body.len() > MAX_DECODED_BYTES {
+        return Err(DecodeError::TooLarge {
+            limit: MAX_DECODED_BYTES,
+        });
+    }
+    let decoded;
+    let json: &[u8] = match compression {
+        Compression::None => body.as_bytes(),
+        Compression::Gzip | Compression::Zstd => {
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(body)
+                .map_err(|e| DecodeError::Base64(e.to_string()))?;
+            decoded = decompress(&raw, compression)?;
+            &decoded
+        }
+    };
+
+    let raw: RawChunk = match serde_json::from_slice(json) {
+        Ok(raw) => raw,
+        Err(err) => {
+            if let Ok(probe) = serde_json::from_slice::<VersionProbe>(json) {
+                if probe.v != ENVELOPE_VERSION {
+                    return Err(DecodeError::UnsupportedVersion(probe.v));
+                }
+            }
+            return Err(DecodeError::Json {
+                line: err.line(),
+                column: err.column(),
+                message: crate::batch::bare_message(&err),
+            });
+        }
+    };
+    if raw.v != ENVELOPE_VERSION {
+        return Err(DecodeError::UnsupportedVersion(raw.v));
+    }
+    let batch_id = check_header(
+        &raw.batch_id,
+        raw.chunk_index,
+        raw.chunk_count,
+        raw.receipts.len(),
+    )
+    .map_err(DecodeError::BadHeader)?;
+
+    let mut receipts = Vec::with_capacity(raw.receipts.len());
+    let mut errors = Vec::new();
+    for (i, value) in raw.receipts.iter().enumerate() {
+        match Receipt::from_value(value, i) {
+            Ok(receipt) => receipts.push(receipt),
+            Err(mut errs) => errors.append(&mut errs),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(DecodeError::InvalidReceipts(errors));
+    }
+    Ok(Chunk {
+        v: raw.v,
+        batch_id,
+        chunk_index: raw.chunk_index,
+        chunk_count: raw.chunk_count,
+        receipts,
+    })
+}
+
+/// Decompresses at most [`MAX_DECODED_BYTES`].
+fn decompress(raw: &[u8], compression: Compression) -> Result<Vec<u8>, DecodeError> {
+    let err = |e: std::io::Error| DecodeError::Decompress(e.to_string());
+    // One byte over the limit tells "exactly at the limit" from "over it".
+    let cap = u64::try_from(MAX_DECODED_BYTES)
+        .unwrap_or(u64::MAX)
+        .saturating_add(1);
+    let mut out = Vec::new();
+    match compression {
+        Compression::Gzip => {
+            flate2::read::GzDecoder::new(raw)
+                .take(cap)
+                .read_to_end(&mut out)
+                .map_err(err)?;
+        }
+        Compression::Zstd => {
+            let mut decoder = zstd::stream::read::Decoder::new(raw).map_err(err)?;
+            decoder.window_log_max(ZSTD_WINDOW_LOG_MAX).map_err(err)?;
+            decoder.take(cap).read_to_end(&mut out).map_err(err)?;
+        }
+        Compression::None => out.extend_from_slice(raw),
+    }
+    if out.len() > MAX_DECODED_BYTES {
+        return Err(DecodeError::TooLarge {
+            limit: MAX_DECODED_BYTES,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests;

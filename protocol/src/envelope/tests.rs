@@ -1,0 +1,320 @@
+//! Tests of the envelope: round trips, every decode error, and decode never panicking.
+
+use base64::Engine as _;
+use proptest::prelude::*;
+use serde_json::{json, Value};
+
+use super::*;
+use crate::test_support::{full, full_json, id, minimal_json};
+
+const BATCH: &str = "5d1c2a10-3b4e-4f60-9a7b-8c9d0e1f2a3b";
+
+fn chunk(n: usize) -> Chunk {
+    Chunk::new(BATCH.into(), 1, 3, (0..n).map(full).collect())
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(bytes).expect("write");
+    e.finish().expect("finish")
+}
+
+/// A plain body from a JSON value.
+fn plain(v: &Value) -> String {
+    v.to_string()
+}
+
+fn envelope_json(receipts: Vec<Value>) -> Value {
+    json!({"v": 1, "batch_id": BATCH, "chunk_index": 0, "chunk_count": 1, "receipts": receipts})
+}
+
+// -- compression names --------------------------------------------------------------------------
+
+#[test]
+fn compression_names_parse_and_print() {
+    for c in [Compression::None, Compression::Gzip, Compression::Zstd] {
+        assert_eq!(c.to_string().parse::<Compression>(), Ok(c));
+    }
+    assert_eq!(Compression::default(), Compression::None);
+    assert_eq!(
+        "brotli".parse::<Compression>().map_err(|e| e.to_string()),
+        Err(r#"unknown compression "brotli": expected none, gzip or zstd"#.to_owned())
+    );
+}
+
+// -- encode / decode ------------------------------------------------------------------------------
+
+#[test]
+fn a_chunk_round_trips_with_every_compression() {
+    let original = chunk(3);
+    for c in [Compression::None, Compression::Gzip, Compression::Zstd] {
+        let message = encode(&original, c).expect("encodes");
+        assert_eq!(message.encoding, c.attribute());
+        assert_eq!(message.chunk_index, 1);
+        assert_eq!(message.receipts, 3);
+        assert_eq!(
+            decode(&message.body, message.encoding),
+            Ok(original.clone()),
+            "{c}"
+        );
+    }
+}
+
+#[test]
+fn a_plain_body_is_the_chunk_json_and_compressed_bodies_are_base64() {
+    let original = chunk(2);
+    let plain = encode(&original, Compression::None).expect("encodes");
+    assert_eq!(
+        plain.body,
+        serde_json::to_string(&original).expect("serializes")
+    );
+    assert!(plain.body.starts_with(r#"{"v":1,"batch_id":"#));
+    for c in [Compression::Gzip, Compression::Zstd] {
+        let m = encode(&original, c).expect("encodes");
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(&m.body)
+            .expect("base64");
+        assert!(!raw.is_empty());
+        assert!(m.body.len() < plain.body.len() * 2);
+    }
+}
+
+#[test]
+fn sqs_size_counts_the_encoding_attribute() {
+    let plain = encode(&chunk(1), Compression::None).expect("encodes");
+    assert_eq!(plain.sqs_size(), plain.body.len());
+    let gz = encode(&chunk(1), Compression::Gzip).expect("encodes");
+    assert_eq!(
+        gz.sqs_size(),
+        gz.body.len() + "sluice-encoding".len() + "String".len() + 4
+    );
+}
+
+#[test]
+fn encode_refuses_a_header_decode_would_refuse() {
+    let mut c = chunk(1);
+    c.chunk_index = 3;
+    assert_eq!(
+        encode(&c, Compression::None),
+        Err(EncodeError::BadHeader(
+            "chunk_index 3 is not below chunk_count 3".into()
+        ))
+    );
+    let mut c = chunk(0);
+    c.chunk_index = 0;
+    assert_eq!(
+        encode(&c, Compression::None),
+        Err(EncodeError::BadHeader("the chunk holds no receipts".into()))
+    );
+    let mut c = chunk(1);
+    c.batch_id = "b1".into();
+    assert_eq!(
+        encode(&c, Compression::None),
+        Err(EncodeError::BadHeader("batch_id is not a UUID".into()))
+    );
+    let mut c = chunk(1);
+    c.v = 2;
+    assert!(matches!(
+        encode(&c, Compression::None),
+        Err(EncodeError::BadHeader(_))
+    ));
+}
+
+#[test]
+fn decode_normalises_ids_to_lowercase() {
+    let mut r = full_json(0);
+    r["receipt_id"] = json!(id(0).to_uppercase());
+    let mut env = envelope_json(vec![r]);
+    env["batch_id"] = json!(BATCH.to_uppercase());
+    let c = decode(&plain(&env), None).expect("decodes");
+    assert_eq!(c.batch_id, BATCH);
+    assert_eq!(c.receipts[0].receipt_id, id(0));
+}
+
+// -- decode errors, one per variant ----------------------------------------------------------------
+
+#[test]
+fn an_unknown_encoding_is_refused() {
+    let err = decode("{}", Some("brotli")).expect_err("refused");
+    assert_eq!(err, DecodeError::UnknownEncoding("brotli".into()));
+    assert_eq!(
+        err.to_string(),
+        r#"unknown body encoding "brotli" in the sluice-encoding attribute (expected gzip or zstd)"#
+    );
+}
+
+#[test]
+fn a_compressed_body_that_is_not_base64_is_refused() {
+    assert!(matches!(
+        decode("{not base64}", Some("gzip")),
+        Err(DecodeError::Base64(_))
+    ));
+    assert!(matches!(
+        decode("abc", Some("zstd")),
+        Err(DecodeError::Base64(_))
+    ));
+}
+
+#[test]
+fn a_body_that_does_not_decompress_is_refused() {
+    let garbage = b64(b"definitely not compressed");
+    assert!(matches!(
+        decode(&garbage, Some("gzip")),
+        Err(DecodeError::Decompress(_))
+    ));
+    assert!(matches!(
+        decode(&garbage, Some("zstd")),
+        Err(DecodeError::Decompress(_))
+    ));
+    // A gzip body sent with the zstd attribute.
+    let gz = encode(&chunk(1), Compression::Gzip).expect("encodes");
+    assert!(matches!(
+        decode(&gz.body, Some("zstd")),
+        Err(DecodeError::Decompress(_))
+    ));
+}
+
+#[test]
+fn a_zip_bomb_stops_at_the_decoded_size_limit() {
+    let zeros = vec![b' '; MAX_DECODED_BYTES + 1];
+    let zstd_bomb = b64(&zstd::bulk::compress(&zeros, 19).expect("compresses"));
+    let gzip_bomb = b64(&gzip(&zeros));
+    assert!(zstd_bomb.len() < 4096 && gzip_bomb.len() < 64 * 1024);
+    let too_large = DecodeError::TooLarge {
+        limit: MAX_DECODED_BYTES,
+    };
+    assert_eq!(decode(&zstd_bomb, Some("zstd")), Err(too_large.clone()));
+    assert_eq!(decode(&gzip_bomb, Some("gzip")), Err(too_large.clone()));
+    let huge_plain = " ".repeat(MAX_DECODED_BYTES + 1);
+    assert_eq!(decode(&huge_plain, None), Err(too_large));
+}
+
+#[test]
+fn a_body_that_is_not_an_envelope_is_a_json_error_with_position() {
+    assert_eq!(
+        decode("{\"v\":1,\n \"batch_id\": ]", None),
+        Err(DecodeError::Json {
+            line: 2,
+            column: 14,
+            message: "expected value".into()
+        })
+    );
+    let mut env = envelope_json(vec![minimal_json(0)]);
+    env["extra"] = json!(1);
+    assert!(matches!(
+        decode(&plain(&env), None),
+        Err(DecodeError::Json { .. })
+    ));
+    assert!(matches!(decode("", None), Err(DecodeError::Json { .. })));
+}
+
+#[test]
+fn another_envelope_version_is_refused_even_when_its_shape_differs() {
+    let v2 = json!({"v": 2, "batch_id": BATCH, "parts": []});
+    assert_eq!(
+        decode(&plain(&v2), None),
+        Err(DecodeError::UnsupportedVersion(2))
+    );
+    let mut env = envelope_json(vec![minimal_json(0)]);
+    env["v"] = json!(0);
+    let err = decode(&plain(&env), None).expect_err("refused");
+    assert_eq!(err, DecodeError::UnsupportedVersion(0));
+    assert_eq!(
+        err.to_string(),
+        "envelope version 0 is not supported (this build reads version 1)"
+    );
+}
+
+#[test]
+fn an_inconsistent_header_is_refused() {
+    let cases = [
+        (
+            "chunk_index",
+            json!(1),
+            "chunk_index 1 is not below chunk_count 1",
+        ),
+        ("chunk_count", json!(0), "chunk_count is 0"),
+        ("batch_id", json!(""), "batch_id is empty"),
+        ("batch_id", json!("batch-1"), "batch_id is not a UUID"),
+    ];
+    for (field, value, reason) in cases {
+        let mut env = envelope_json(vec![minimal_json(0)]);
+        env[field] = value;
+        assert_eq!(
+            decode(&plain(&env), None),
+            Err(DecodeError::BadHeader(reason.into()))
+        );
+    }
+    let empty = envelope_json(vec![]);
+    assert_eq!(
+        decode(&plain(&empty), None),
+        Err(DecodeError::BadHeader("the chunk holds no receipts".into()))
+    );
+}
+
+#[test]
+fn invalid_receipts_in_a_message_are_reported_with_pointers() {
+    let mut bad = minimal_json(1);
+    bad["total"] = json!(3.5);
+    let env = envelope_json(vec![minimal_json(0), bad]);
+    match decode(&plain(&env), None) {
+        Err(DecodeError::InvalidReceipts(errors)) => {
+            assert_eq!(errors.len(), 1);
+            assert_eq!(errors[0].pointer, "/receipts/1/total");
+            assert_eq!(errors[0].receipt_id, Some(id(1)));
+        }
+        other => panic!("expected InvalidReceipts, got {other:?}"),
+    }
+}
+
+// -- property: decode never panics ------------------------------------------------------------------
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn decode_never_panics_on_arbitrary_strings(
+        body in any::<String>(),
+        encoding in proptest::option::of(prop_oneof![
+            Just("gzip".to_owned()), Just("zstd".to_owned()), Just("none".to_owned()), any::<String>()
+        ]),
+    ) {
+        let _ = decode(&body, encoding.as_deref());
+    }
+
+    #[test]
+    fn decode_never_panics_on_arbitrary_compressed_bytes(
+        bytes in proptest::collection::vec(any::<u8>(), 0..512),
+        zstd in any::<bool>(),
+    ) {
+        let _ = decode(&b64(&bytes), Some(if zstd { "zstd" } else { "gzip" }));
+        let _ = decode(&String::from_utf8_lossy(&bytes), None);
+    }
+
+    #[test]
+    fn decode_never_panics_on_corrupted_valid_messages(
+        compression in prop_oneof![Just(Compression::None), Just(Compression::Gzip), Just(Compression::Zstd)],
+        flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+    ) {
+        let message = encode(&chunk(2), compression).expect("encodes");
+        let mut bytes = message.body.into_bytes();
+        // Corrupt the decoded payload (after base64) so the decompressor sees the damage.
+        if compression != Compression::None {
+            bytes = base64::engine::general_purpose::STANDARD.decode(&bytes).expect("base64");
+        }
+        for (at, byte) in flips {
+            let i = at.index(bytes.len());
+            bytes[i] ^= byte | 1;
+        }
+        let body = if compression == Compression::None {
+            String::from_utf8_lossy(&bytes).into_owned()
+        } else {
+            b64(&bytes)
+        };
+        let _ = decode(&body, message.encoding);
+    }
+}
