@@ -1,0 +1,234 @@
+//! Ingest configuration, read from the environment (Lambda style). Every problem is listed
+//! at once.
+
+use std::fmt;
+
+use sluice_protocol::envelope::Compression;
+use sluice_protocol::split::{DEFAULT_MAX_MESSAGE_BYTES, SQS_MAX_MESSAGE_BYTES};
+
+/// The ingest API's settings.
+#[derive(Clone)]
+pub struct IngestConfig {
+    /// `SLUICE_QUEUE_URL` (required).
+    pub queue_url: String,
+    /// `SLUICE_SQS_ENDPOINT`: an SQS-compatible server instead of AWS's.
+    pub sqs_endpoint: Option<String>,
+    /// `SLUICE_MAX_MESSAGE_BYTES`: per SQS message, 1 KiB ..= 1 MiB (SQS's ceiling).
+    pub max_message_bytes: usize,
+    /// `SLUICE_MAX_RECEIPTS_PER_CHUNK`.
+    pub max_receipts_per_chunk: usize,
+    /// `SLUICE_MAX_RECEIPTS_PER_REQUEST`.
+    pub max_receipts_per_request: usize,
+    /// `SLUICE_MAX_BODY_BYTES`: request body as sent (before gzip is undone).
+    pub max_body_bytes: usize,
+    /// `SLUICE_COMPRESSION`: `none`, `gzip` or `zstd` for message bodies.
+    pub compression: Compression,
+    /// `SLUICE_API_TOKEN`: when set, requests need `Authorization: Bearer <token>`.
+    pub api_token: Option<String>,
+    /// `SLUICE_PUBLISH_CONCURRENCY`: SendMessageBatch calls in flight per request.
+    pub publish_concurrency: usize,
+}
+
+impl fmt::Debug for IngestConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IngestConfig")
+            .field("queue_url", &self.queue_url)
+            .field("sqs_endpoint", &self.sqs_endpoint)
+            .field("max_message_bytes", &self.max_message_bytes)
+            .field("max_receipts_per_chunk", &self.max_receipts_per_chunk)
+            .field("max_receipts_per_request", &self.max_receipts_per_request)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("compression", &self.compression)
+            .field("api_token", &self.api_token.as_ref().map(|_| "<redacted>"))
+            .field("publish_concurrency", &self.publish_concurrency)
+            .finish()
+    }
+}
+
+/// Default receipts per chunk: a typical receipt is 0.5–2 KB, so 500 keeps most chunks under
+/// the 256 KiB default message size, where the byte limit takes over.
+pub const DEFAULT_MAX_RECEIPTS_PER_CHUNK: usize = 500;
+/// Default receipts per request: the "tens of thousands" a bulk upload carries.
+pub const DEFAULT_MAX_RECEIPTS_PER_REQUEST: usize = 50_000;
+/// Lambda's synchronous payload limit is 6 MB; the same cap applies locally by default.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
+/// SendMessageBatch calls in flight per request: enough to hide SQS latency, few enough not
+/// to trip SQS throttling from one request.
+pub const DEFAULT_PUBLISH_CONCURRENCY: usize = 8;
+
+/// Every problem found, listed at once.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError(pub Vec<String>);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "invalid configuration ({} problems):", self.0.len())?;
+        for p in &self.0 {
+            writeln!(f, "  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl IngestConfig {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Reads settings through `get` (tests pass a map).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut problems = Vec::new();
+        let queue_url = match get("SLUICE_QUEUE_URL") {
+            Some(u) if u.starts_with("http://") || u.starts_with("https://") => u,
+            Some(u) => {
+                problems.push(format!("SLUICE_QUEUE_URL: {u:?} is not an http(s) URL"));
+                String::new()
+            }
+            None => {
+                problems.push(
+                    "SLUICE_QUEUE_URL: required (the SQS queue to send chunks to)".to_owned(),
+                );
+                String::new()
+            }
+        };
+        let sqs_endpoint = get("SLUICE_SQS_ENDPOINT").filter(|s| !s.is_empty());
+        if let Some(ep) = &sqs_endpoint {
+            if !(ep.starts_with("http://") || ep.starts_with("https://")) {
+                problems.push(format!("SLUICE_SQS_ENDPOINT: {ep:?} is not an http(s) URL"));
+            }
+        }
+        let mut number = |key: &str, default: usize, min: usize, max: usize| -> usize {
+            match get(key) {
+                None => default,
+                Some(v) => match v.trim().parse::<usize>() {
+                    Ok(n) if (min..=max).contains(&n) => n,
+                    Ok(n) => {
+                        problems.push(format!("{key}: {n} is out of range {min}..={max}"));
+                        default
+                    }
+                    Err(_) => {
+                        problems.push(format!("{key}: {v:?} is not a whole number"));
+                        default
+                    }
+                },
+            }
+        };
+        let max_message_bytes = number(
+            "SLUICE_MAX_MESSAGE_BYTES",
+            DEFAULT_MAX_MESSAGE_BYTES,
+            1024,
+            SQS_MAX_MESSAGE_BYTES,
+        );
+        let max_receipts_per_chunk = number(
+            "SLUICE_MAX_RECEIPTS_PER_CHUNK",
+            DEFAULT_MAX_RECEIPTS_PER_CHUNK,
+            1,
+            100_000,
+        );
+        let max_receipts_per_request = number(
+            "SLUICE_MAX_RECEIPTS_PER_REQUEST",
+            DEFAULT_MAX_RECEIPTS_PER_REQUEST,
+            1,
+            1_000_000,
+        );
+        let max_body_bytes = number(
+            "SLUICE_MAX_BODY_BYTES",
+            DEFAULT_MAX_BODY_BYTES,
+            1024,
+            1 << 30,
+        );
+        let publish_concurrency = number(
+            "SLUICE_PUBLISH_CONCURRENCY",
+            DEFAULT_PUBLISH_CONCURRENCY,
+            1,
+            256,
+        );
+        let compression = match get("SLUICE_COMPRESSION") {
+            None => Compression::None,
+            Some(v) => v.parse().unwrap_or_else(|_| {
+                problems.push(format!(
+                    "SLUICE_COMPRESSION: {v:?} is not one of none, gzip, zstd"
+                ));
+                Compression::None
+            }),
+        };
+        let api_token = get("SLUICE_API_TOKEN").filter(|t| !t.is_empty());
+        if let Some(t) = &api_token {
+            if t.len() < 16 {
+                problems.push("SLUICE_API_TOKEN: use at least 16 characters".to_owned());
+            }
+        }
+        if problems.is_empty() {
+            Ok(Self {
+                queue_url,
+                sqs_endpoint,
+                max_message_bytes,
+                max_receipts_per_chunk,
+                max_receipts_per_request,
+                max_body_bytes,
+                compression,
+                api_token,
+                publish_concurrency,
+            })
+        } else {
+            Err(ConfigError(problems))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(vars: &[(&str, &str)]) -> Result<IngestConfig, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        IngestConfig::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn queue_url_alone_gives_the_documented_defaults() {
+        let c = load(&[("SLUICE_QUEUE_URL", "http://127.0.0.1:1/q")]).expect("valid");
+        assert_eq!(c.max_message_bytes, 262_144);
+        assert_eq!(c.max_receipts_per_chunk, 500);
+        assert_eq!(c.max_receipts_per_request, 50_000);
+        assert_eq!(c.compression, Compression::None);
+        assert!(c.api_token.is_none());
+    }
+
+    #[test]
+    fn every_bad_variable_is_reported_at_once() {
+        let err = load(&[
+            ("SLUICE_MAX_MESSAGE_BYTES", "2000000"),
+            ("SLUICE_MAX_RECEIPTS_PER_CHUNK", "many"),
+            ("SLUICE_COMPRESSION", "lz4"),
+            ("SLUICE_API_TOKEN", "short"),
+        ])
+        .expect_err("invalid");
+        let all = err.to_string();
+        for needle in [
+            "SLUICE_QUEUE_URL: required",
+            "SLUICE_MAX_MESSAGE_BYTES: 2000000 is out of range 1024..=1048576",
+            "SLUICE_MAX_RECEIPTS_PER_CHUNK: \"many\" is not a whole number",
+            "SLUICE_COMPRESSION: \"lz4\"",
+            "SLUICE_API_TOKEN",
+        ] {
+            assert!(all.contains(needle), "missing {needle:?} in {all}");
+        }
+        assert_eq!(err.0.len(), 5);
+    }
+
+    #[test]
+    fn the_token_is_never_printed() {
+        let c = load(&[
+            ("SLUICE_QUEUE_URL", "http://127.0.0.1:1/q"),
+            ("SLUICE_API_TOKEN", "a-very-secret-token-value"),
+        ])
+        .expect("valid");
+        assert!(!format!("{c:?}").contains("a-very-secret"));
+    }
+}

@@ -1,0 +1,44 @@
+//! Sluice ingest API: takes bulk receipt uploads over HTTP, validates every receipt, splits
+//! them into chunks and puts the chunks on SQS.
+//!
+//! # Layout
+//!
+//! | module | job |
+//! |---|---|
+//! | [`config`] | settings from the environment, every problem listed at once |
+//! | [`routes`] | the axum `Router` shared by Lambda and the local server; errors → HTTP status |
+//! | [`publish`] | SendMessageBatch: grouping, bounded parallel calls, per-entry retries |
+//!
+//! Validation and splitting are pure and live in `sluice-protocol`.
+
+pub mod config;
+pub mod publish;
+pub mod routes;
+
+use std::sync::Arc;
+
+pub use config::IngestConfig;
+pub use routes::{app, AppState};
+
+/// Builds the SQS client from the standard AWS chain, with `SLUICE_SQS_ENDPOINT` applied.
+pub async fn sqs_client(cfg: &IngestConfig) -> aws_sdk_sqs::Client {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if let Some(ep) = &cfg.sqs_endpoint {
+        loader = loader.endpoint_url(ep);
+    }
+    aws_sdk_sqs::Client::new(&loader.load().await)
+}
+
+/// The application state for `cfg`, sending with `client`.
+pub fn state(cfg: IngestConfig, client: aws_sdk_sqs::Client) -> AppState {
+    let publisher = publish::Publisher::new(
+        client,
+        cfg.queue_url.clone(),
+        cfg.publish_concurrency,
+        cfg.max_message_bytes,
+    );
+    AppState {
+        config: Arc::new(cfg),
+        publisher,
+    }
+}

@@ -1,0 +1,363 @@
+//! The ingest HTTP API: one axum `Router`, served by `lambda_http::run` on Lambda and by a
+//! plain listener locally.
+//!
+//! `POST /v1/batches` validates every receipt, splits them into chunks and enqueues them; it
+//! answers 202 only once SQS has accepted every chunk. `GET /healthz` answers `ok`.
+
+use std::io::Read as _;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use http_body_util::BodyExt as _;
+use serde::Serialize;
+use sluice_protocol::batch::{self, BatchError};
+use sluice_protocol::split::{self, Limits, SplitError};
+use sluice_protocol::FieldError;
+
+use crate::config::IngestConfig;
+use crate::publish::{PublishError, Publisher};
+
+/// Seconds a client should wait before retrying after a 503.
+const RETRY_AFTER_SECONDS: u32 = 5;
+/// A gzip body may not expand beyond this multiple of the body limit (zip bombs).
+const MAX_GZIP_EXPANSION: usize = 10;
+/// Namespace for batch ids derived from `Idempotency-Key` (UUID v5), fixed forever so that the
+/// same key always names the same batch.
+const BATCH_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x5f1c_e8a2_7d3b_4c41_9e0f_2b6a_8d4c_1e73);
+
+/// Shared state of the API.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub config: Arc<IngestConfig>,
+    pub publisher: Publisher,
+}
+
+/// The router, shared by the Lambda and the local server.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/batches", post(create_batch))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .with_state(state)
+}
+
+/// 202 answer.
+#[derive(Debug, Serialize)]
+pub struct Accepted {
+    pub batch_id: String,
+    pub receipts: usize,
+    pub chunks: usize,
+    pub bytes: usize,
+}
+
+/// Everything a request can fail with, mapped to an HTTP status by [`IntoResponse`].
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("missing or invalid bearer token")]
+    Unauthorized,
+    #[error("unsupported content type {0:?}: send application/json or application/x-ndjson")]
+    UnsupportedMediaType(String),
+    #[error("unsupported content encoding {0:?}: send gzip or no Content-Encoding")]
+    UnsupportedEncoding(String),
+    #[error("request body is over the limit of {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    #[error("more than {limit} receipts in one request; split the upload")]
+    TooManyReceipts { limit: usize },
+    #[error("could not read the request body: {0}")]
+    BadBody(String),
+    #[error("invalid Idempotency-Key: {0}")]
+    BadIdempotencyKey(String),
+    #[error("malformed body at line {line}, column {column}: {message}")]
+    Malformed {
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{0}")]
+    Shape(String),
+    #[error("{invalid_receipts} invalid receipts ({total_errors} errors); nothing was enqueued")]
+    Invalid {
+        errors: Vec<FieldError>,
+        total_errors: usize,
+        invalid_receipts: usize,
+    },
+    #[error("SQS did not accept every chunk; retry the same request: {0}")]
+    Unavailable(#[from] PublishError),
+}
+
+#[derive(Debug, Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    line: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    column: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errors: Option<&'a [FieldError]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    total_errors: Option<usize>,
+}
+
+impl IngestError {
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        use IngestError::*;
+        match self {
+            Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            UnsupportedMediaType(_) | UnsupportedEncoding(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            TooManyReceipts { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_many_receipts"),
+            BadBody(_) | BadIdempotencyKey(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            Malformed { .. } => (StatusCode::BAD_REQUEST, "malformed_json"),
+            Shape(_) => (StatusCode::BAD_REQUEST, "bad_shape"),
+            Invalid { .. } => (StatusCode::BAD_REQUEST, "invalid_receipts"),
+            Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "queue_unavailable"),
+        }
+    }
+}
+
+impl IntoResponse for IngestError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let (line, column) = match &self {
+            IngestError::Malformed { line, column, .. } => (Some(*line), Some(*column)),
+            _ => (None, None),
+        };
+        let (errors, total_errors) = match &self {
+            IngestError::Invalid {
+                errors,
+                total_errors,
+                ..
+            } => (Some(errors.as_slice()), Some(*total_errors)),
+            _ => (None, None),
+        };
+        let body = ErrorBody {
+            error: code,
+            message: self.to_string(),
+            line,
+            column,
+            errors,
+            total_errors,
+        };
+        let mut resp = (status, Json(&body)).into_response();
+        match self {
+            IngestError::Unauthorized => {
+                resp.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"sluice\""),
+                );
+            }
+            IngestError::Unavailable(ref e) => {
+                tracing::error!(error = %e, "Upload not enqueued; answered 503.");
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+            }
+            _ => {}
+        }
+        resp
+    }
+}
+
+impl From<BatchError> for IngestError {
+    fn from(e: BatchError) -> Self {
+        match e {
+            BatchError::Malformed {
+                line,
+                column,
+                message,
+            } => IngestError::Malformed {
+                line,
+                column,
+                message,
+            },
+            BatchError::Shape(s) => IngestError::Shape(s),
+            BatchError::TooManyReceipts { limit } => IngestError::TooManyReceipts { limit },
+            BatchError::Invalid {
+                errors,
+                total_errors,
+                invalid_receipts,
+            } => IngestError::Invalid {
+                errors,
+                total_errors,
+                invalid_receipts,
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Json,
+    NdJson,
+}
+
+async fn create_batch(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<Accepted>), IngestError> {
+    let cfg = &state.config;
+    authorize(cfg, &headers)?;
+    let format = content_type(&headers)?;
+    let gzip = content_encoding(&headers)?;
+    let batch_id = batch_id(&headers)?;
+    let raw = read_limited(body, cfg.max_body_bytes).await?;
+    let bytes = if gzip {
+        gunzip(&raw, cfg.max_body_bytes.saturating_mul(MAX_GZIP_EXPANSION))?
+    } else {
+        raw
+    };
+    let receipts = match format {
+        Format::Json => batch::parse_json(&bytes, cfg.max_receipts_per_request)?,
+        Format::NdJson => batch::parse_ndjson(&bytes, cfg.max_receipts_per_request)?,
+    };
+    drop(bytes);
+    let limits = Limits {
+        max_message_bytes: cfg.max_message_bytes,
+        max_receipts_per_chunk: cfg.max_receipts_per_chunk,
+        compression: cfg.compression,
+    };
+    let messages = split::split(&batch_id, &receipts, &limits).map_err(|e| match e {
+        SplitError::ReceiptTooLarge {
+            index,
+            receipt_id,
+            bytes,
+            limit,
+        } => IngestError::Invalid {
+            errors: vec![FieldError {
+                index,
+                receipt_id: Some(receipt_id),
+                pointer: format!("/receipts/{index}"),
+                reason: format!(
+                    "encodes to {bytes} bytes, over the {limit}-byte SQS message limit"
+                ),
+            }],
+            total_errors: 1,
+            invalid_receipts: 1,
+        },
+        SplitError::Encode(msg) => IngestError::Shape(format!("could not encode the batch: {msg}")),
+    })?;
+    let total_bytes = messages.iter().map(|m| m.sqs_size()).sum();
+    state.publisher.publish(&messages).await?;
+    tracing::info!(batch_id = %batch_id, receipts = receipts.len(), chunks = messages.len(), bytes = total_bytes, "Batch enqueued.");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Accepted {
+            batch_id,
+            receipts: receipts.len(),
+            chunks: messages.len(),
+            bytes: total_bytes,
+        }),
+    ))
+}
+
+fn authorize(cfg: &IngestConfig, headers: &HeaderMap) -> Result<(), IngestError> {
+    let Some(expected) = &cfg.api_token else {
+        return Ok(());
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+        Ok(())
+    } else {
+        Err(IngestError::Unauthorized)
+    }
+}
+
+/// Compares without an early exit, so response time does not reveal how much of the token
+/// matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for (i, x) in a.iter().enumerate() {
+        diff |= usize::from(x ^ b.get(i).copied().unwrap_or(0));
+    }
+    diff == 0
+}
+
+fn content_type(headers: &HeaderMap) -> Result<Format, IngestError> {
+    let raw = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = raw
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match essence.as_str() {
+        "application/json" => Ok(Format::Json),
+        "application/x-ndjson" | "application/jsonl" | "application/jsonlines" => {
+            Ok(Format::NdJson)
+        }
+        _ => Err(IngestError::UnsupportedMediaType(raw.to_owned())),
+    }
+}
+
+fn content_encoding(headers: &HeaderMap) -> Result<bool, IngestError> {
+    match headers
+        .get(header::CONTENT_ENCODING)
+        .map(|v| v.to_str().unwrap_or("?"))
+    {
+        None => Ok(false),
+        Some(v) if v.trim().eq_ignore_ascii_case("identity") => Ok(false),
+        Some(v) if v.trim().eq_ignore_ascii_case("gzip") => Ok(true),
+        Some(v) => Err(IngestError::UnsupportedEncoding(v.to_owned())),
+    }
+}
+
+/// A stable batch id from `Idempotency-Key` (the same key always gives the same id), or a new
+/// random one.
+fn batch_id(headers: &HeaderMap) -> Result<String, IngestError> {
+    match headers.get("idempotency-key") {
+        None => Ok(uuid::Uuid::new_v4().to_string()),
+        Some(v) => {
+            let key = v
+                .to_str()
+                .map_err(|_| IngestError::BadIdempotencyKey("not visible ASCII".to_owned()))?;
+            if key.is_empty() || key.len() > 255 {
+                return Err(IngestError::BadIdempotencyKey(
+                    "must be 1 to 255 characters".to_owned(),
+                ));
+            }
+            Ok(uuid::Uuid::new_v5(&BATCH_NAMESPACE, key.as_bytes()).to_string())
+        }
+    }
+}
+
+async fn read_limited(body: Body, limit: usize) -> Result<Bytes, IngestError> {
+    let limited = http_body_util::Limited::new(body, limit);
+    match limited.collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(IngestError::BodyTooLarge { limit })
+        }
+        Err(e) => Err(IngestError::BadBody(e.to_string())),
+    }
+}
+
+fn gunzip(raw: &[u8], limit: usize) -> Result<Bytes, IngestError> {
+    let mut out = Vec::new();
+    let decoder = flate2::read::MultiGzDecoder::new(raw);
+    decoder
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| IngestError::BadBody(format!("gzip body could not be decoded: {e}")))?;
+    if out.len() > limit {
+        return Err(IngestError::BodyTooLarge { limit });
+    }
+    Ok(Bytes::from(out))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,35 @@
+//! The `sluice-ingest` binary as an operator meets it: configuration problems, exit codes.
+
+use std::process::Command;
+
+#[test]
+fn missing_or_bad_settings_are_listed_and_exit_64() {
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice-ingest"))
+        .env_remove("SLUICE_QUEUE_URL")
+        .env_remove("AWS_LAMBDA_RUNTIME_API")
+        .env("SLUICE_MAX_MESSAGE_BYTES", "5000000")
+        .env("SLUICE_COMPRESSION", "brotli")
+        .output()
+        .expect("sluice-ingest runs");
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "SLUICE_QUEUE_URL: required",
+        "SLUICE_MAX_MESSAGE_BYTES: 5000000 is out of range 1024..=1048576",
+        "SLUICE_COMPRESSION: \"brotli\" is not one of none, gzip, zstd",
+    ] {
+        assert!(stderr.contains(needle), "missing {needle:?} in:\n{stderr}");
+    }
+}
+
+#[test]
+fn a_bad_listen_address_is_a_usage_error() {
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice-ingest"))
+        .args(["--listen", "not-an-address"])
+        .env("SLUICE_QUEUE_URL", "http://127.0.0.1:1/000000000000/q")
+        .output()
+        .expect("sluice-ingest runs");
+    assert_eq!(out.status.code(), Some(2), "clap's usage error");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--listen"), "{stderr}");
+}
