@@ -1,0 +1,252 @@
+//! Wiring: builds the pipeline from a validated configuration, runs it, and shuts it down.
+//!
+//! ```text
+//! pollers ──Delivery──▶ batcher ──Vec<Delivery>──▶ dispatcher ──(tokens, tx slot)──▶ writer tasks
+//!    ▲  gates: database up, in-flight budget                                   │
+//!    └── heartbeat extends visibility of everything held ◀────────────────────┘ delete / dead-letter / release
+//! ```
+//!
+//! Shutdown: the token stops the pollers' receives; the channels then close in order, so the
+//! batcher flushes, the dispatcher releases batches not yet started, and started transactions
+//! finish. Whatever is still held when the grace period ends is released (visibility 0).
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::batcher;
+use crate::config::AgentConfig;
+use crate::consumer::{self, outage_backoff, PollerContext};
+use crate::health::Health;
+use crate::inflight::{self, InFlight};
+use crate::limiter::RowLimiter;
+use crate::metrics as m;
+use crate::server::{self, ServerState};
+use crate::sqs::{self, Queue};
+use crate::store::Store;
+use crate::writer::{self, WriterContext};
+
+/// The outside world the agent talks to. Built from the configuration by [`Clients::connect`],
+/// or by a test harness with its own credentials.
+#[derive(Debug, Clone)]
+pub struct Clients {
+    pub store: Store,
+    pub queue: Queue,
+}
+
+impl Clients {
+    pub async fn connect(cfg: &AgentConfig) -> anyhow::Result<Self> {
+        let store = Store::connect_lazy(&cfg.database)?;
+        let client = sqs::client(&cfg.queue).await;
+        let queue = Queue::new(
+            client,
+            cfg.queue.url.clone(),
+            cfg.queue.dead_letter_url.clone(),
+        );
+        Ok(Self { store, queue })
+    }
+}
+
+/// A started agent.
+#[derive(Debug)]
+pub struct RunningAgent {
+    /// Where `/metrics`, `/healthz` and `/readyz` answer, if enabled.
+    pub server_addr: Option<SocketAddr>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningAgent {
+    /// Waits for the agent to stop (after its shutdown token is cancelled).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await.context("agent task panicked")?
+    }
+}
+
+/// Runs until `shutdown` is cancelled and the pipeline has drained (or the grace period ended).
+pub async fn run(
+    cfg: AgentConfig,
+    clients: Clients,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    start(cfg, clients, shutdown).await?.wait().await
+}
+
+/// Binds the server, then runs the pipeline in the background.
+pub async fn start(
+    cfg: AgentConfig,
+    clients: Clients,
+    shutdown: CancellationToken,
+) -> anyhow::Result<RunningAgent> {
+    let prometheus = m::install();
+    let mut server_addr = None;
+    let server_stop = CancellationToken::new();
+    if let Some(addr) = cfg.server.addr() {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding server.listen {addr}"))?;
+        server_addr = Some(listener.local_addr()?);
+        let app = server::router(ServerState {
+            metrics: prometheus,
+            store: clients.store.clone(),
+            queue: clients.queue.clone(),
+        });
+        let stop = server_stop.clone();
+        tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "Metrics server failed.");
+            }
+        });
+    }
+    let task = tokio::spawn(async move {
+        let result = pipeline(cfg, clients, shutdown).await;
+        server_stop.cancel();
+        result
+    });
+    Ok(RunningAgent { server_addr, task })
+}
+
+async fn pipeline(
+    cfg: AgentConfig,
+    clients: Clients,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let Clients { store, queue } = clients;
+    if cfg.database.migrate_on_start
+        && !migrate_until_up(&store, &cfg.database.schema, &shutdown).await
+    {
+        return Ok(());
+    }
+
+    let rate = NonZeroU32::new(cfg.throttle.rows_per_second).context("rows_per_second is 0")?;
+    let burst = NonZeroU32::new(cfg.throttle.burst).context("burst is 0")?;
+    let limiter = Arc::new(RowLimiter::new(rate, burst));
+    metrics::gauge!(m::RATE_CONFIGURED).set(f64::from(rate.get()));
+    metrics::gauge!(m::DB_UP).set(1.0);
+
+    let inflight = InFlight::new();
+    let health = Health::new();
+    let visibility = Duration::from_secs(u64::from(cfg.queue.visibility_timeout_seconds));
+    let heartbeat_stop = CancellationToken::new();
+    let heartbeat = tokio::spawn(inflight::heartbeat(
+        queue.clone(),
+        inflight.clone(),
+        visibility,
+        heartbeat_stop.clone(),
+    ));
+
+    let budget = Arc::new(Semaphore::new(cfg.batch.max_in_flight_rows as usize));
+    let tracker = TaskTracker::new();
+    // Channels hold at most a few batches: the in-flight budget is what bounds memory.
+    let (delivery_tx, delivery_rx) = mpsc::channel(64);
+    let (batch_tx, batch_rx) = mpsc::channel(4);
+
+    let poller_ctx = PollerContext {
+        queue: queue.clone(),
+        inflight: inflight.clone(),
+        health: health.clone(),
+        budget: budget.clone(),
+        max_in_flight_rows: cfg.batch.max_in_flight_rows,
+        wait_seconds: cfg.queue.wait_seconds,
+        visibility_timeout_seconds: cfg.queue.visibility_timeout_seconds,
+    };
+    for _ in 0..cfg.queue.pollers {
+        tracker.spawn(consumer::poll(
+            poller_ctx.clone(),
+            delivery_tx.clone(),
+            shutdown.clone(),
+        ));
+    }
+    drop(delivery_tx);
+    tracker.spawn(batcher::run(
+        delivery_rx,
+        batch_tx,
+        cfg.batch.max_rows as usize,
+        Duration::from_millis(cfg.batch.max_wait_ms),
+    ));
+    let writer_ctx = WriterContext {
+        store: store.clone(),
+        queue: queue.clone(),
+        inflight: inflight.clone(),
+        health: health.clone(),
+        limiter,
+        max_concurrent_transactions: cfg.throttle.max_concurrent_transactions as usize,
+    };
+    tracker.spawn(writer::run(
+        writer_ctx,
+        batch_rx,
+        shutdown.clone(),
+        tracker.clone(),
+    ));
+    tracker.close();
+
+    let gauge_budget = budget.clone();
+    let max_in_flight = cfg.batch.max_in_flight_rows as usize;
+    let gauge_stop = heartbeat_stop.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = gauge_stop.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            let used = max_in_flight.saturating_sub(gauge_budget.available_permits());
+            metrics::gauge!(m::IN_FLIGHT_ROWS).set(used as f64);
+        }
+    });
+
+    tracing::info!(
+        queue = %cfg.queue.url,
+        pollers = cfg.queue.pollers,
+        rows_per_second = cfg.throttle.rows_per_second,
+        burst = cfg.throttle.burst,
+        "Agent running."
+    );
+
+    shutdown.cancelled().await;
+    let grace = Duration::from_secs(u64::from(cfg.shutdown.grace_seconds));
+    tracing::info!(grace = ?grace, held = inflight.len(), "Shutting down: receiving stopped, finishing in-flight work.");
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        tracing::warn!(
+            held = inflight.len(),
+            "Grace period over; releasing what is still held."
+        );
+    }
+    let left = inflight.drain();
+    if !left.is_empty() {
+        for (h, e) in queue.change_visibility(&left, 0).await {
+            tracing::warn!(message_id = %h.message_id, error = %e, "Could not release a message; it returns after its visibility timeout.");
+        }
+        metrics::counter!(m::MESSAGES_RELEASED).increment(left.len() as u64);
+    }
+    heartbeat_stop.cancel();
+    let _ = heartbeat.await;
+    tracing::info!(released = left.len(), "Agent stopped.");
+    Ok(())
+}
+
+/// Applies migrations, retrying while the database is unreachable. `false` if shut down first.
+async fn migrate_until_up(store: &Store, schema: &str, shutdown: &CancellationToken) -> bool {
+    let mut delays = outage_backoff();
+    loop {
+        match store.migrate(schema).await {
+            Ok(()) => return true,
+            Err(e) => {
+                let delay = delays.next().unwrap_or(Duration::from_secs(30));
+                tracing::error!(error = format!("{e:#}"), retry_in = ?delay, "Cannot apply migrations; retrying.");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return false,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}

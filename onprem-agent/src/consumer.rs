@@ -1,0 +1,179 @@
+//! Pollers: long-poll SQS, decode each message, and pass it on to the batcher.
+//!
+//! A poller receives only while the database is up and in-flight receipts are under
+//! `max_in_flight_rows`. Only the receive itself races against shutdown; a message already
+//! received is either passed on or released (visibility 0), never dropped silently. An
+//! undecodable message goes to the dead-letter queue with its reason.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_protocol::envelope::{self, Chunk};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::batcher::Rows;
+use crate::health::Health;
+use crate::inflight::InFlight;
+use crate::metrics as m;
+use crate::sqs::{Handle, Queue, RawMessage};
+
+/// One decoded delivery, holding its share of the in-flight budget until it is dropped.
+#[derive(Debug)]
+pub struct Delivery {
+    pub handle: Handle,
+    pub chunk: Chunk,
+    pub receive_count: u32,
+    pub _permit: OwnedSemaphorePermit,
+}
+
+impl Rows for Delivery {
+    fn rows(&self) -> usize {
+        self.chunk.receipts.len()
+    }
+}
+
+/// What a poller needs.
+#[derive(Debug, Clone)]
+pub struct PollerContext {
+    pub queue: Queue,
+    pub inflight: Arc<InFlight>,
+    pub health: Health,
+    pub budget: Arc<Semaphore>,
+    pub max_in_flight_rows: u32,
+    pub wait_seconds: u8,
+    pub visibility_timeout_seconds: u32,
+}
+
+pub async fn poll(ctx: PollerContext, out: mpsc::Sender<Delivery>, cancel: CancellationToken) {
+    let mut delays = outage_backoff();
+    loop {
+        // Gates: database up, room in the in-flight budget.
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = ctx.health.wait_db_up() => {}
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            p = ctx.budget.acquire() => drop(p),
+        }
+        let received = tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = ctx.queue.receive(ctx.wait_seconds, ctx.visibility_timeout_seconds) => r,
+        };
+        let messages = match received {
+            Ok(ms) => {
+                delays = outage_backoff();
+                ms
+            }
+            Err(e) => {
+                metrics::counter!(m::ERRORS, "kind" => "sqs_receive").increment(1);
+                let delay = delays.next().unwrap_or(Duration::from_secs(30));
+                tracing::warn!(queue = %ctx.queue.url(), error = %e, retry_in = ?delay, "Receive failed; backing off.");
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(delay) => continue,
+                }
+            }
+        };
+        if messages.is_empty() {
+            continue;
+        }
+        metrics::counter!(m::MESSAGES_RECEIVED).increment(messages.len() as u64);
+        for msg in messages {
+            ctx.inflight.track(&msg.handle);
+            if cancel.is_cancelled() {
+                release(&ctx, &msg.handle).await;
+                continue;
+            }
+            handle_message(&ctx, msg, &out, &cancel).await;
+        }
+    }
+}
+
+async fn handle_message(
+    ctx: &PollerContext,
+    msg: RawMessage,
+    out: &mpsc::Sender<Delivery>,
+    cancel: &CancellationToken,
+) {
+    let chunk = match envelope::decode(&msg.body, msg.encoding.as_deref()) {
+        Ok(chunk) => chunk,
+        Err(e) => {
+            dead_letter_undecodable(ctx, &msg, &e.to_string()).await;
+            return;
+        }
+    };
+    let rows = chunk.receipts.len();
+    metrics::counter!(m::RECEIPTS_RECEIVED).increment(rows as u64);
+    tracing::debug!(message_id = %msg.handle.message_id, batch_id = %chunk.batch_id, chunk = chunk.chunk_index, rows, "Received chunk.");
+    // A message larger than the whole budget takes all of it.
+    let want = u32::try_from(rows)
+        .unwrap_or(u32::MAX)
+        .clamp(1, ctx.max_in_flight_rows);
+    let permit = tokio::select! {
+        _ = cancel.cancelled() => { release(ctx, &msg.handle).await; return; }
+        p = ctx.budget.clone().acquire_many_owned(want) => match p {
+            Ok(p) => p,
+            Err(_) => { release(ctx, &msg.handle).await; return; }
+        },
+    };
+    let delivery = Delivery {
+        handle: msg.handle.clone(),
+        chunk,
+        receive_count: msg.receive_count,
+        _permit: permit,
+    };
+    if out.send(delivery).await.is_err() {
+        release(ctx, &msg.handle).await;
+    }
+}
+
+/// Sends an undecodable message to the dead-letter queue with the reason, then deletes it.
+/// Without a dead-letter queue (or if SQS refuses), the message is left alone: the queue's
+/// redrive policy moves it after `maxReceiveCount` receives.
+async fn dead_letter_undecodable(ctx: &PollerContext, msg: &RawMessage, reason: &str) {
+    let reason = format!("undecodable message: {reason}");
+    metrics::counter!(m::ERRORS, "kind" => "decode").increment(1);
+    match ctx
+        .queue
+        .dead_letter(&msg.handle, &msg.body, msg.encoding.as_deref(), &reason)
+        .await
+    {
+        Ok(()) => {
+            tracing::warn!(message_id = %msg.handle.message_id, reason = %reason, "Message dead-lettered.");
+            metrics::counter!(m::MESSAGES_DEAD_LETTERED).increment(1);
+            for (h, e) in ctx.queue.delete(std::slice::from_ref(&msg.handle)).await {
+                tracing::warn!(message_id = %h.message_id, error = %e, "Could not delete a dead-lettered message; it will come back and be dead-lettered again.");
+            }
+        }
+        Err(e) => {
+            tracing::error!(message_id = %msg.handle.message_id, reason = %reason, error = %e, receive_count = msg.receive_count, "Undecodable message kept on the queue; its redrive policy will move it.");
+        }
+    }
+    ctx.inflight.untrack([&msg.handle]);
+}
+
+async fn release(ctx: &PollerContext, handle: &Handle) {
+    for (h, e) in ctx
+        .queue
+        .change_visibility(std::slice::from_ref(handle), 0)
+        .await
+    {
+        tracing::warn!(message_id = %h.message_id, error = %e, "Could not release a message; it returns after its visibility timeout.");
+    }
+    metrics::counter!(m::MESSAGES_RELEASED).increment(1);
+    ctx.inflight.untrack([handle]);
+}
+
+/// Delays for retrying through an outage (SQS or PostgreSQL): 500 ms doubling to 30 s, with
+/// jitter so that several agents do not come back in step; never gives up.
+pub fn outage_backoff() -> backon::ExponentialBackoff {
+    use backon::BackoffBuilder as _;
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(Duration::from_secs(30))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}

@@ -1,0 +1,62 @@
+//! Metric names (with units) and the Prometheus recorder.
+//!
+//! Labels stay low-cardinality: no queue URLs, batch ids or tenants.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+pub const RECEIPTS_RECEIVED: &str = "sluice_receipts_received_total";
+pub const ROWS_WRITTEN: &str = "sluice_rows_written_total";
+pub const RECEIPTS_DUPLICATE: &str = "sluice_receipts_duplicate_total";
+pub const RECEIPTS_DEAD_LETTERED: &str = "sluice_receipts_dead_lettered_total";
+pub const MESSAGES_RECEIVED: &str = "sluice_messages_received_total";
+pub const MESSAGES_DELETED: &str = "sluice_messages_deleted_total";
+pub const MESSAGES_DEAD_LETTERED: &str = "sluice_messages_dead_lettered_total";
+pub const MESSAGES_RELEASED: &str = "sluice_messages_released_total";
+pub const BATCHES: &str = "sluice_batches_total";
+pub const COMMIT_SECONDS: &str = "sluice_commit_seconds";
+pub const LIMITER_WAIT_SECONDS: &str = "sluice_limiter_wait_seconds";
+pub const ERRORS: &str = "sluice_errors_total";
+pub const RATE_CONFIGURED: &str = "sluice_rate_configured_rows_per_second";
+pub const IN_FLIGHT_ROWS: &str = "sluice_in_flight_rows";
+pub const DB_UP: &str = "sluice_database_up";
+
+/// How often histogram samples are folded into their buckets.
+const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the global Prometheus recorder once per process and returns its handle (`None` if
+/// another recorder was installed first, e.g. by an embedding program).
+pub fn install() -> Option<PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full(COMMIT_SECONDS.to_owned()),
+                    &[
+                        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                    ],
+                )
+                .ok()?
+                .build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).ok()?;
+            // Histograms keep samples until upkeep folds them; without it memory grows with
+            // every batch. A plain thread, so it outlives any one tokio runtime (tests run
+            // several per process).
+            let upkeep = handle.clone();
+            let spawned = std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || loop {
+                    std::thread::sleep(UPKEEP_INTERVAL);
+                    upkeep.run_upkeep();
+                });
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "Cannot start metrics upkeep; histograms will grow.");
+            }
+            Some(handle)
+        })
+        .clone()
+}

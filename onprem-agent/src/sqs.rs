@@ -1,0 +1,356 @@
+//! The SQS calls the agent makes: receive, delete, change visibility (heartbeat and release)
+//! and send to the dead-letter queue.
+//!
+//! Batch calls can half-fail inside a 200 answer: every batch call here reads `failed`, retries
+//! the entries SQS says are not the sender's fault, and returns what still failed.
+
+use std::time::Duration;
+
+use aws_sdk_sqs::error::DisplayErrorContext;
+use aws_sdk_sqs::types::{
+    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry,
+    MessageAttributeValue, MessageSystemAttributeName,
+};
+use aws_sdk_sqs::Client;
+use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
+use sluice_protocol::envelope::ENCODING_ATTRIBUTE;
+
+use crate::config::QueueConfig;
+
+/// SQS takes at most 10 entries per batch call and per receive.
+pub const SQS_BATCH_MAX: usize = 10;
+/// Message attribute naming why a message was dead-lettered.
+pub const ERROR_ATTRIBUTE: &str = "sluice-error";
+/// Message attribute naming the message the dead letter came from.
+pub const SOURCE_ATTRIBUTE: &str = "sluice-source-message-id";
+/// SQS limits attribute values with the message; a reason longer than this is cut.
+const MAX_REASON_CHARS: usize = 4096;
+/// Tries per batch call before the entries that still fail are reported.
+const BATCH_TRIES: usize = 4;
+
+/// An SQS call failed as a whole.
+#[derive(Debug, thiserror::Error)]
+#[error("{op} failed: {detail}")]
+pub struct SqsError {
+    pub op: &'static str,
+    pub detail: String,
+}
+
+/// A message as received, not yet decoded.
+#[derive(Debug, Clone)]
+pub struct RawMessage {
+    pub handle: Handle,
+    pub body: String,
+    pub encoding: Option<String>,
+    pub receive_count: u32,
+}
+
+/// What identifies one delivery of a message.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Handle {
+    pub message_id: String,
+    pub receipt_handle: String,
+}
+
+/// Builds an SQS client from the standard AWS chain, with the region and endpoint overrides
+/// from `[queue]`.
+pub async fn client(cfg: &QueueConfig) -> Client {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if let Some(region) = &cfg.region {
+        loader = loader.region(aws_config::Region::new(region.clone()));
+    }
+    if let Some(endpoint) = &cfg.endpoint {
+        loader = loader.endpoint_url(endpoint);
+    }
+    Client::new(&loader.load().await)
+}
+
+/// One queue (and its dead-letter queue) as the agent uses it.
+#[derive(Debug, Clone)]
+pub struct Queue {
+    client: Client,
+    url: String,
+    dead_letter_url: Option<String>,
+}
+
+impl Queue {
+    pub fn new(client: Client, url: String, dead_letter_url: Option<String>) -> Self {
+        Self {
+            client,
+            url,
+            dead_letter_url,
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn has_dead_letter_queue(&self) -> bool {
+        self.dead_letter_url.is_some()
+    }
+
+    /// Long-polls for up to 10 messages.
+    pub async fn receive(
+        &self,
+        wait_seconds: u8,
+        visibility_timeout_seconds: u32,
+    ) -> Result<Vec<RawMessage>, SqsError> {
+        let out = self
+            .client
+            .receive_message()
+            .queue_url(&self.url)
+            .max_number_of_messages(SQS_BATCH_MAX as i32)
+            .wait_time_seconds(i32::from(wait_seconds))
+            .visibility_timeout(visibility_timeout_seconds as i32)
+            .message_attribute_names("All")
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .send()
+            .await
+            .map_err(|e| SqsError {
+                op: "ReceiveMessage",
+                detail: DisplayErrorContext(e).to_string(),
+            })?;
+        let mut messages = Vec::new();
+        for m in out.messages.unwrap_or_default() {
+            let (Some(message_id), Some(receipt_handle)) = (m.message_id, m.receipt_handle) else {
+                tracing::warn!("SQS returned a message without id or receipt handle; skipped.");
+                continue;
+            };
+            let encoding = m
+                .message_attributes
+                .as_ref()
+                .and_then(|a| a.get(ENCODING_ATTRIBUTE))
+                .and_then(|v| v.string_value.clone());
+            let receive_count = m
+                .attributes
+                .as_ref()
+                .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1);
+            messages.push(RawMessage {
+                handle: Handle {
+                    message_id,
+                    receipt_handle,
+                },
+                body: m.body.unwrap_or_default(),
+                encoding,
+                receive_count,
+            });
+        }
+        Ok(messages)
+    }
+
+    /// Deletes the messages; returns those that could not be deleted, with the reason.
+    pub async fn delete(&self, handles: &[Handle]) -> Vec<(Handle, String)> {
+        let mut failed = Vec::new();
+        for group in handles.chunks(SQS_BATCH_MAX) {
+            failed.extend(
+                self.batch_with_retry("DeleteMessageBatch", group, |entries| async move {
+                    let req: Vec<_> = entries
+                        .iter()
+                        .filter_map(|(id, h)| {
+                            DeleteMessageBatchRequestEntry::builder()
+                                .id(id.clone())
+                                .receipt_handle(&h.receipt_handle)
+                                .build()
+                                .ok()
+                        })
+                        .collect();
+                    let out = self
+                        .client
+                        .delete_message_batch()
+                        .queue_url(&self.url)
+                        .set_entries(Some(req))
+                        .send()
+                        .await
+                        .map_err(|e| DisplayErrorContext(e).to_string())?;
+                    Ok(out
+                        .failed
+                        .into_iter()
+                        .map(|f| {
+                            (
+                                f.id,
+                                f.sender_fault,
+                                format!("{}: {}", f.code, f.message.unwrap_or_default()),
+                            )
+                        })
+                        .collect())
+                })
+                .await,
+            );
+        }
+        failed
+    }
+
+    /// Sets the visibility timeout of the messages: extends it (heartbeat) or, with 0, hands
+    /// them back to the queue at once (release).
+    pub async fn change_visibility(
+        &self,
+        handles: &[Handle],
+        seconds: u32,
+    ) -> Vec<(Handle, String)> {
+        let mut failed = Vec::new();
+        for group in handles.chunks(SQS_BATCH_MAX) {
+            failed.extend(
+                self.batch_with_retry(
+                    "ChangeMessageVisibilityBatch",
+                    group,
+                    |entries| async move {
+                        let req: Vec<_> = entries
+                            .iter()
+                            .filter_map(|(id, h)| {
+                                ChangeMessageVisibilityBatchRequestEntry::builder()
+                                    .id(id.clone())
+                                    .receipt_handle(&h.receipt_handle)
+                                    .visibility_timeout(seconds as i32)
+                                    .build()
+                                    .ok()
+                            })
+                            .collect();
+                        let out = self
+                            .client
+                            .change_message_visibility_batch()
+                            .queue_url(&self.url)
+                            .set_entries(Some(req))
+                            .send()
+                            .await
+                            .map_err(|e| DisplayErrorContext(e).to_string())?;
+                        Ok(out
+                            .failed
+                            .into_iter()
+                            .map(|f| {
+                                (
+                                    f.id,
+                                    f.sender_fault,
+                                    format!("{}: {}", f.code, f.message.unwrap_or_default()),
+                                )
+                            })
+                            .collect())
+                    },
+                )
+                .await,
+            );
+        }
+        failed
+    }
+
+    /// Puts `body` on the dead-letter queue with the reason. Errors when no dead-letter queue is
+    /// configured or SQS refuses: the caller must then keep the original message.
+    pub async fn dead_letter(
+        &self,
+        source: &Handle,
+        body: &str,
+        encoding: Option<&str>,
+        reason: &str,
+    ) -> Result<(), SqsError> {
+        let Some(dlq) = &self.dead_letter_url else {
+            return Err(SqsError {
+                op: "SendMessage (dead letter)",
+                detail: "no queue.dead_letter_url configured".to_owned(),
+            });
+        };
+        let reason: String = reason.chars().take(MAX_REASON_CHARS).collect();
+        let attr = |v: &str| {
+            MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(v)
+                .build()
+        };
+        let send = || async {
+            let mut req = self
+                .client
+                .send_message()
+                .queue_url(dlq)
+                .message_body(body)
+                .message_attributes(ERROR_ATTRIBUTE, attr(&reason).map_err(|e| e.to_string())?)
+                .message_attributes(
+                    SOURCE_ATTRIBUTE,
+                    attr(&source.message_id).map_err(|e| e.to_string())?,
+                );
+            if let Some(enc) = encoding {
+                req = req
+                    .message_attributes(ENCODING_ATTRIBUTE, attr(enc).map_err(|e| e.to_string())?);
+            }
+            req.send()
+                .await
+                .map(|_| ())
+                .map_err(|e| DisplayErrorContext(e).to_string())
+        };
+        send.retry(backoff())
+            .notify(|err, after| {
+                tracing::warn!(error = %err, retry_in = ?after, "Dead-letter send failed; retrying.");
+            })
+            .await
+            .map_err(|detail| SqsError {
+                op: "SendMessage (dead letter)",
+                detail,
+            })
+    }
+
+    /// Runs one batch call for `group` (≤ 10), retrying the entries that failed through no
+    /// fault of ours. Returns what still failed.
+    async fn batch_with_retry<F, Fut>(
+        &self,
+        op: &'static str,
+        group: &[Handle],
+        call: F,
+    ) -> Vec<(Handle, String)>
+    where
+        F: Fn(Vec<(String, Handle)>) -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<(String, bool, String)>, String>>,
+    {
+        let mut pending: Vec<(String, Handle)> = group
+            .iter()
+            .enumerate()
+            .map(|(i, h)| (i.to_string(), h.clone()))
+            .collect();
+        let mut failed_for_good = Vec::new();
+        let mut delays = backoff().build();
+        for attempt in 1..=BATCH_TRIES {
+            match call(pending.clone()).await {
+                Ok(failures) => {
+                    let mut retry = Vec::new();
+                    for (id, sender_fault, reason) in failures {
+                        let Some(pos) = pending.iter().position(|(i, _)| *i == id) else {
+                            continue;
+                        };
+                        let entry = pending[pos].clone();
+                        if sender_fault || attempt == BATCH_TRIES {
+                            failed_for_good.push((entry.1, reason));
+                        } else {
+                            retry.push(entry);
+                        }
+                    }
+                    pending = retry;
+                }
+                Err(detail) if attempt == BATCH_TRIES => {
+                    failed_for_good.extend(pending.drain(..).map(|(_, h)| (h, detail.clone())));
+                }
+                Err(detail) => {
+                    tracing::warn!(op, error = %detail, attempt, "SQS batch call failed; retrying.");
+                }
+            }
+            if pending.is_empty() {
+                break;
+            }
+            if let Some(d) = delays.next() {
+                tokio::time::sleep(d).await;
+            }
+        }
+        failed_for_good
+    }
+}
+
+/// Exponential backoff with jitter for SQS calls: 200 ms doubling to 5 s, a handful of tries.
+fn backoff() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(5))
+        .with_max_times(BATCH_TRIES)
+        .with_jitter()
+}
