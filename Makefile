@@ -1,0 +1,52 @@
+# Sluice: the two commands are `make demo` and `make test` (README.md).
+#
+# Every target checks its prerequisites first (deploy/local/prereqs.sh): it installs what
+# it can (as root: apt-get / pip) or stops with the exact command to run.
+
+SHELL        := bash
+.SHELLFLAGS  := -euo pipefail -c
+CARGO        ?= cargo
+STACK        := deploy/local/stack.sh
+PREREQS      := deploy/local/prereqs.sh
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+.PHONY: prereqs
+prereqs: ## check (and where possible install) what the stack needs
+	@bash $(PREREQS)
+
+.PHONY: stack-up
+stack-up: prereqs ## start the local PostgreSQL + SQS-API server (idempotent)
+	@bash $(STACK) up >/dev/null
+
+.PHONY: stack-down
+stack-down: ## stop the local stack (keeps its data; `bash deploy/local/stack.sh down --purge` deletes it)
+	@bash $(STACK) down
+
+.PHONY: build
+build: prereqs ## build every binary (debug)
+	$(CARGO) build --workspace --bins
+
+.PHONY: demo
+demo: stack-up ## run the whole bridge locally: upload ~20,000 receipts and watch them drain
+	$(CARGO) build --workspace --bins
+	@$(CARGO) run --quiet -p sluice-e2e --bin sluice-demo -- $(DEMO_ARGS)
+
+.PHONY: test
+test: stack-up ## run every test against the real servers
+	@eval "$$(bash $(STACK) env)"; \
+	  export SLUICE_TEST_DATABASE_URL SLUICE_TEST_SQS_ENDPOINT; \
+	  $(CARGO) test --workspace --all-targets --no-fail-fast
+
+.PHONY: lint
+lint: ## rustfmt and clippy, as before every commit
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+.PHONY: clean
+clean: stack-down ## stop the stack and remove build output
+	$(CARGO) clean
