@@ -37,10 +37,14 @@ demo: stack-up ## run the whole bridge locally: upload ~20,000 receipts and watc
 	@$(CARGO) run --quiet -p sluice-e2e --bin sluice-demo -- $(DEMO_ARGS)
 
 .PHONY: test
-test: stack-up ## run every test against the real servers
+test: stack-up check-deploy ## run every test against the real servers, and lint the deploy files
 	@eval "$$(bash $(STACK) env)"; \
 	  export SLUICE_TEST_DATABASE_URL SLUICE_TEST_SQS_ENDPOINT; \
 	  $(CARGO) test --workspace --all-targets --no-fail-fast
+
+.PHONY: check-deploy
+check-deploy: ## cfn-lint the AWS SAM template (installs cfn-lint from PyPI if missing)
+	@bash deploy/aws/check.sh
 
 .PHONY: lint
 lint: ## rustfmt and clippy, as before every commit
