@@ -31,6 +31,9 @@ const MAX_GZIP_EXPANSION: usize = 10;
 const BATCH_NAMESPACE: uuid::Uuid =
     uuid::Uuid::from_u128(0x5f1c_e8a2_7d3b_4c41_9e0f_2b6a_8d4c_1e73);
 
+/// Header naming a client's upload: the same key always gives the same batch id, and is echoed.
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
 /// Shared state of the API.
 #[derive(Debug, Clone)]
 pub struct AppState {
@@ -43,7 +46,37 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/v1/batches", post(create_batch))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/openapi.json", get(openapi))
+        .layer(axum::middleware::from_fn(log_request))
         .with_state(state)
+}
+
+/// The API's OpenAPI 3.1 document; `routes::tests` keeps it in step with the code.
+pub const OPENAPI: &str = include_str!("../api/openapi.json");
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+/// One structured log line per request: method, path, status, latency, and the
+/// `Idempotency-Key` echoed back to the client so a retry can be matched to its first try.
+async fn log_request(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let started = std::time::Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let key = request.headers().get(IDEMPOTENCY_KEY).cloned();
+    let mut response = next.run(request).await;
+    if let Some(key) = key {
+        response.headers_mut().insert(IDEMPOTENCY_KEY, key);
+    }
+    let status = response.status().as_u16();
+    let ms = started.elapsed().as_millis() as u64;
+    if response.status().is_server_error() {
+        tracing::warn!(%method, path, status, ms, "Request failed.");
+    } else {
+        tracing::info!(%method, path, status, ms, "Request served.");
+    }
+    response
 }
 
 /// 202 answer.
@@ -210,7 +243,10 @@ async fn create_batch(
     let batch_id = batch_id(&headers)?;
     let raw = read_limited(body, cfg.max_body_bytes).await?;
     let bytes = if gzip {
-        gunzip(&raw, cfg.max_body_bytes.saturating_mul(MAX_GZIP_EXPANSION))?
+        let plain = gunzip(&raw, cfg.max_body_bytes.saturating_mul(MAX_GZIP_EXPANSION))?;
+        // Never hold the compressed and the plain body at once longer than needed.
+        drop(raw);
+        plain
     } else {
         raw
     };
@@ -319,7 +355,7 @@ fn content_encoding(headers: &HeaderMap) -> Result<bool, IngestError> {
 /// A stable batch id from `Idempotency-Key` (the same key always gives the same id), or a new
 /// random one.
 fn batch_id(headers: &HeaderMap) -> Result<String, IngestError> {
-    match headers.get("idempotency-key") {
+    match headers.get(IDEMPOTENCY_KEY) {
         None => Ok(uuid::Uuid::new_v4().to_string()),
         Some(v) => {
             let key = v

@@ -162,11 +162,13 @@ pub fn parse_ndjson(body: &[u8], max_receipts: usize) -> Result<Vec<Receipt>, Ba
                 limit: max_receipts,
             });
         }
-        let value: Value = serde_json::from_slice(line).map_err(|err| BatchError::Malformed {
-            line: n + 1,
-            column: err.column(),
-            message: bare_message(&err),
-        })?;
+        let value = serde_json::from_slice::<StrictValue>(line)
+            .map_err(|err| BatchError::Malformed {
+                line: n + 1,
+                column: err.column(),
+                message: bare_message(&err),
+            })?
+            .0;
         collector.add(&value);
     }
     collector.finish()
@@ -330,11 +332,94 @@ impl<'de> Visitor<'de> for Receipts<'_> {
                 }
                 return Ok(());
             }
-            match seq.next_element::<Value>()? {
-                Some(value) => self.state.collector.add(&value),
+            match seq.next_element::<StrictValue>()? {
+                Some(StrictValue(value)) => self.state.collector.add(&value),
                 None => return Ok(()),
             }
         }
+    }
+}
+
+/// A JSON value in which no object has the same key twice.
+///
+/// `serde_json::Value` keeps the last of two equal keys, so `{"total":"1","total":"1000"}`
+/// would pass with whichever value the client's library happened to write last. A receipt is
+/// money: an ambiguous one is refused, with the position of the second key.
+struct StrictValue(Value);
+
+impl<'de> de::Deserialize<'de> for StrictValue {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(StrictVisitor).map(StrictValue)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+        // JSON text cannot spell NaN or infinity, and serde_json refuses numbers that overflow
+        // (1e400) before they get here; `from_f64` is total for what is left.
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_some<D: de::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut list = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
+        while let Some(StrictValue(v)) = seq.next_element()? {
+            list.push(v);
+        }
+        Ok(Value::Array(list))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut obj = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if obj.contains_key(&key) {
+                return Err(de::Error::custom(format!(
+                    "duplicate key {key:?} in an object"
+                )));
+            }
+            let StrictValue(v) = map.next_value()?;
+            obj.insert(key, v);
+        }
+        Ok(Value::Object(obj))
     }
 }
 

@@ -290,3 +290,155 @@ fn ndjson_invalid_receipts_are_capped_like_json() {
         other => panic!("expected Invalid, got {other:?}"),
     }
 }
+
+// -- hostile input ----------------------------------------------------------------------------------
+//
+// Every input below must come back as a typed error the API maps to a 4xx, never a panic and
+// never a receipt.
+
+fn malformed(result: Result<Vec<Receipt>, BatchError>) -> (usize, usize, String) {
+    match result {
+        Err(BatchError::Malformed {
+            line,
+            column,
+            message,
+        }) => (line, column, message),
+        other => panic!("expected Malformed, got {other:?}"),
+    }
+}
+
+fn invalid(result: Result<Vec<Receipt>, BatchError>) -> Vec<FieldError> {
+    match result {
+        Err(BatchError::Invalid { errors, .. }) => errors,
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_duplicate_key_in_a_receipt_is_refused_with_its_position() {
+    let text = format!(
+        r#"{{"receipts": [{{"receipt_id": "{}", "total": "1.00", "total": "1000.00"}}]}}"#,
+        id(0)
+    );
+    let (line, column, message) = malformed(parse_json(text.as_bytes(), 10));
+    assert_eq!(message, r#"duplicate key "total" in an object"#);
+    assert_eq!(line, 1);
+    assert!(column > 60, "points at the second key: {column}");
+}
+
+#[test]
+fn a_duplicate_key_deep_in_metadata_or_in_ndjson_is_refused() {
+    let mut r = minimal_json(0).to_string();
+    r.pop();
+    r.push_str(r#", "metadata": {"a": {"b": 1, "b": 2}}}"#);
+    let (line, _, message) = malformed(parse_ndjson(
+        format!("{}\n{r}\n", minimal_json(1)).as_bytes(),
+        10,
+    ));
+    assert_eq!(
+        (line, message.as_str()),
+        (2, r#"duplicate key "b" in an object"#)
+    );
+}
+
+#[test]
+fn deep_nesting_stops_at_the_parsers_recursion_limit() {
+    let depth = 100_000;
+    let mut text = r#"{"receipts": [{"metadata": "#.to_owned();
+    text.push_str(&"[".repeat(depth));
+    text.push_str(&"]".repeat(depth));
+    text.push_str("}]}");
+    let (_, _, message) = malformed(parse_json(text.as_bytes(), 10));
+    assert_eq!(message, "recursion limit exceeded");
+    let line = format!(
+        r#"{{"metadata": {}{}}}"#,
+        "{\"a\":".repeat(depth),
+        "}".repeat(depth)
+    );
+    let (_, _, message) = malformed(parse_ndjson(line.as_bytes(), 10));
+    assert_eq!(message, "recursion limit exceeded");
+}
+
+#[test]
+fn invalid_utf8_in_a_string_is_malformed_in_both_formats() {
+    let mut bytes = br#"{"receipts": [{"merchant": ""#.to_vec();
+    bytes.extend([0xff, 0xfe]);
+    bytes.extend(br#""}]}"#);
+    let (_, _, message) = malformed(parse_json(&bytes, 10));
+    assert_eq!(message, "invalid unicode code point");
+    let (_, _, message) = malformed(parse_ndjson(&bytes[14..bytes.len() - 2], 10));
+    assert_eq!(message, "invalid unicode code point");
+}
+
+#[test]
+fn a_nul_or_u_ffff_inside_a_string_is_a_field_error() {
+    for (text, reason) in [
+        (
+            "A\u{0}B",
+            "contains the character U+0000 at position 2, which SQS does not accept",
+        ),
+        (
+            "A\u{FFFF}",
+            "contains the character U+FFFF at position 2, which SQS does not accept",
+        ),
+    ] {
+        let mut r = minimal_json(0);
+        r["merchant"] = json!(text);
+        let errors = invalid(parse_json(&body(&[r]), 10));
+        assert_eq!(errors[0].pointer, "/receipts/0/merchant");
+        assert_eq!(errors[0].reason, reason);
+    }
+    // Escaped in the JSON text, the same characters are caught the same way.
+    let text = minimal_json(0)
+        .to_string()
+        .replacen(r#""merchant":""#, r#""merchant":"\u0000"#, 1);
+    let errors = invalid(parse_ndjson(text.as_bytes(), 10));
+    assert_eq!(errors[0].pointer, "/receipts/0/merchant");
+}
+
+#[test]
+fn hostile_amounts_are_field_errors_or_malformed() {
+    for (total, reason) in [
+        (json!("NaN"), "must be a finite number"),
+        (json!("-Infinity"), "must be a finite number"),
+        (json!("1e3"), "must not use exponent notation (write 1000, not 1e3)"),
+        (
+            json!("0.123456789012345678901234567890"),
+            "must have at most 4 fraction digits",
+        ),
+        (
+            json!("1234567890123"),
+            "must be less than 10^12 in absolute value (at most 12 digits before the decimal point)",
+        ),
+        (json!(1.5), r#"must be a decimal string like "42.50", not a number"#),
+    ] {
+        let mut r = minimal_json(0);
+        r["total"] = total.clone();
+        let errors = invalid(parse_json(&body(&[r]), 10));
+        assert_eq!(errors[0].pointer, "/receipts/0/total", "{total}");
+        assert_eq!(errors[0].reason, reason, "{total}");
+    }
+    // A bare number too large for a double is refused by the JSON parser itself.
+    let text = minimal_json(0)
+        .to_string()
+        .replacen(r#""total":"#, r#""total":1e400,"x":"#, 1);
+    let (_, _, message) = malformed(parse_ndjson(text.as_bytes(), 10));
+    assert_eq!(message, "number out of range");
+}
+
+proptest::proptest! {
+    #[test]
+    fn the_parsers_never_panic_on_arbitrary_bytes(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..2048)) {
+        let _ = parse_json(&bytes, 100);
+        let _ = parse_ndjson(&bytes, 100);
+    }
+
+    #[test]
+    fn the_parsers_never_panic_on_mangled_receipts(cut in 0usize..400, byte in proptest::num::u8::ANY) {
+        let mut text = body(&[full_json(0)]);
+        let at = cut % text.len();
+        text[at] = byte;
+        let _ = parse_json(&text, 100);
+        let _ = parse_ndjson(&text[14..], 100);
+    }
+}
