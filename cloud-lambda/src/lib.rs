@@ -8,12 +8,14 @@
 //! | [`config`] | settings from the environment, every problem listed at once |
 //! | [`routes`] | the axum `Router` shared by Lambda and the local server; errors → HTTP status |
 //! | [`publish`] | SendMessageBatch: grouping, bounded parallel calls, per-entry retries |
+//! | [`upload`] | the client: a large NDJSON file cut into parallel, retried requests |
 //!
 //! Validation and splitting are pure and live in `sluice-protocol`.
 
 pub mod config;
 pub mod publish;
 pub mod routes;
+pub mod upload;
 
 use std::sync::Arc;
 

@@ -1,25 +1,65 @@
-//! `sluice-ingest`: the ingest API. On Lambda (`AWS_LAMBDA_RUNTIME_API` set) it serves the
-//! router through `lambda_http::run`; elsewhere it listens on `--listen`.
+//! `sluice-ingest`: the ingest API, and its uploader.
+//!
+//! * `sluice-ingest [--listen ADDR]`: on Lambda (`AWS_LAMBDA_RUNTIME_API` set) it serves the
+//!   router through `lambda_http::run`; elsewhere it listens on `--listen` until SIGTERM/SIGINT.
+//! * `sluice-ingest upload FILE.ndjson --api URL`: sends a large file through an API.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Instant;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use sluice_cloud::upload::{self, Progress, UploadOptions};
 use sluice_cloud::IngestConfig;
 
 /// Exit code for an invalid configuration (EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
+/// Exit code for an upload file that cannot be read (EX_NOINPUT).
+const EXIT_NO_INPUT: u8 = 66;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "sluice-ingest",
     version,
-    about = "Sluice ingest API (POST /v1/batches)."
+    about = "Sluice ingest API (POST /v1/batches), and an uploader for it."
 )]
 struct Cli {
     /// Address to listen on when not running on Lambda.
     #[arg(long, env = "SLUICE_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Upload an NDJSON file (one receipt per line) in parallel requests; prints the batch ids.
+    Upload(UploadArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct UploadArgs {
+    /// The NDJSON file.
+    file: PathBuf,
+    /// Base URL of the API, e.g. https://abc123.execute-api.eu-west-1.amazonaws.com
+    #[arg(long)]
+    api: String,
+    /// Bearer token (or SLUICE_API_TOKEN).
+    #[arg(long, env = "SLUICE_API_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Receipts per request.
+    #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u32).range(1..=50_000))]
+    receipts_per_request: u32,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    parallel: u16,
+    /// Send bodies uncompressed.
+    #[arg(long)]
+    no_gzip: bool,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 fn main() -> ExitCode {
@@ -31,13 +71,6 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cfg = match IngestConfig::from_env() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("sluice-ingest: {e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -48,7 +81,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(cli, cfg)) {
+    if let Some(Command::Upload(args)) = cli.command {
+        return runtime.block_on(upload(args));
+    }
+    let cfg = match IngestConfig::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("sluice-ingest: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match runtime.block_on(serve(cli.listen, cfg)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("sluice-ingest: {e:#}");
@@ -57,21 +100,102 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(cli: Cli, cfg: IngestConfig) -> anyhow::Result<()> {
+async fn serve(listen: SocketAddr, cfg: IngestConfig) -> anyhow::Result<()> {
     let client = sluice_cloud::sqs_client(&cfg).await;
-    tracing::info!(config = ?cfg, "sluice-ingest starting.");
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), config = ?cfg, "sluice-ingest starting.");
     let app = sluice_cloud::app(sluice_cloud::state(cfg, client));
     if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
         return lambda_http::run(app)
             .await
             .map_err(|e| anyhow::anyhow!("Lambda runtime: {e}"));
     }
-    let listener = tokio::net::TcpListener::bind(cli.listen).await?;
+    let listener = tokio::net::TcpListener::bind(listen).await?;
     tracing::info!(addr = %listener.local_addr()?, "Listening.");
     axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
+        .with_graceful_shutdown(stop_signal())
         .await?;
+    tracing::info!("Stopped.");
     Ok(())
+}
+
+/// SIGTERM or SIGINT: requests in progress finish, new connections are refused.
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "Cannot listen for SIGTERM; stopping on Ctrl-C only.");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+    tracing::info!("Stop signal received; finishing requests in progress.");
+}
+
+async fn upload(args: UploadArgs) -> ExitCode {
+    let opts = UploadOptions {
+        api: args.api,
+        token: args.token.filter(|t| !t.is_empty()),
+        receipts_per_request: args.receipts_per_request as usize,
+        parallel: usize::from(args.parallel),
+        gzip: !args.no_gzip,
+        ..UploadOptions::default()
+    };
+    let started = Instant::now();
+    let report = match upload::upload_file(&args.file, &opts, move |p: Progress| {
+        eprint!(
+            "\rsluice-ingest: {} receipts in {} requests sent ({} retries), {:.1} s",
+            p.receipts_done,
+            p.requests_done,
+            p.retries,
+            started.elapsed().as_secs_f64()
+        );
+    })
+    .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("sluice-ingest: {e}");
+            return ExitCode::from(match e {
+                upload::UploadError::Read { .. } => EXIT_NO_INPUT,
+                _ => EXIT_CONFIG,
+            });
+        }
+    };
+    eprintln!();
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
+    } else {
+        for r in &report.requests {
+            match (&r.batch_id, &r.error) {
+                (Some(id), _) => println!(
+                    "lines {}…: {} receipts accepted as batch {id}",
+                    r.first_line, r.receipts
+                ),
+                (None, Some(e)) => println!(
+                    "lines {}…: {} receipts REFUSED after {} attempt(s): {e}",
+                    r.first_line, r.receipts, r.attempts
+                ),
+                (None, None) => {}
+            }
+        }
+    }
+    eprintln!(
+        "sluice-ingest: {} receipts accepted, {} refused, in {:.1} s",
+        report.accepted,
+        report.refused,
+        started.elapsed().as_secs_f64()
+    );
+    if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }

@@ -33,3 +33,55 @@ fn a_bad_listen_address_is_a_usage_error() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--listen"), "{stderr}");
 }
+
+#[test]
+fn upload_refuses_a_bad_api_url_and_a_missing_file() {
+    let file =
+        std::env::temp_dir().join(format!("sluice-cli-upload-{}.ndjson", std::process::id()));
+    std::fs::write(&file, "{}\n").expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice-ingest"))
+        .args([
+            "upload",
+            file.to_str().expect("utf-8"),
+            "--api",
+            "ftp://example.com",
+        ])
+        .output()
+        .expect("sluice-ingest runs");
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(r#"--api "ftp://example.com" is not an http(s) URL"#),
+        "{stderr}"
+    );
+
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice-ingest"))
+        .args([
+            "upload",
+            "/nonexistent/receipts.ndjson",
+            "--api",
+            "http://127.0.0.1:1",
+        ])
+        .output()
+        .expect("sluice-ingest runs");
+    assert_eq!(out.status.code(), Some(66));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot read /nonexistent/receipts.ndjson"),
+        "{stderr}"
+    );
+
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice-ingest"))
+        .args([
+            "upload",
+            file.to_str().expect("utf-8"),
+            "--api",
+            "http://x",
+            "--parallel",
+            "0",
+        ])
+        .output()
+        .expect("sluice-ingest runs");
+    assert_eq!(out.status.code(), Some(2), "clap's usage error");
+    std::fs::remove_file(&file).ok();
+}

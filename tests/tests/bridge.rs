@@ -553,3 +553,97 @@ async fn sigterm_mid_drain_exits_0_and_nothing_is_lost() -> anyhow::Result<()> {
     env.cleanup().await;
     Ok(())
 }
+
+/// `sluice-ingest upload` (the real binary) cuts a file into parallel requests; running it
+/// twice over the same file names the same batches and stores nothing twice, and a bad line is
+/// reported by its line number in the file.
+#[tokio::test]
+async fn the_uploader_sends_a_large_file_exactly_once_and_names_bad_lines() -> anyhow::Result<()> {
+    let env = TestEnv::new().await?;
+    let ingest = env.start_ingest(&[]).await?;
+    let dir = std::env::temp_dir().join(format!("{}-upload", env.name));
+    std::fs::create_dir_all(&dir)?;
+    let file = dir.join("receipts.ndjson");
+    let receipts = Generator::new(12).receipts(12_000);
+    let mut text = String::new();
+    for (i, r) in receipts.iter().enumerate() {
+        text.push_str(&r.to_string());
+        text.push('\n');
+        if i % 1000 == 0 {
+            text.push('\n'); // blank lines are skipped and still counted as lines
+        }
+    }
+    std::fs::write(&file, &text)?;
+    let upload = |path: std::path::PathBuf| {
+        let api = format!("http://{}", ingest.addr);
+        async move {
+            let bin = sluice_e2e::binary("sluice-ingest")?;
+            let out = tokio::process::Command::new(bin)
+                .arg("upload")
+                .arg(&path)
+                .args(["--api", &api, "--receipts-per-request", "2500", "--json"])
+                .output()
+                .await?;
+            let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            anyhow::Ok((
+                out.status.code(),
+                report,
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            ))
+        }
+    };
+    let (code, first, stderr) = upload(file.clone()).await?;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(first["accepted"], 12_000);
+    assert_eq!(first["requests"].as_array().map(Vec::len), Some(5));
+    let (code, second, stderr) = upload(file.clone()).await?;
+    assert_eq!(code, Some(0), "{stderr}");
+    let batch_ids = |report: &Value| -> Vec<Value> {
+        report["requests"]
+            .as_array()
+            .map(|rs| rs.iter().map(|r| r["batch_id"].clone()).collect())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        batch_ids(&first),
+        batch_ids(&second),
+        "same lines, same batches"
+    );
+
+    let agent = env.start_agent(env.agent_config("")?).await?;
+    wait_drained(&env, 12_000).await?;
+    agent.stop().await?;
+    let (rows, distinct): (i64, i64) =
+        sqlx::query_as("SELECT count(*), count(DISTINCT receipt_id) FROM sluice.receipts")
+            .fetch_one(&env.pool)
+            .await?;
+    assert_eq!((rows, distinct), (12_000, 12_000));
+    let batches: i64 = sqlx::query_scalar("SELECT count(*) FROM sluice.batches WHERE complete")
+        .fetch_one(&env.pool)
+        .await?;
+    assert_eq!(batches, 5);
+
+    // Line 4 of this file holds a receipt with a bad total.
+    let mut bad = Generator::new(13).receipts(5);
+    bad[2]["total"] = json!("1.23456");
+    let lines: Vec<String> = bad.iter().map(Value::to_string).collect();
+    let bad_file = dir.join("bad.ndjson");
+    std::fs::write(
+        &bad_file,
+        format!(
+            "{}\n{}\n\n{}\n{}\n{}\n",
+            lines[0], lines[1], lines[2], lines[3], lines[4]
+        ),
+    )?;
+    let (code, report, stderr) = upload(bad_file).await?;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(report["refused"], 5);
+    let error = report["requests"][0]["error"].as_str().unwrap_or("");
+    assert!(
+        error.contains("line 4: /receipts/2/total: must have at most 4 fraction digits"),
+        "{error}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+    env.cleanup().await;
+    Ok(())
+}
