@@ -62,6 +62,10 @@ pub struct RequestOutcome {
     pub idempotency_key: String,
     /// `batch_id` from the 202 answer.
     pub batch_id: Option<String>,
+    /// SQS messages the API split the request into (202 answer).
+    pub chunks: u64,
+    /// Their size as SQS counts it (202 answer).
+    pub bytes: u64,
     /// Attempts made.
     pub attempts: usize,
     /// Why it was refused, when it was: status and the API's message, then one line per
@@ -257,6 +261,8 @@ async fn send_part(
         receipts: part.lines.len(),
         idempotency_key: key.clone(),
         batch_id: None,
+        chunks: 0,
+        bytes: 0,
         attempts: 0,
         error: None,
     };
@@ -291,6 +297,8 @@ async fn send_part(
                 let answer: serde_json::Value = resp.json().await.unwrap_or_default();
                 if status == 202 {
                     outcome.batch_id = answer["batch_id"].as_str().map(str::to_owned);
+                    outcome.chunks = answer["chunks"].as_u64().unwrap_or(0);
+                    outcome.bytes = answer["bytes"].as_u64().unwrap_or(0);
                     return outcome;
                 }
                 let why = describe_refusal(status, &answer, &part.lines);

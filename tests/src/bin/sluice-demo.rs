@@ -26,12 +26,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use aws_sdk_sqs::types::QueueAttributeName;
 use clap::Parser;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection as _, PgPool};
 use tokio::signal::unix::{signal, Signal, SignalKind};
-use tokio::task::JoinSet;
 
 const DB_NAME: &str = "sluice_demo";
 const QUEUE_NAME: &str = "sluice-demo";
@@ -44,7 +42,7 @@ const RECEIPTS_PER_REQUEST: usize = 2_000;
 /// Upload requests in flight at once.
 const PARALLEL_REQUESTS: usize = 4;
 /// Tries per upload request when the API answers 5xx (503 = SQS did not take every chunk).
-const UPLOAD_TRIES: u32 = 5;
+const UPLOAD_TRIES: usize = 5;
 /// The agent's batch size; the burst must be at least this (agent config validation).
 const BATCH_MAX_ROWS: u32 = 500;
 /// How long the children get to answer their health endpoints.
@@ -211,7 +209,6 @@ async fn session(args: &Args, paths: &Paths, children: &mut Children) -> anyhow:
     );
 
     let Services {
-        http,
         agent_url,
         ingest_url,
     } = start_services(args, paths, &world, children).await?;
@@ -222,7 +219,7 @@ async fn session(args: &Args, paths: &Paths, children: &mut Children) -> anyhow:
         thousands(RECEIPTS_PER_REQUEST as u64),
         PARALLEL_REQUESTS
     ));
-    let upload = upload(&http, &ingest_url, &receipts, args.seed, children).await?;
+    let upload = upload(&ingest_url, &receipts, paths, children).await?;
     upload.print();
 
     step(&format!(
@@ -251,10 +248,9 @@ async fn session(args: &Args, paths: &Paths, children: &mut Children) -> anyhow:
     })
 }
 
-/// The running children's addresses, and the HTTP client to talk to them.
+/// The running children's addresses.
 #[derive(Debug)]
 struct Services {
-    http: reqwest::Client,
     agent_url: String,
     ingest_url: String,
 }
@@ -311,7 +307,6 @@ async fn start_services(
         &format!("{ingest_url}  (log {})", paths.log("ingest").display()),
     );
     Ok(Services {
-        http,
         agent_url,
         ingest_url,
     })
@@ -873,19 +868,6 @@ impl Signals {
 // ---------------------------------------------------------------------------------------------
 // Upload
 
-/// The API's 202 answer.
-#[derive(Debug, Deserialize)]
-struct Accepted {
-    receipts: u64,
-    chunks: u64,
-    bytes: u64,
-}
-
-#[derive(Serialize)]
-struct JsonBody<'a> {
-    receipts: &'a [Value],
-}
-
 /// What the upload did.
 #[derive(Debug)]
 struct UploadStats {
@@ -893,20 +875,17 @@ struct UploadStats {
     elapsed: Duration,
     receipts: u64,
     requests: u64,
-    json_requests: u64,
     chunks: u64,
     bytes: u64,
-    retries: u32,
+    retries: u64,
 }
 
 impl UploadStats {
     fn print(&self) {
         println!(
-            "  accepted {} receipts in {} requests ({} JSON, {} NDJSON) as {} SQS messages, {} bytes, {}{}",
+            "  accepted {} receipts in {} gzip NDJSON requests as {} SQS messages, {} bytes, {}{}",
             thousands(self.receipts),
             self.requests,
-            self.json_requests,
-            self.requests - self.json_requests,
             thousands(self.chunks),
             thousands(self.bytes),
             secs(self.elapsed),
@@ -919,171 +898,73 @@ impl UploadStats {
     }
 }
 
-/// One upload request.
-#[derive(Debug)]
-struct Upload {
-    n: usize,
-    key: String,
-    content_type: &'static str,
-    body: Vec<u8>,
-    receipts: u64,
-}
-
-impl Upload {
-    /// Request `n` carries `receipts`; odd requests go as NDJSON to show both formats.
-    fn build(n: usize, seed: u64, receipts: &[Value]) -> anyhow::Result<Self> {
-        let (content_type, body) = if n % 2 == 0 {
-            (
-                "application/json",
-                serde_json::to_vec(&JsonBody { receipts })?,
-            )
-        } else {
-            let mut body = Vec::new();
-            for r in receipts {
-                serde_json::to_writer(&mut body, r)?;
-                body.push(b'\n');
-            }
-            ("application/x-ndjson", body)
-        };
-        Ok(Self {
-            n,
-            key: format!("demo-{seed}-{n}"),
-            content_type,
-            body,
-            receipts: receipts.len() as u64,
-        })
-    }
-}
-
-/// Uploads every receipt, `PARALLEL_REQUESTS` requests at a time, with a progress bar.
+/// Writes the receipts to an NDJSON file and sends it with the uploader `sluice-ingest upload`
+/// uses (`sluice_cloud::upload`), `PARALLEL_REQUESTS` requests at a time, with a progress bar.
 async fn upload(
-    http: &reqwest::Client,
     base: &str,
-    receipts: &Arc<Vec<Value>>,
-    seed: u64,
+    receipts: &[Value],
+    paths: &Paths,
     children: &mut Children,
 ) -> anyhow::Result<UploadStats> {
-    let url = format!("{base}/v1/batches");
+    let file = paths.dir.join("receipts.ndjson");
+    let mut text = Vec::new();
+    for r in receipts {
+        serde_json::to_writer(&mut text, r)?;
+        text.push(b'\n');
+    }
+    std::fs::write(&file, text).with_context(|| format!("writing {}", file.display()))?;
     let total = receipts.len() as u64;
-    let requests = receipts.len().div_ceil(RECEIPTS_PER_REQUEST);
-    let mut stats = UploadStats {
-        started: Instant::now(),
-        elapsed: Duration::ZERO,
-        receipts: 0,
-        requests: 0,
-        json_requests: 0,
-        chunks: 0,
-        bytes: 0,
-        retries: 0,
+    let bar = Arc::new(std::sync::Mutex::new(ProgressBar::new(total)));
+    bar.lock().unwrap_or_else(|p| p.into_inner()).show(0, 0);
+    let opts = sluice_cloud::upload::UploadOptions {
+        api: base.to_owned(),
+        receipts_per_request: RECEIPTS_PER_REQUEST,
+        parallel: PARALLEL_REQUESTS,
+        max_attempts: UPLOAD_TRIES,
+        ..Default::default()
     };
-    let mut bar = ProgressBar::new(total);
-    bar.show(0, 0);
-    // A JoinSet aborts its tasks when dropped, so an interruption cancels the requests too.
-    let mut tasks: JoinSet<anyhow::Result<(Upload, Accepted, u32)>> = JoinSet::new();
-    let mut next = 0;
-    while next < requests || !tasks.is_empty() {
-        while next < requests && tasks.len() < PARALLEL_REQUESTS {
-            let (http, url, receipts, n) = (http.clone(), url.clone(), Arc::clone(receipts), next);
-            tasks.spawn(async move {
-                let end = ((n + 1) * RECEIPTS_PER_REQUEST).min(receipts.len());
-                let req = Upload::build(n, seed, &receipts[n * RECEIPTS_PER_REQUEST..end])?;
-                let (accepted, retries) = post_batch(&http, &url, &req).await?;
-                Ok((req, accepted, retries))
-            });
-            next += 1;
-        }
-        let Some(joined) = tasks.join_next().await else {
-            break;
-        };
-        let done = joined.context("an upload task panicked").and_then(|r| r);
-        let (req, accepted, retries) = match done {
-            Ok(d) => d,
-            Err(e) => {
-                bar.finish();
-                // A dead child is the likelier cause; say so first.
-                children.check_alive()?;
-                return Err(e);
-            }
-        };
-        if accepted.receipts != req.receipts {
-            bar.finish();
-            bail!(
-                "request {} sent {} receipts but the API accepted {}",
-                req.n,
-                req.receipts,
-                accepted.receipts
-            );
-        }
-        stats.receipts += accepted.receipts;
-        stats.requests += 1;
-        stats.json_requests += u64::from(req.content_type == "application/json");
-        stats.chunks += accepted.chunks;
-        stats.bytes += accepted.bytes;
-        stats.retries += retries;
-        bar.show(stats.receipts, stats.requests);
+    let started = Instant::now();
+    let shown = Arc::clone(&bar);
+    let report = sluice_cloud::upload::upload_file(&file, &opts, move |p| {
+        shown
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .show(p.receipts_done as u64, p.requests_done as u64);
+    })
+    .await;
+    bar.lock().unwrap_or_else(|p| p.into_inner()).finish();
+    let report = report.context("uploading")?;
+    if !report.ok() {
+        // A dead child is the likelier cause; say so first.
+        children.check_alive()?;
+        let refused: Vec<String> = report
+            .requests
+            .iter()
+            .filter_map(|r| {
+                r.error
+                    .as_ref()
+                    .map(|e| format!("lines {}…: {e}", r.first_line))
+            })
+            .collect();
+        bail!(
+            "{} receipts were refused; that is a bug:\n{}",
+            report.refused,
+            refused.join("\n")
+        );
     }
-    bar.finish();
-    stats.elapsed = stats.started.elapsed();
-    Ok(stats)
-}
-
-/// POSTs one request; retries 5xx (honouring `Retry-After`) and connection errors a bounded
-/// number of times. A 4xx is a bug in the demo or the API: its body is the error.
-async fn post_batch(
-    http: &reqwest::Client,
-    url: &str,
-    req: &Upload,
-) -> anyhow::Result<(Accepted, u32)> {
-    let mut tries = 0;
-    loop {
-        tries += 1;
-        let sent = http
-            .post(url)
-            .header(reqwest::header::CONTENT_TYPE, req.content_type)
-            .header("idempotency-key", &req.key)
-            .body(req.body.clone())
-            .send()
-            .await;
-        let backoff = Duration::from_millis(250 * 2u64.pow(tries));
-        let (wait, last) = match sent {
-            Ok(resp) if resp.status() == reqwest::StatusCode::ACCEPTED => {
-                let accepted = resp
-                    .json::<Accepted>()
-                    .await
-                    .with_context(|| format!("request {}: unreadable 202 answer", req.n))?;
-                return Ok((accepted, tries - 1));
-            }
-            Ok(resp) if resp.status().is_client_error() => {
-                let status = resp.status();
-                let body = resp.text().await.unwrap_or_default();
-                bail!(
-                    "request {} ({} receipts, {}) was refused with {status}; that is a bug:\n{body}",
-                    req.n,
-                    req.receipts,
-                    req.content_type
-                );
-            }
-            Ok(resp) => {
-                let status = resp.status();
-                let retry_after = resp
-                    .headers()
-                    .get(reqwest::header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .map(Duration::from_secs);
-                let body = resp.text().await.unwrap_or_default();
-                (retry_after.unwrap_or(backoff), format!("{status}: {body}"))
-            }
-            Err(e) => (backoff, e.to_string()),
-        };
-        if tries >= UPLOAD_TRIES {
-            bail!(
-                "request {} failed {tries} times; last answer: {last}",
-                req.n
-            );
-        }
-        tokio::time::sleep(wait.min(Duration::from_secs(30))).await;
-    }
+    Ok(UploadStats {
+        started,
+        elapsed: started.elapsed(),
+        receipts: report.accepted as u64,
+        requests: report.requests.len() as u64,
+        chunks: report.requests.iter().map(|r| r.chunks).sum(),
+        bytes: report.requests.iter().map(|r| r.bytes).sum(),
+        retries: report
+            .requests
+            .iter()
+            .map(|r| r.attempts.saturating_sub(1) as u64)
+            .sum(),
+    })
 }
 
 /// `[#####.....] 12,000/20,000 receipts  6 requests  1.2 s` on stderr: in place on a terminal,
