@@ -46,6 +46,10 @@ test: stack-up check-deploy ## run every test against the real servers, and lint
 check-deploy: ## cfn-lint the AWS SAM template (installs cfn-lint from PyPI if missing)
 	@bash deploy/aws/check.sh
 
+.PHONY: lambda
+lambda: ## build the ingest Lambda (arm64, provided.al2023) as target/lambda/sluice-ingest/bootstrap.zip
+	@bash deploy/aws/build-lambda.sh
+
 .PHONY: lint
 lint: ## rustfmt and clippy, as before every commit
 	$(CARGO) fmt --all -- --check
