@@ -64,13 +64,7 @@ struct UploadArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -97,6 +91,23 @@ fn main() -> ExitCode {
             eprintln!("sluice-ingest: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// On Lambda: one JSON object per line (CloudWatch), never colour codes. Locally: text,
+/// coloured only on a terminal and without `NO_COLOR`.
+fn init_logging() {
+    use std::io::IsTerminal as _;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
+        builder.json().flatten_event(true).with_ansi(false).init();
+    } else {
+        let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        builder.with_ansi(colour).init();
     }
 }
 

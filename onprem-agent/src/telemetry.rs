@@ -1,5 +1,7 @@
 //! Logging setup: JSON lines for journald, or human-readable text.
 
+use std::io::IsTerminal as _;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
@@ -16,6 +18,10 @@ pub fn init(format: LogFormat, level: &str) {
             .flatten_event(true)
             .with_current_span(false)
             .try_init(),
-        LogFormat::Pretty => builder.with_target(false).try_init(),
+        // Colour only for a person at a terminal: journald and log files get plain text.
+        LogFormat::Pretty => builder
+            .with_target(false)
+            .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+            .try_init(),
     };
 }
