@@ -11,9 +11,8 @@
 //! finish. Whatever is still held when the grace period ends is released (visibility 0).
 
 use std::net::SocketAddr;
-use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use tokio::sync::{mpsc, Semaphore};
@@ -26,11 +25,15 @@ use crate::config::AgentConfig;
 use crate::consumer::{self, outage_backoff, PollerContext};
 use crate::health::Health;
 use crate::inflight::{self, InFlight};
-use crate::limiter::RowLimiter;
 use crate::metrics as m;
+use crate::monitor;
+use crate::notify::{self, Liveness, Notifier};
+use crate::reload::Reloader;
+use crate::schedule::LocalTime;
 use crate::server::{self, ServerState};
 use crate::sqs::{self, Queue};
 use crate::store::Store;
+use crate::throttle::{self, Throttle};
 use crate::writer::{self, WriterContext};
 
 /// The outside world the agent talks to. Built from the configuration by [`Clients::connect`],
@@ -59,10 +62,16 @@ impl Clients {
 pub struct RunningAgent {
     /// Where `/metrics`, `/healthz` and `/readyz` answer, if enabled.
     pub server_addr: Option<SocketAddr>,
+    reloader: Reloader,
     task: JoinHandle<anyhow::Result<()>>,
 }
 
 impl RunningAgent {
+    /// Applies a new configuration's `[throttle]` to the running agent (SIGHUP).
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
+    }
+
     /// Waits for the agent to stop (after its shutdown token is cancelled).
     pub async fn wait(self) -> anyhow::Result<()> {
         self.task.await.context("agent task panicked")?
@@ -85,6 +94,11 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> anyhow::Result<RunningAgent> {
     let prometheus = m::install();
+    let throttle = Arc::new(
+        Throttle::new(&cfg.throttle, LocalTime::now(), Instant::now())
+            .context("building the throttle")?,
+    );
+    let reloader = Reloader::new(throttle.clone(), cfg.clone());
     let mut server_addr = None;
     let server_stop = CancellationToken::new();
     if let Some(addr) = cfg.server.addr() {
@@ -108,16 +122,21 @@ pub async fn start(
         });
     }
     let task = tokio::spawn(async move {
-        let result = pipeline(cfg, clients, shutdown).await;
+        let result = pipeline(cfg, clients, throttle, shutdown).await;
         server_stop.cancel();
         result
     });
-    Ok(RunningAgent { server_addr, task })
+    Ok(RunningAgent {
+        server_addr,
+        reloader,
+        task,
+    })
 }
 
 async fn pipeline(
     cfg: AgentConfig,
     clients: Clients,
+    throttle: Arc<Throttle>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let Clients { store, queue } = clients;
@@ -127,14 +146,13 @@ async fn pipeline(
         return Ok(());
     }
 
-    let rate = NonZeroU32::new(cfg.throttle.rows_per_second).context("rows_per_second is 0")?;
-    let burst = NonZeroU32::new(cfg.throttle.burst).context("burst is 0")?;
-    let limiter = Arc::new(RowLimiter::new(rate, burst));
-    metrics::gauge!(m::RATE_CONFIGURED).set(f64::from(rate.get()));
     metrics::gauge!(m::DB_UP).set(1.0);
 
     let inflight = InFlight::new();
     let health = Health::new();
+    // Operations: systemd readiness and watchdog (fed by the pollers' and writers' progress).
+    let liveness = Liveness::new();
+    let notifier = Notifier::from_env();
     let visibility = Duration::from_secs(u64::from(cfg.queue.visibility_timeout_seconds));
     let heartbeat_stop = CancellationToken::new();
     let heartbeat = tokio::spawn(inflight::heartbeat(
@@ -158,6 +176,7 @@ async fn pipeline(
         max_in_flight_rows: cfg.batch.max_in_flight_rows,
         wait_seconds: cfg.queue.wait_seconds,
         visibility_timeout_seconds: cfg.queue.visibility_timeout_seconds,
+        liveness: liveness.clone(),
     };
     for _ in 0..cfg.queue.pollers {
         tracker.spawn(consumer::poll(
@@ -178,8 +197,8 @@ async fn pipeline(
         queue: queue.clone(),
         inflight: inflight.clone(),
         health: health.clone(),
-        limiter,
-        max_concurrent_transactions: cfg.throttle.max_concurrent_transactions as usize,
+        throttle: throttle.clone(),
+        liveness: liveness.clone(),
     };
     tracker.spawn(writer::run(
         writer_ctx,
@@ -203,15 +222,41 @@ async fn pipeline(
         }
     });
 
+    // Operations: READY=1 / WATCHDOG=1 to systemd, queue depth gauges. Both stop with the
+    // heartbeat, after the pipeline has drained.
+    tokio::spawn(notify::supervise(
+        notifier.clone(),
+        liveness,
+        store.clone(),
+        queue.clone(),
+        cfg.queue.wait_seconds,
+        heartbeat_stop.clone(),
+    ));
+    tokio::spawn(monitor::run(
+        queue.clone(),
+        store.clone(),
+        notifier.clone(),
+        heartbeat_stop.clone(),
+    ));
+
     tracing::info!(
         queue = %cfg.queue.url,
         pollers = cfg.queue.pollers,
-        rows_per_second = cfg.throttle.rows_per_second,
+        mode = ?cfg.throttle.mode,
+        rows_per_second = throttle.rate(),
+        ceiling = throttle.ceiling(),
         burst = cfg.throttle.burst,
         "Agent running."
     );
+    // Schedules and the adaptive controller; stops with the heartbeat, after the writers.
+    tokio::spawn(throttle::run(
+        throttle.clone(),
+        store.clone(),
+        heartbeat_stop.clone(),
+    ));
 
     shutdown.cancelled().await;
+    notifier.stopping();
     let grace = Duration::from_secs(u64::from(cfg.shutdown.grace_seconds));
     tracing::info!(grace = ?grace, held = inflight.len(), "Shutting down: receiving stopped, finishing in-flight work.");
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {

@@ -130,6 +130,30 @@ pub struct ThrottleConfig {
     /// Transactions in flight at once (each holds one pool connection).
     #[serde(default = "default_max_concurrent_transactions")]
     pub max_concurrent_transactions: u32,
+    /// Adaptive mode: the rate never goes below this.
+    #[serde(default = "default_min_rows_per_second")]
+    pub min_rows_per_second: u32,
+    /// Adaptive mode: a mean commit time above this (over one adjustment interval) backs off.
+    #[serde(default = "default_target_commit_ms")]
+    pub target_commit_ms: u64,
+    /// Adaptive mode: back off while more client backends than this are active
+    /// (`pg_stat_activity`, polled every interval). Unset: not polled.
+    #[serde(default)]
+    pub max_active_backends: Option<u32>,
+    /// Adaptive mode: rows/s added per healthy interval. Unset: a twentieth of the ceiling,
+    /// so the climb from the floor to the ceiling takes about twenty intervals.
+    #[serde(default)]
+    pub increase_rows_per_second: Option<u32>,
+    /// Adaptive mode: the rate is multiplied by this on congestion (0 < f < 1).
+    #[serde(default = "default_decrease_factor")]
+    pub decrease_factor: f64,
+    /// Adaptive mode: how often the rate is reconsidered. One second is several commits at any
+    /// useful rate, so the mean latency means something, and still quick to react.
+    #[serde(default = "default_adjust_interval_ms")]
+    pub adjust_interval_ms: u64,
+    /// `[[throttle.schedule]]`: rates by weekday and local time; first match wins.
+    #[serde(default)]
+    pub schedule: Vec<ScheduleWindowConfig>,
 }
 
 impl Default for ThrottleConfig {
@@ -139,6 +163,70 @@ impl Default for ThrottleConfig {
             rows_per_second: default_rows_per_second(),
             burst: default_burst(),
             max_concurrent_transactions: default_max_concurrent_transactions(),
+            min_rows_per_second: default_min_rows_per_second(),
+            target_commit_ms: default_target_commit_ms(),
+            max_active_backends: None,
+            increase_rows_per_second: None,
+            decrease_factor: default_decrease_factor(),
+            adjust_interval_ms: default_adjust_interval_ms(),
+            schedule: Vec::new(),
+        }
+    }
+}
+
+/// One `[[throttle.schedule]]` window, as written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleWindowConfig {
+    /// `"Mon-Fri"`, `"Sat,Sun"`; absent: every day.
+    #[serde(default)]
+    pub days: Option<String>,
+    /// `"08:00-18:00"`, `"22:00-06:00"` (overnight); absent: all day.
+    #[serde(default)]
+    pub hours: Option<String>,
+    /// The rate while the window matches (the ceiling in adaptive mode).
+    pub rows_per_second: u32,
+}
+
+impl ThrottleConfig {
+    /// The schedule, parsed; or every problem, each with its key.
+    pub fn parsed_schedule(&self) -> Result<crate::schedule::Schedule, Vec<String>> {
+        use crate::schedule::{Days, Hours, Schedule, Window};
+        let mut problems = Vec::new();
+        let mut windows = Vec::new();
+        for (i, w) in self.schedule.iter().enumerate() {
+            let key = format!("throttle.schedule[{i}]");
+            let days = match w.days.as_deref().map(Days::parse) {
+                None => Some(Days::ALL),
+                Some(Ok(d)) => Some(d),
+                Some(Err(e)) => {
+                    problems.push(format!("{key}.days: {e}"));
+                    None
+                }
+            };
+            let hours = match w.hours.as_deref().map(Hours::parse) {
+                None => Some(Hours::ALL_DAY),
+                Some(Ok(h)) => Some(h),
+                Some(Err(e)) => {
+                    problems.push(format!("{key}.hours: {e}"));
+                    None
+                }
+            };
+            if w.rows_per_second == 0 {
+                problems.push(format!("{key}.rows_per_second: must be at least 1"));
+            }
+            if let (Some(days), Some(hours)) = (days, hours) {
+                windows.push(Window {
+                    days,
+                    hours,
+                    rows_per_second: w.rows_per_second,
+                });
+            }
+        }
+        if problems.is_empty() {
+            Ok(Schedule { windows })
+        } else {
+            Err(problems)
         }
     }
 }
@@ -152,12 +240,28 @@ const fn default_burst() -> u32 {
 const fn default_max_concurrent_transactions() -> u32 {
     1
 }
+const fn default_min_rows_per_second() -> u32 {
+    50
+}
+const fn default_target_commit_ms() -> u64 {
+    250
+}
+/// Halving: the classic AIMD back-off, quick to relieve a database in trouble.
+const fn default_decrease_factor() -> f64 {
+    0.5
+}
+const fn default_adjust_interval_ms() -> u64 {
+    1000
+}
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ThrottleMode {
+    /// A token bucket at `rows_per_second` (or the matching schedule window's rate).
     #[default]
     Fixed,
+    /// AIMD between `min_rows_per_second` and that rate, from the database's signals.
+    Adaptive,
 }
 
 /// `[batch]`: how messages are grouped into transactions.
@@ -537,6 +641,42 @@ impl AgentConfig {
             ));
         }
 
+        if let Err(problems) = t.parsed_schedule() {
+            p.extend(problems);
+        }
+        if t.min_rows_per_second == 0 {
+            p.push("throttle.min_rows_per_second: must be at least 1".to_owned());
+        } else if t.mode == ThrottleMode::Adaptive && t.min_rows_per_second > t.rows_per_second {
+            p.push(format!(
+                "throttle.min_rows_per_second: {} is above throttle.rows_per_second ({}), the ceiling",
+                t.min_rows_per_second, t.rows_per_second
+            ));
+        }
+        if !(1..=600_000).contains(&t.target_commit_ms) {
+            p.push(format!(
+                "throttle.target_commit_ms: {} is out of range 1..=600000",
+                t.target_commit_ms
+            ));
+        }
+        if t.max_active_backends == Some(0) {
+            p.push("throttle.max_active_backends: must be at least 1 (or unset)".to_owned());
+        }
+        if t.increase_rows_per_second == Some(0) {
+            p.push("throttle.increase_rows_per_second: must be at least 1 (or unset)".to_owned());
+        }
+        if !(t.decrease_factor > 0.0 && t.decrease_factor < 1.0) {
+            p.push(format!(
+                "throttle.decrease_factor: {} must be above 0 and below 1",
+                t.decrease_factor
+            ));
+        }
+        if !(100..=60_000).contains(&t.adjust_interval_ms) {
+            p.push(format!(
+                "throttle.adjust_interval_ms: {} is out of range 100..=60000",
+                t.adjust_interval_ms
+            ));
+        }
+
         let b = &self.batch;
         if !(1..=50_000).contains(&b.max_rows) {
             p.push(format!(
@@ -883,10 +1023,167 @@ schema = "1bad"
     }
 
     #[test]
-    fn adaptive_mode_is_refused_until_it_exists() {
+    fn adaptive_mode_is_accepted_with_documented_defaults() {
         let text = format!("{MINIMAL}\n[throttle]\nmode = \"adaptive\"\n");
+        let c = load(&text, &[]).expect("valid");
+        assert_eq!(c.throttle.mode, ThrottleMode::Adaptive);
+        assert_eq!(c.throttle.min_rows_per_second, 50);
+        assert_eq!(c.throttle.target_commit_ms, 250);
+        assert_eq!(c.throttle.max_active_backends, None);
+        assert_eq!(c.throttle.increase_rows_per_second, None);
+        assert_eq!(c.throttle.decrease_factor, 0.5);
+        assert_eq!(c.throttle.adjust_interval_ms, 1000);
+    }
+
+    #[test]
+    fn unknown_throttle_mode_is_refused_naming_the_choices() {
+        let text = format!("{MINIMAL}\n[throttle]\nmode = \"turbo\"\n");
         let err = load(&text, &[]).expect_err("invalid");
-        assert!(err.to_string().contains("adaptive"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("throttle.mode: unknown variant `turbo`, expected `fixed` or `adaptive`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_adaptive_keys_are_each_reported() {
+        let text = format!(
+            "{MINIMAL}\n[throttle]\nmode = \"adaptive\"\nrows_per_second = 100\nmin_rows_per_second = 200\n\
+             target_commit_ms = 0\nmax_active_backends = 0\nincrease_rows_per_second = 0\n\
+             decrease_factor = 1.5\nadjust_interval_ms = 10\nburst = 500\n"
+        );
+        let err = load(&text, &[]).expect_err("invalid");
+        assert_eq!(
+            err.problems,
+            vec![
+                "throttle.min_rows_per_second: 200 is above throttle.rows_per_second (100), the ceiling",
+                "throttle.target_commit_ms: 0 is out of range 1..=600000",
+                "throttle.max_active_backends: must be at least 1 (or unset)",
+                "throttle.increase_rows_per_second: must be at least 1 (or unset)",
+                "throttle.decrease_factor: 1.5 must be above 0 and below 1",
+                "throttle.adjust_interval_ms: 10 is out of range 100..=60000",
+            ]
+        );
+    }
+
+    #[test]
+    fn schedule_windows_are_read_in_order() {
+        let text = format!(
+            "{MINIMAL}\n[[throttle.schedule]]\ndays = \"Mon-Fri\"\nhours = \"08:00-18:00\"\nrows_per_second = 150\n\
+             [[throttle.schedule]]\ndays = \"Sat,Sun\"\nrows_per_second = 2000\n\
+             [[throttle.schedule]]\nhours = \"22:00-06:00\"\nrows_per_second = 1500\n"
+        );
+        let c = load(&text, &[]).expect("valid");
+        assert_eq!(c.throttle.schedule.len(), 3);
+        assert_eq!(c.throttle.schedule[1].days.as_deref(), Some("Sat,Sun"));
+        assert_eq!(c.throttle.schedule[1].hours, None);
+        let s = c.throttle.parsed_schedule().expect("valid");
+        use crate::schedule::{LocalTime, Weekday};
+        let rate = |at| s.window_at(at).map(|(_, w)| w.rows_per_second);
+        assert_eq!(rate(LocalTime::at(Weekday::Tue, 9, 0)), Some(150));
+        assert_eq!(rate(LocalTime::at(Weekday::Sun, 9, 0)), Some(2000));
+        assert_eq!(rate(LocalTime::at(Weekday::Wed, 3, 0)), Some(1500));
+        assert_eq!(rate(LocalTime::at(Weekday::Wed, 20, 0)), None);
+    }
+
+    fn schedule_problems(window: &str) -> Vec<String> {
+        let text = format!("{MINIMAL}\n[[throttle.schedule]]\n{window}\n");
+        load(&text, &[]).expect_err("invalid").problems
+    }
+
+    #[test]
+    fn an_unknown_day_in_a_schedule_is_named() {
+        assert_eq!(
+            schedule_problems("days = \"Mon-Fry\"\nrows_per_second = 10"),
+            vec![
+                "throttle.schedule[0].days: \"Fry\" is not a day (use Mon, Tue, Wed, Thu, Fri, Sat, Sun, \
+                 ranges like \"Mon-Fri\" and lists like \"Sat,Sun\")"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_empty_day_list_in_a_schedule_is_refused() {
+        assert_eq!(
+            schedule_problems("days = \"\"\nrows_per_second = 10"),
+            vec!["throttle.schedule[0].days: no days given (e.g. \"Mon-Fri\" or \"Sat,Sun\")"]
+        );
+    }
+
+    #[test]
+    fn an_hour_range_without_a_dash_is_refused() {
+        assert_eq!(
+            schedule_problems("hours = \"08:00\"\nrows_per_second = 10"),
+            vec!["throttle.schedule[0].hours: \"08:00\" is not a time range like \"08:00-18:00\""]
+        );
+    }
+
+    #[test]
+    fn an_impossible_time_in_a_schedule_is_refused() {
+        assert_eq!(
+            schedule_problems("hours = \"08:00-25:30\"\nrows_per_second = 10"),
+            vec![
+                "throttle.schedule[0].hours: \"25:30\" is not a time between 00:00 and 24:00 (HH:MM)"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_empty_hour_range_in_a_schedule_is_refused() {
+        assert_eq!(
+            schedule_problems("hours = \"09:00-09:00\"\nrows_per_second = 10"),
+            vec![
+                "throttle.schedule[0].hours: \"09:00-09:00\" is empty: it starts and ends at the \
+                 same time (\"00:00-24:00\" is the whole day)"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_zero_rate_in_a_schedule_is_refused() {
+        assert_eq!(
+            schedule_problems("days = \"Sat\"\nrows_per_second = 0"),
+            vec!["throttle.schedule[0].rows_per_second: must be at least 1"]
+        );
+    }
+
+    #[test]
+    fn a_schedule_window_without_a_rate_or_with_an_unknown_key_is_refused() {
+        let missing = schedule_problems("days = \"Sat\"");
+        assert_eq!(missing.len(), 1, "{missing:?}");
+        assert!(
+            missing[0].contains("missing field `rows_per_second`"),
+            "{missing:?}"
+        );
+        let unknown = schedule_problems("day = \"Sat\"\nrows_per_second = 5");
+        assert!(
+            unknown[0].contains("throttle.schedule[0].day")
+                && unknown[0].contains("unknown field `day`"),
+            "{unknown:?}"
+        );
+    }
+
+    #[test]
+    fn every_bad_window_is_reported_at_once() {
+        let text = format!(
+            "{MINIMAL}\n[[throttle.schedule]]\ndays = \"Mo-Fr\"\nhours = \"8-18\"\nrows_per_second = 10\n\
+             [[throttle.schedule]]\ndays = \"Sun\"\nrows_per_second = 0\n"
+        );
+        let err = load(&text, &[]).expect_err("invalid");
+        assert_eq!(err.problems.len(), 3, "{err}");
+        assert!(
+            err.problems[0].starts_with("throttle.schedule[0].days: \"Mo\""),
+            "{err}"
+        );
+        assert!(
+            err.problems[1].starts_with("throttle.schedule[0].hours: \"8\""),
+            "{err}"
+        );
+        assert!(
+            err.problems[2].starts_with("throttle.schedule[1].rows_per_second"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ use crate::batcher::Rows;
 use crate::health::Health;
 use crate::inflight::InFlight;
 use crate::metrics as m;
+use crate::notify::Liveness;
 use crate::sqs::{Handle, Queue, RawMessage};
 
 /// One decoded delivery, holding its share of the in-flight budget until it is dropped.
@@ -43,15 +44,22 @@ pub struct PollerContext {
     pub max_in_flight_rows: u32,
     pub wait_seconds: u8,
     pub visibility_timeout_seconds: u32,
+    /// Where each round of the loop is reported to the systemd watchdog.
+    pub liveness: Liveness,
 }
 
 pub async fn poll(ctx: PollerContext, out: mpsc::Sender<Delivery>, cancel: CancellationToken) {
     let mut delays = outage_backoff();
     loop {
         // Gates: database up, room in the in-flight budget.
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = ctx.health.wait_db_up() => {}
+        if !ctx.health.db_is_up() {
+            // A database outage is a legitimate reason not to receive: the watchdog keeps
+            // being pinged while the writers retry.
+            let _waiting = ctx.liveness.waiting();
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = ctx.health.wait_db_up() => {}
+            }
         }
         tokio::select! {
             _ = cancel.cancelled() => return,
@@ -61,6 +69,7 @@ pub async fn poll(ctx: PollerContext, out: mpsc::Sender<Delivery>, cancel: Cance
             _ = cancel.cancelled() => return,
             r = ctx.queue.receive(ctx.wait_seconds, ctx.visibility_timeout_seconds) => r,
         };
+        ctx.liveness.beat();
         let messages = match received {
             Ok(ms) => {
                 delays = outage_backoff();
@@ -70,6 +79,8 @@ pub async fn poll(ctx: PollerContext, out: mpsc::Sender<Delivery>, cancel: Cance
                 metrics::counter!(m::ERRORS, "kind" => "sqs_receive").increment(1);
                 let delay = delays.next().unwrap_or(Duration::from_secs(30));
                 tracing::warn!(queue = %ctx.queue.url(), error = %e, retry_in = ?delay, "Receive failed; backing off.");
+                // An SQS outage is a legitimate wait too: a restart would not end it.
+                let _waiting = ctx.liveness.waiting();
                 tokio::select! {
                     _ = cancel.cancelled() => return,
                     _ = tokio::time::sleep(delay) => continue,
@@ -80,8 +91,13 @@ pub async fn poll(ctx: PollerContext, out: mpsc::Sender<Delivery>, cancel: Cance
             continue;
         }
         metrics::counter!(m::MESSAGES_RECEIVED).increment(messages.len() as u64);
-        for msg in messages {
+        // Track the whole receive at once: a message queued behind another that waits for
+        // in-flight budget must get its visibility extended too, or it comes back and its
+        // receive count climbs towards the DLQ (seen in a database outage).
+        for msg in &messages {
             ctx.inflight.track(&msg.handle);
+        }
+        for msg in messages {
             if cancel.is_cancelled() {
                 release(&ctx, &msg.handle).await;
                 continue;

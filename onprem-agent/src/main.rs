@@ -31,6 +31,26 @@ enum Command {
     Migrate(ConfigArg),
     /// Validate the configuration and print it (secrets redacted); exit 64 if invalid.
     CheckConfig(ConfigArg),
+    /// Queue and DLQ depth, oldest message age, receipts/s against the limit, time to drain.
+    ///
+    /// Works with no agent running (asks SQS and PostgreSQL); adds the agent's live figures
+    /// when its /metrics answers on server.listen.
+    Status(StatusArgs),
+    /// Dead letters: list them with their reasons, send them back, or delete them.
+    Dlq {
+        #[command(subcommand)]
+        action: DlqAction,
+    },
+}
+
+impl Command {
+    fn config_arg(&self) -> &ConfigArg {
+        match self {
+            Command::Run(a) | Command::Migrate(a) | Command::CheckConfig(a) => a,
+            Command::Status(a) => &a.config,
+            Command::Dlq { action } => action.config_arg(),
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -47,7 +67,7 @@ struct ConfigArg {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let (Command::Run(arg) | Command::Migrate(arg) | Command::CheckConfig(arg)) = &cli.command;
+    let arg = cli.command.config_arg();
     let cfg = match AgentConfig::load(&arg.config) {
         Ok(cfg) => cfg,
         Err(e) => {
@@ -67,7 +87,13 @@ fn main() -> ExitCode {
         Command::Run(_) => cfg.log.format,
         _ => LogFormat::Pretty,
     };
-    telemetry::init(format, &cfg.log.level);
+    // The operator commands print their answer on stdout; their log (stderr) keeps to
+    // problems, without the AWS SDK's start-up chatter.
+    let level = match cli.command {
+        Command::Status(_) | Command::Dlq { .. } => "warn",
+        _ => cfg.log.level.as_str(),
+    };
+    telemetry::init(format, level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -78,10 +104,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Command::Status(_) | Command::Dlq { .. } = cli.command {
+        return runtime.block_on(operate(cli.command, cfg));
+    }
     let result = runtime.block_on(async {
         match cli.command {
             Command::Migrate(_) => migrate(&cfg).await,
-            _ => run(cfg).await,
+            _ => run(cfg, arg.config.clone()).await,
         }
     });
     match result {
@@ -101,12 +130,15 @@ async fn migrate(cfg: &AgentConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
+async fn run(cfg: AgentConfig, config_path: PathBuf) -> anyhow::Result<()> {
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         config = %cfg.redacted(),
         "sluice-agent starting."
     );
+    // Registered first: SIGHUP's default action would kill the process.
+    let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("listening for SIGHUP")?;
     let clients = Clients::connect(&cfg).await?;
     let shutdown = CancellationToken::new();
     let signals = shutdown.clone();
@@ -116,9 +148,14 @@ async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         }
         signals.cancel();
     });
-    sluice_agent::run(cfg, clients, shutdown)
-        .await
-        .context("agent stopped with an error")
+    let running = sluice_agent::start(cfg, clients, shutdown.clone()).await?;
+    tokio::spawn(sluice_agent::reload::on_sighup(
+        hangup,
+        config_path,
+        running.reloader(),
+        shutdown,
+    ));
+    running.wait().await.context("agent stopped with an error")
 }
 
 async fn wait_for_signal() -> std::io::Result<()> {
@@ -130,4 +167,187 @@ async fn wait_for_signal() -> std::io::Result<()> {
         _ = int.recv() => tracing::info!("SIGINT received."),
     }
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Operating commands: `status` and `dlq` (logic in `sluice_agent::status` and `sluice_agent::dlq`).
+
+/// Exit code for a command refused as given (like clap's own usage errors).
+const EXIT_USAGE: u8 = 2;
+
+#[derive(Debug, clap::Args)]
+struct StatusArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Refresh until Ctrl-C.
+    #[arg(long)]
+    watch: bool,
+    /// Seconds between refreshes with --watch.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    interval: u64,
+    /// One JSON object per report (one line each with --watch), for scripts.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum DlqAction {
+    /// Show each dead letter: batch, chunk, receipts, reason, receive count.
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Show at most this many.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+        max: u64,
+        /// JSON array, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send the dead letters back to the main queue (after fixing their cause).
+    Redrive {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// At most this many messages per second (default: as fast as SQS takes them).
+        #[arg(long, allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..))]
+        rate: Option<u32>,
+    },
+    /// Delete every dead letter. Cannot be undone; needs --yes.
+    Purge {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Confirm the deletion.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+impl DlqAction {
+    fn config_arg(&self) -> &ConfigArg {
+        match self {
+            DlqAction::List { config, .. }
+            | DlqAction::Redrive { config, .. }
+            | DlqAction::Purge { config, .. } => config,
+        }
+    }
+}
+
+async fn operate(command: Command, cfg: AgentConfig) -> ExitCode {
+    let result = match command {
+        Command::Status(args) => status(cfg, &args).await,
+        Command::Dlq { action } => dlq(cfg, action).await,
+        _ => Ok(()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sluice-agent: {e:#}");
+            match e.downcast_ref::<sluice_agent::dlq::DlqError>() {
+                Some(sluice_agent::dlq::DlqError::NotConfirmed { .. }) => {
+                    ExitCode::from(EXIT_USAGE)
+                }
+                Some(sluice_agent::dlq::DlqError::NotConfigured) => ExitCode::from(EXIT_CONFIG),
+                _ => ExitCode::FAILURE,
+            }
+        }
+    }
+}
+
+async fn status(cfg: AgentConfig, args: &StatusArgs) -> anyhow::Result<()> {
+    use sluice_agent::status::{render, Reporter, AGENT_SAMPLE};
+    use std::io::IsTerminal as _;
+    let mut reporter = Reporter::new(cfg).await?;
+    let sample = if args.watch {
+        std::time::Duration::ZERO
+    } else {
+        AGENT_SAMPLE
+    };
+    let clear = args.watch && !args.json && std::io::stdout().is_terminal();
+    loop {
+        let report = reporter.report(sample).await?;
+        if args.json {
+            if !out(&format!("{}\n", serde_json::to_string(&report)?))? {
+                return Ok(());
+            }
+        } else {
+            let mut screen = String::new();
+            if clear {
+                screen.push_str("\x1b[2J\x1b[H");
+            }
+            screen.push_str(&render(&report));
+            if args.watch {
+                screen.push_str(&format!("(every {} s; Ctrl-C to stop)\n", args.interval));
+            }
+            if !out(&screen)? {
+                return Ok(());
+            }
+        }
+        if !args.watch {
+            return Ok(());
+        }
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = tokio::time::sleep(std::time::Duration::from_secs(args.interval)) => {}
+        }
+    }
+}
+
+async fn dlq(cfg: AgentConfig, action: DlqAction) -> anyhow::Result<()> {
+    use sluice_agent::dlq;
+    let clients = Clients::connect(&cfg).await?;
+    let queue = &clients.queue;
+    match action {
+        DlqAction::List { max, json, .. } => {
+            let letters = dlq::list(queue, usize::try_from(max).unwrap_or(usize::MAX)).await?;
+            if json {
+                out(&format!("{}\n", serde_json::to_string_pretty(&letters)?))?;
+            } else {
+                out(&dlq::render(&letters))?;
+            }
+        }
+        DlqAction::Redrive { rate, .. } => {
+            let done = dlq::redrive(queue, rate.and_then(std::num::NonZeroU32::new)).await?;
+            out(&format!(
+                "{} messages sent back to {}{}\n",
+                done.moved,
+                queue.url(),
+                if done.not_deleted > 0 {
+                    format!(
+                        "; {} also still on the dead-letter queue (delete failed)",
+                        done.not_deleted
+                    )
+                } else {
+                    String::new()
+                }
+            ))?;
+            if !done.failed.is_empty() {
+                for (id, e) in &done.failed {
+                    eprintln!("  not sent back: {id}: {e}");
+                }
+                anyhow::bail!("{} messages could not be sent back", done.failed.len());
+            }
+        }
+        DlqAction::Purge { yes, .. } => {
+            let n = dlq::purge(queue, yes).await?;
+            out(&format!(
+                "purge requested: {n} messages deleted from {} (SQS finishes within 60 s)\n",
+                queue.dead_letter_url().unwrap_or_default()
+            ))?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes to stdout; `false` when the reader has gone. A closed pipe (`sluice-agent status |
+/// head -3`) ends the output quietly instead of panicking as `print!` would.
+fn out(text: &str) -> anyhow::Result<bool> {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(e).context("writing to stdout"),
+    }
 }

@@ -18,9 +18,32 @@ pub const BATCHES: &str = "sluice_batches_total";
 pub const COMMIT_SECONDS: &str = "sluice_commit_seconds";
 pub const LIMITER_WAIT_SECONDS: &str = "sluice_limiter_wait_seconds";
 pub const ERRORS: &str = "sluice_errors_total";
+/// The configured rate: `throttle.rows_per_second` or the schedule window's (the ceiling in
+/// adaptive mode).
 pub const RATE_CONFIGURED: &str = "sluice_rate_configured_rows_per_second";
+/// The rate the token bucket refills at now.
+pub const RATE_CURRENT: &str = "sluice_rate_rows_per_second";
+/// Rate changes, by `cause` (start, schedule, reload, adaptive_increase, adaptive_decrease).
+pub const RATE_CHANGES: &str = "sluice_rate_changes_total";
+/// Active client backends in `pg_stat_activity` (adaptive mode with `max_active_backends`).
+pub const ACTIVE_BACKENDS: &str = "sluice_active_backends";
+/// Configuration reloads (SIGHUP), by `result` (applied, refused).
+pub const RELOADS: &str = "sluice_config_reloads_total";
 pub const IN_FLIGHT_ROWS: &str = "sluice_in_flight_rows";
 pub const DB_UP: &str = "sluice_database_up";
+
+// Queue monitoring (`monitor`): what GetQueueAttributes says about the queue and its DLQ.
+/// Messages by `queue` (main, dlq) and `state` (visible, in_flight, delayed). SQS's figures
+/// are approximate and lag by up to a minute.
+pub const QUEUE_MESSAGES: &str = "sluice_queue_messages";
+/// 1 while the last GetQueueAttributes for `queue` answered, 0 when it failed.
+pub const QUEUE_MONITOR_UP: &str = "sluice_queue_monitor_up";
+/// Age (now minus SentTimestamp) of the oldest message in the agent's latest receive; 0 after
+/// an empty receive. SQS's API has no age of the oldest message (CloudWatch's
+/// ApproximateAgeOfOldestMessage is not in GetQueueAttributes): this is what the agent sees.
+pub const OLDEST_RECEIVED_AGE_SECONDS: &str = "sluice_oldest_received_message_age_seconds";
+/// 1 when PostgreSQL and SQS both answered the monitor's last check (what `/readyz` says).
+pub const READY: &str = "sluice_ready";
 
 /// How often histogram samples are folded into their buckets.
 const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);

@@ -90,6 +90,10 @@ impl Queue {
         &self.client
     }
 
+    pub fn dead_letter_url(&self) -> Option<&str> {
+        self.dead_letter_url.as_deref()
+    }
+
     pub fn has_dead_letter_queue(&self) -> bool {
         self.dead_letter_url.is_some()
     }
@@ -109,6 +113,7 @@ impl Queue {
             .visibility_timeout(visibility_timeout_seconds as i32)
             .message_attribute_names("All")
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
             .send()
             .await
             .map_err(|e| SqsError {
@@ -116,7 +121,20 @@ impl Queue {
                 detail: DisplayErrorContext(e).to_string(),
             })?;
         let mut messages = Vec::new();
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or_default();
+        let mut oldest_sent_ms: Option<u128> = None;
         for m in out.messages.unwrap_or_default() {
+            if let Some(sent) = m
+                .attributes
+                .as_ref()
+                .and_then(|a| a.get(&MessageSystemAttributeName::SentTimestamp))
+                .and_then(|v| v.parse::<u128>().ok())
+            {
+                oldest_sent_ms = Some(oldest_sent_ms.map_or(sent, |o| o.min(sent)));
+            }
             let (Some(message_id), Some(receipt_handle)) = (m.message_id, m.receipt_handle) else {
                 tracing::warn!("SQS returned a message without id or receipt handle; skipped.");
                 continue;
@@ -142,6 +160,9 @@ impl Queue {
                 receive_count,
             });
         }
+        // What the agent can tell about the backlog's age: SQS has no such queue attribute.
+        let age_ms = oldest_sent_ms.map_or(0, |sent| now_ms.saturating_sub(sent));
+        metrics::gauge!(crate::metrics::OLDEST_RECEIVED_AGE_SECONDS).set(age_ms as f64 / 1000.0);
         Ok(messages)
     }
 

@@ -31,6 +31,16 @@ pub enum StoreError {
     /// commit that failed this way is unknown, so nothing is deleted.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// The database is overloaded (SQLSTATE class 53 such as too_many_connections, 55P03
+    /// lock_not_available, 57014 statement timeout, 40001 serialization_failure, 40P01
+    /// deadlock): retried like `Unavailable`, and a signal for the adaptive throttle to back off.
+    #[error("database overloaded ({code}): {message}")]
+    Overloaded { code: String, message: String },
+}
+
+/// Whether a SQLSTATE means "too much load" rather than "down" or "bad data".
+pub fn is_overload_code(code: &str) -> bool {
+    code.starts_with("53") || matches!(code, "55P03" | "57014" | "40001" | "40P01")
 }
 
 impl StoreError {
@@ -43,7 +53,12 @@ impl StoreError {
         match self {
             StoreError::Data { .. } => "data",
             StoreError::Unavailable(_) => "unavailable",
+            StoreError::Overloaded { .. } => "overload",
         }
+    }
+
+    pub fn is_overload(&self) -> bool {
+        matches!(self, StoreError::Overloaded { .. })
     }
 }
 
@@ -55,6 +70,12 @@ impl From<sqlx::Error> for StoreError {
                 // (program limit, e.g. an index row too large) is also about one row's content.
                 if code.starts_with("22") || code.starts_with("23") || code == "54000" {
                     return StoreError::Data {
+                        code: code.into_owned(),
+                        message: db.message().to_owned(),
+                    };
+                }
+                if is_overload_code(&code) {
+                    return StoreError::Overloaded {
                         code: code.into_owned(),
                         message: db.message().to_owned(),
                     };
@@ -168,6 +189,18 @@ impl Store {
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+
+    /// Client backends running a statement right now, other than this query's own: the
+    /// adaptive throttle's optional load signal.
+    pub async fn active_backends(&self) -> Result<u32, StoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE state = 'active' AND backend_type = 'client backend' AND pid <> pg_backend_pid()",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
     }
 
     /// Writes `rows` and `ledger` in one transaction. Rows whose `receipt_id` is already
@@ -379,4 +412,19 @@ async fn insert_ledger(
         .execute(&mut *tx)
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overload_sqlstates_are_told_apart_from_outages_and_bad_data() {
+        for code in ["53300", "53400", "55P03", "57014", "40001", "40P01"] {
+            assert!(is_overload_code(code), "{code}");
+        }
+        for code in ["08006", "57P01", "22P02", "23505", "42P01"] {
+            assert!(!is_overload_code(code), "{code}");
+        }
+    }
 }

@@ -11,17 +11,18 @@ use std::time::{Duration, Instant};
 
 use sluice_protocol::envelope::{self, Chunk, Compression, ENVELOPE_VERSION};
 use sluice_protocol::Receipt;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::consumer::{outage_backoff, Delivery};
 use crate::health::Health;
 use crate::inflight::InFlight;
-use crate::limiter::RowLimiter;
 use crate::metrics as m;
+use crate::notify::Liveness;
 use crate::sqs::{Handle, Queue, SqsError};
 use crate::store::{dedup, LedgerEntry, Row, Store, StoreError, WriteOutcome};
+use crate::throttle::Throttle;
 
 /// What a writer needs.
 #[derive(Debug, Clone)]
@@ -30,8 +31,11 @@ pub struct WriterContext {
     pub queue: Queue,
     pub inflight: Arc<InFlight>,
     pub health: Health,
-    pub limiter: Arc<RowLimiter>,
-    pub max_concurrent_transactions: usize,
+    /// The token bucket, the transaction slots, and where commit latencies and overload
+    /// errors are reported.
+    pub throttle: Arc<Throttle>,
+    /// Where settled batches and legitimate waits are reported to the systemd watchdog.
+    pub liveness: Liveness,
 }
 
 /// Why a batch could not be settled this time; always retried.
@@ -71,7 +75,7 @@ pub async fn run(
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let slots = Arc::new(Semaphore::new(ctx.max_concurrent_transactions.max(1)));
+    let slots = ctx.throttle.slots();
     while let Some(batch) = input.recv().await {
         if cancel.is_cancelled() {
             release(&ctx, &batch).await;
@@ -79,8 +83,9 @@ pub async fn run(
         }
         let rows = u32::try_from(unique_rows(&batch)).unwrap_or(u32::MAX);
         let waited = Instant::now();
+        let waiting = ctx.liveness.waiting();
         tokio::select! {
-            _ = ctx.limiter.acquire(rows) => {}
+            _ = ctx.throttle.limiter().acquire(rows) => drop(waiting),
             _ = cancel.cancelled() => { release(&ctx, &batch).await; continue; }
         }
         metrics::histogram!(m::LIMITER_WAIT_SECONDS).record(waited.elapsed().as_secs_f64());
@@ -110,7 +115,9 @@ fn unique_rows(batch: &[Delivery]) -> usize {
 async fn write_with_retry(ctx: &WriterContext, batch: Vec<Delivery>, cancel: &CancellationToken) {
     let mut delays = outage_backoff();
     loop {
-        match settle(ctx, &batch).await {
+        let settled = settle(ctx, &batch).await;
+        ctx.liveness.beat();
+        match settled {
             Ok(settled) => {
                 ctx.health.db_up();
                 finish(ctx, batch, settled).await;
@@ -122,11 +129,19 @@ async fn write_with_retry(ctx: &WriterContext, batch: Vec<Delivery>, cancel: &Ca
                     WriteError::DeadLetter(_) => "dead_letter",
                 };
                 metrics::counter!(m::ERRORS, "kind" => kind).increment(1);
-                if matches!(e, WriteError::Store(_)) {
-                    ctx.health.db_down(&e);
+                if let WriteError::Store(s) = &e {
+                    ctx.throttle.observe_error(s);
+                    // Overload is the throttle's to answer (it backs off); receiving pauses
+                    // only while the database does not take writes at all.
+                    if !s.is_overload() {
+                        ctx.health.db_down(&e);
+                    }
                 }
                 let delay = delays.next().unwrap_or(Duration::from_secs(30));
-                tracing::warn!(error = %e, messages = batch.len(), retry_in = ?delay, "Batch not committed; will retry it.");
+                // The commit may or may not have happened (a connection lost at COMMIT): nothing
+                // is deleted, and the retry is absorbed by the idempotent write either way.
+                tracing::warn!(error = %e, messages = batch.len(), retry_in = ?delay, "Batch not confirmed committed; nothing deleted, retrying it.");
+                let _waiting = ctx.liveness.waiting();
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = cancel.cancelled() => {
@@ -166,7 +181,9 @@ async fn settle(ctx: &WriterContext, batch: &[Delivery]) -> Result<Settled, Writ
     let started = Instant::now();
     match ctx.store.write(&rows, &ledger).await {
         Ok(outcome) => {
-            metrics::histogram!(m::COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
+            let took = started.elapsed();
+            metrics::histogram!(m::COMMIT_SECONDS).record(took.as_secs_f64());
+            ctx.throttle.observe_commit(took);
             return Ok(Settled {
                 outcome,
                 dead_lettered: 0,

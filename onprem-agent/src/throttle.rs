@@ -1,0 +1,414 @@
+//! The throttle as it runs: decides the rate the token bucket ([`RowLimiter`]) refills at, and
+//! caps concurrent transactions.
+//!
+//! The rate is the ceiling — the matching `[[throttle.schedule]]` window's rate, else
+//! `throttle.rows_per_second` — in fixed mode, or the adaptive controller's rate ([`Aimd`])
+//! under that ceiling. It is recomputed on a short tick (schedule windows, AIMD adjustments),
+//! and at once on a reload. Every change is logged with its cause and shown as the
+//! `sluice_rate_rows_per_second` gauge.
+//!
+//! Writers feed it what they see: commit latencies and overload errors. With
+//! `max_active_backends` set (adaptive mode), [`run`] also polls `pg_stat_activity` once per
+//! adjustment interval.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::adaptive::{Adjustment, Aimd, AimdParams};
+use crate::config::{ThrottleConfig, ThrottleMode};
+use crate::limiter::RowLimiter;
+use crate::metrics as m;
+use crate::schedule::{LocalTime, Schedule};
+use crate::store::{Store, StoreError};
+
+/// How often the schedule and the adaptive controller are looked at. Schedules work in
+/// minutes; the controller keeps its own interval and only acts once it has passed.
+const TICK: Duration = Duration::from_millis(200);
+
+/// Why the rate changed: the `cause` label of `sluice_rate_changes_total` and the log field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    Start,
+    Schedule,
+    Reload,
+    AdaptiveIncrease,
+    AdaptiveDecrease,
+}
+
+impl Cause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::Start => "start",
+            Cause::Schedule => "schedule",
+            Cause::Reload => "reload",
+            Cause::AdaptiveIncrease => "adaptive_increase",
+            Cause::AdaptiveDecrease => "adaptive_decrease",
+        }
+    }
+}
+
+/// The rate limiter, the transaction slots, and what decides the rate.
+#[derive(Debug)]
+pub struct Throttle {
+    limiter: RowLimiter,
+    slots: Arc<Semaphore>,
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    cfg: ThrottleConfig,
+    schedule: Schedule,
+    /// The schedule window in force (its position), if any.
+    window: Option<usize>,
+    ceiling: u32,
+    aimd: Option<Aimd>,
+    transactions: u32,
+}
+
+impl Throttle {
+    /// Builds the throttle for a validated `[throttle]` at local time `at`.
+    pub fn new(cfg: &ThrottleConfig, at: LocalTime, now: Instant) -> anyhow::Result<Self> {
+        let schedule = cfg
+            .parsed_schedule()
+            .map_err(|p| anyhow::anyhow!("throttle.schedule: {}", p.join("; ")))?;
+        let nz = |v: u32| std::num::NonZeroU32::new(v.max(1)).unwrap_or(std::num::NonZeroU32::MIN);
+        let throttle = Self {
+            limiter: RowLimiter::new(nz(cfg.rows_per_second), nz(cfg.burst)),
+            slots: Arc::new(Semaphore::new(
+                cfg.max_concurrent_transactions.max(1) as usize
+            )),
+            state: Mutex::new(State {
+                cfg: cfg.clone(),
+                schedule,
+                window: None,
+                ceiling: cfg.rows_per_second,
+                aimd: None,
+                transactions: cfg.max_concurrent_transactions.max(1),
+            }),
+        };
+        {
+            let mut st = throttle.lock();
+            throttle.recompute(&mut st, at, now, Cause::Start);
+        }
+        metrics::gauge!(m::RATE_CURRENT).set(f64::from(throttle.limiter.rows_per_second()));
+        Ok(throttle)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Nothing in the critical sections panics; if something did, the state is still whole.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn limiter(&self) -> &RowLimiter {
+        &self.limiter
+    }
+
+    /// One permit per transaction in flight (`throttle.max_concurrent_transactions`).
+    pub fn slots(&self) -> Arc<Semaphore> {
+        self.slots.clone()
+    }
+
+    /// The rate in force, rows per second.
+    pub fn rate(&self) -> u32 {
+        self.limiter.rows_per_second()
+    }
+
+    /// The configured (or scheduled) rate: the rate in fixed mode, the ceiling in adaptive.
+    pub fn ceiling(&self) -> u32 {
+        self.lock().ceiling
+    }
+
+    pub fn mode(&self) -> ThrottleMode {
+        self.lock().cfg.mode
+    }
+
+    /// A transaction committed after `latency`.
+    pub fn observe_commit(&self, latency: Duration) {
+        if let Some(a) = self.lock().aimd.as_mut() {
+            a.record_commit(latency);
+        }
+    }
+
+    /// A write failed; overload errors make the adaptive controller back off.
+    pub fn observe_error(&self, e: &StoreError) {
+        if e.is_overload() {
+            if let Some(a) = self.lock().aimd.as_mut() {
+                a.record_overload();
+            }
+        }
+    }
+
+    pub fn observe_active_backends(&self, active: u32) {
+        metrics::gauge!(m::ACTIVE_BACKENDS).set(f64::from(active));
+        if let Some(a) = self.lock().aimd.as_mut() {
+            a.record_active_backends(active);
+        }
+    }
+
+    /// `Some(interval)` when `pg_stat_activity` should be polled (adaptive mode with
+    /// `max_active_backends` set).
+    pub fn backends_poll_interval(&self) -> Option<Duration> {
+        let st = self.lock();
+        (st.cfg.mode == ThrottleMode::Adaptive && st.cfg.max_active_backends.is_some())
+            .then(|| Duration::from_millis(st.cfg.adjust_interval_ms))
+    }
+
+    /// Looks at the schedule and the adaptive controller; applies any change.
+    pub fn update(&self, at: LocalTime, now: Instant) {
+        let mut st = self.lock();
+        self.recompute(&mut st, at, now, Cause::Schedule);
+    }
+
+    /// Applies a new, validated `[throttle]`: rate, burst, schedule, mode and adaptive keys,
+    /// transaction cap. Work in flight is not touched; a waiter moves to the new rate.
+    pub fn reload(&self, cfg: &ThrottleConfig, at: LocalTime, now: Instant) -> anyhow::Result<()> {
+        let schedule = cfg
+            .parsed_schedule()
+            .map_err(|p| anyhow::anyhow!("throttle.schedule: {}", p.join("; ")))?;
+        let mut st = self.lock();
+        if st.cfg.mode != cfg.mode {
+            st.aimd = None;
+        }
+        st.cfg = cfg.clone();
+        st.schedule = schedule;
+        // Re-announce the window, whatever it is, under the new schedule.
+        st.window = None;
+        let want = cfg.max_concurrent_transactions.max(1);
+        self.resize_slots(st.transactions, want);
+        st.transactions = want;
+        self.recompute(&mut st, at, now, Cause::Reload);
+        Ok(())
+    }
+
+    fn resize_slots(&self, have: u32, want: u32) {
+        if want > have {
+            self.slots.add_permits((want - have) as usize);
+        } else if want < have {
+            let excess = (have - want) as usize;
+            let forgotten = self.slots.forget_permits(excess);
+            if forgotten < excess {
+                // The rest are held by transactions in flight: take them as they finish.
+                let slots = self.slots.clone();
+                let rest = u32::try_from(excess - forgotten).unwrap_or(u32::MAX);
+                tokio::spawn(async move {
+                    if let Ok(p) = slots.acquire_many_owned(rest).await {
+                        p.forget();
+                    }
+                });
+            }
+        }
+    }
+
+    fn recompute(&self, st: &mut State, at: LocalTime, now: Instant, cause: Cause) {
+        let window = st.schedule.window_at(at);
+        let index = window.map(|(i, _)| i);
+        let ceiling = window.map_or(st.cfg.rows_per_second, |(_, w)| w.rows_per_second);
+        let window_changed = index != st.window;
+        if window_changed {
+            match window {
+                Some((i, w)) => tracing::info!(
+                    window = i,
+                    days = ?w.days,
+                    hours = ?w.hours,
+                    rows_per_second = w.rows_per_second,
+                    local_time = %at,
+                    "Schedule window in force."
+                ),
+                None if cause != Cause::Start => tracing::info!(
+                    rows_per_second = st.cfg.rows_per_second,
+                    local_time = %at,
+                    "No schedule window in force; the base rate applies."
+                ),
+                None => {}
+            }
+        }
+        st.window = index;
+        st.ceiling = ceiling;
+        metrics::gauge!(m::RATE_CONFIGURED).set(f64::from(ceiling));
+
+        let mut cause = cause;
+        let mut detail = String::new();
+        let rate = match st.cfg.mode {
+            ThrottleMode::Fixed => {
+                st.aimd = None;
+                ceiling
+            }
+            ThrottleMode::Adaptive => {
+                let params = aimd_params(&st.cfg, ceiling);
+                let aimd = st
+                    .aimd
+                    .get_or_insert_with(|| Aimd::new(params.clone(), now));
+                aimd.set_params(params);
+                if cause == Cause::Schedule && !window_changed {
+                    match aimd.tick(now) {
+                        Some(Adjustment::Increase { .. }) => cause = Cause::AdaptiveIncrease,
+                        Some(Adjustment::Decrease { cause: why, .. }) => {
+                            cause = Cause::AdaptiveDecrease;
+                            detail = why.to_string();
+                        }
+                        None => {}
+                    }
+                }
+                aimd.rate()
+            }
+        };
+        let burst = st.cfg.burst;
+        let (old_rate, old_burst) = self.limiter.quota();
+        if (rate, burst) == (old_rate, old_burst) {
+            return;
+        }
+        let nz = |v: u32| std::num::NonZeroU32::new(v.max(1)).unwrap_or(std::num::NonZeroU32::MIN);
+        self.limiter.set_quota(nz(rate), nz(burst));
+        metrics::gauge!(m::RATE_CURRENT).set(f64::from(rate));
+        metrics::counter!(m::RATE_CHANGES, "cause" => cause.as_str()).increment(1);
+        tracing::info!(
+            from = old_rate,
+            to = rate,
+            burst,
+            ceiling,
+            mode = ?st.cfg.mode,
+            cause = cause.as_str(),
+            reason = %detail,
+            "Rate changed."
+        );
+    }
+}
+
+/// The controller's settings for a ceiling (the base rate or a schedule window's).
+pub fn aimd_params(cfg: &ThrottleConfig, ceiling: u32) -> AimdParams {
+    AimdParams {
+        floor: cfg.min_rows_per_second,
+        ceiling,
+        increase: cfg
+            .increase_rows_per_second
+            .unwrap_or_else(|| (cfg.rows_per_second / 20).max(1)),
+        decrease_factor: cfg.decrease_factor,
+        target_commit: Duration::from_millis(cfg.target_commit_ms),
+        interval: Duration::from_millis(cfg.adjust_interval_ms),
+        max_active_backends: cfg.max_active_backends,
+    }
+}
+
+/// Ticks the throttle until `stop`: schedule windows, adaptive adjustments, and (when
+/// configured) the active-backend poll.
+pub async fn run(throttle: Arc<Throttle>, store: Store, stop: CancellationToken) {
+    let mut last_poll: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(TICK) => {}
+        }
+        if let Some(every) = throttle.backends_poll_interval() {
+            if last_poll.is_none_or(|t| t.elapsed() >= every) {
+                last_poll = Some(Instant::now());
+                match store.active_backends().await {
+                    Ok(n) => throttle.observe_active_backends(n),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "Cannot count active backends.");
+                        throttle.observe_error(&e);
+                    }
+                }
+            }
+        }
+        throttle.update(LocalTime::now(), Instant::now());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ScheduleWindowConfig;
+    use crate::schedule::Weekday;
+
+    fn cfg(mode: ThrottleMode) -> ThrottleConfig {
+        ThrottleConfig {
+            mode,
+            rows_per_second: 1000,
+            burst: 1000,
+            min_rows_per_second: 100,
+            increase_rows_per_second: Some(100),
+            schedule: vec![ScheduleWindowConfig {
+                days: Some("Mon-Fri".into()),
+                hours: Some("08:00-18:00".into()),
+                rows_per_second: 300,
+            }],
+            ..ThrottleConfig::default()
+        }
+    }
+
+    const OFFICE: LocalTime = LocalTime {
+        weekday: Weekday::Tue,
+        minute: 10 * 60,
+    };
+    const NIGHT: LocalTime = LocalTime {
+        weekday: Weekday::Tue,
+        minute: 23 * 60,
+    };
+
+    #[test]
+    fn a_schedule_window_sets_the_rate_and_leaving_it_restores_the_base_rate() {
+        let t = Instant::now();
+        let th = Throttle::new(&cfg(ThrottleMode::Fixed), OFFICE, t).expect("valid");
+        assert_eq!((th.rate(), th.ceiling()), (300, 300));
+        th.update(NIGHT, t);
+        assert_eq!(th.rate(), 1000);
+        th.update(OFFICE, t);
+        assert_eq!(th.rate(), 300);
+    }
+
+    #[tokio::test]
+    async fn a_reload_applies_the_new_rate_burst_and_transaction_cap() {
+        let t = Instant::now();
+        let th = Throttle::new(&cfg(ThrottleMode::Fixed), NIGHT, t).expect("valid");
+        assert_eq!(th.slots().available_permits(), 1);
+        let mut new = cfg(ThrottleMode::Fixed);
+        new.rows_per_second = 40;
+        new.burst = 2000;
+        new.max_concurrent_transactions = 3;
+        th.reload(&new, NIGHT, t).expect("valid");
+        assert_eq!(th.limiter().quota(), (40, 2000));
+        assert_eq!(th.slots().available_permits(), 3);
+        new.max_concurrent_transactions = 2;
+        th.reload(&new, NIGHT, t).expect("valid");
+        assert_eq!(th.slots().available_permits(), 2);
+    }
+
+    #[test]
+    fn adaptive_mode_starts_at_the_floor_climbs_to_the_scheduled_ceiling_and_backs_off() {
+        let mut t = Instant::now();
+        let th = Throttle::new(&cfg(ThrottleMode::Adaptive), OFFICE, t).expect("valid");
+        assert_eq!((th.rate(), th.ceiling()), (100, 300));
+        for _ in 0..5 {
+            th.observe_commit(Duration::from_millis(10));
+            t += Duration::from_secs(1);
+            th.update(OFFICE, t);
+        }
+        assert_eq!(th.rate(), 300, "capped by the schedule window");
+        th.observe_error(&StoreError::Overloaded {
+            code: "55P03".into(),
+            message: "lock timeout".into(),
+        });
+        t += Duration::from_secs(1);
+        th.update(OFFICE, t);
+        assert_eq!(th.rate(), 150);
+        th.observe_error(&StoreError::Unavailable("connection refused".into()));
+        th.observe_commit(Duration::from_millis(10));
+        t += Duration::from_secs(1);
+        th.update(OFFICE, t);
+        assert_eq!(th.rate(), 250, "an outage is not overload");
+    }
+
+    #[test]
+    fn switching_to_fixed_mode_on_reload_goes_straight_to_the_rate() {
+        let t = Instant::now();
+        let th = Throttle::new(&cfg(ThrottleMode::Adaptive), NIGHT, t).expect("valid");
+        assert_eq!(th.rate(), 100);
+        th.reload(&cfg(ThrottleMode::Fixed), NIGHT, t)
+            .expect("valid");
+        assert_eq!(th.rate(), 1000);
+    }
+}
