@@ -15,8 +15,16 @@
 //! |---|---|
 //! | (root) | [`Servers`], [`TestEnv`]: per-test database and queues, agent and API handles |
 //! | [`gen`] | realistic receipts, deterministic from a seed |
+//! | [`ingest_bench`] | `make bench`'s ingest rows: API receipts/s, billed SQS requests |
+//! | [`oracle`] | the end-to-end verdict: acknowledged ⇒ stored once, intact; DLQ only the bad |
+//! | [`proxy`] | a TCP proxy that injects latency, refusals, resets and cuts around `COMMIT` |
+//! | [`sqs_proxy`] | an HTTP proxy that makes SQS batch calls half-fail inside a 200 |
 
 pub mod gen;
+pub mod ingest_bench;
+pub mod oracle;
+pub mod proxy;
+pub mod sqs_proxy;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -151,12 +159,19 @@ pub struct TestEnv {
 pub struct EnvOptions {
     /// The main queue's visibility timeout.
     pub visibility_timeout_seconds: u32,
+    /// A superuser URL of another cluster than the shared one (e.g. a [`PrivatePostgres`] the
+    /// test will stop and start); the test's database is created there.
+    pub database_url: Option<String>,
+    /// The redrive policy's `maxReceiveCount` (receives before SQS moves a message to the DLQ).
+    pub max_receive_count: u32,
 }
 
 impl Default for EnvOptions {
     fn default() -> Self {
         Self {
             visibility_timeout_seconds: 30,
+            database_url: None,
+            max_receive_count: MAX_RECEIVE_COUNT,
         }
     }
 }
@@ -168,7 +183,10 @@ impl TestEnv {
 
     pub async fn with_options(opts: EnvOptions) -> anyhow::Result<Self> {
         init_test_logging();
-        let servers = servers()?;
+        let mut servers = servers()?;
+        if let Some(url) = &opts.database_url {
+            servers.database_url = url.clone();
+        }
         let name = format!("t{}", uuid::Uuid::new_v4().simple());
         let name = name[..20].to_owned();
 
@@ -216,7 +234,7 @@ impl TestEnv {
             .context("no DLQ arn")?;
         let redrive = serde_json::json!({
             "deadLetterTargetArn": dlq_arn,
-            "maxReceiveCount": MAX_RECEIVE_COUNT.to_string(),
+            "maxReceiveCount": opts.max_receive_count.to_string(),
         });
         let queue_url = sqs
             .create_queue()
@@ -343,10 +361,13 @@ impl TestEnv {
             .or_insert_with(|| self.servers.sqs_endpoint.clone());
         let cfg = sluice_cloud::IngestConfig::from_lookup(|k| env.get(k).cloned())
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let app = sluice_cloud::app(sluice_cloud::state(
-            cfg,
-            sqs_client(&self.servers.sqs_endpoint),
-        ));
+        // The endpoint the API was configured with (a test may put a proxy there).
+        let client = sqs_client(
+            cfg.sqs_endpoint
+                .as_deref()
+                .unwrap_or(&self.servers.sqs_endpoint),
+        );
+        let app = sluice_cloud::app(sluice_cloud::state(cfg, client));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let stop = CancellationToken::new();
@@ -401,6 +422,31 @@ impl TestEnv {
             .sqs
             .send_message()
             .queue_url(&self.queue_url)
+            .message_body(body);
+        for (k, v) in attrs {
+            req = req.message_attributes(
+                *k,
+                aws_sdk_sqs::types::MessageAttributeValue::builder()
+                    .data_type("String")
+                    .string_value(*v)
+                    .build()?,
+            );
+        }
+        req.send().await?;
+        Ok(())
+    }
+
+    /// Sends a raw body to any queue (e.g. the DLQ), with optional string attributes.
+    pub async fn send_raw_to(
+        &self,
+        queue_url: &str,
+        body: &str,
+        attrs: &[(&str, &str)],
+    ) -> anyhow::Result<()> {
+        let mut req = self
+            .sqs
+            .send_message()
+            .queue_url(queue_url)
             .message_body(body);
         for (k, v) in attrs {
             req = req.message_attributes(
@@ -621,4 +667,319 @@ pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
         "binary {name} not found near {}; run: cargo build --workspace --bins",
         exe.display()
     )
+}
+
+/// A PostgreSQL cluster of one test's own — on a free port, with its data and socket in a temp
+/// dir — that the test may stop and start again (the shared cluster serves every other test
+/// running in parallel, so it must stay up). As root, `initdb` and the server run as the
+/// unprivileged user `postgres`, like `deploy/local/stack.sh` does (initdb refuses root).
+/// Dropping it stops the server and deletes its files.
+#[derive(Debug)]
+pub struct PrivatePostgres {
+    bin: PathBuf,
+    dir: PathBuf,
+    port: u16,
+    as_postgres: bool,
+}
+
+impl PrivatePostgres {
+    /// `initdb` and start; about a second.
+    pub async fn start() -> anyhow::Result<Self> {
+        let bin = find_pg_bin().context(
+            "PostgreSQL server binaries (initdb, pg_ctl) not found; run: bash deploy/local/stack.sh prereqs",
+        )?;
+        let as_postgres = is_root().await;
+        // Short: a Unix socket path must stay under 108 bytes.
+        let dir = std::env::temp_dir().join(format!(
+            "sluice-pg-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        ));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let pg = Self {
+            bin,
+            dir,
+            port,
+            as_postgres,
+        };
+        if as_postgres {
+            run_checked(
+                tokio::process::Command::new("chown")
+                    .arg("postgres:")
+                    .arg(&pg.dir),
+            )
+            .await?;
+        }
+        let data = pg.dir.join("data");
+        run_checked(
+            pg.command("initdb")
+                .arg("-D")
+                .arg(&data)
+                .args(["--auth=trust", "--username=postgres", "--encoding=UTF8"])
+                .args(["--locale=C", "--no-sync"]),
+        )
+        .await
+        .context("initdb")?;
+        pg.resume().await?;
+        Ok(pg)
+    }
+
+    /// The port it listens on (127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The directory of the server binaries (`pg_ctl`, `pgbench`, …).
+    pub fn bin_dir(&self) -> &std::path::Path {
+        &self.bin
+    }
+
+    /// A superuser URL (database `postgres`).
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Stops the server (`pg_ctl stop -m fast`: open connections are cut, as in a crash or a
+    /// failover).
+    pub async fn stop(&self) -> anyhow::Result<()> {
+        self.stop_with("fast").await
+    }
+
+    /// Stops the server in immediate mode: no shutdown checkpoint, every backend killed
+    /// mid-statement, crash recovery on the next start — the closest to pulling the plug.
+    pub async fn crash(&self) -> anyhow::Result<()> {
+        self.stop_with("immediate").await
+    }
+
+    async fn stop_with(&self, mode: &str) -> anyhow::Result<()> {
+        run_checked(
+            self.command("pg_ctl")
+                .args(["stop", "-w", "-m", mode, "-D"])
+                .arg(self.dir.join("data")),
+        )
+        .await
+        .with_context(|| format!("pg_ctl stop -m {mode}"))
+    }
+
+    /// Starts the server again on the same port; returns once it accepts connections.
+    pub async fn resume(&self) -> anyhow::Result<()> {
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=50",
+            self.port,
+            self.dir.display()
+        );
+        run_checked(
+            self.command("pg_ctl")
+                .args(["start", "-w", "-t", "60", "-D"])
+                .arg(self.dir.join("data"))
+                .arg("-l")
+                .arg(self.dir.join("log"))
+                .arg("-o")
+                .arg(opts),
+        )
+        .await
+        .context("pg_ctl start")
+    }
+
+    fn command(&self, tool: &str) -> tokio::process::Command {
+        let exe = self.bin.join(tool);
+        let mut cmd = if self.as_postgres {
+            let mut c = tokio::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(exe);
+            c
+        } else {
+            tokio::process::Command::new(exe)
+        };
+        cmd.stdin(std::process::Stdio::null());
+        cmd
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let exe = self.bin.join("pg_ctl");
+        let mut cmd = if self.as_postgres {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(exe);
+            c
+        } else {
+            std::process::Command::new(exe)
+        };
+        let _ = cmd
+            .args(["stop", "-w", "-m", "immediate", "-D"])
+            .arg(self.dir.join("data"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn is_root() -> bool {
+    match tokio::process::Command::new("id").arg("-u").output().await {
+        Ok(out) => String::from_utf8_lossy(&out.stdout).trim() == "0",
+        Err(_) => false,
+    }
+}
+
+async fn run_checked(cmd: &mut tokio::process::Command) -> anyhow::Result<()> {
+    let out = cmd
+        .output()
+        .await
+        .with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// The PostgreSQL server binaries' directory, found like `deploy/local/stack.sh` finds it:
+/// `pg_config --bindir`, then `/usr/lib/postgresql/*/bin` (highest version first), then `PATH`.
+pub fn find_pg_bin() -> Option<PathBuf> {
+    let mut candidates = Vec::new();
+    if let Ok(out) = std::process::Command::new("pg_config")
+        .arg("--bindir")
+        .output()
+    {
+        if out.status.success() {
+            candidates.push(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir("/usr/lib/postgresql") {
+        let mut versions: Vec<(u32, PathBuf)> = entries
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let v = e
+                    .file_name()
+                    .to_string_lossy()
+                    .split('.')
+                    .next()?
+                    .parse()
+                    .ok()?;
+                Some((v, e.path().join("bin")))
+            })
+            .collect();
+        versions.sort_by_key(|v| std::cmp::Reverse(v.0));
+        candidates.extend(versions.into_iter().map(|(_, p)| p));
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        candidates.extend(std::env::split_paths(&path));
+    }
+    candidates.into_iter().find(|d| {
+        d.join("initdb").is_file() && d.join("pg_ctl").is_file() && d.join("postgres").is_file()
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The agent as a separate process (operations tests: its own metrics registry, signals,
+// NOTIFY_SOCKET, the `status` and `dlq` commands).
+
+/// A free loopback address (bound, then released: the agent binds it a moment later).
+pub fn free_local_addr() -> anyhow::Result<SocketAddr> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+/// Environment for a `sluice-agent` process: throwaway AWS credentials, no instance metadata.
+pub const AGENT_PROCESS_ENV: &[(&str, &str)] = &[
+    ("AWS_ACCESS_KEY_ID", "test"),
+    ("AWS_SECRET_ACCESS_KEY", "test"),
+    ("AWS_EC2_METADATA_DISABLED", "true"),
+];
+
+impl TestEnv {
+    /// Writes [`TestEnv::agent_toml`] (with `extra`) to a file in a temp directory of this
+    /// test's own, for the `sluice-agent` binary.
+    pub fn write_agent_config(&self, file: &str, extra: &str) -> anyhow::Result<PathBuf> {
+        let dir = std::env::temp_dir().join(&self.name);
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join(file);
+        std::fs::write(&path, self.agent_toml(extra))?;
+        Ok(path)
+    }
+
+    /// Runs `sluice-agent ARGS` to completion (a CLI command such as `status` or `dlq list`).
+    pub async fn agent_cli(&self, args: &[&str]) -> anyhow::Result<std::process::Output> {
+        let out = tokio::process::Command::new(binary("sluice-agent")?)
+            .args(args)
+            .envs(AGENT_PROCESS_ENV.iter().copied())
+            .env_remove("SLUICE_CONFIG")
+            .kill_on_drop(true)
+            .output();
+        tokio::time::timeout(Duration::from_secs(120), out)
+            .await
+            .with_context(|| format!("sluice-agent {args:?} did not finish"))?
+            .with_context(|| format!("running sluice-agent {args:?}"))
+    }
+
+    /// Starts `sluice-agent run` as a process with `config`, logging to a file next to it.
+    pub fn spawn_agent_process(
+        &self,
+        config: &std::path::Path,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<AgentProcess> {
+        let log = config.with_extension("log");
+        let child = tokio::process::Command::new(binary("sluice-agent")?)
+            .args(["run", "--config"])
+            .arg(config)
+            // Not the test runner's own systemd notification socket, unless the test gives one.
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .envs(AGENT_PROCESS_ENV.iter().copied())
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting sluice-agent run")?;
+        Ok(AgentProcess { child, log })
+    }
+}
+
+/// A `sluice-agent run` process, killed if dropped.
+#[derive(Debug)]
+pub struct AgentProcess {
+    pub child: tokio::process::Child,
+    pub log: PathBuf,
+}
+
+impl AgentProcess {
+    /// What it logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits up to `timeout` for the exit.
+    pub async fn terminate(
+        &mut self,
+        timeout: Duration,
+    ) -> anyhow::Result<std::process::ExitStatus> {
+        let pid = self.child.id().context("the agent already exited")?;
+        let kill = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()?;
+        anyhow::ensure!(kill.success(), "kill -TERM {pid} failed");
+        tokio::time::timeout(timeout, self.child.wait())
+            .await
+            .with_context(|| format!("the agent did not exit within {timeout:?} of SIGTERM"))?
+            .context("waiting for the agent")
+    }
+}
+
+/// GETs `http://addr/path`; `None` while nothing answers.
+pub async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let resp = reqwest::Client::new()
+        .get(format!("http://{addr}{path}"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .ok()?;
+    let status = resp.status().as_u16();
+    Some((status, resp.text().await.ok()?))
 }

@@ -3,16 +3,15 @@
 //!
 //! Each test has its own database and its own queue pair (`TestEnv`), so they run in parallel.
 
-use std::collections::HashMap;
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use sluice_e2e::gen::Generator;
+use sluice_e2e::oracle::{normalised, stored_receipts};
 use sluice_e2e::{wait_for, TestEnv};
 use sluice_protocol::split::{self, Limits};
 use sluice_protocol::Receipt;
-use sqlx::Row as _;
 
 /// Long enough for a drain on a loaded 2-core CI machine; a healthy run takes seconds.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(180);
@@ -29,108 +28,6 @@ async fn wait_drained(env: &TestEnv, expected: i64) -> anyhow::Result<()> {
         },
     )
     .await
-}
-
-/// Money and quantities come back from `numeric(16,4)` with four fraction digits: compare
-/// decimals by value, written without trailing zeros.
-fn norm_decimal(s: &str) -> String {
-    if s.contains('.') {
-        s.trim_end_matches('0').trim_end_matches('.').to_owned()
-    } else {
-        s.to_owned()
-    }
-}
-
-/// A receipt as uploaded, with decimals normalised, for comparison with what was stored.
-fn normalised(v: &Value) -> Value {
-    let mut v = v.clone();
-    let obj = v.as_object_mut().expect("receipts are objects");
-    for key in ["total", "tax"] {
-        if let Some(Value::String(s)) = obj.get(key) {
-            let n = norm_decimal(s);
-            obj.insert(key.into(), Value::String(n));
-        }
-    }
-    if let Some(Value::Array(items)) = obj.get_mut("items") {
-        for item in items {
-            let item = item.as_object_mut().expect("items are objects");
-            for key in ["quantity", "unit_price", "amount"] {
-                if let Some(Value::String(s)) = item.get(key) {
-                    let n = norm_decimal(s);
-                    item.insert(key.into(), Value::String(n));
-                }
-            }
-        }
-    }
-    v
-}
-
-/// Every stored receipt rebuilt in its upload shape (absent fields left out), by id.
-async fn stored_receipts(env: &TestEnv) -> anyhow::Result<HashMap<String, Value>> {
-    let mut items: HashMap<String, Vec<Value>> = HashMap::new();
-    let rows = sqlx::query(
-        "SELECT receipt_id::text AS id, description, quantity::text AS q, unit_price::text AS u,
-                amount::text AS a
-         FROM sluice.receipt_items ORDER BY receipt_id, line_no",
-    )
-    .fetch_all(&env.pool)
-    .await?;
-    for r in rows {
-        items.entry(r.get("id")).or_default().push(json!({
-            "description": r.get::<String, _>("description"),
-            "quantity": norm_decimal(r.get("q")),
-            "unit_price": norm_decimal(r.get("u")),
-            "amount": norm_decimal(r.get("a")),
-        }));
-    }
-    let rows = sqlx::query(
-        "SELECT receipt_id::text AS id, tenant_id, submitted_by, merchant, issued_on::text AS d,
-                currency::text AS currency, total::text AS total, tax::text AS tax, category,
-                image_key, image_sha256::text AS sha, image_bytes::text AS bytes,
-                metadata::text AS metadata
-         FROM sluice.receipts",
-    )
-    .fetch_all(&env.pool)
-    .await?;
-    let mut out = HashMap::new();
-    for r in rows {
-        let id: String = r.get("id");
-        let mut o = serde_json::Map::new();
-        o.insert("receipt_id".into(), json!(id));
-        o.insert("tenant_id".into(), json!(r.get::<String, _>("tenant_id")));
-        o.insert("merchant".into(), json!(r.get::<String, _>("merchant")));
-        o.insert("issued_on".into(), json!(r.get::<String, _>("d")));
-        o.insert("currency".into(), json!(r.get::<String, _>("currency")));
-        o.insert("total".into(), json!(norm_decimal(r.get("total"))));
-        if let Some(v) = r.get::<Option<String>, _>("submitted_by") {
-            o.insert("submitted_by".into(), json!(v));
-        }
-        if let Some(v) = r.get::<Option<String>, _>("tax") {
-            o.insert("tax".into(), json!(norm_decimal(&v)));
-        }
-        if let Some(v) = r.get::<Option<String>, _>("category") {
-            o.insert("category".into(), json!(v));
-        }
-        if let Some(key) = r.get::<Option<String>, _>("image_key") {
-            let bytes: String = r.get::<Option<String>, _>("bytes").unwrap_or_default();
-            o.insert(
-                "image".into(),
-                json!({
-                    "key": key,
-                    "sha256": r.get::<Option<String>, _>("sha"),
-                    "bytes": bytes.parse::<u64>()?,
-                }),
-            );
-        }
-        if let Some(list) = items.remove(&id) {
-            o.insert("items".into(), Value::Array(list));
-        }
-        if let Some(m) = r.get::<Option<String>, _>("metadata") {
-            o.insert("metadata".into(), serde_json::from_str(&m)?);
-        }
-        out.insert(id, Value::Object(o));
-    }
-    Ok(out)
 }
 
 fn gzip(data: &[u8]) -> Vec<u8> {

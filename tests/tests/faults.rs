@@ -1,0 +1,571 @@
+//! Fault injection against the real servers and the real `sluice-agent` binary, each scenario
+//! judged by one oracle (`sluice_e2e::oracle`): once the faults stop and the queue drains,
+//! every acknowledged receipt is stored exactly once and intact, nothing else is, and the DLQ
+//! holds only what is genuinely bad, each with its reason.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rand::{Rng as _, SeedableRng as _};
+use serde_json::{json, Value};
+use sluice_e2e::gen::Generator;
+use sluice_e2e::oracle::Oracle;
+use sluice_e2e::proxy::{CommitCut, Mode, Proxy};
+use sluice_e2e::{free_local_addr, http_get, wait_for, AgentProcess, EnvOptions, TestEnv};
+
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(240);
+
+/// A `sluice-agent run` process with its metrics address.
+struct Agent {
+    process: AgentProcess,
+    metrics: SocketAddr,
+}
+
+impl Agent {
+    /// Starts the binary with the test's config plus `extra`, and waits until it answers.
+    async fn start(env: &TestEnv, name: &str, extra: &str) -> anyhow::Result<Self> {
+        let metrics = free_local_addr()?;
+        let config = env.write_agent_config(
+            &format!("{name}.toml"),
+            &format!("{extra}\n[server]\nlisten = \"{metrics}\"\n[log]\nformat = \"json\"\nlevel = \"info\""),
+        )?;
+        let process = env.spawn_agent_process(&config, &[])?;
+        let agent = Self { process, metrics };
+        wait_for(Duration::from_secs(30), "the agent's /healthz", || async {
+            http_get(agent.metrics, "/healthz").await.map(|_| ())
+        })
+        .await?;
+        Ok(agent)
+    }
+
+    fn pid(&self) -> anyhow::Result<u32> {
+        self.process
+            .child
+            .id()
+            .ok_or_else(|| anyhow::anyhow!("the agent already exited"))
+    }
+
+    fn signal(&self, sig: &str) -> anyhow::Result<()> {
+        let pid = self.pid()?;
+        let ok = std::process::Command::new("kill")
+            .args([&format!("-{sig}"), &pid.to_string()])
+            .status()?
+            .success();
+        anyhow::ensure!(ok, "kill -{sig} {pid} failed");
+        Ok(())
+    }
+
+    /// `kill -9`, and reap it.
+    async fn kill(mut self) -> anyhow::Result<()> {
+        self.signal("KILL")?;
+        self.process.child.wait().await?;
+        Ok(())
+    }
+
+    /// The sum of a metric over its labels, from `/metrics`.
+    async fn metric(&self, name: &str) -> f64 {
+        let Some((200, text)) = http_get(self.metrics, "/metrics").await else {
+            return f64::NAN;
+        };
+        text.lines()
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    async fn stop(mut self) -> anyhow::Result<()> {
+        let status = self.process.terminate(Duration::from_secs(60)).await?;
+        anyhow::ensure!(
+            status.success(),
+            "agent exit {status}; log:\n{}",
+            self.process.log_text()
+        );
+        Ok(())
+    }
+}
+
+/// Uploads `receipts` through an in-process API and tells the oracle what was acknowledged.
+async fn upload(
+    env: &TestEnv,
+    oracle: &mut Oracle,
+    receipts: &[Value],
+    chunk: &str,
+) -> anyhow::Result<()> {
+    let ingest = env
+        .start_ingest(&[
+            ("SLUICE_MAX_RECEIPTS_PER_CHUNK", chunk),
+            ("SLUICE_MAX_MESSAGE_BYTES", "1048576"),
+        ])
+        .await?;
+    for part in receipts.chunks(2_000) {
+        let (status, answer) = ingest.upload_json(part).await?;
+        anyhow::ensure!(status == 202, "upload refused: {answer}");
+        oracle.acknowledge(part);
+    }
+    Ok(())
+}
+
+async fn wait_drained(env: &TestEnv, expected: i64) -> anyhow::Result<()> {
+    wait_for(
+        DRAIN_TIMEOUT,
+        &format!("{expected} receipts stored, queue empty"),
+        || async {
+            let stored = env.count_receipts_or_zero().await;
+            let depth = env.depth(&env.queue_url).await.ok()?;
+            (stored >= expected && depth == (0, 0, 0)).then_some(())
+        },
+    )
+    .await
+}
+
+/// The agent's database URL through `proxy`.
+fn via(env: &TestEnv, proxy: &Proxy) -> String {
+    let target = env
+        .database_url
+        .split_once('@')
+        .map(|(user, rest)| {
+            let path = rest.split_once('/').map_or("", |(_, p)| p);
+            format!("{user}@{}/{path}", proxy.addr)
+        })
+        .unwrap_or_default();
+    format!("[database]\nurl = \"{target}\"")
+}
+
+/// Where the test's PostgreSQL listens.
+fn database_addr(env: &TestEnv) -> anyhow::Result<SocketAddr> {
+    let host_port = env
+        .database_url
+        .split_once('@')
+        .and_then(|(_, rest)| rest.split('/').next())
+        .ok_or_else(|| anyhow::anyhow!("no host in {}", env.database_url))?;
+    Ok(host_port.parse()?)
+}
+
+/// Scenario 1: `kill -9` at random moments — mid-receive, mid-transaction, between commit and
+/// delete, mid-delete — ten times, restarting each time.
+#[tokio::test]
+async fn the_agent_killed_ten_times_at_random_moments_loses_and_duplicates_nothing(
+) -> anyhow::Result<()> {
+    let env = TestEnv::with_options(EnvOptions {
+        visibility_timeout_seconds: 10,
+        // Each kill leaves what it held invisible for one timeout, then it is received again:
+        // the receive count grows with the kills, which is not the data's fault.
+        max_receive_count: 30,
+        ..EnvOptions::default()
+    })
+    .await?;
+    let mut oracle = Oracle::new();
+    upload(
+        &env,
+        &mut oracle,
+        &Generator::new(61).receipts(8_000),
+        "100",
+    )
+    .await?;
+    let settings = "[queue]\nvisibility_timeout_seconds = 10\n[throttle]\nrows_per_second = 2000\nburst = 2000\n[batch]\nmax_rows = 300\nmax_wait_ms = 10";
+    let mut rng = rand::rngs::StdRng::seed_from_u64(61);
+    let mut stored_at_kills = Vec::new();
+    for i in 0..10 {
+        let agent = Agent::start(&env, &format!("kill{i}"), settings).await?;
+        let life = Duration::from_millis(rng.random_range(150..1_200));
+        tokio::time::sleep(life).await;
+        agent.kill().await?;
+        stored_at_kills.push(env.count_receipts_or_zero().await);
+    }
+    assert!(
+        stored_at_kills.last().copied().unwrap_or(0) < 8_000,
+        "the kills must land mid-drain: {stored_at_kills:?}"
+    );
+    let agent = Agent::start(&env, "final", settings).await?;
+    wait_drained(&env, 8_000).await?;
+    agent.stop().await?;
+    oracle.verify(&env).await?;
+    env.cleanup().await;
+    Ok(())
+}
+
+/// Scenario 3: the PostgreSQL connection is cut right after `COMMIT` reaches the server (the
+/// commit happened; the agent cannot know) and right before it does (it did not). Neither may
+/// be followed by a delete; the retry of the committed batch is absorbed as duplicates.
+#[tokio::test]
+async fn a_connection_cut_around_commit_leads_to_no_delete_and_the_redelivery_is_absorbed(
+) -> anyhow::Result<()> {
+    let env = TestEnv::new().await?;
+    let proxy = Proxy::start(database_addr(&env)?).await?;
+    let mut oracle = Oracle::new();
+    upload(
+        &env,
+        &mut oracle,
+        &Generator::new(63).receipts(3_000),
+        "250",
+    )
+    .await?;
+    // Migrations commit too: let the agent start, then arm the cuts.
+    let agent = Agent::start(
+        &env,
+        "commit-cut",
+        &format!(
+            "{}\n[throttle]\nrows_per_second = 1000\nburst = 1000\n[batch]\nmax_rows = 500",
+            via(&env, &proxy)
+        ),
+    )
+    .await?;
+    wait_for(Duration::from_secs(30), "the schema", || async {
+        sqlx::query("SELECT 1 FROM sluice.chunks LIMIT 1")
+            .fetch_optional(&env.pool)
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await?;
+    proxy.cut_commits(CommitCut::AfterForwarding, 2);
+    wait_for(
+        Duration::from_secs(60),
+        "two commits cut after forwarding",
+        || async { (proxy.commits_cut() >= 2).then_some(()) },
+    )
+    .await?;
+    proxy.cut_commits(CommitCut::BeforeForwarding, 2);
+    wait_for(
+        Duration::from_secs(60),
+        "two commits cut before forwarding",
+        || async { (proxy.commits_cut() >= 4).then_some(()) },
+    )
+    .await?;
+    wait_drained(&env, 3_000).await?;
+    let duplicates = agent.metric("sluice_receipts_duplicate_total").await;
+    let received = agent.metric("sluice_messages_received_total").await;
+    agent.stop().await?;
+    oracle.verify(&env).await?;
+    // A batch committed behind a cut connection is written again (not deleted unconfirmed):
+    // its receipts come back as duplicates.
+    assert!(duplicates >= 1.0, "no duplicate absorbed: {duplicates}");
+    // And it was retried while held, not left to be redelivered by SQS.
+    assert_eq!(received, 12.0, "12 chunks, each received once");
+    env.cleanup().await;
+    Ok(())
+}
+
+/// Scenario 4: SQS slow, resetting connections, then down for a while.
+#[tokio::test]
+async fn sqs_latency_resets_and_an_outage_lose_nothing() -> anyhow::Result<()> {
+    let env = TestEnv::with_options(EnvOptions {
+        max_receive_count: 10,
+        ..EnvOptions::default()
+    })
+    .await?;
+    let sqs_addr: SocketAddr = env
+        .servers
+        .sqs_endpoint
+        .trim_start_matches("http://")
+        .parse()?;
+    let proxy = Proxy::start(sqs_addr).await?;
+    let mut oracle = Oracle::new();
+    upload(
+        &env,
+        &mut oracle,
+        &Generator::new(64).receipts(4_000),
+        "100",
+    )
+    .await?;
+    let agent = Agent::start(
+        &env,
+        "sqs-faults",
+        &format!(
+            "[queue]\nendpoint = \"http://{}\"\n[throttle]\nrows_per_second = 800\nburst = 800\n[batch]\nmax_rows = 200",
+            proxy.addr
+        ),
+    )
+    .await?;
+    proxy.set_mode(Mode::Latency(Duration::from_millis(150)));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for _ in 0..5 {
+        proxy.reset_all();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    proxy.set_mode(Mode::Refuse);
+    proxy.reset_all();
+    let outage_started = env.count_receipts_or_zero().await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    proxy.set_mode(Mode::Pass);
+    wait_drained(&env, 4_000).await?;
+    let errors = agent.metric("sluice_errors_total").await;
+    agent.stop().await?;
+    assert!(outage_started < 4_000, "the outage must land mid-drain");
+    assert!(errors >= 1.0, "the faults were seen: {errors}");
+    oracle.verify(&env).await?;
+    env.cleanup().await;
+    Ok(())
+}
+
+/// Scenario 5: every batch takes longer than the visibility timeout; the heartbeat extends it,
+/// so no message becomes visible again and none is received twice.
+#[tokio::test]
+async fn a_batch_slower_than_the_visibility_timeout_is_received_once() -> anyhow::Result<()> {
+    let env = TestEnv::with_options(EnvOptions {
+        visibility_timeout_seconds: 10,
+        ..EnvOptions::default()
+    })
+    .await?;
+    let mut oracle = Oracle::new();
+    upload(&env, &mut oracle, &Generator::new(65).receipts(600), "200").await?;
+    sluice_agent::store::Store::from_pool(env.pool.clone())
+        .migrate("sluice")
+        .await?;
+    // Each insert statement sleeps 13 s: longer than the 10 s visibility timeout.
+    sqlx::raw_sql(
+        "CREATE FUNCTION sluice.slow_down() RETURNS trigger LANGUAGE plpgsql AS
+           $$ BEGIN PERFORM pg_sleep(13); RETURN NULL; END $$;
+         CREATE TRIGGER slow_down AFTER INSERT ON sluice.receipts
+           FOR EACH STATEMENT EXECUTE FUNCTION sluice.slow_down();",
+    )
+    .execute(&env.pool)
+    .await?;
+    let agent = Agent::start(
+        &env,
+        "slow",
+        "[queue]\nvisibility_timeout_seconds = 10\n[batch]\nmax_rows = 600\nmax_wait_ms = 2000\n[throttle]\nburst = 1000",
+    )
+    .await?;
+    wait_drained(&env, 600).await?;
+    let received = agent.metric("sluice_messages_received_total").await;
+    let duplicates = agent.metric("sluice_receipts_duplicate_total").await;
+    agent.stop().await?;
+    assert_eq!(received, 3.0, "3 chunks, each received exactly once");
+    assert_eq!(duplicates, 0.0);
+    oracle.verify(&env).await?;
+    env.cleanup().await;
+    Ok(())
+}
+
+/// Scenario 6: two agents on one queue; one is frozen (SIGSTOP) past its visibility timeout
+/// while holding messages, the other takes them over, then the frozen one resumes.
+#[tokio::test]
+async fn two_agents_one_frozen_past_its_visibility_timeout_still_store_exactly_once(
+) -> anyhow::Result<()> {
+    let env = TestEnv::with_options(EnvOptions {
+        visibility_timeout_seconds: 10,
+        max_receive_count: 10,
+        ..EnvOptions::default()
+    })
+    .await?;
+    let mut oracle = Oracle::new();
+    upload(
+        &env,
+        &mut oracle,
+        &Generator::new(66).receipts(4_000),
+        "100",
+    )
+    .await?;
+    let settings = "[queue]\nvisibility_timeout_seconds = 10\n[throttle]\nrows_per_second = 250\nburst = 250\n[batch]\nmax_rows = 200\nmax_in_flight_rows = 1000";
+    let frozen = Agent::start(&env, "frozen", settings).await?;
+    let other = Agent::start(&env, "other", settings).await?;
+    wait_for(
+        Duration::from_secs(60),
+        "the first agent to hold messages",
+        || async { (frozen.metric("sluice_messages_received_total").await >= 3.0).then_some(()) },
+    )
+    .await?;
+    frozen.signal("STOP")?;
+    let frozen_at = Instant::now();
+    // Past its visibility timeout: what it held is handed to the other agent.
+    tokio::time::sleep(Duration::from_secs(16)).await;
+    frozen.signal("CONT")?;
+    assert!(frozen_at.elapsed() > Duration::from_secs(10));
+    wait_drained(&env, 4_000).await?;
+    frozen.stop().await?;
+    other.stop().await?;
+    oracle.verify(&env).await?;
+    env.cleanup().await;
+    Ok(())
+}
+
+/// Scenario 8: one receipt the database refuses (a check constraint the test adds) among 999
+/// good ones in one message: 999 stored, the bad one dead-lettered with the database's error.
+#[tokio::test]
+async fn a_row_the_database_refuses_is_dead_lettered_and_its_999_neighbours_stored(
+) -> anyhow::Result<()> {
+    let env = TestEnv::new().await?;
+    sluice_agent::store::Store::from_pool(env.pool.clone())
+        .migrate("sluice")
+        .await?;
+    sqlx::query(
+        "ALTER TABLE sluice.receipts ADD CONSTRAINT no_poison_pill CHECK (merchant <> 'Poison Pill GmbH')",
+    )
+    .execute(&env.pool)
+    .await?;
+    let mut receipts = Generator::new(68).receipts(1_000);
+    receipts[637]["merchant"] = json!("Poison Pill GmbH");
+    let bad_id = receipts[637]["receipt_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let ingest = env
+        .start_ingest(&[
+            ("SLUICE_MAX_RECEIPTS_PER_CHUNK", "1000"),
+            ("SLUICE_MAX_MESSAGE_BYTES", "1048576"),
+        ])
+        .await?;
+    let (status, answer) = ingest.upload_json(&receipts).await?;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["chunks"], 1, "one message: {answer}");
+    let mut oracle = Oracle::new();
+    let good: Vec<Value> = receipts
+        .iter()
+        .filter(|r| r["receipt_id"] != json!(bad_id))
+        .cloned()
+        .collect();
+    oracle.acknowledge(&good);
+    oracle.expect_dead_letter(&bad_id, "no_poison_pill");
+
+    let agent = Agent::start(
+        &env,
+        "poison",
+        "[batch]\nmax_rows = 1000\n[throttle]\nrows_per_second = 5000\nburst = 5000",
+    )
+    .await?;
+    wait_drained(&env, 999).await?;
+    let refused = agent.metric("sluice_receipts_dead_lettered_total").await;
+    agent.stop().await?;
+    assert_eq!(refused, 1.0);
+    let dead = oracle.verify(&env).await?;
+    assert_eq!(dead.len(), 1);
+    let reason = &dead[0].attributes["sluice-error"];
+    assert!(
+        reason.contains(&format!("receipt {bad_id} refused by the database")),
+        "{reason}"
+    );
+    assert!(
+        reason.contains("23514"),
+        "the SQLSTATE of a check violation: {reason}"
+    );
+    let ledger: (i32, i32) = sqlx::query_as("SELECT receipts, rejected FROM sluice.chunks")
+        .fetch_one(&env.pool)
+        .await?;
+    assert_eq!(
+        ledger,
+        (1000, 1),
+        "the ledger records the chunk with its one rejected row"
+    );
+    env.cleanup().await;
+    Ok(())
+}
+
+/// Scenario 4, second half: SQS batch calls that half-fail inside a 200 answer — on the API's
+/// sends, the agent's deletes and its visibility changes. Every `Failed` entry is retried.
+#[tokio::test]
+async fn batch_calls_that_half_fail_inside_a_200_lose_nothing() -> anyhow::Result<()> {
+    use sluice_e2e::sqs_proxy::SqsProxy;
+    let env = TestEnv::new().await?;
+    let sqs_addr: SocketAddr = env
+        .servers
+        .sqs_endpoint
+        .trim_start_matches("http://")
+        .parse()?;
+    let proxy = SqsProxy::start(sqs_addr).await?;
+    proxy.half_fail("SendMessageBatch", 3);
+    let ingest = env
+        .start_ingest(&[
+            ("SLUICE_SQS_ENDPOINT", proxy.endpoint().as_str()),
+            ("SLUICE_MAX_RECEIPTS_PER_CHUNK", "50"),
+        ])
+        .await?;
+    let receipts = Generator::new(69).receipts(3_000);
+    let (status, answer) = ingest.upload_json(&receipts).await?;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["chunks"], 60);
+    let withheld_sends = proxy.withheld();
+    assert!(
+        withheld_sends >= 3,
+        "sends were half-failed: {withheld_sends}"
+    );
+    assert_eq!(
+        env.depth(&env.queue_url).await?.0,
+        60,
+        "every chunk is on the queue once"
+    );
+    let mut oracle = Oracle::new();
+    oracle.acknowledge(&receipts);
+
+    proxy.half_fail("DeleteMessageBatch", 5);
+    proxy.half_fail("ChangeMessageVisibilityBatch", 5);
+    let agent = Agent::start(
+        &env,
+        "half-fail",
+        &format!(
+            "[queue]\nendpoint = \"{}\"\n[throttle]\nrows_per_second = 1000\nburst = 1000",
+            proxy.endpoint()
+        ),
+    )
+    .await?;
+    wait_drained(&env, 3_000).await?;
+    let received = agent.metric("sluice_messages_received_total").await;
+    agent.stop().await?;
+    assert!(
+        proxy.withheld() > withheld_sends,
+        "deletes were half-failed too"
+    );
+    assert_eq!(received, 60.0, "retried deletes: no message came back");
+    oracle.verify(&env).await?;
+    env.cleanup().await;
+    Ok(())
+}
+
+/// Scenario 2: PostgreSQL killed in immediate mode while transactions are in flight, then
+/// restarted (crash recovery). Whatever was mid-transaction rolls back; the agent retries it.
+#[tokio::test]
+async fn postgres_crashing_mid_transaction_and_restarting_loses_nothing() -> anyhow::Result<()> {
+    let pg = sluice_e2e::PrivatePostgres::start().await?;
+    let env = TestEnv::with_options(EnvOptions {
+        database_url: Some(pg.url()),
+        ..EnvOptions::default()
+    })
+    .await?;
+    let mut oracle = Oracle::new();
+    upload(
+        &env,
+        &mut oracle,
+        &Generator::new(62).receipts(6_000),
+        "200",
+    )
+    .await?;
+    sluice_agent::store::Store::from_pool(env.pool.clone())
+        .migrate("sluice")
+        .await?;
+    // Every insert takes 300 ms, so transactions are back to back and a crash lands inside one.
+    sqlx::raw_sql(
+        "CREATE FUNCTION sluice.slow_down() RETURNS trigger LANGUAGE plpgsql AS
+           $$ BEGIN PERFORM pg_sleep(0.3); RETURN NULL; END $$;
+         CREATE TRIGGER slow_down AFTER INSERT ON sluice.receipts
+           FOR EACH STATEMENT EXECUTE FUNCTION sluice.slow_down();",
+    )
+    .execute(&env.pool)
+    .await?;
+    let agent = Agent::start(
+        &env,
+        "crash",
+        "[throttle]\nrows_per_second = 100000\nburst = 100000\n[batch]\nmax_rows = 400\nmax_wait_ms = 20",
+    )
+    .await?;
+    for round in 0..3 {
+        wait_for(
+            Duration::from_secs(60),
+            "the drain to be under way",
+            || async { (env.count_receipts_or_zero().await >= 1_000 * (round + 1)).then_some(()) },
+        )
+        .await?;
+        pg.crash().await?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        pg.resume().await?;
+    }
+    wait_drained(&env, 6_000).await?;
+    let errors = agent.metric("sluice_errors_total").await;
+    agent.stop().await?;
+    assert!(errors >= 1.0, "the crashes were seen: {errors}");
+    oracle.verify(&env).await?;
+    env.cleanup().await;
+    Ok(())
+}
