@@ -211,6 +211,9 @@ impl Store {
         rows: &[Row<'_>],
         ledger: &[LedgerEntry],
     ) -> Result<WriteOutcome, StoreError> {
+        // Every receipt given counts: as inserted, or as a duplicate (already stored, or
+        // repeated within this batch).
+        let given = rows.len() as u64;
         let rows = dedup(rows);
         let mut tx = self.pool.begin().await?;
         let inserted: Vec<String> = if rows.is_empty() {
@@ -229,7 +232,7 @@ impl Store {
         let inserted = inserted.len() as u64;
         Ok(WriteOutcome {
             inserted,
-            duplicates: rows.len() as u64 - inserted,
+            duplicates: given - inserted,
         })
     }
 }

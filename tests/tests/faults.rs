@@ -569,3 +569,58 @@ async fn postgres_crashing_mid_transaction_and_restarting_loses_nothing() -> any
     env.cleanup().await;
     Ok(())
 }
+
+/// Scenario 7: a duplicate storm — every message delivered three times, some copies inside one
+/// receive batch, some after the first copy was committed.
+#[tokio::test]
+async fn a_duplicate_storm_is_stored_exactly_once() -> anyhow::Result<()> {
+    let env = TestEnv::new().await?;
+    let values = Generator::new(67).receipts(3_000);
+    let receipts: Vec<sluice_protocol::Receipt> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| sluice_protocol::Receipt::from_value(v, i))
+        .collect::<Result<_, _>>()
+        .map_err(|e| anyhow::anyhow!("generated receipts are valid: {e:?}"))?;
+    let limits = sluice_protocol::Limits {
+        max_receipts_per_chunk: 100,
+        ..sluice_protocol::Limits::default()
+    };
+    let messages = sluice_protocol::split(&uuid::Uuid::new_v4().to_string(), &receipts, &limits)?;
+    let mut oracle = Oracle::new();
+    oracle.acknowledge(&values);
+    // Two copies of everything now, back to back (they share receive batches)...
+    for m in &messages {
+        env.send_raw(&m.body, &[]).await?;
+        env.send_raw(&m.body, &[]).await?;
+    }
+    let agent = Agent::start(
+        &env,
+        "storm",
+        "[throttle]\nrows_per_second = 1500\nburst = 1500\n[batch]\nmax_rows = 500",
+    )
+    .await?;
+    // ...and a third copy of each while the drain is under way.
+    wait_for(
+        Duration::from_secs(60),
+        "the drain to be under way",
+        || async { (env.count_receipts_or_zero().await >= 500).then_some(()) },
+    )
+    .await?;
+    for m in &messages {
+        env.send_raw(&m.body, &[]).await?;
+    }
+    wait_drained(&env, 3_000).await?;
+    let received = agent.metric("sluice_messages_received_total").await;
+    let duplicates = agent.metric("sluice_receipts_duplicate_total").await;
+    agent.stop().await?;
+    assert_eq!(received, 90.0, "30 chunks × 3 copies");
+    assert_eq!(duplicates, 6_000.0, "two of every three copies absorbed");
+    oracle.verify(&env).await?;
+    let chunks: i64 = sqlx::query_scalar("SELECT count(*) FROM sluice.chunks")
+        .fetch_one(&env.pool)
+        .await?;
+    assert_eq!(chunks, 30);
+    env.cleanup().await;
+    Ok(())
+}
