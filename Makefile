@@ -43,12 +43,21 @@ test: stack-up check-deploy ## run every test against the real servers, and lint
 	  $(CARGO) test --workspace --all-targets --no-fail-fast
 
 .PHONY: check-deploy
-check-deploy: ## cfn-lint the AWS SAM template (installs cfn-lint from PyPI if missing)
+check-deploy: ## cfn-lint the AWS SAM template (installs cfn-lint from PyPI if missing); check the systemd unit and alert rules
 	@bash deploy/aws/check.sh
+	@bash deploy/systemd/check.sh
+	@bash deploy/prometheus/check.sh
 
 .PHONY: lambda
 lambda: ## build the ingest Lambda (arm64, provided.al2023) as target/lambda/sluice-ingest/bootstrap.zip
 	@bash deploy/aws/build-lambda.sh
+
+.PHONY: bench
+bench: stack-up ## benchmarks (release build, then ~5 min; BENCH_ARGS=--quick ~2 min): prints one table
+	$(CARGO) build --release -p sluice-agent -p sluice-e2e --bins
+	@eval "$$(bash $(STACK) env)"; \
+	  export SLUICE_TEST_DATABASE_URL SLUICE_TEST_SQS_ENDPOINT; \
+	  $(CARGO) run --release --quiet -p sluice-e2e --bin sluice-bench -- $(BENCH_ARGS)
 
 .PHONY: lint
 lint: ## rustfmt and clippy, as before every commit
