@@ -23,7 +23,7 @@ use serde::Serialize;
 use sluice_protocol::envelope;
 
 use crate::monitor;
-use crate::sqs::{Handle, Queue, SqsError, ERROR_ATTRIBUTE, SOURCE_ATTRIBUTE, SQS_BATCH_MAX};
+use crate::sqs::{Handle, Queue, SqsError, ERROR_ATTRIBUTE, SOURCE_ATTRIBUTE};
 
 /// While listing, messages already read stay hidden this long so the next receive returns
 /// others; all are handed back (visibility 0) when the listing ends.
@@ -94,42 +94,32 @@ fn dlq_url(queue: &Queue) -> Result<String, DlqError> {
 }
 
 async fn receive(client: &Client, url: &str, hide_seconds: i32) -> Result<Vec<Received>, SqsError> {
-    let out = client
-        .receive_message()
-        .queue_url(url)
-        .max_number_of_messages(SQS_BATCH_MAX as i32)
-        .wait_time_seconds(RECEIVE_WAIT_SECONDS)
-        .visibility_timeout(hide_seconds)
-        .message_attribute_names("All")
-        .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
-        .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
-        .send()
-        .await
-        .map_err(|e| SqsError {
-            op: "ReceiveMessage (dead-letter queue)",
-            detail: DisplayErrorContext(e).to_string(),
-        })?;
-    Ok(out
-        .messages
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|m| {
-            let system = m.attributes.unwrap_or_default();
-            let num =
-                |k: MessageSystemAttributeName| system.get(&k).and_then(|v| v.parse::<u64>().ok());
-            Some(Received {
-                receive_count: num(MessageSystemAttributeName::ApproximateReceiveCount)
-                    .and_then(|n| u32::try_from(n).ok()),
-                sent_timestamp_ms: num(MessageSystemAttributeName::SentTimestamp),
-                handle: Handle {
-                    message_id: m.message_id?,
-                    receipt_handle: m.receipt_handle?,
-                },
-                body: m.body.unwrap_or_default(),
-                attributes: m.message_attributes.unwrap_or_default(),
-            })
+    Ok(crate::sqs::receive_messages(
+        client,
+        url,
+        RECEIVE_WAIT_SECONDS,
+        hide_seconds,
+        "ReceiveMessage (dead-letter queue)",
+    )
+    .await?
+    .into_iter()
+    .filter_map(|m| {
+        let system = m.attributes.unwrap_or_default();
+        let num =
+            |k: MessageSystemAttributeName| system.get(&k).and_then(|v| v.parse::<u64>().ok());
+        Some(Received {
+            receive_count: num(MessageSystemAttributeName::ApproximateReceiveCount)
+                .and_then(|n| u32::try_from(n).ok()),
+            sent_timestamp_ms: num(MessageSystemAttributeName::SentTimestamp),
+            handle: Handle {
+                message_id: m.message_id?,
+                receipt_handle: m.receipt_handle?,
+            },
+            body: m.body.unwrap_or_default(),
+            attributes: m.message_attributes.unwrap_or_default(),
         })
-        .collect())
+    })
+    .collect())
 }
 
 fn string_attr(attrs: &HashMap<String, MessageAttributeValue>, name: &str) -> Option<String> {

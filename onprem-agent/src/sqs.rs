@@ -65,6 +65,33 @@ pub async fn client(cfg: &QueueConfig) -> Client {
     Client::new(&loader.load().await)
 }
 
+/// One ReceiveMessage call: up to 10 messages with all message attributes, their receive count
+/// and sent time; `op` names the call in the error. Shared by the pollers and the `dlq` tools.
+pub async fn receive_messages(
+    client: &Client,
+    url: &str,
+    wait_seconds: i32,
+    visibility_timeout_seconds: i32,
+    op: &'static str,
+) -> Result<Vec<aws_sdk_sqs::types::Message>, SqsError> {
+    let out = client
+        .receive_message()
+        .queue_url(url)
+        .max_number_of_messages(SQS_BATCH_MAX as i32)
+        .wait_time_seconds(wait_seconds)
+        .visibility_timeout(visibility_timeout_seconds)
+        .message_attribute_names("All")
+        .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+        .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+        .send()
+        .await
+        .map_err(|e| SqsError {
+            op,
+            detail: DisplayErrorContext(e).to_string(),
+        })?;
+    Ok(out.messages.unwrap_or_default())
+}
+
 /// One queue (and its dead-letter queue) as the agent uses it.
 #[derive(Debug, Clone)]
 pub struct Queue {
@@ -104,29 +131,21 @@ impl Queue {
         wait_seconds: u8,
         visibility_timeout_seconds: u32,
     ) -> Result<Vec<RawMessage>, SqsError> {
-        let out = self
-            .client
-            .receive_message()
-            .queue_url(&self.url)
-            .max_number_of_messages(SQS_BATCH_MAX as i32)
-            .wait_time_seconds(i32::from(wait_seconds))
-            .visibility_timeout(visibility_timeout_seconds as i32)
-            .message_attribute_names("All")
-            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
-            .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
-            .send()
-            .await
-            .map_err(|e| SqsError {
-                op: "ReceiveMessage",
-                detail: DisplayErrorContext(e).to_string(),
-            })?;
+        let received = receive_messages(
+            &self.client,
+            &self.url,
+            i32::from(wait_seconds),
+            visibility_timeout_seconds as i32,
+            "ReceiveMessage",
+        )
+        .await?;
         let mut messages = Vec::new();
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis())
             .unwrap_or_default();
         let mut oldest_sent_ms: Option<u128> = None;
-        for m in out.messages.unwrap_or_default() {
+        for m in received {
             if let Some(sent) = m
                 .attributes
                 .as_ref()
