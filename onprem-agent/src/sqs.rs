@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::{
-    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry,
-    MessageAttributeValue, MessageSystemAttributeName,
+    BatchResultErrorEntry, ChangeMessageVisibilityBatchRequestEntry,
+    DeleteMessageBatchRequestEntry, MessageAttributeValue, MessageSystemAttributeName,
 };
 use aws_sdk_sqs::Client;
 use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
@@ -187,44 +187,27 @@ impl Queue {
 
     /// Deletes the messages; returns those that could not be deleted, with the reason.
     pub async fn delete(&self, handles: &[Handle]) -> Vec<(Handle, String)> {
-        let mut failed = Vec::new();
-        for group in handles.chunks(SQS_BATCH_MAX) {
-            failed.extend(
-                self.batch_with_retry("DeleteMessageBatch", group, |entries| async move {
-                    let req: Vec<_> = entries
-                        .iter()
-                        .filter_map(|(id, h)| {
-                            DeleteMessageBatchRequestEntry::builder()
-                                .id(id.clone())
-                                .receipt_handle(&h.receipt_handle)
-                                .build()
-                                .ok()
-                        })
-                        .collect();
-                    let out = self
-                        .client
-                        .delete_message_batch()
-                        .queue_url(&self.url)
-                        .set_entries(Some(req))
-                        .send()
-                        .await
-                        .map_err(|e| DisplayErrorContext(e).to_string())?;
-                    Ok(out
-                        .failed
-                        .into_iter()
-                        .map(|f| {
-                            (
-                                f.id,
-                                f.sender_fault,
-                                format!("{}: {}", f.code, f.message.unwrap_or_default()),
-                            )
-                        })
-                        .collect())
+        self.batch_with_retry("DeleteMessageBatch", handles, |entries| async move {
+            let req: Vec<_> = entries
+                .iter()
+                .filter_map(|(id, h)| {
+                    DeleteMessageBatchRequestEntry::builder()
+                        .id(id.clone())
+                        .receipt_handle(&h.receipt_handle)
+                        .build()
+                        .ok()
                 })
-                .await,
-            );
-        }
-        failed
+                .collect();
+            self.client
+                .delete_message_batch()
+                .queue_url(&self.url)
+                .set_entries(Some(req))
+                .send()
+                .await
+                .map(|out| out.failed)
+                .map_err(|e| DisplayErrorContext(e).to_string())
+        })
+        .await
     }
 
     /// Sets the visibility timeout of the messages: extends it (heartbeat) or, with 0, hands
@@ -234,49 +217,32 @@ impl Queue {
         handles: &[Handle],
         seconds: u32,
     ) -> Vec<(Handle, String)> {
-        let mut failed = Vec::new();
-        for group in handles.chunks(SQS_BATCH_MAX) {
-            failed.extend(
-                self.batch_with_retry(
-                    "ChangeMessageVisibilityBatch",
-                    group,
-                    |entries| async move {
-                        let req: Vec<_> = entries
-                            .iter()
-                            .filter_map(|(id, h)| {
-                                ChangeMessageVisibilityBatchRequestEntry::builder()
-                                    .id(id.clone())
-                                    .receipt_handle(&h.receipt_handle)
-                                    .visibility_timeout(seconds as i32)
-                                    .build()
-                                    .ok()
-                            })
-                            .collect();
-                        let out = self
-                            .client
-                            .change_message_visibility_batch()
-                            .queue_url(&self.url)
-                            .set_entries(Some(req))
-                            .send()
-                            .await
-                            .map_err(|e| DisplayErrorContext(e).to_string())?;
-                        Ok(out
-                            .failed
-                            .into_iter()
-                            .map(|f| {
-                                (
-                                    f.id,
-                                    f.sender_fault,
-                                    format!("{}: {}", f.code, f.message.unwrap_or_default()),
-                                )
-                            })
-                            .collect())
-                    },
-                )
-                .await,
-            );
-        }
-        failed
+        self.batch_with_retry(
+            "ChangeMessageVisibilityBatch",
+            handles,
+            |entries| async move {
+                let req: Vec<_> = entries
+                    .iter()
+                    .filter_map(|(id, h)| {
+                        ChangeMessageVisibilityBatchRequestEntry::builder()
+                            .id(id.clone())
+                            .receipt_handle(&h.receipt_handle)
+                            .visibility_timeout(seconds as i32)
+                            .build()
+                            .ok()
+                    })
+                    .collect();
+                self.client
+                    .change_message_visibility_batch()
+                    .queue_url(&self.url)
+                    .set_entries(Some(req))
+                    .send()
+                    .await
+                    .map(|out| out.failed)
+                    .map_err(|e| DisplayErrorContext(e).to_string())
+            },
+        )
+        .await
     }
 
     /// Puts `body` on the dead-letter queue with the reason. Errors when no dead-letter queue is
@@ -332,17 +298,35 @@ impl Queue {
             })
     }
 
-    /// Runs one batch call for `group` (≤ 10), retrying the entries that failed through no
-    /// fault of ours. Returns what still failed.
+    /// Runs `call` on `handles` in groups of at most 10 (SQS's batch limit), retrying the
+    /// entries SQS reports in `Failed` through no fault of ours. Returns what still failed.
     async fn batch_with_retry<F, Fut>(
         &self,
         op: &'static str,
-        group: &[Handle],
+        handles: &[Handle],
         call: F,
     ) -> Vec<(Handle, String)>
     where
         F: Fn(Vec<(String, Handle)>) -> Fut,
-        Fut: std::future::Future<Output = Result<Vec<(String, bool, String)>, String>>,
+        Fut: std::future::Future<Output = Result<Vec<BatchResultErrorEntry>, String>>,
+    {
+        let mut failed = Vec::new();
+        for group in handles.chunks(SQS_BATCH_MAX) {
+            failed.extend(self.group_with_retry(op, group, &call).await);
+        }
+        failed
+    }
+
+    /// One group of ≤ 10 for [`Queue::batch_with_retry`].
+    async fn group_with_retry<F, Fut>(
+        &self,
+        op: &'static str,
+        group: &[Handle],
+        call: &F,
+    ) -> Vec<(Handle, String)>
+    where
+        F: Fn(Vec<(String, Handle)>) -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<BatchResultErrorEntry>, String>>,
     {
         let mut pending: Vec<(String, Handle)> = group
             .iter()
@@ -355,12 +339,13 @@ impl Queue {
             match call(pending.clone()).await {
                 Ok(failures) => {
                     let mut retry = Vec::new();
-                    for (id, sender_fault, reason) in failures {
-                        let Some(pos) = pending.iter().position(|(i, _)| *i == id) else {
+                    for f in failures {
+                        let Some(pos) = pending.iter().position(|(i, _)| *i == f.id) else {
                             continue;
                         };
                         let entry = pending[pos].clone();
-                        if sender_fault || attempt == BATCH_TRIES {
+                        let reason = format!("{}: {}", f.code, f.message.unwrap_or_default());
+                        if f.sender_fault || attempt == BATCH_TRIES {
                             failed_for_good.push((entry.1, reason));
                         } else {
                             retry.push(entry);
