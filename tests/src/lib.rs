@@ -394,46 +394,15 @@ impl TestEnv {
         self.count_receipts().await.unwrap_or(0)
     }
 
-    /// (visible, in flight, delayed) of a queue.
+    /// (visible, in flight, delayed) of a queue, read as the agent's monitor reads it.
     pub async fn depth(&self, queue_url: &str) -> anyhow::Result<(u64, u64, u64)> {
-        let attrs = self
-            .sqs
-            .get_queue_attributes()
-            .queue_url(queue_url)
-            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
-            .send()
-            .await?
-            .attributes
-            .unwrap_or_default();
-        let get =
-            |k: QueueAttributeName| attrs.get(&k).and_then(|v| v.parse().ok()).unwrap_or(0u64);
-        Ok((
-            get(QueueAttributeName::ApproximateNumberOfMessages),
-            get(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
-            get(QueueAttributeName::ApproximateNumberOfMessagesDelayed),
-        ))
+        let d = sluice_agent::monitor::depth(&self.sqs, queue_url).await?;
+        Ok((d.visible, d.in_flight, d.delayed))
     }
 
     /// Sends a raw body to the main queue, with optional message attributes.
     pub async fn send_raw(&self, body: &str, attrs: &[(&str, &str)]) -> anyhow::Result<()> {
-        let mut req = self
-            .sqs
-            .send_message()
-            .queue_url(&self.queue_url)
-            .message_body(body);
-        for (k, v) in attrs {
-            req = req.message_attributes(
-                *k,
-                aws_sdk_sqs::types::MessageAttributeValue::builder()
-                    .data_type("String")
-                    .string_value(*v)
-                    .build()?,
-            );
-        }
-        req.send().await?;
-        Ok(())
+        self.send_raw_to(&self.queue_url, body, attrs).await
     }
 
     /// Sends a raw body to any queue (e.g. the DLQ), with optional string attributes.
@@ -955,21 +924,33 @@ impl AgentProcess {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Sends `sig` (`"TERM"`, `"HUP"`, `"STOP"`, …).
+    pub fn signal(&self, sig: &str) -> anyhow::Result<()> {
+        signal(self.child.id().context("the agent already exited")?, sig)
+    }
+
     /// Sends SIGTERM and waits up to `timeout` for the exit.
     pub async fn terminate(
         &mut self,
         timeout: Duration,
     ) -> anyhow::Result<std::process::ExitStatus> {
-        let pid = self.child.id().context("the agent already exited")?;
-        let kill = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()?;
-        anyhow::ensure!(kill.success(), "kill -TERM {pid} failed");
+        self.signal("TERM")?;
         tokio::time::timeout(timeout, self.child.wait())
             .await
             .with_context(|| format!("the agent did not exit within {timeout:?} of SIGTERM"))?
             .context("waiting for the agent")
     }
+}
+
+/// Sends signal `sig` (`"TERM"`, `"HUP"`, `"KILL"`, …) to process `pid` with kill(1).
+pub fn signal(pid: u32, sig: &str) -> anyhow::Result<()> {
+    let ok = std::process::Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .context("running kill")?
+        .success();
+    anyhow::ensure!(ok, "kill -{sig} {pid} failed");
+    Ok(())
 }
 
 /// GETs `http://addr/path`; `None` while nothing answers.

@@ -385,25 +385,11 @@ async fn sigterm_mid_drain_exits_0_and_nothing_is_lost() -> anyhow::Result<()> {
         .await?;
     assert_eq!(status, 202, "{answer}");
 
-    let toml = env.agent_toml(
+    let config = env.write_agent_config(
+        "agent.toml",
         "[throttle]\nrows_per_second = 400\nburst = 400\n[batch]\nmax_rows = 100\nmax_wait_ms = 20\n[log]\nformat = \"json\"\nlevel = \"info\"",
-    );
-    let dir = std::env::temp_dir().join(&env.name);
-    std::fs::create_dir_all(&dir)?;
-    let config = dir.join("agent.toml");
-    std::fs::write(&config, toml)?;
-    let log_path = dir.join("agent.log");
-    let mut child = tokio::process::Command::new(sluice_e2e::binary("sluice-agent")?)
-        .args(["run", "--config"])
-        .arg(&config)
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log_path)?)
-        .kill_on_drop(true)
-        .spawn()?;
-    let pid = child.id().expect("running child has a pid");
+    )?;
+    let mut agent = env.spawn_agent_process(&config, &[])?;
     wait_for(
         DRAIN_TIMEOUT,
         "the agent to store some receipts",
@@ -412,14 +398,10 @@ async fn sigterm_mid_drain_exits_0_and_nothing_is_lost() -> anyhow::Result<()> {
     .await?;
 
     let signalled = Instant::now();
-    let kill = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()?;
-    assert!(kill.success());
     // Grace period 10 s (TestEnv's config) plus one 1 s long poll, with room for a slow CI.
-    let exit = tokio::time::timeout(Duration::from_secs(30), child.wait()).await??;
+    let exit = agent.terminate(Duration::from_secs(30)).await?;
     let took = signalled.elapsed();
-    let stderr = std::fs::read_to_string(&log_path)?;
+    let stderr = agent.log_text();
     assert_eq!(exit.code(), Some(0), "exit after SIGTERM; log:\n{stderr}");
     assert!(stderr.contains("SIGTERM received"), "{stderr}");
     assert!(stderr.contains("Agent stopped."), "{stderr}");
@@ -446,7 +428,9 @@ async fn sigterm_mid_drain_exits_0_and_nothing_is_lost() -> anyhow::Result<()> {
             .await?;
     assert_eq!((rows, distinct), (3_000, 3_000));
     assert!(env.drain_dlq().await?.is_empty());
-    std::fs::remove_dir_all(&dir).ok();
+    if let Some(dir) = config.parent() {
+        std::fs::remove_dir_all(dir).ok();
+    }
     env.cleanup().await;
     Ok(())
 }

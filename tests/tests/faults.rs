@@ -38,21 +38,8 @@ impl Agent {
         Ok(agent)
     }
 
-    fn pid(&self) -> anyhow::Result<u32> {
-        self.process
-            .child
-            .id()
-            .ok_or_else(|| anyhow::anyhow!("the agent already exited"))
-    }
-
     fn signal(&self, sig: &str) -> anyhow::Result<()> {
-        let pid = self.pid()?;
-        let ok = std::process::Command::new("kill")
-            .args([&format!("-{sig}"), &pid.to_string()])
-            .status()?
-            .success();
-        anyhow::ensure!(ok, "kill -{sig} {pid} failed");
-        Ok(())
+        self.process.signal(sig)
     }
 
     /// `kill -9`, and reap it.

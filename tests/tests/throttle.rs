@@ -4,11 +4,10 @@
 //! dead-letters nothing.
 
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use sluice_e2e::gen::Generator;
-use sluice_e2e::{wait_for, EnvOptions, PrivatePostgres, TestEnv, MAX_RECEIVE_COUNT};
+use sluice_e2e::{wait_for, AgentProcess, EnvOptions, PrivatePostgres, TestEnv, MAX_RECEIVE_COUNT};
 
 /// Long enough for a drain on a loaded 2-core CI machine; a healthy run takes seconds.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(180);
@@ -16,11 +15,9 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(180);
 /// The agent binary running on a config file the test can rewrite, with its metrics on a port
 /// the test knows.
 struct ChildAgent {
-    child: tokio::process::Child,
-    pid: u32,
+    process: AgentProcess,
     dir: PathBuf,
     config: PathBuf,
-    log: PathBuf,
     metrics_url: String,
     http: reqwest::Client,
 }
@@ -29,52 +26,28 @@ impl ChildAgent {
     /// Writes `toml` (a [`TestEnv::agent_toml`]) with `server.listen` on a free port, and runs
     /// `sluice-agent run` on it.
     async fn spawn(env: &TestEnv, toml: String) -> anyhow::Result<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let toml = toml.replace(
-            "listen = \"127.0.0.1:0\"",
-            &format!("listen = \"127.0.0.1:{port}\""),
-        );
+        let addr = sluice_e2e::free_local_addr()?;
+        let toml = toml.replace("listen = \"127.0.0.1:0\"", &format!("listen = \"{addr}\""));
         let dir = std::env::temp_dir().join(&env.name);
         std::fs::create_dir_all(&dir)?;
         let config = dir.join("agent.toml");
         std::fs::write(&config, toml)?;
-        let log = dir.join("agent.log");
-        let child = tokio::process::Command::new(sluice_e2e::binary("sluice-agent")?)
-            .args(["run", "--config"])
-            .arg(&config)
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log)?)
-            .kill_on_drop(true)
-            .spawn()?;
-        let pid = child
-            .id()
-            .ok_or_else(|| anyhow::anyhow!("the agent exited at once"))?;
+        let process = env.spawn_agent_process(&config, &[])?;
         Ok(Self {
-            child,
-            pid,
+            process,
             dir,
             config,
-            log,
-            metrics_url: format!("http://127.0.0.1:{port}/metrics"),
+            metrics_url: format!("http://{addr}/metrics"),
             http: reqwest::Client::new(),
         })
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.process.log_text()
     }
 
     fn signal(&self, sig: &str) -> anyhow::Result<()> {
-        let status = std::process::Command::new("kill")
-            .args([sig, &self.pid.to_string()])
-            .status()?;
-        anyhow::ensure!(status.success(), "kill {sig} {} failed", self.pid);
-        Ok(())
+        self.process.signal(sig)
     }
 
     /// The value of an unlabelled metric, if the agent answers and has it.
@@ -94,8 +67,7 @@ impl ChildAgent {
 
     /// SIGTERM, then the exit code.
     async fn stop(mut self) -> anyhow::Result<Option<i32>> {
-        self.signal("-TERM")?;
-        let exit = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await??;
+        let exit = self.process.terminate(Duration::from_secs(30)).await?;
         std::fs::remove_dir_all(&self.dir).ok();
         Ok(exit.code())
     }
@@ -149,7 +121,7 @@ async fn sighup_applies_a_new_rate_without_a_restart_and_refuses_an_invalid_file
         &agent.config,
         throttle(50, 100).replace("rows_per_second = 50", "rows_per_second = 0"),
     )?;
-    agent.signal("-HUP")?;
+    agent.signal("HUP")?;
     wait_for(
         Duration::from_secs(20),
         "the refused reload in the log",
@@ -177,7 +149,7 @@ async fn sighup_applies_a_new_rate_without_a_restart_and_refuses_an_invalid_file
     // A valid one is applied: the new rate shows in the metric and the log, and the backlog
     // drains sooner than the old rate could ever have done it.
     std::fs::write(&agent.config, throttle(1000, 1000))?;
-    agent.signal("-HUP")?;
+    agent.signal("HUP")?;
     wait_for(
         Duration::from_secs(20),
         "the new rate in /metrics",

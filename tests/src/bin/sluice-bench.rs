@@ -20,7 +20,7 @@ use anyhow::{bail, Context as _};
 use clap::Parser;
 use sluice_agent::store::{LedgerEntry, Row, Store};
 use sluice_e2e::gen::Generator;
-use sluice_e2e::{EnvOptions, PrivatePostgres, TestEnv};
+use sluice_e2e::{AgentProcess, EnvOptions, PrivatePostgres, TestEnv};
 use sluice_protocol::Receipt;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection as _, Executor as _, PgPool};
@@ -720,7 +720,7 @@ impl Throttle {
 
 /// The release `sluice-agent` binary on a config file rewritten (and SIGHUPed) per window.
 struct BenchAgent {
-    child: tokio::process::Child,
+    process: AgentProcess,
     pid: u32,
     config: PathBuf,
     metrics_url: String,
@@ -737,26 +737,15 @@ impl BenchAgent {
     }
 
     async fn spawn(env: &TestEnv, t: Throttle) -> anyhow::Result<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
+        let port = sluice_e2e::free_local_addr()?.port();
         let dir = std::env::temp_dir().join(&env.name);
         std::fs::create_dir_all(&dir)?;
         let config = dir.join("agent.toml");
         std::fs::write(&config, Self::toml(env, t, port))?;
-        let child = tokio::process::Command::new(sluice_e2e::binary("sluice-agent")?)
-            .args(["run", "--config"])
-            .arg(&config)
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("agent.log"))?)
-            .kill_on_drop(true)
-            .spawn()?;
-        let pid = child.id().context("the agent exited at once")?;
+        let process = env.spawn_agent_process(&config, &[])?;
+        let pid = process.child.id().context("the agent exited at once")?;
         let agent = Self {
-            child,
+            process,
             pid,
             config,
             metrics_url: format!("http://127.0.0.1:{port}/metrics"),
@@ -780,7 +769,7 @@ impl BenchAgent {
             .and_then(|p| p.parse().ok())
             .unwrap_or(0);
         std::fs::write(&self.config, Self::toml(env, t, port))?;
-        signal(self.pid, "-HUP")
+        self.process.signal("HUP")
     }
 
     async fn metric(&self, name: &str) -> Option<f64> {
@@ -833,19 +822,7 @@ impl BenchAgent {
     }
 
     async fn stop(mut self) -> anyhow::Result<()> {
-        signal(self.pid, "-TERM")?;
-        tokio::time::timeout(Duration::from_secs(60), self.child.wait()).await??;
+        self.process.terminate(Duration::from_secs(60)).await?;
         Ok(())
     }
-}
-
-fn signal(pid: u32, sig: &str) -> anyhow::Result<()> {
-    let ok = std::process::Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status()?
-        .success();
-    if !ok {
-        bail!("kill {sig} {pid} failed");
-    }
-    Ok(())
 }

@@ -489,24 +489,8 @@ impl World {
 
     /// Messages in a queue: (visible, in flight, delayed).
     async fn depth(&self, queue_url: &str) -> anyhow::Result<(u64, u64, u64)> {
-        let attrs = self
-            .sqs
-            .get_queue_attributes()
-            .queue_url(queue_url)
-            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
-            .send()
-            .await
-            .map_err(|e| sqs_error("GetQueueAttributes", e))?
-            .attributes
-            .unwrap_or_default();
-        let get = |k| attrs.get(&k).and_then(|v| v.parse().ok()).unwrap_or(0);
-        Ok((
-            get(QueueAttributeName::ApproximateNumberOfMessages),
-            get(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
-            get(QueueAttributeName::ApproximateNumberOfMessagesDelayed),
-        ))
+        let d = sluice_agent::monitor::depth(&self.sqs, queue_url).await?;
+        Ok((d.visible, d.in_flight, d.delayed))
     }
 }
 
