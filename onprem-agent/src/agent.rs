@@ -20,21 +20,24 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::batcher;
 use crate::config::AgentConfig;
-use crate::consumer::{self, outage_backoff, PollerContext};
-use crate::health::Health;
-use crate::inflight::{self, InFlight};
-use crate::metrics as m;
-use crate::monitor;
-use crate::notify::{self, Liveness, Notifier};
-use crate::reload::Reloader;
-use crate::schedule::LocalTime;
-use crate::server::{self, ServerState};
-use crate::sqs::{self, Queue};
-use crate::store::Store;
+use crate::io::sqs::{self, Queue};
+use crate::io::store::Store;
+use crate::ops::metrics as m;
+use crate::ops::monitor;
+use crate::ops::reload::Reloader;
+use crate::ops::sd_notify::Notifier;
+use crate::ops::server::{self, ServerState};
+use crate::ops::watchdog;
+use crate::pipeline::backoff::outage_backoff;
+use crate::pipeline::batcher;
+use crate::pipeline::consumer::{self, PollerContext};
+use crate::pipeline::health::Health;
+use crate::pipeline::inflight::{self, InFlight};
+use crate::pipeline::liveness::Liveness;
+use crate::pipeline::writer::{self, WriterContext};
+use crate::throttle::schedule::LocalTime;
 use crate::throttle::{self, Throttle};
-use crate::writer::{self, WriterContext};
 
 /// The outside world the agent talks to. Built from the configuration by [`Clients::connect`],
 /// or by a test harness with its own credentials.
@@ -100,6 +103,7 @@ pub async fn start(
     );
     let reloader = Reloader::new(throttle.clone(), cfg.clone());
     let mut server_addr = None;
+    let mut server_task = None;
     let server_stop = CancellationToken::new();
     if let Some(addr) = cfg.server.addr() {
         let listener = tokio::net::TcpListener::bind(addr)
@@ -112,18 +116,21 @@ pub async fn start(
             queue: clients.queue.clone(),
         });
         let stop = server_stop.clone();
-        tokio::spawn(async move {
+        server_task = Some(tokio::spawn(async move {
             let served = axum::serve(listener, app)
                 .with_graceful_shutdown(async move { stop.cancelled().await })
                 .await;
             if let Err(e) = served {
                 tracing::error!(error = %e, "Metrics server failed.");
             }
-        });
+        }));
     }
     let task = tokio::spawn(async move {
         let result = pipeline(cfg, clients, throttle, shutdown).await;
         server_stop.cancel();
+        if let Some(server) = server_task {
+            let _ = server.await;
+        }
         result
     });
     Ok(RunningAgent {
@@ -154,8 +161,11 @@ async fn pipeline(
     let liveness = Liveness::new();
     let notifier = Notifier::from_env();
     let visibility = Duration::from_secs(u64::from(cfg.queue.visibility_timeout_seconds));
+    // The background tasks (heartbeat, gauges, watchdog, queue monitor, throttle controller)
+    // outlive the pipeline: they stop on `heartbeat_stop`, after the writers, and are joined.
     let heartbeat_stop = CancellationToken::new();
-    let heartbeat = tokio::spawn(inflight::heartbeat(
+    let background = TaskTracker::new();
+    background.spawn(inflight::heartbeat(
         queue.clone(),
         inflight.clone(),
         visibility,
@@ -211,7 +221,7 @@ async fn pipeline(
     let gauge_budget = budget.clone();
     let max_in_flight = cfg.batch.max_in_flight_rows as usize;
     let gauge_stop = heartbeat_stop.clone();
-    tokio::spawn(async move {
+    background.spawn(async move {
         loop {
             tokio::select! {
                 _ = gauge_stop.cancelled() => return,
@@ -224,7 +234,7 @@ async fn pipeline(
 
     // Operations: READY=1 / WATCHDOG=1 to systemd, queue depth gauges. Both stop with the
     // heartbeat, after the pipeline has drained.
-    tokio::spawn(notify::supervise(
+    background.spawn(watchdog::supervise(
         notifier.clone(),
         liveness,
         store.clone(),
@@ -232,7 +242,7 @@ async fn pipeline(
         cfg.queue.wait_seconds,
         heartbeat_stop.clone(),
     ));
-    tokio::spawn(monitor::run(
+    background.spawn(monitor::run(
         queue.clone(),
         store.clone(),
         notifier.clone(),
@@ -249,7 +259,7 @@ async fn pipeline(
         "Agent running."
     );
     // Schedules and the adaptive controller; stops with the heartbeat, after the writers.
-    tokio::spawn(throttle::run(
+    background.spawn(throttle::run(
         throttle.clone(),
         store.clone(),
         heartbeat_stop.clone(),
@@ -273,7 +283,8 @@ async fn pipeline(
         metrics::counter!(m::MESSAGES_RELEASED).increment(left.len() as u64);
     }
     heartbeat_stop.cancel();
-    let _ = heartbeat.await;
+    background.close();
+    background.wait().await;
     tracing::info!(released = left.len(), "Agent stopped.");
     Ok(())
 }

@@ -149,7 +149,7 @@ async fn run(cfg: AgentConfig, config_path: PathBuf) -> anyhow::Result<()> {
         signals.cancel();
     });
     let running = sluice_agent::start(cfg, clients, shutdown.clone()).await?;
-    tokio::spawn(sluice_agent::reload::on_sighup(
+    tokio::spawn(sluice_agent::on_sighup(
         hangup,
         config_path,
         running.reloader(),
@@ -170,7 +170,7 @@ async fn wait_for_signal() -> std::io::Result<()> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Operating commands: `status` and `dlq` (logic in `sluice_agent::status` and `sluice_agent::dlq`).
+// Operating commands: `status` and `dlq` (logic in `sluice_agent::status` and `sluice_agent::cli::dlq`).
 
 /// Exit code for a command refused as given (like clap's own usage errors).
 const EXIT_USAGE: u8 = 2;
@@ -241,11 +241,13 @@ async fn operate(command: Command, cfg: AgentConfig) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("sluice-agent: {e:#}");
-            match e.downcast_ref::<sluice_agent::dlq::DlqError>() {
-                Some(sluice_agent::dlq::DlqError::NotConfirmed { .. }) => {
+            match e.downcast_ref::<sluice_agent::cli::dlq::DlqError>() {
+                Some(sluice_agent::cli::dlq::DlqError::NotConfirmed { .. }) => {
                     ExitCode::from(EXIT_USAGE)
                 }
-                Some(sluice_agent::dlq::DlqError::NotConfigured) => ExitCode::from(EXIT_CONFIG),
+                Some(sluice_agent::cli::dlq::DlqError::NotConfigured) => {
+                    ExitCode::from(EXIT_CONFIG)
+                }
                 _ => ExitCode::FAILURE,
             }
         }
@@ -253,7 +255,7 @@ async fn operate(command: Command, cfg: AgentConfig) -> ExitCode {
 }
 
 async fn status(cfg: AgentConfig, args: &StatusArgs) -> anyhow::Result<()> {
-    use sluice_agent::status::{render, Reporter, AGENT_SAMPLE};
+    use sluice_agent::cli::status::{render, Reporter, AGENT_SAMPLE};
     use std::io::IsTerminal as _;
     let mut reporter = Reporter::new(cfg).await?;
     let sample = if args.watch {
@@ -292,7 +294,7 @@ async fn status(cfg: AgentConfig, args: &StatusArgs) -> anyhow::Result<()> {
 }
 
 async fn dlq(cfg: AgentConfig, action: DlqAction) -> anyhow::Result<()> {
-    use sluice_agent::dlq;
+    use sluice_agent::cli::dlq;
     let clients = Clients::connect(&cfg).await?;
     let queue = &clients.queue;
     match action {

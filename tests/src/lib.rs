@@ -328,8 +328,8 @@ impl TestEnv {
 
     /// Starts an agent in this process with the test's SQS credentials.
     pub async fn start_agent(&self, cfg: AgentConfig) -> anyhow::Result<AgentHandle> {
-        let store = sluice_agent::store::Store::connect_lazy(&cfg.database)?;
-        let queue = sluice_agent::sqs::Queue::new(
+        let store = sluice_agent::Store::connect_lazy(&cfg.database)?;
+        let queue = sluice_agent::Queue::new(
             sqs_client(&self.servers.sqs_endpoint),
             cfg.queue.url.clone(),
             cfg.queue.dead_letter_url.clone(),
@@ -396,7 +396,7 @@ impl TestEnv {
 
     /// (visible, in flight, delayed) of a queue, read as the agent's monitor reads it.
     pub async fn depth(&self, queue_url: &str) -> anyhow::Result<(u64, u64, u64)> {
-        let d = sluice_agent::monitor::depth(&self.sqs, queue_url).await?;
+        let d = sluice_agent::depth(&self.sqs, queue_url).await?;
         Ok((d.visible, d.in_flight, d.delayed))
     }
 

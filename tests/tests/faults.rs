@@ -299,7 +299,7 @@ async fn a_batch_slower_than_the_visibility_timeout_is_received_once() -> anyhow
     .await?;
     let mut oracle = Oracle::new();
     upload(&env, &mut oracle, &Generator::new(65).receipts(600), "200").await?;
-    sluice_agent::store::Store::from_pool(env.pool.clone())
+    sluice_agent::Store::from_pool(env.pool.clone())
         .migrate("sluice")
         .await?;
     // Each insert statement sleeps 13 s: longer than the 10 s visibility timeout.
@@ -376,7 +376,7 @@ async fn two_agents_one_frozen_past_its_visibility_timeout_still_store_exactly_o
 async fn a_row_the_database_refuses_is_dead_lettered_and_its_999_neighbours_stored(
 ) -> anyhow::Result<()> {
     let env = TestEnv::new().await?;
-    sluice_agent::store::Store::from_pool(env.pool.clone())
+    sluice_agent::Store::from_pool(env.pool.clone())
         .migrate("sluice")
         .await?;
     sqlx::query(
@@ -519,7 +519,7 @@ async fn postgres_crashing_mid_transaction_and_restarting_loses_nothing() -> any
         "200",
     )
     .await?;
-    sluice_agent::store::Store::from_pool(env.pool.clone())
+    sluice_agent::Store::from_pool(env.pool.clone())
         .migrate("sluice")
         .await?;
     // Every insert takes 300 ms, so transactions are back to back and a crash lands inside one.

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use clap::Parser;
-use sluice_agent::store::{LedgerEntry, Row, Store};
+use sluice_agent::{LedgerEntry, Row, Store};
 use sluice_e2e::gen::Generator;
 use sluice_e2e::{AgentProcess, EnvOptions, PrivatePostgres, TestEnv};
 use sluice_protocol::Receipt;

@@ -489,7 +489,7 @@ impl World {
 
     /// Messages in a queue: (visible, in flight, delayed).
     async fn depth(&self, queue_url: &str) -> anyhow::Result<(u64, u64, u64)> {
-        let d = sluice_agent::monitor::depth(&self.sqs, queue_url).await?;
+        let d = sluice_agent::depth(&self.sqs, queue_url).await?;
         Ok((d.visible, d.in_flight, d.delayed))
     }
 }

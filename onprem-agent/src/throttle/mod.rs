@@ -11,18 +11,22 @@
 //! `max_active_backends` set (adaptive mode), [`run`] also polls `pg_stat_activity` once per
 //! adjustment interval.
 
+pub(crate) mod adaptive;
+pub(crate) mod limiter;
+pub(crate) mod schedule;
+
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::adaptive::{Adjustment, Aimd, AimdParams};
 use crate::config::{ThrottleConfig, ThrottleMode};
-use crate::limiter::RowLimiter;
-use crate::metrics as m;
-use crate::schedule::{LocalTime, Schedule};
-use crate::store::{Store, StoreError};
+use crate::io::store::{Store, StoreError};
+use crate::ops::metrics as m;
+use adaptive::{Adjustment, Aimd, AimdParams};
+use limiter::RowLimiter;
+use schedule::{LocalTime, Schedule};
 
 /// How often the schedule and the adaptive controller are looked at. Schedules work in
 /// minutes; the controller keeps its own interval and only acts once it has passed.
@@ -322,7 +326,7 @@ pub async fn run(throttle: Arc<Throttle>, store: Store, stop: CancellationToken)
 mod tests {
     use super::*;
     use crate::config::ScheduleWindowConfig;
-    use crate::schedule::Weekday;
+    use crate::throttle::schedule::Weekday;
 
     fn cfg(mode: ThrottleMode) -> ThrottleConfig {
         ThrottleConfig {

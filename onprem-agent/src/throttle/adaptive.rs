@@ -62,14 +62,6 @@ pub enum Adjustment {
     },
 }
 
-impl Adjustment {
-    pub fn rate(&self) -> u32 {
-        match self {
-            Adjustment::Increase { to, .. } | Adjustment::Decrease { to, .. } => *to,
-        }
-    }
-}
-
 /// What was seen since the last adjustment.
 #[derive(Debug, Clone, Copy, Default)]
 struct Observed {
@@ -103,10 +95,6 @@ impl Aimd {
     /// The current rate in rows per second.
     pub fn rate(&self) -> u32 {
         to_u32(self.rate)
-    }
-
-    pub fn params(&self) -> &AimdParams {
-        &self.params
     }
 
     /// New settings (a reload, or a schedule window that moved the ceiling). The current rate

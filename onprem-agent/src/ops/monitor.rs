@@ -4,8 +4,8 @@
 //! SQS answers with visible, in-flight (received, not yet deleted) and delayed counts, all
 //! approximate. It has no age of the oldest message: that is CloudWatch's
 //! `ApproximateAgeOfOldestMessage`, not an attribute of the queue. The agent instead exports the
-//! age of the oldest message it received ([`crate::metrics::OLDEST_RECEIVED_AGE_SECONDS`], set
-//! by [`crate::sqs::Queue::receive`]).
+//! age of the oldest message it received ([`crate::ops::metrics::OLDEST_RECEIVED_AGE_SECONDS`], set
+//! by [`crate::io::sqs::Queue::receive`]).
 
 use std::time::Duration;
 
@@ -15,11 +15,11 @@ use aws_sdk_sqs::Client;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics as m;
-use crate::notify::{Notifier, State};
-use crate::server::check_ready;
-use crate::sqs::{Queue, SqsError};
-use crate::store::Store;
+use crate::io::sqs::{Queue, SqsError};
+use crate::io::store::Store;
+use crate::ops::metrics as m;
+use crate::ops::sd_notify::{Notifier, State};
+use crate::ops::server::check_ready;
 
 /// How often the queues are read. Each read is two GetQueueAttributes calls (about 35,000 a
 /// day, a cent at SQS prices); SQS's own figures only refresh about once a minute anyway.
@@ -148,7 +148,7 @@ mod tests {
     /// `metrics.rs`), so renaming a metric cannot silently disarm an alert.
     #[test]
     fn every_metric_in_the_alert_rules_exists() {
-        let rules = include_str!("../../deploy/prometheus/sluice-alerts.yml");
+        let rules = include_str!("../../../deploy/prometheus/sluice-alerts.yml");
         let known = include_str!("metrics.rs");
         let mut names: Vec<&str> = Vec::new();
         let mut rest = rules;

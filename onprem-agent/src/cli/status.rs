@@ -19,9 +19,9 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::agent::Clients;
 use crate::config::AgentConfig;
-use crate::metrics as m;
-use crate::monitor::{self, Depth};
-use crate::store::Store;
+use crate::io::store::Store;
+use crate::ops::metrics as m;
+use crate::ops::monitor::{self, Depth};
 
 /// The rate achieved is measured over this window of `ingested_at`: long enough to smooth
 /// batches of hundreds of rows, short enough to say "now".

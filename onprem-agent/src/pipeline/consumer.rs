@@ -12,19 +12,19 @@ use sluice_protocol::envelope::{self, Chunk};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::batcher::Rows;
-use crate::health::Health;
-use crate::inflight::InFlight;
-use crate::metrics as m;
-use crate::notify::Liveness;
-use crate::sqs::{Handle, Queue, RawMessage};
+use crate::io::sqs::{Handle, Queue, RawMessage};
+use crate::ops::metrics as m;
+use crate::pipeline::backoff::outage_backoff;
+use crate::pipeline::batcher::Rows;
+use crate::pipeline::health::Health;
+use crate::pipeline::inflight::InFlight;
+use crate::pipeline::liveness::Liveness;
 
 /// One decoded delivery, holding its share of the in-flight budget until it is dropped.
 #[derive(Debug)]
 pub struct Delivery {
     pub handle: Handle,
     pub chunk: Chunk,
-    pub receive_count: u32,
     pub _permit: OwnedSemaphorePermit,
 }
 
@@ -137,7 +137,6 @@ async fn handle_message(
     let delivery = Delivery {
         handle: msg.handle.clone(),
         chunk,
-        receive_count: msg.receive_count,
         _permit: permit,
     };
     if out.send(delivery).await.is_err() {
@@ -180,16 +179,4 @@ async fn release(ctx: &PollerContext, handle: &Handle) {
     }
     metrics::counter!(m::MESSAGES_RELEASED).increment(1);
     ctx.inflight.untrack([handle]);
-}
-
-/// Delays for retrying through an outage (SQS or PostgreSQL): 500 ms doubling to 30 s, with
-/// jitter so that several agents do not come back in step; never gives up.
-pub fn outage_backoff() -> backon::ExponentialBackoff {
-    use backon::BackoffBuilder as _;
-    backon::ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(500))
-        .with_max_delay(Duration::from_secs(30))
-        .with_jitter()
-        .without_max_times()
-        .build()
 }

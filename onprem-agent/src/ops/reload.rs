@@ -13,9 +13,9 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::AgentConfig;
-use crate::metrics as m;
-use crate::notify::Notifier;
-use crate::schedule::LocalTime;
+use crate::ops::metrics as m;
+use crate::ops::sd_notify::Notifier;
+use crate::throttle::schedule::LocalTime;
 use crate::throttle::Throttle;
 
 /// Sections applied by a reload; the rest need a restart.

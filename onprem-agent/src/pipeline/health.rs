@@ -30,7 +30,7 @@ impl Health {
     pub fn db_down(&self, error: &dyn std::fmt::Display) {
         if self.db_up.send_replace(false) {
             tracing::error!(error = %error, "PostgreSQL is not taking writes; receiving paused, retrying with backoff.");
-            metrics::gauge!(crate::metrics::DB_UP).set(0.0);
+            metrics::gauge!(crate::ops::metrics::DB_UP).set(0.0);
         }
     }
 
@@ -38,7 +38,7 @@ impl Health {
     pub fn db_up(&self) {
         if !self.db_up.send_replace(true) {
             tracing::info!("PostgreSQL is taking writes again; receiving resumed.");
-            metrics::gauge!(crate::metrics::DB_UP).set(1.0);
+            metrics::gauge!(crate::ops::metrics::DB_UP).set(1.0);
         }
     }
 

@@ -10,8 +10,8 @@ use axum::routing::get;
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 
-use crate::sqs::Queue;
-use crate::store::Store;
+use crate::io::sqs::Queue;
+use crate::io::store::Store;
 
 /// A dependency check slower than this counts as down.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);

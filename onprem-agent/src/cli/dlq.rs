@@ -22,8 +22,8 @@ use aws_sdk_sqs::Client;
 use serde::Serialize;
 use sluice_protocol::envelope;
 
-use crate::monitor;
-use crate::sqs::{Handle, Queue, SqsError, ERROR_ATTRIBUTE, SOURCE_ATTRIBUTE};
+use crate::io::sqs::{Handle, Queue, SqsError, ERROR_ATTRIBUTE, SOURCE_ATTRIBUTE};
+use crate::ops::monitor;
 
 /// While listing, messages already read stay hidden this long so the next receive returns
 /// others; all are handed back (visibility 0) when the listing ends.
@@ -94,7 +94,7 @@ fn dlq_url(queue: &Queue) -> Result<String, DlqError> {
 }
 
 async fn receive(client: &Client, url: &str, hide_seconds: i32) -> Result<Vec<Received>, SqsError> {
-    Ok(crate::sqs::receive_messages(
+    Ok(crate::io::sqs::receive_messages(
         client,
         url,
         RECEIVE_WAIT_SECONDS,

@@ -15,13 +15,14 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::consumer::{outage_backoff, Delivery};
-use crate::health::Health;
-use crate::inflight::InFlight;
-use crate::metrics as m;
-use crate::notify::Liveness;
-use crate::sqs::{Handle, Queue, SqsError};
-use crate::store::{dedup, LedgerEntry, Row, Store, StoreError, WriteOutcome};
+use crate::io::sqs::{Handle, Queue, SqsError};
+use crate::io::store::{dedup, LedgerEntry, Row, Store, StoreError, WriteOutcome};
+use crate::ops::metrics as m;
+use crate::pipeline::backoff::outage_backoff;
+use crate::pipeline::consumer::Delivery;
+use crate::pipeline::health::Health;
+use crate::pipeline::inflight::InFlight;
+use crate::pipeline::liveness::Liveness;
 use crate::throttle::Throttle;
 
 /// What a writer needs.
@@ -55,8 +56,6 @@ pub enum Disposition {
     /// Some receipts were refused and there is no dead-letter queue to put them: keep the
     /// message, so the queue's redrive policy moves it after `maxReceiveCount` receives.
     Keep { reason: String },
-    /// Not written (shutdown): hand it back to the queue now.
-    Release,
 }
 
 /// The result of settling one batch.

@@ -190,8 +190,8 @@ pub struct ScheduleWindowConfig {
 
 impl ThrottleConfig {
     /// The schedule, parsed; or every problem, each with its key.
-    pub fn parsed_schedule(&self) -> Result<crate::schedule::Schedule, Vec<String>> {
-        use crate::schedule::{Days, Hours, Schedule, Window};
+    pub fn parsed_schedule(&self) -> Result<crate::throttle::schedule::Schedule, Vec<String>> {
+        use crate::throttle::schedule::{Days, Hours, Schedule, Window};
         let mut problems = Vec::new();
         let mut windows = Vec::new();
         for (i, w) in self.schedule.iter().enumerate() {
@@ -1079,7 +1079,7 @@ schema = "1bad"
         assert_eq!(c.throttle.schedule[1].days.as_deref(), Some("Sat,Sun"));
         assert_eq!(c.throttle.schedule[1].hours, None);
         let s = c.throttle.parsed_schedule().expect("valid");
-        use crate::schedule::{LocalTime, Weekday};
+        use crate::throttle::schedule::{LocalTime, Weekday};
         let rate = |at| s.window_at(at).map(|(_, w)| w.rows_per_second);
         assert_eq!(rate(LocalTime::at(Weekday::Tue, 9, 0)), Some(150));
         assert_eq!(rate(LocalTime::at(Weekday::Sun, 9, 0)), Some(2000));

@@ -181,7 +181,8 @@ impl Queue {
         }
         // What the agent can tell about the backlog's age: SQS has no such queue attribute.
         let age_ms = oldest_sent_ms.map_or(0, |sent| now_ms.saturating_sub(sent));
-        metrics::gauge!(crate::metrics::OLDEST_RECEIVED_AGE_SECONDS).set(age_ms as f64 / 1000.0);
+        metrics::gauge!(crate::ops::metrics::OLDEST_RECEIVED_AGE_SECONDS)
+            .set(age_ms as f64 / 1000.0);
         Ok(messages)
     }
 

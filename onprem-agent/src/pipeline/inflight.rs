@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::sqs::{Handle, Queue};
+use crate::io::sqs::{Handle, Queue};
 
 #[derive(Debug)]
 struct Tracked {
@@ -50,10 +50,6 @@ impl InFlight {
 
     pub fn len(&self) -> usize {
         self.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Handles held for at least `age` since their timeout last started; their clock restarts.
@@ -130,7 +126,7 @@ mod tests {
         assert_eq!(f.take_due(Duration::from_secs(30), later), vec![h(1)]);
         assert!(f.take_due(Duration::from_secs(30), later).is_empty());
         f.untrack([&h(1)]);
-        assert!(f.is_empty());
+        assert_eq!(f.len(), 0);
     }
 
     #[test]

@@ -1,0 +1,19 @@
+//! Running the agent as a service: what operators and systemd see.
+//!
+//! | module | job |
+//! |---|---|
+//! | [`sd_notify`] | systemd's notification protocol alone (`READY=1`, `WATCHDOG=1`, …) |
+//! | [`watchdog`] | readiness, then watchdog pings while the pipeline makes progress |
+//! | [`monitor`] | queue and DLQ depth as gauges |
+//! | [`server`] | `/metrics`, `/healthz`, `/readyz` |
+//! | [`metrics`] | metric names and the Prometheus recorder |
+//! | [`reload`] | SIGHUP: re-read `agent.toml`, apply `[throttle]`, log what changed |
+//! | [`telemetry`] | logging |
+
+pub(crate) mod metrics;
+pub(crate) mod monitor;
+pub(crate) mod reload;
+pub(crate) mod sd_notify;
+pub(crate) mod server;
+pub mod telemetry;
+pub(crate) mod watchdog;

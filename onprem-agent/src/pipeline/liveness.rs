@@ -1,0 +1,137 @@
+//! Progress reports from the work loops (pollers, writers): a beat per round, or a guard held
+//! through a legitimate wait (database outage, rate limit). The watchdog reads it; the loops
+//! never touch systemd.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Progress reports from the work loops, read by the watchdog.
+///
+/// Loops call [`Liveness::beat`] when they complete a round (a receive returned, a batch was
+/// settled or retried). A loop that waits for a legitimate reason holds a [`Waiting`] guard
+/// for the duration. A loop that neither beats nor holds a guard is stuck.
+#[derive(Debug, Clone)]
+pub struct Liveness {
+    inner: Arc<LivenessInner>,
+}
+
+#[derive(Debug)]
+struct LivenessInner {
+    origin: Instant,
+    /// Milliseconds since `origin` of the last beat.
+    last_beat_ms: AtomicU64,
+    waiting: AtomicUsize,
+}
+
+impl Default for Liveness {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Liveness {
+    pub fn new() -> Self {
+        Self {
+            inner: Arc::new(LivenessInner {
+                origin: Instant::now(),
+                last_beat_ms: AtomicU64::new(0),
+                waiting: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    /// A loop completed a round.
+    pub fn beat(&self) {
+        let ms = u64::try_from(self.inner.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.inner.last_beat_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    /// A loop starts a legitimate wait (database outage, rate limit); it ends when the guard is
+    /// dropped, which also counts as a beat.
+    pub fn waiting(&self) -> Waiting {
+        self.inner.waiting.fetch_add(1, Ordering::Relaxed);
+        Waiting {
+            liveness: self.clone(),
+        }
+    }
+
+    /// Time since the last beat.
+    pub fn since_last_beat(&self) -> Duration {
+        let last = Duration::from_millis(self.inner.last_beat_ms.load(Ordering::Relaxed));
+        self.inner.origin.elapsed().saturating_sub(last)
+    }
+
+    /// Loops currently in a legitimate wait.
+    pub fn waiters(&self) -> usize {
+        self.inner.waiting.load(Ordering::Relaxed)
+    }
+
+    /// Whether the pipeline counts as alive: it beat within `stale_after`, or some loop is
+    /// legitimately waiting.
+    pub fn is_alive(&self, stale_after: Duration) -> bool {
+        should_ping(self.since_last_beat(), self.waiters(), stale_after)
+    }
+}
+
+/// The watchdog's rule, pure for tests.
+pub fn should_ping(since_last_beat: Duration, waiters: usize, stale_after: Duration) -> bool {
+    waiters > 0 || since_last_beat <= stale_after
+}
+
+/// How long without a beat counts as stuck: half the watchdog timeout, but never less than
+/// one long poll plus slack (an idle poller beats once per `wait_seconds`).
+pub fn stale_after(watchdog: Duration, wait_seconds: u8) -> Duration {
+    (watchdog / 2).max(Duration::from_secs(u64::from(wait_seconds)) + Duration::from_secs(10))
+}
+
+/// See [`Liveness::waiting`].
+#[derive(Debug)]
+pub struct Waiting {
+    liveness: Liveness,
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.liveness.beat();
+        self.liveness.inner.waiting.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_loop_that_stops_beating_stops_the_pings_unless_it_is_waiting() {
+        let stale = Duration::from_secs(30);
+        assert!(should_ping(Duration::from_secs(5), 0, stale));
+        assert!(should_ping(Duration::from_secs(30), 0, stale));
+        assert!(!should_ping(Duration::from_secs(31), 0, stale));
+        assert!(should_ping(Duration::from_secs(600), 1, stale));
+    }
+
+    #[test]
+    fn stale_after_is_never_shorter_than_a_long_poll() {
+        assert_eq!(
+            stale_after(Duration::from_secs(60), 20),
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            stale_after(Duration::from_secs(10), 20),
+            Duration::from_secs(30)
+        );
+    }
+
+    #[test]
+    fn a_waiting_guard_counts_while_held_and_beats_when_dropped() {
+        let l = Liveness::new();
+        assert_eq!(l.waiters(), 0);
+        let g = l.waiting();
+        assert_eq!(l.waiters(), 1);
+        assert!(l.is_alive(Duration::ZERO));
+        drop(g);
+        assert_eq!(l.waiters(), 0);
+        assert!(l.since_last_beat() < Duration::from_secs(1));
+    }
+}
