@@ -6,7 +6,7 @@ Owned by deploy/local (started by deploy/local/stack.sh, usable on its own):
     python3 deploy/local/moto_server.py --port 4566 [--host 127.0.0.1] [--pidfile F]
 
 Before starting it patches two hot spots of moto 5.x's SQS model that make sends
-and receives over a backlog of n messages cost O(n^2) (see SPEC.md, "Local stack"):
+and receives over a backlog of n messages cost O(n^2) (docs/product.md, "Local stack"):
 
   (a) SQSBackend.is_message_valid_based_on_retention_period fetched the queue's
       attributes (which counts every message of the queue three times) for each

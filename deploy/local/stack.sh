@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sluice local development stack: a throwaway PostgreSQL cluster and a moto SQS
 # server (deploy/local/moto_server.py), both on free ports on 127.0.0.1, used by
-# the tests and benchmarks (SPEC.md, "Local stack, tests, benchmarks").
+# the tests and benchmarks (docs/product.md, "Local stack, tests, benchmarks").
 #
 # This script owns everything under the state dir
 #   ${SLUICE_STACK_DIR:-<repo root>/.sluice-dev/stack}

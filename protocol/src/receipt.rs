@@ -1,6 +1,6 @@
 //! The receipt model (the unit of data) and its validation.
 //!
-//! This module owns every rule a receipt must satisfy (SPEC.md, "Receipt") and the wording of
+//! This module owns every rule a receipt must satisfy (docs/product.md, "Receipt") and the wording of
 //! the errors a client sees. Validation walks a `serde_json::Value` by hand so that each problem
 //! gets a JSON pointer (`/receipts/17/total`) and a plain reason; [`Receipt::from_value`] is the
 //! only place the rules live, and [`Receipt::validate`] re-checks a typed receipt through it.
@@ -28,12 +28,12 @@ pub const MAX_IMAGE_KEY_CHARS: usize = 1024;
 pub const MAX_ITEMS: usize = 500;
 /// Longest item `description`, in characters.
 pub const MAX_DESCRIPTION_CHARS: usize = 500;
-/// Largest `metadata` object once serialized as compact JSON, in bytes (SPEC: 8 KiB). Keeps
+/// Largest `metadata` object once serialized as compact JSON, in bytes (the product rule: 8 KiB). Keeps
 /// free-form data from crowding real receipts out of an SQS message.
 pub const MAX_METADATA_BYTES: usize = 8192;
 /// Most digits before the decimal point: |x| < 10^12 fits PostgreSQL `numeric(16,4)`.
 pub const MAX_INTEGER_DIGITS: usize = 12;
-/// Most digits after the decimal point: money to 1/10000 of a unit, as SPEC.md says.
+/// Most digits after the decimal point: money to 1/10000 of a unit, as the product rules say (docs/product.md).
 pub const MAX_FRACTION_DIGITS: usize = 4;
 
 /// Field names of a receipt, in the order errors are reported.
@@ -192,7 +192,7 @@ pub struct Item {
     pub amount: Decimal,
 }
 
-/// A receipt, the unit of data (SPEC.md, "Receipt").
+/// A receipt, the unit of data (docs/product.md, "Receipt").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Receipt {
