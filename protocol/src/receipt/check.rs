@@ -1,0 +1,505 @@
+//! The validation walk: checks a `serde_json::Value` field by field, collecting every problem
+//! with its JSON pointer and a plain reason. The only place the receipt rules live.
+
+use serde_json::{Map, Value};
+
+use super::*;
+
+/// Validates one receipt given as a JSON value (see [`Receipt::from_value`]).
+pub(super) fn receipt(value: &Value, index: usize) -> Result<Receipt, Vec<FieldError>> {
+    let mut c = Checker::new(index);
+    let receipt = c.receipt(value);
+    match receipt {
+        Some(receipt) if c.problems.is_empty() => Ok(receipt),
+        _ => Err(c.into_errors(receipt_id_of(value))),
+    }
+}
+
+/// The id to show next to a receipt's errors: its canonical UUID when it has a valid one.
+fn receipt_id_of(value: &Value) -> Option<String> {
+    value
+        .get("receipt_id")
+        .and_then(Value::as_str)
+        .and_then(|s| parse_uuid(s).ok())
+}
+
+/// Parses a hyphenated UUID in any case and returns its canonical lowercase form.
+pub(crate) fn parse_uuid(s: &str) -> Result<String, String> {
+    let reason = || r#"must be a UUID like "123e4567-e89b-12d3-a456-426614174000""#.to_owned();
+    // Only the 36-character hyphenated form: `Uuid::try_parse` also takes braces, `urn:uuid:`
+    // and the bare 32-digit form, which would make two spellings of one idempotency key.
+    if s.len() != 36 {
+        return Err(reason());
+    }
+    uuid::Uuid::try_parse(s)
+        .map(|u| u.hyphenated().to_string())
+        .map_err(|_| reason())
+}
+
+/// Whether SQS accepts `c` in a message: #x9 #xA #xD #x20–#xD7FF #xE000–#xFFFD
+/// #x10000–#x10FFFF (surrogates cannot occur in a Rust `char`).
+pub(crate) fn sqs_allows(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
+}
+
+/// Checks the SQS character rule on one string.
+fn check_chars(s: &str) -> Result<(), String> {
+    match s.chars().enumerate().find(|(_, c)| !sqs_allows(*c)) {
+        Some((pos, c)) => Err(format!(
+            "contains the character U+{:04X} at position {}, which SQS does not accept",
+            u32::from(c),
+            pos + 1
+        )),
+        None => Ok(()),
+    }
+}
+
+/// How a character is shown inside a reason: quoted when printable, as U+XXXX otherwise.
+fn show_char(c: char) -> String {
+    if c.is_alphanumeric() || c.is_ascii_punctuation() {
+        format!("'{c}'")
+    } else {
+        format!("U+{:04X}", u32::from(c))
+    }
+}
+
+/// What kind of JSON value `v` is, with its article: "a number", "an array".
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// RFC 6901 escaping of one pointer segment.
+fn escape_pointer(segment: &str) -> String {
+    segment.replace('~', "~0").replace('/', "~1")
+}
+
+fn days_in_month(year: u32, month: u32) -> u32 {
+    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    match month {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Checks `YYYY-MM-DD`, a real date with year 0001..=9999.
+fn check_date(s: &str) -> Result<(), String> {
+    let b = s.as_bytes();
+    let shape_ok = b.len() == 10
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
+    if !shape_ok {
+        return Err(r#"must be a date as YYYY-MM-DD, like "2024-02-29""#.into());
+    }
+    let num = |r: std::ops::Range<usize>| {
+        b[r].iter()
+            .fold(0u32, |acc, d| acc * 10 + u32::from(d - b'0'))
+    };
+    let (year, month, day) = (num(0..4), num(5..7), num(8..10));
+    if year == 0 {
+        return Err("is not a real date: the year must be 0001 to 9999".into());
+    }
+    if !(1..=12).contains(&month) {
+        return Err("is not a real date: the month must be 01 to 12".into());
+    }
+    let last = days_in_month(year, month);
+    if day == 0 || day > last {
+        return Err(format!(
+            "is not a real date: {year:04}-{month:02} has {last} days"
+        ));
+    }
+    Ok(())
+}
+
+fn check_len(s: &str, min: usize, max: usize) -> Result<(), String> {
+    if min > 0 && s.is_empty() {
+        return Err("must not be empty".into());
+    }
+    let n = s.chars().count();
+    if n > max {
+        return Err(format!("must be at most {max} characters (got {n})"));
+    }
+    Ok(())
+}
+
+/// Collects the problems of one receipt.
+struct Checker {
+    index: usize,
+    /// (pointer, reason)
+    problems: Vec<(String, String)>,
+}
+
+/// Whether a field may be absent (or `null`).
+#[derive(Clone, Copy, PartialEq)]
+enum Need {
+    Required,
+    Optional,
+}
+
+impl Checker {
+    fn new(index: usize) -> Self {
+        Checker {
+            index,
+            problems: Vec::new(),
+        }
+    }
+
+    fn into_errors(self, receipt_id: Option<String>) -> Vec<FieldError> {
+        let index = self.index;
+        self.problems
+            .into_iter()
+            .map(|(pointer, reason)| FieldError {
+                index,
+                receipt_id: receipt_id.clone(),
+                pointer,
+                reason,
+            })
+            .collect()
+    }
+
+    fn report(&mut self, pointer: String, reason: impl Into<String>) {
+        self.problems.push((pointer, reason.into()));
+    }
+
+    /// Records `result`'s error at `pointer`, returning the value on success.
+    fn keep<T>(&mut self, pointer: &str, result: Result<T, String>) -> Option<T> {
+        match result {
+            Ok(v) => Some(v),
+            Err(reason) => {
+                self.report(pointer.to_owned(), reason);
+                None
+            }
+        }
+    }
+
+    /// Reports every key of `obj` not in `known`.
+    fn unknown_fields(&mut self, obj: &Map<String, Value>, known: &[&str], base: &str) {
+        for key in obj.keys().filter(|k| !known.contains(&k.as_str())) {
+            let reason = format!(
+                "is not a known field; expected one of: {}",
+                known.join(", ")
+            );
+            self.report(format!("{base}/{}", escape_pointer(key)), reason);
+        }
+    }
+
+    /// Looks a field up. `Ok(None)` when an optional field is absent or null.
+    fn field<'v>(
+        obj: &'v Map<String, Value>,
+        name: &str,
+        need: Need,
+    ) -> Result<Option<&'v Value>, String> {
+        match (obj.get(name), need) {
+            (None, Need::Required) => Err("is required".into()),
+            (Some(Value::Null), Need::Required) => Err("is required and must not be null".into()),
+            (None | Some(Value::Null), Need::Optional) => Ok(None),
+            (Some(v), _) => Ok(Some(v)),
+        }
+    }
+
+    /// A string field: presence, type, the SQS character rule, then `rule`.
+    fn string(
+        &mut self,
+        obj: &Map<String, Value>,
+        base: &str,
+        name: &str,
+        need: Need,
+        rule: impl FnOnce(&str) -> Result<String, String>,
+    ) -> Option<Option<String>> {
+        let pointer = format!("{base}/{name}");
+        let result = Self::field(obj, name, need).and_then(|v| match v {
+            None => Ok(None),
+            Some(Value::String(s)) => {
+                check_chars(s)?;
+                rule(s).map(Some)
+            }
+            Some(other) => Err(format!("must be a string, not {}", kind(other))),
+        });
+        self.keep(&pointer, result)
+    }
+
+    /// A required string field.
+    fn required(
+        &mut self,
+        obj: &Map<String, Value>,
+        base: &str,
+        name: &str,
+        rule: impl FnOnce(&str) -> Result<String, String>,
+    ) -> Option<String> {
+        self.string(obj, base, name, Need::Required, rule).flatten()
+    }
+
+    /// A decimal field (a JSON string holding a [`Decimal`]).
+    fn decimal(
+        &mut self,
+        obj: &Map<String, Value>,
+        base: &str,
+        name: &str,
+        need: Need,
+    ) -> Option<Option<Decimal>> {
+        let pointer = format!("{base}/{name}");
+        let result = Self::field(obj, name, need).and_then(|v| match v {
+            None => Ok(None),
+            Some(Value::String(s)) => {
+                check_chars(s)?;
+                Decimal::parse(s).map(Some)
+            }
+            Some(other) => Err(format!(
+                r#"must be a decimal string like "42.50", not {}"#,
+                kind(other)
+            )),
+        });
+        self.keep(&pointer, result)
+    }
+
+    fn receipt(&mut self, value: &Value) -> Option<Receipt> {
+        let base = format!("/receipts/{}", self.index);
+        let Some(obj) = value.as_object() else {
+            self.report(base, format!("must be a JSON object, not {}", kind(value)));
+            return None;
+        };
+        let b = base.as_str();
+        let receipt_id = self.required(obj, b, "receipt_id", parse_uuid);
+        let tenant_id = self.required(obj, b, "tenant_id", |s| {
+            check_len(s, 1, MAX_TENANT_ID_CHARS)?;
+            let bad = s
+                .chars()
+                .enumerate()
+                .find(|(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')));
+            match bad {
+                Some((pos, c)) => Err(format!(
+                    "may contain only letters A-Z a-z, digits, '.', '_' and '-' (found {} at position {})",
+                    show_char(c),
+                    pos + 1
+                )),
+                None => Ok(s.to_owned()),
+            }
+        });
+        let submitted_by = self.string(obj, b, "submitted_by", Need::Optional, |s| {
+            check_len(s, 0, MAX_SUBMITTED_BY_CHARS).map(|()| s.to_owned())
+        });
+        let merchant = self.required(obj, b, "merchant", |s| {
+            check_len(s, 1, MAX_MERCHANT_CHARS).map(|()| s.to_owned())
+        });
+        let issued_on = self.required(obj, b, "issued_on", |s| {
+            check_date(s).map(|()| s.to_owned())
+        });
+        let currency = self.required(obj, b, "currency", |s| {
+            if s.len() == 3 && s.bytes().all(|c| c.is_ascii_uppercase()) {
+                Ok(s.to_owned())
+            } else {
+                Err(r#"must be 3 uppercase letters (an ISO 4217 code like "EUR")"#.into())
+            }
+        });
+        let total = self.decimal(obj, b, "total", Need::Required).flatten();
+        let tax = self.decimal(obj, b, "tax", Need::Optional);
+        let category = self.string(obj, b, "category", Need::Optional, |s| {
+            check_len(s, 0, MAX_CATEGORY_CHARS).map(|()| s.to_owned())
+        });
+        let image = self.image(obj, b);
+        let items = self.items(obj, b);
+        let metadata = self.metadata(obj, b);
+        self.unknown_fields(obj, RECEIPT_FIELDS, b);
+
+        Some(Receipt {
+            receipt_id: receipt_id?,
+            tenant_id: tenant_id?,
+            submitted_by: submitted_by?,
+            merchant: merchant?,
+            issued_on: issued_on?,
+            currency: currency?,
+            total: total?,
+            tax: tax?,
+            category: category?,
+            image: image?,
+            items: items?,
+            metadata: metadata?,
+        })
+    }
+
+    fn image(&mut self, obj: &Map<String, Value>, base: &str) -> Option<Option<Image>> {
+        let pointer = format!("{base}/image");
+        let value = match Self::field(obj, "image", Need::Optional) {
+            Ok(Some(v)) => v,
+            Ok(None) => return Some(None),
+            Err(reason) => {
+                self.report(pointer, reason);
+                return None;
+            }
+        };
+        let Some(img) = value.as_object() else {
+            self.report(
+                pointer,
+                format!("must be a JSON object, not {}", kind(value)),
+            );
+            return None;
+        };
+        let p = pointer.as_str();
+        let key = self.required(img, p, "key", |s| {
+            check_len(s, 1, MAX_IMAGE_KEY_CHARS).map(|()| s.to_owned())
+        });
+        let sha256 = self.required(img, p, "sha256", |s| {
+            if s.len() == 64 && s.bytes().all(|c| c.is_ascii_hexdigit()) {
+                Ok(s.to_ascii_lowercase())
+            } else {
+                Err("must be exactly 64 hexadecimal characters (a SHA-256 digest)".into())
+            }
+        });
+        let bytes_result = Self::field(img, "bytes", Need::Required).and_then(|v| match v {
+            Some(Value::Number(n)) => n
+                .as_u64()
+                .ok_or_else(|| format!("must be a whole number from 0 to {}", u64::MAX)),
+            Some(other) => Err(format!("must be a whole number, not {}", kind(other))),
+            None => Err("is required".into()),
+        });
+        let bytes = self.keep(&format!("{p}/bytes"), bytes_result);
+        self.unknown_fields(img, IMAGE_FIELDS, p);
+        Some(Some(Image {
+            key: key?,
+            sha256: sha256?,
+            bytes: bytes?,
+        }))
+    }
+
+    fn items(&mut self, obj: &Map<String, Value>, base: &str) -> Option<Vec<Item>> {
+        let pointer = format!("{base}/items");
+        let list = match Self::field(obj, "items", Need::Optional) {
+            Ok(None) => return Some(Vec::new()),
+            Ok(Some(Value::Array(list))) => list,
+            Ok(Some(other)) => {
+                self.report(pointer, format!("must be an array, not {}", kind(other)));
+                return None;
+            }
+            Err(reason) => {
+                self.report(pointer, reason);
+                return None;
+            }
+        };
+        let mut ok = true;
+        if list.len() > MAX_ITEMS {
+            let reason = format!("must have at most {MAX_ITEMS} items (got {})", list.len());
+            self.report(pointer.clone(), reason);
+            ok = false;
+        }
+        let mut items = Vec::with_capacity(list.len().min(MAX_ITEMS));
+        for (j, value) in list.iter().enumerate() {
+            let p = format!("{pointer}/{j}");
+            let Some(item) = value.as_object() else {
+                self.report(p, format!("must be a JSON object, not {}", kind(value)));
+                ok = false;
+                continue;
+            };
+            let description = self.required(item, &p, "description", |s| {
+                check_len(s, 1, MAX_DESCRIPTION_CHARS).map(|()| s.to_owned())
+            });
+            let quantity = self.decimal(item, &p, "quantity", Need::Required).flatten();
+            let unit_price = self
+                .decimal(item, &p, "unit_price", Need::Required)
+                .flatten();
+            let amount = self.decimal(item, &p, "amount", Need::Required).flatten();
+            self.unknown_fields(item, ITEM_FIELDS, &p);
+            match (description, quantity, unit_price, amount) {
+                (Some(description), Some(quantity), Some(unit_price), Some(amount)) => {
+                    items.push(Item {
+                        description,
+                        quantity,
+                        unit_price,
+                        amount,
+                    })
+                }
+                _ => ok = false,
+            }
+        }
+        ok.then_some(items)
+    }
+
+    fn metadata(
+        &mut self,
+        obj: &Map<String, Value>,
+        base: &str,
+    ) -> Option<Option<Map<String, Value>>> {
+        let pointer = format!("{base}/metadata");
+        let map = match Self::field(obj, "metadata", Need::Optional) {
+            Ok(None) => return Some(None),
+            Ok(Some(Value::Object(map))) => map,
+            Ok(Some(other)) => {
+                self.report(
+                    pointer,
+                    format!("must be a JSON object, not {}", kind(other)),
+                );
+                return None;
+            }
+            Err(reason) => {
+                self.report(pointer, reason);
+                return None;
+            }
+        };
+        let mut ok = true;
+        match serde_json::to_string(map) {
+            Ok(text) if text.len() <= MAX_METADATA_BYTES => {}
+            Ok(text) => {
+                let reason = format!(
+                    "must be at most {MAX_METADATA_BYTES} bytes once serialized (got {})",
+                    text.len()
+                );
+                self.report(pointer.clone(), reason);
+                ok = false;
+            }
+            Err(err) => {
+                self.report(pointer.clone(), format!("could not be serialized: {err}"));
+                ok = false;
+            }
+        }
+        // Every key and string inside, walked with an explicit stack (no recursion limit).
+        let mut stack: Vec<(String, &Value)> = Vec::new();
+        ok &= push_members(&mut stack, &mut self.problems, &pointer, map);
+        while let Some((p, v)) = stack.pop() {
+            match v {
+                Value::String(s) => {
+                    if let Err(reason) = check_chars(s) {
+                        self.report(p, reason);
+                        ok = false;
+                    }
+                }
+                Value::Array(list) => {
+                    for (j, v) in list.iter().enumerate().rev() {
+                        stack.push((format!("{p}/{j}"), v));
+                    }
+                }
+                Value::Object(m) => ok &= push_members(&mut stack, &mut self.problems, &p, m),
+                Value::Null | Value::Bool(_) | Value::Number(_) => {}
+            }
+        }
+        ok.then(|| Some(map.clone()))
+    }
+}
+
+/// Checks the keys of `map` and queues its values (in order) for the metadata walk.
+fn push_members<'v>(
+    stack: &mut Vec<(String, &'v Value)>,
+    problems: &mut Vec<(String, String)>,
+    at: &str,
+    map: &'v Map<String, Value>,
+) -> bool {
+    let mut clean = true;
+    for (k, v) in map.iter().rev() {
+        let p = format!("{at}/{}", escape_pointer(k));
+        if let Err(reason) = check_chars(k) {
+            problems.push((p.clone(), format!("has a key that {reason}")));
+            clean = false;
+        }
+        stack.push((p, v));
+    }
+    clean
+}

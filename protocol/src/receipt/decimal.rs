@@ -1,0 +1,112 @@
+//! [`Decimal`]: money and quantities as validated text, never a float.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::{MAX_FRACTION_DIGITS, MAX_INTEGER_DIGITS};
+
+/// A validated decimal number kept as its text, e.g. `"42.50"`, `"-3"`, `"0.0001"`.
+///
+/// Rule: an optional leading `-`, 1 to 12 integer digits, optionally a `.` followed by 1 to 4
+/// digits. No `+`, no exponent, no spaces, no `NaN`/`Infinity`. Money never passes through a
+/// float: the text goes to PostgreSQL `numeric` as is.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Decimal(String);
+
+impl Decimal {
+    /// The decimal as written, e.g. `"42.50"`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Checks `s` against the decimal rule; the error is a plain reason ("must have at most 4
+    /// fraction digits") meant to follow a field name.
+    pub fn parse(s: &str) -> Result<Decimal, String> {
+        if s.is_empty() {
+            return Err(r#"must be a decimal string like "42.50", not an empty string"#.into());
+        }
+        if s.chars().any(char::is_whitespace) {
+            return Err("must not contain spaces".into());
+        }
+        if s.starts_with('+') {
+            return Err("must not have a '+' sign".into());
+        }
+        let unsigned = s.strip_prefix('-').unwrap_or(s);
+        let lower = unsigned.to_ascii_lowercase();
+        if matches!(lower.as_str(), "nan" | "inf" | "infinity") {
+            return Err("must be a finite number".into());
+        }
+        if unsigned.contains(['e', 'E']) {
+            return Err("must not use exponent notation (write 1000, not 1e3)".into());
+        }
+        let (int, frac) = match unsigned.split_once('.') {
+            Some((int, frac)) => (int, Some(frac)),
+            None => (unsigned, None),
+        };
+        let all_digits = |t: &str| t.bytes().all(|b| b.is_ascii_digit());
+        if unsigned.is_empty() || !all_digits(int) || !frac.is_none_or(all_digits) {
+            return Err(r#"must be a decimal string like "42.50""#.into());
+        }
+        if int.is_empty() {
+            return Err("must have at least one digit before the decimal point".into());
+        }
+        if frac == Some("") {
+            return Err("must have digits after the decimal point".into());
+        }
+        if int.len() > MAX_INTEGER_DIGITS {
+            return Err(format!(
+                "must be less than 10^12 in absolute value (at most {MAX_INTEGER_DIGITS} digits before the decimal point)"
+            ));
+        }
+        if frac.is_some_and(|f| f.len() > MAX_FRACTION_DIGITS) {
+            return Err(format!(
+                "must have at most {MAX_FRACTION_DIGITS} fraction digits"
+            ));
+        }
+        Ok(Decimal(s.to_owned()))
+    }
+}
+
+impl fmt::Display for Decimal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for Decimal {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Decimal::parse(s)
+    }
+}
+
+impl AsRef<str> for Decimal {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Serialize for Decimal {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Decimal {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct DecimalVisitor;
+        impl serde::de::Visitor<'_> for DecimalVisitor {
+            type Value = Decimal;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(r#"a decimal string like "42.50""#)
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Decimal, E> {
+                Decimal::parse(v).map_err(|reason| E::custom(format!("decimal {reason}")))
+            }
+        }
+        deserializer.deserialize_str(DecimalVisitor)
+    }
+}
