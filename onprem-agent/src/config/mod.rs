@@ -31,7 +31,8 @@ pub struct AgentConfig {
     pub shutdown: ShutdownConfig,
 }
 
-/// `[queue]`: where messages come from and where the undecodable ones go.
+/// `[queue]`: where messages come from and where the undecodable ones go. Required: `url` has
+/// no default, so the section has none either.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QueueConfig {
@@ -66,7 +67,7 @@ const fn default_visibility_timeout_seconds() -> u32 {
     60
 }
 
-/// `[database]`: the on-premise PostgreSQL.
+/// `[database]`: the on-premise PostgreSQL. Required: `url` has no default.
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
@@ -120,42 +121,30 @@ const fn default_true() -> bool {
 
 /// `[throttle]`: how fast rows may reach the database.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ThrottleConfig {
-    #[serde(default)]
     pub mode: ThrottleMode,
     /// Receipts per second (the token bucket's refill rate).
-    #[serde(default = "default_rows_per_second")]
     pub rows_per_second: u32,
     /// Receipts that may go at once after a quiet spell; must be ≥ `batch.max_rows`.
-    #[serde(default = "default_burst")]
     pub burst: u32,
     /// Transactions in flight at once (each holds one pool connection).
-    #[serde(default = "default_max_concurrent_transactions")]
     pub max_concurrent_transactions: u32,
     /// Adaptive mode: the rate never goes below this.
-    #[serde(default = "default_min_rows_per_second")]
     pub min_rows_per_second: u32,
     /// Adaptive mode: a mean commit time above this (over one adjustment interval) backs off.
-    #[serde(default = "default_target_commit_ms")]
     pub target_commit_ms: u64,
     /// Adaptive mode: back off while more client backends than this are active
     /// (`pg_stat_activity`, polled every interval). Unset: not polled.
-    #[serde(default)]
     pub max_active_backends: Option<u32>,
     /// Adaptive mode: rows/s added per healthy interval. Unset: a twentieth of the ceiling,
     /// so the climb from the floor to the ceiling takes about twenty intervals.
-    #[serde(default)]
     pub increase_rows_per_second: Option<u32>,
     /// Adaptive mode: the rate is multiplied by this on congestion (0 < f < 1).
-    #[serde(default = "default_decrease_factor")]
     pub decrease_factor: f64,
-    /// Adaptive mode: how often the rate is reconsidered. One second is several commits at any
-    /// useful rate, so the mean latency means something, and still quick to react.
-    #[serde(default = "default_adjust_interval_ms")]
+    /// Adaptive mode: how often the rate is reconsidered.
     pub adjust_interval_ms: u64,
     /// `[[throttle.schedule]]`: rates by weekday and local time; first match wins.
-    #[serde(default)]
     pub schedule: Vec<ScheduleWindowConfig>,
 }
 
@@ -163,32 +152,21 @@ impl Default for ThrottleConfig {
     fn default() -> Self {
         Self {
             mode: ThrottleMode::default(),
-            rows_per_second: default_rows_per_second(),
-            burst: default_burst(),
-            max_concurrent_transactions: default_max_concurrent_transactions(),
-            min_rows_per_second: default_min_rows_per_second(),
-            target_commit_ms: default_target_commit_ms(),
+            rows_per_second: 500,
+            burst: 1000,
+            max_concurrent_transactions: 1,
+            min_rows_per_second: 50,
+            target_commit_ms: 250,
             max_active_backends: None,
             increase_rows_per_second: None,
-            decrease_factor: default_decrease_factor(),
-            adjust_interval_ms: default_adjust_interval_ms(),
+            // Halving: the classic AIMD back-off, quick to relieve a database in trouble.
+            decrease_factor: 0.5,
+            // One second is several commits at any useful rate, so the mean latency means
+            // something, and still quick to react.
+            adjust_interval_ms: 1000,
             schedule: Vec::new(),
         }
     }
-}
-
-/// One `[[throttle.schedule]]` window, as written.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ScheduleWindowConfig {
-    /// `"Mon-Fri"`, `"Sat,Sun"`; absent: every day.
-    #[serde(default)]
-    pub days: Option<String>,
-    /// `"08:00-18:00"`, `"22:00-06:00"` (overnight); absent: all day.
-    #[serde(default)]
-    pub hours: Option<String>,
-    /// The rate while the window matches (the ceiling in adaptive mode).
-    pub rows_per_second: u32,
 }
 
 impl ThrottleConfig {
@@ -234,29 +212,6 @@ impl ThrottleConfig {
     }
 }
 
-const fn default_rows_per_second() -> u32 {
-    500
-}
-const fn default_burst() -> u32 {
-    1000
-}
-const fn default_max_concurrent_transactions() -> u32 {
-    1
-}
-const fn default_min_rows_per_second() -> u32 {
-    50
-}
-const fn default_target_commit_ms() -> u64 {
-    250
-}
-/// Halving: the classic AIMD back-off, quick to relieve a database in trouble.
-const fn default_decrease_factor() -> f64 {
-    0.5
-}
-const fn default_adjust_interval_ms() -> u64 {
-    1000
-}
-
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ThrottleMode {
@@ -267,59 +222,55 @@ pub enum ThrottleMode {
     Adaptive,
 }
 
+/// One `[[throttle.schedule]]` window, as written. `rows_per_second` is required.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleWindowConfig {
+    /// `"Mon-Fri"`, `"Sat,Sun"`; absent: every day.
+    #[serde(default)]
+    pub days: Option<String>,
+    /// `"08:00-18:00"`, `"22:00-06:00"` (overnight); absent: all day.
+    #[serde(default)]
+    pub hours: Option<String>,
+    /// The rate while the window matches (the ceiling in adaptive mode).
+    pub rows_per_second: u32,
+}
+
 /// `[batch]`: how messages are grouped into transactions.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct BatchConfig {
-    #[serde(default = "default_max_rows")]
     pub max_rows: u32,
-    #[serde(default = "default_max_wait_ms")]
     pub max_wait_ms: u64,
     /// Receipts held in memory at once (received, not yet written). Receiving pauses at the cap,
     /// so memory stays bounded whatever the backlog.
-    #[serde(default = "default_max_in_flight_rows")]
     pub max_in_flight_rows: u32,
 }
 
 impl Default for BatchConfig {
     fn default() -> Self {
         Self {
-            max_rows: default_max_rows(),
-            max_wait_ms: default_max_wait_ms(),
-            max_in_flight_rows: default_max_in_flight_rows(),
+            max_rows: 500,
+            max_wait_ms: 250,
+            max_in_flight_rows: 10_000,
         }
     }
 }
 
-const fn default_max_rows() -> u32 {
-    500
-}
-const fn default_max_wait_ms() -> u64 {
-    250
-}
-const fn default_max_in_flight_rows() -> u32 {
-    10_000
-}
-
 /// `[server]`: `/metrics`, `/healthz`, `/readyz`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     /// Where to listen; `""` turns the endpoint off.
-    #[serde(default = "default_listen")]
     pub listen: String,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
-            listen: default_listen(),
+            listen: "127.0.0.1:9187".to_owned(),
         }
     }
-}
-
-fn default_listen() -> String {
-    "127.0.0.1:9187".to_owned()
 }
 
 impl ServerConfig {
@@ -335,12 +286,10 @@ impl ServerConfig {
 
 /// `[log]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
-    #[serde(default)]
     pub format: LogFormat,
     /// A `tracing` filter: `info`, or `sluice_agent=debug,info`.
-    #[serde(default = "default_level")]
     pub level: String,
 }
 
@@ -348,13 +297,9 @@ impl Default for LogConfig {
     fn default() -> Self {
         Self {
             format: LogFormat::default(),
-            level: default_level(),
+            level: "info".to_owned(),
         }
     }
-}
-
-fn default_level() -> String {
-    "info".to_owned()
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -367,24 +312,17 @@ pub enum LogFormat {
 
 /// `[shutdown]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ShutdownConfig {
     /// After SIGTERM: how long in-flight transactions may take before what is left is released
     /// back to the queue (visibility 0). Keep the unit's `TimeoutStopSec` above this.
-    #[serde(default = "default_grace_seconds")]
     pub grace_seconds: u32,
 }
 
 impl Default for ShutdownConfig {
     fn default() -> Self {
-        Self {
-            grace_seconds: default_grace_seconds(),
-        }
+        Self { grace_seconds: 30 }
     }
-}
-
-const fn default_grace_seconds() -> u32 {
-    30
 }
 
 /// Every problem found in a configuration, listed at once.
