@@ -320,3 +320,20 @@ fn passwords_are_redacted_from_urls() {
     );
     assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
 }
+
+#[test]
+fn a_section_that_does_not_parse_is_not_compared_against_invented_values() {
+    let text = format!(
+        "{MINIMAL}max_connections = \"two\"\n[throttle]\nburst = 10\nrows_per_second = 0\n\
+         max_concurrent_transactions = 150\n[batch]\nmax_rows = \"lots\"\n"
+    );
+    let err = load(&text, &[]).expect_err("invalid");
+    assert_eq!(
+        err.problems,
+        vec![
+            "database.max_connections: invalid type: string \"two\", expected u32",
+            "batch.max_rows: invalid type: string \"lots\", expected u32",
+            "throttle.rows_per_second: must be at least 1",
+        ]
+    );
+}
