@@ -1,20 +1,26 @@
-//! The agent's configuration: the serde types that mirror `agent.toml`, the layered loader
-//! (TOML file, then `SLUICE__SECTION__KEY` environment overrides), and validation that reports
-//! every problem at once.
+//! The agent's configuration: the serde types that mirror `agent.toml`, section by section,
+//! each with its defaults written once.
+//!
+//! - `load`: the TOML file, then `SLUICE__SECTION__KEY` environment overrides, and the errors
+//!   that name each full key (and the variable that set it);
+//! - `check`: one `check` per section plus the checks across sections, every problem listed
+//!   at once.
 //!
 //! These types are *what the operator wrote*. The runtime pieces (`limiter`, `store`, `consumer`)
 //! take plain values out of them once validation has passed.
 
+mod check;
+mod load;
+#[cfg(test)]
+mod tests;
+
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-/// Prefix of environment overrides: `SLUICE__THROTTLE__ROWS_PER_SECOND=800`.
-pub const ENV_PREFIX: &str = "SLUICE";
-/// Separator between prefix, section and key in environment overrides.
-pub const ENV_SEPARATOR: &str = "__";
+pub use load::{ENV_PREFIX, ENV_SEPARATOR};
 
 /// The whole `agent.toml`.
 #[derive(Debug, Clone, Serialize)]
@@ -28,7 +34,8 @@ pub struct AgentConfig {
     pub shutdown: ShutdownConfig,
 }
 
-/// `[queue]`: where messages come from and where the undecodable ones go.
+/// `[queue]`: where messages come from and where the undecodable ones go. Required: `url` has
+/// no default, so the section has none either.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QueueConfig {
@@ -63,7 +70,7 @@ const fn default_visibility_timeout_seconds() -> u32 {
     60
 }
 
-/// `[database]`: the on-premise PostgreSQL.
+/// `[database]`: the on-premise PostgreSQL. Required: `url` has no default.
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
@@ -117,42 +124,30 @@ const fn default_true() -> bool {
 
 /// `[throttle]`: how fast rows may reach the database.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ThrottleConfig {
-    #[serde(default)]
     pub mode: ThrottleMode,
     /// Receipts per second (the token bucket's refill rate).
-    #[serde(default = "default_rows_per_second")]
     pub rows_per_second: u32,
     /// Receipts that may go at once after a quiet spell; must be ≥ `batch.max_rows`.
-    #[serde(default = "default_burst")]
     pub burst: u32,
     /// Transactions in flight at once (each holds one pool connection).
-    #[serde(default = "default_max_concurrent_transactions")]
     pub max_concurrent_transactions: u32,
     /// Adaptive mode: the rate never goes below this.
-    #[serde(default = "default_min_rows_per_second")]
     pub min_rows_per_second: u32,
     /// Adaptive mode: a mean commit time above this (over one adjustment interval) backs off.
-    #[serde(default = "default_target_commit_ms")]
     pub target_commit_ms: u64,
     /// Adaptive mode: back off while more client backends than this are active
     /// (`pg_stat_activity`, polled every interval). Unset: not polled.
-    #[serde(default)]
     pub max_active_backends: Option<u32>,
     /// Adaptive mode: rows/s added per healthy interval. Unset: a twentieth of the ceiling,
     /// so the climb from the floor to the ceiling takes about twenty intervals.
-    #[serde(default)]
     pub increase_rows_per_second: Option<u32>,
     /// Adaptive mode: the rate is multiplied by this on congestion (0 < f < 1).
-    #[serde(default = "default_decrease_factor")]
     pub decrease_factor: f64,
-    /// Adaptive mode: how often the rate is reconsidered. One second is several commits at any
-    /// useful rate, so the mean latency means something, and still quick to react.
-    #[serde(default = "default_adjust_interval_ms")]
+    /// Adaptive mode: how often the rate is reconsidered.
     pub adjust_interval_ms: u64,
     /// `[[throttle.schedule]]`: rates by weekday and local time; first match wins.
-    #[serde(default)]
     pub schedule: Vec<ScheduleWindowConfig>,
 }
 
@@ -160,21 +155,34 @@ impl Default for ThrottleConfig {
     fn default() -> Self {
         Self {
             mode: ThrottleMode::default(),
-            rows_per_second: default_rows_per_second(),
-            burst: default_burst(),
-            max_concurrent_transactions: default_max_concurrent_transactions(),
-            min_rows_per_second: default_min_rows_per_second(),
-            target_commit_ms: default_target_commit_ms(),
+            rows_per_second: 500,
+            burst: 1000,
+            max_concurrent_transactions: 1,
+            min_rows_per_second: 50,
+            target_commit_ms: 250,
             max_active_backends: None,
             increase_rows_per_second: None,
-            decrease_factor: default_decrease_factor(),
-            adjust_interval_ms: default_adjust_interval_ms(),
+            // Halving: the classic AIMD back-off, quick to relieve a database in trouble.
+            decrease_factor: 0.5,
+            // One second is several commits at any useful rate, so the mean latency means
+            // something, and still quick to react.
+            adjust_interval_ms: 1000,
             schedule: Vec::new(),
         }
     }
 }
 
-/// One `[[throttle.schedule]]` window, as written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ThrottleMode {
+    /// A token bucket at `rows_per_second` (or the matching schedule window's rate).
+    #[default]
+    Fixed,
+    /// AIMD between `min_rows_per_second` and that rate, from the database's signals.
+    Adaptive,
+}
+
+/// One `[[throttle.schedule]]` window, as written. `rows_per_second` is required.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleWindowConfig {
@@ -188,135 +196,41 @@ pub struct ScheduleWindowConfig {
     pub rows_per_second: u32,
 }
 
-impl ThrottleConfig {
-    /// The schedule, parsed; or every problem, each with its key.
-    pub fn parsed_schedule(&self) -> Result<crate::throttle::schedule::Schedule, Vec<String>> {
-        use crate::throttle::schedule::{Days, Hours, Schedule, Window};
-        let mut problems = Vec::new();
-        let mut windows = Vec::new();
-        for (i, w) in self.schedule.iter().enumerate() {
-            let key = format!("throttle.schedule[{i}]");
-            let days = match w.days.as_deref().map(Days::parse) {
-                None => Some(Days::ALL),
-                Some(Ok(d)) => Some(d),
-                Some(Err(e)) => {
-                    problems.push(format!("{key}.days: {e}"));
-                    None
-                }
-            };
-            let hours = match w.hours.as_deref().map(Hours::parse) {
-                None => Some(Hours::ALL_DAY),
-                Some(Ok(h)) => Some(h),
-                Some(Err(e)) => {
-                    problems.push(format!("{key}.hours: {e}"));
-                    None
-                }
-            };
-            if w.rows_per_second == 0 {
-                problems.push(format!("{key}.rows_per_second: must be at least 1"));
-            }
-            if let (Some(days), Some(hours)) = (days, hours) {
-                windows.push(Window {
-                    days,
-                    hours,
-                    rows_per_second: w.rows_per_second,
-                });
-            }
-        }
-        if problems.is_empty() {
-            Ok(Schedule { windows })
-        } else {
-            Err(problems)
-        }
-    }
-}
-
-const fn default_rows_per_second() -> u32 {
-    500
-}
-const fn default_burst() -> u32 {
-    1000
-}
-const fn default_max_concurrent_transactions() -> u32 {
-    1
-}
-const fn default_min_rows_per_second() -> u32 {
-    50
-}
-const fn default_target_commit_ms() -> u64 {
-    250
-}
-/// Halving: the classic AIMD back-off, quick to relieve a database in trouble.
-const fn default_decrease_factor() -> f64 {
-    0.5
-}
-const fn default_adjust_interval_ms() -> u64 {
-    1000
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ThrottleMode {
-    /// A token bucket at `rows_per_second` (or the matching schedule window's rate).
-    #[default]
-    Fixed,
-    /// AIMD between `min_rows_per_second` and that rate, from the database's signals.
-    Adaptive,
-}
-
 /// `[batch]`: how messages are grouped into transactions.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct BatchConfig {
-    #[serde(default = "default_max_rows")]
     pub max_rows: u32,
-    #[serde(default = "default_max_wait_ms")]
     pub max_wait_ms: u64,
     /// Receipts held in memory at once (received, not yet written). Receiving pauses at the cap,
     /// so memory stays bounded whatever the backlog.
-    #[serde(default = "default_max_in_flight_rows")]
     pub max_in_flight_rows: u32,
 }
 
 impl Default for BatchConfig {
     fn default() -> Self {
         Self {
-            max_rows: default_max_rows(),
-            max_wait_ms: default_max_wait_ms(),
-            max_in_flight_rows: default_max_in_flight_rows(),
+            max_rows: 500,
+            max_wait_ms: 250,
+            max_in_flight_rows: 10_000,
         }
     }
 }
 
-const fn default_max_rows() -> u32 {
-    500
-}
-const fn default_max_wait_ms() -> u64 {
-    250
-}
-const fn default_max_in_flight_rows() -> u32 {
-    10_000
-}
-
 /// `[server]`: `/metrics`, `/healthz`, `/readyz`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     /// Where to listen; `""` turns the endpoint off.
-    #[serde(default = "default_listen")]
     pub listen: String,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
-            listen: default_listen(),
+            listen: "127.0.0.1:9187".to_owned(),
         }
     }
-}
-
-fn default_listen() -> String {
-    "127.0.0.1:9187".to_owned()
 }
 
 impl ServerConfig {
@@ -332,12 +246,10 @@ impl ServerConfig {
 
 /// `[log]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
-    #[serde(default)]
     pub format: LogFormat,
     /// A `tracing` filter: `info`, or `sluice_agent=debug,info`.
-    #[serde(default = "default_level")]
     pub level: String,
 }
 
@@ -345,13 +257,9 @@ impl Default for LogConfig {
     fn default() -> Self {
         Self {
             format: LogFormat::default(),
-            level: default_level(),
+            level: "info".to_owned(),
         }
     }
-}
-
-fn default_level() -> String {
-    "info".to_owned()
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -364,24 +272,17 @@ pub enum LogFormat {
 
 /// `[shutdown]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ShutdownConfig {
     /// After SIGTERM: how long in-flight transactions may take before what is left is released
     /// back to the queue (visibility 0). Keep the unit's `TimeoutStopSec` above this.
-    #[serde(default = "default_grace_seconds")]
     pub grace_seconds: u32,
 }
 
 impl Default for ShutdownConfig {
     fn default() -> Self {
-        Self {
-            grace_seconds: default_grace_seconds(),
-        }
+        Self { grace_seconds: 30 }
     }
-}
-
-const fn default_grace_seconds() -> u32 {
-    30
 }
 
 /// Every problem found in a configuration, listed at once.
@@ -412,317 +313,7 @@ impl ConfigError {
     }
 }
 
-const SECTIONS: &[&str] = &[
-    "queue", "database", "throttle", "batch", "server", "log", "shutdown",
-];
-
 impl AgentConfig {
-    /// Loads `path` with the process environment as overrides, then validates.
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let vars: Vec<(String, String)> = std::env::vars().collect();
-        Self::load_with_env(path, vars)
-    }
-
-    /// Like [`AgentConfig::load`], with the environment given explicitly (tests).
-    pub fn load_with_env(
-        path: &Path,
-        env: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::one(format!("cannot read {}: {e}", path.display())))?;
-        Self::from_toml_with_env(&text, env)
-    }
-
-    /// Parses TOML text, applies environment overrides, validates.
-    pub fn from_toml_with_env(
-        text: &str,
-        env: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Self, ConfigError> {
-        let mut problems = Vec::new();
-
-        // Secrets never sit in the file: checked on the file alone, before the overrides.
-        let file_only = config::Config::builder()
-            .add_source(config::File::from_str(text, config::FileFormat::Toml))
-            .build()
-            .map_err(|e| ConfigError::one(format!("not valid TOML: {e}")))?;
-        if file_only.get_string("database.password").is_ok() {
-            problems.push(
-                "database.password: secrets must not be in the file; use database.password_file \
-                 or the SLUICE__DATABASE__PASSWORD environment variable"
-                    .to_owned(),
-            );
-        }
-
-        let env_map: config::Map<String, String> = env
-            .into_iter()
-            .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}{ENV_SEPARATOR}")))
-            .collect();
-        let origins = Origins::from_env(env_map.keys());
-        let layered = config::Config::builder()
-            .add_source(config::File::from_str(text, config::FileFormat::Toml))
-            .add_source(
-                config::Environment::with_prefix(ENV_PREFIX)
-                    .prefix_separator(ENV_SEPARATOR)
-                    .separator(ENV_SEPARATOR)
-                    .try_parsing(true)
-                    .source(Some(env_map)),
-            )
-            .build()
-            .map_err(|e| ConfigError::one(format!("cannot load configuration: {e}")))?;
-
-        // Each section is deserialized on its own so that one bad value does not hide the rest.
-        let root = layered
-            .clone()
-            .try_deserialize::<config::Map<String, config::Value>>()
-            .map_err(|e| ConfigError::one(format!("cannot load configuration: {e}")))?;
-        let mut unknown: Vec<&String> = root
-            .keys()
-            .filter(|k| !SECTIONS.contains(&k.as_str()))
-            .collect();
-        unknown.sort();
-        for k in unknown {
-            problems.push(format!(
-                "unknown section [{k}] (known: {})",
-                SECTIONS.join(", ")
-            ));
-        }
-
-        let mut sections = Sections {
-            cfg: &layered,
-            origins: &origins,
-            problems: &mut problems,
-        };
-        let queue = sections.required::<QueueConfig>("queue");
-        let database = sections.required::<DatabaseConfig>("database");
-        let throttle = sections.optional::<ThrottleConfig>("throttle");
-        let batch = sections.optional::<BatchConfig>("batch");
-        let server = sections.optional::<ServerConfig>("server");
-        let log = sections.optional::<LogConfig>("log");
-        let shutdown = sections.optional::<ShutdownConfig>("shutdown");
-
-        match (queue, database, throttle, batch, server, log, shutdown) {
-            (
-                Some(queue),
-                Some(database),
-                Some(throttle),
-                Some(batch),
-                Some(server),
-                Some(log),
-                Some(shutdown),
-            ) if problems.is_empty() => {
-                let cfg = AgentConfig {
-                    queue,
-                    database,
-                    throttle,
-                    batch,
-                    server,
-                    log,
-                    shutdown,
-                };
-                cfg.validate()?;
-                Ok(cfg)
-            }
-            (queue, database, throttle, batch, server, log, shutdown) => {
-                // Still check the sections that did parse, so the operator sees everything.
-                let partial = AgentConfig {
-                    queue: queue.unwrap_or_else(placeholder_queue),
-                    database: database.unwrap_or_else(placeholder_database),
-                    throttle: throttle.unwrap_or_default(),
-                    batch: batch.unwrap_or_default(),
-                    server: server.unwrap_or_default(),
-                    log: log.unwrap_or_default(),
-                    shutdown: shutdown.unwrap_or_default(),
-                };
-                if let Err(e) = partial.validate() {
-                    problems.extend(e.problems);
-                }
-                problems.dedup();
-                Err(ConfigError { problems })
-            }
-        }
-    }
-
-    /// Semantic checks across keys. Lists every problem.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let mut p = Vec::new();
-        let q = &self.queue;
-        check_url(&mut p, "queue.url", &q.url, true);
-        if let Some(dlq) = &q.dead_letter_url {
-            check_url(&mut p, "queue.dead_letter_url", dlq, true);
-            if dlq == &q.url {
-                p.push("queue.dead_letter_url: must differ from queue.url".to_owned());
-            }
-        }
-        if let Some(ep) = &q.endpoint {
-            check_url(&mut p, "queue.endpoint", ep, true);
-        }
-        if let Some(r) = &q.region {
-            if r.is_empty() || !r.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-                p.push(format!("queue.region: {r:?} is not an AWS region name"));
-            }
-        }
-        if !(1..=64).contains(&q.pollers) {
-            p.push(format!(
-                "queue.pollers: {} is out of range 1..=64",
-                q.pollers
-            ));
-        }
-        if q.wait_seconds > 20 {
-            p.push(format!(
-                "queue.wait_seconds: {} is over SQS's maximum long poll of 20",
-                q.wait_seconds
-            ));
-        }
-        // Below 10 s the heartbeat (every half timeout) would chase its own tail; SQS's
-        // maximum is 12 hours.
-        if !(10..=43_200).contains(&q.visibility_timeout_seconds) {
-            p.push(format!(
-                "queue.visibility_timeout_seconds: {} is out of range 10..=43200",
-                q.visibility_timeout_seconds
-            ));
-        }
-
-        let d = &self.database;
-        if !(d.url.starts_with("postgres://") || d.url.starts_with("postgresql://")) {
-            p.push(format!(
-                "database.url: {:?} must start with postgres:// or postgresql://",
-                redact_url(&d.url)
-            ));
-        }
-        if d.password_file.is_some() && d.password.is_some() {
-            p.push(
-                "database.password_file and SLUICE__DATABASE__PASSWORD are both set; keep one"
-                    .to_owned(),
-            );
-        }
-        if let Some(pf) = &d.password_file {
-            if let Err(e) = std::fs::metadata(pf) {
-                p.push(format!(
-                    "database.password_file: cannot read {}: {e}",
-                    pf.display()
-                ));
-            }
-        }
-        if !valid_identifier(&d.schema) {
-            p.push(format!(
-                "database.schema: {:?} must be 1-63 of [a-z0-9_], not starting with a digit",
-                d.schema
-            ));
-        }
-        if !(1..=100).contains(&d.max_connections) {
-            p.push(format!(
-                "database.max_connections: {} is out of range 1..=100",
-                d.max_connections
-            ));
-        }
-        if !(1..=300).contains(&d.connect_timeout_seconds) {
-            p.push(format!(
-                "database.connect_timeout_seconds: {} is out of range 1..=300",
-                d.connect_timeout_seconds
-            ));
-        }
-
-        let t = &self.throttle;
-        if t.rows_per_second == 0 {
-            p.push("throttle.rows_per_second: must be at least 1".to_owned());
-        }
-        if t.burst < self.batch.max_rows {
-            p.push(format!(
-                "throttle.burst: {} is below batch.max_rows ({}); a full batch could never pass",
-                t.burst, self.batch.max_rows
-            ));
-        }
-        if t.max_concurrent_transactions == 0 {
-            p.push("throttle.max_concurrent_transactions: must be at least 1".to_owned());
-        } else if t.max_concurrent_transactions > d.max_connections {
-            p.push(format!(
-                "throttle.max_concurrent_transactions: {} is above database.max_connections ({})",
-                t.max_concurrent_transactions, d.max_connections
-            ));
-        }
-
-        if let Err(problems) = t.parsed_schedule() {
-            p.extend(problems);
-        }
-        if t.min_rows_per_second == 0 {
-            p.push("throttle.min_rows_per_second: must be at least 1".to_owned());
-        } else if t.mode == ThrottleMode::Adaptive && t.min_rows_per_second > t.rows_per_second {
-            p.push(format!(
-                "throttle.min_rows_per_second: {} is above throttle.rows_per_second ({}), the ceiling",
-                t.min_rows_per_second, t.rows_per_second
-            ));
-        }
-        if !(1..=600_000).contains(&t.target_commit_ms) {
-            p.push(format!(
-                "throttle.target_commit_ms: {} is out of range 1..=600000",
-                t.target_commit_ms
-            ));
-        }
-        if t.max_active_backends == Some(0) {
-            p.push("throttle.max_active_backends: must be at least 1 (or unset)".to_owned());
-        }
-        if t.increase_rows_per_second == Some(0) {
-            p.push("throttle.increase_rows_per_second: must be at least 1 (or unset)".to_owned());
-        }
-        if !(t.decrease_factor > 0.0 && t.decrease_factor < 1.0) {
-            p.push(format!(
-                "throttle.decrease_factor: {} must be above 0 and below 1",
-                t.decrease_factor
-            ));
-        }
-        if !(100..=60_000).contains(&t.adjust_interval_ms) {
-            p.push(format!(
-                "throttle.adjust_interval_ms: {} is out of range 100..=60000",
-                t.adjust_interval_ms
-            ));
-        }
-
-        let b = &self.batch;
-        if !(1..=50_000).contains(&b.max_rows) {
-            p.push(format!(
-                "batch.max_rows: {} is out of range 1..=50000",
-                b.max_rows
-            ));
-        }
-        if b.max_wait_ms > 60_000 {
-            p.push(format!(
-                "batch.max_wait_ms: {} is over 60000 (one minute)",
-                b.max_wait_ms
-            ));
-        }
-        if b.max_in_flight_rows < b.max_rows {
-            p.push(format!(
-                "batch.max_in_flight_rows: {} is below batch.max_rows ({})",
-                b.max_in_flight_rows, b.max_rows
-            ));
-        }
-
-        if !self.server.listen.is_empty() && self.server.listen.parse::<SocketAddr>().is_err() {
-            p.push(format!(
-                "server.listen: {:?} is not an address like 127.0.0.1:9187 (\"\" turns it off)",
-                self.server.listen
-            ));
-        }
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
-            p.push(format!(
-                "log.level: {:?} is not a valid filter: {e}",
-                self.log.level
-            ));
-        }
-        if !(1..=3600).contains(&self.shutdown.grace_seconds) {
-            p.push(format!(
-                "shutdown.grace_seconds: {} is out of range 1..=3600",
-                self.shutdown.grace_seconds
-            ));
-        }
-
-        if p.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigError { problems: p })
-        }
-    }
-
     /// The effective configuration as TOML-like JSON with secrets removed, for the startup log
     /// line and `check-config`.
     pub fn redacted(&self) -> serde_json::Value {
@@ -731,129 +322,6 @@ impl AgentConfig {
             *url = serde_json::Value::String(redact_url(&self.database.url));
         }
         v
-    }
-}
-
-/// Which keys the environment set, to say so next to a bad value.
-struct Origins(Vec<(String, String)>);
-
-impl Origins {
-    /// `SLUICE__BATCH__MAX_ROWS` → (`batch.max_rows`, the variable's name).
-    fn from_env<'a>(vars: impl Iterator<Item = &'a String>) -> Self {
-        let prefix = format!("{ENV_PREFIX}{ENV_SEPARATOR}");
-        Self(
-            vars.filter_map(|v| {
-                let path = v
-                    .strip_prefix(&prefix)?
-                    .to_ascii_lowercase()
-                    .replace(ENV_SEPARATOR, ".");
-                Some((path, v.clone()))
-            })
-            .collect(),
-        )
-    }
-
-    fn note(&self, path: &str) -> String {
-        match self.0.iter().find(|(p, _)| p == path) {
-            Some((_, var)) => format!(" (set by the environment variable {var})"),
-            None => String::new(),
-        }
-    }
-}
-
-/// Deserializes sections one by one, each error naming its full key (`queue.pollers`).
-struct Sections<'a> {
-    cfg: &'a config::Config,
-    origins: &'a Origins,
-    problems: &'a mut Vec<String>,
-}
-
-impl Sections<'_> {
-    /// `Ok(None)`: the section is absent.
-    fn get<T: serde::de::DeserializeOwned>(&mut self, key: &str) -> Result<Option<T>, ()> {
-        // Through serde_json::Value so that serde_path_to_error can name the field: the
-        // `config` crate's own errors only name the section.
-        let value = match self.cfg.get::<serde_json::Value>(key) {
-            Ok(v) => v,
-            Err(config::ConfigError::NotFound(_)) => return Ok(None),
-            Err(e) => {
-                self.problems.push(format!("[{key}]: {e}"));
-                return Err(());
-            }
-        };
-        if !value.is_object() {
-            self.problems.push(format!(
-                "{key}: must be a table ([{key}]), not a single value"
-            ));
-            return Err(());
-        }
-        serde_path_to_error::deserialize::<_, T>(value)
-            .map(Some)
-            .map_err(|e| {
-                let field = e.path().to_string();
-                let path = if field == "." {
-                    key.to_owned()
-                } else {
-                    format!("{key}.{field}")
-                };
-                let note = self.origins.note(&path);
-                self.problems.push(format!("{path}: {}{note}", e.inner()));
-            })
-    }
-
-    fn required<T: serde::de::DeserializeOwned>(&mut self, key: &str) -> Option<T> {
-        match self.get(key) {
-            Ok(Some(v)) => Some(v),
-            Ok(None) => {
-                self.problems.push(format!("missing section [{key}]"));
-                None
-            }
-            Err(()) => None,
-        }
-    }
-
-    fn optional<T: serde::de::DeserializeOwned + Default>(&mut self, key: &str) -> Option<T> {
-        match self.get(key) {
-            Ok(v) => Some(v.unwrap_or_default()),
-            Err(()) => None,
-        }
-    }
-}
-
-fn placeholder_queue() -> QueueConfig {
-    QueueConfig {
-        url: "https://placeholder.invalid/q".to_owned(),
-        dead_letter_url: None,
-        region: None,
-        endpoint: None,
-        pollers: default_pollers(),
-        wait_seconds: default_wait_seconds(),
-        visibility_timeout_seconds: default_visibility_timeout_seconds(),
-    }
-}
-
-fn placeholder_database() -> DatabaseConfig {
-    DatabaseConfig {
-        url: "postgres://placeholder".to_owned(),
-        password_file: None,
-        password: None,
-        schema: default_schema(),
-        max_connections: 100,
-        connect_timeout_seconds: default_connect_timeout_seconds(),
-        migrate_on_start: true,
-    }
-}
-
-fn check_url(p: &mut Vec<String>, key: &str, value: &str, http: bool) {
-    let ok = if http {
-        (value.starts_with("https://") || value.starts_with("http://"))
-            && value.len() > "https://".len()
-            && !value.contains(char::is_whitespace)
-    } else {
-        !value.is_empty()
-    };
-    if !ok {
-        p.push(format!("{key}: {value:?} is not an http(s) URL"));
     }
 }
 
@@ -884,330 +352,5 @@ pub fn redact_url(url: &str) -> String {
             &rest[at..]
         ),
         None => url.to_owned(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const MINIMAL: &str = r#"
-[queue]
-url = "http://127.0.0.1:5000/123456789012/q"
-[database]
-url = "postgres://postgres@127.0.0.1:5432/db"
-"#;
-
-    fn load(text: &str, env: &[(&str, &str)]) -> Result<AgentConfig, ConfigError> {
-        AgentConfig::from_toml_with_env(
-            text,
-            env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
-        )
-    }
-
-    #[test]
-    fn minimal_file_gets_documented_defaults() {
-        let c = load(MINIMAL, &[]).expect("valid");
-        assert_eq!(c.queue.pollers, 2);
-        assert_eq!(c.queue.wait_seconds, 20);
-        assert_eq!(c.throttle.rows_per_second, 500);
-        assert_eq!(c.throttle.burst, 1000);
-        assert_eq!(c.batch.max_rows, 500);
-        assert_eq!(c.database.schema, "sluice");
-        assert_eq!(c.server.listen, "127.0.0.1:9187");
-    }
-
-    #[test]
-    fn environment_overrides_a_key_from_the_file() {
-        let c = load(MINIMAL, &[("SLUICE__THROTTLE__ROWS_PER_SECOND", "800")]).expect("valid");
-        assert_eq!(c.throttle.rows_per_second, 800);
-    }
-
-    #[test]
-    fn environment_supplies_the_password() {
-        let c = load(MINIMAL, &[("SLUICE__DATABASE__PASSWORD", "s3cret")]).expect("valid");
-        assert_eq!(c.database.password.as_deref(), Some("s3cret"));
-        assert!(!c.redacted().to_string().contains("s3cret"));
-    }
-
-    #[test]
-    fn unrelated_environment_variables_are_ignored() {
-        let c = load(MINIMAL, &[("SLUICE_QUEUE_URL", "x"), ("PATH", "/bin")]).expect("valid");
-        assert_eq!(c.queue.url, "http://127.0.0.1:5000/123456789012/q");
-    }
-
-    #[test]
-    fn every_problem_is_listed_at_once() {
-        let text = r#"
-[queue]
-url = "not a url"
-wait_seconds = 30
-[database]
-url = "mysql://x"
-schema = "Bad-Schema"
-[throttle]
-rows_per_second = 0
-burst = 10
-[batch]
-max_rows = 500
-"#;
-        let err = load(text, &[]).expect_err("invalid");
-        let all = err.to_string();
-        for needle in [
-            "queue.url",
-            "queue.wait_seconds",
-            "database.url",
-            "database.schema",
-            "throttle.rows_per_second",
-            "throttle.burst",
-        ] {
-            assert!(all.contains(needle), "missing {needle} in:\n{all}");
-        }
-        assert_eq!(err.problems.len(), 6, "{all}");
-    }
-
-    #[test]
-    fn a_type_error_in_one_section_does_not_hide_problems_in_another() {
-        let text = r#"
-[queue]
-url = "http://127.0.0.1:5000/q"
-pollers = "many"
-[database]
-url = "postgres://x@h/db"
-schema = "1bad"
-"#;
-        let err = load(text, &[]).expect_err("invalid");
-        let all = err.to_string();
-        assert!(
-            all.contains(r#"queue.pollers: invalid type: string "many", expected u16"#),
-            "{all}"
-        );
-        assert!(all.contains("database.schema"), "{all}");
-    }
-
-    #[test]
-    fn unknown_keys_and_sections_are_rejected() {
-        let text = format!("{MINIMAL}\n[throttle]\nrate = 5\n[extra]\na = 1\n");
-        let err = load(&text, &[]).expect_err("invalid");
-        let all = err.to_string();
-        assert!(all.contains("unknown field `rate`"), "{all}");
-        assert!(all.contains("unknown section [extra]"), "{all}");
-    }
-
-    #[test]
-    fn password_in_the_file_is_refused() {
-        let text = MINIMAL.replace("[database]", "[database]\npassword = \"hunter2\"");
-        let err = load(&text, &[]).expect_err("invalid");
-        assert!(err.to_string().contains("secrets must not be in the file"));
-    }
-
-    #[test]
-    fn missing_sections_are_named() {
-        let err = load("[log]\nlevel = \"info\"\n", &[]).expect_err("invalid");
-        let all = err.to_string();
-        assert!(all.contains("missing section [queue]"), "{all}");
-        assert!(all.contains("missing section [database]"), "{all}");
-    }
-
-    #[test]
-    fn bad_environment_value_is_reported_with_its_key() {
-        let err = load(MINIMAL, &[("SLUICE__BATCH__MAX_ROWS", "lots")]).expect_err("invalid");
-        assert_eq!(
-            err.problems,
-            vec![
-                "batch.max_rows: invalid type: string \"lots\", expected u32 \
-                 (set by the environment variable SLUICE__BATCH__MAX_ROWS)"
-                    .to_owned()
-            ]
-        );
-    }
-
-    #[test]
-    fn adaptive_mode_is_accepted_with_documented_defaults() {
-        let text = format!("{MINIMAL}\n[throttle]\nmode = \"adaptive\"\n");
-        let c = load(&text, &[]).expect("valid");
-        assert_eq!(c.throttle.mode, ThrottleMode::Adaptive);
-        assert_eq!(c.throttle.min_rows_per_second, 50);
-        assert_eq!(c.throttle.target_commit_ms, 250);
-        assert_eq!(c.throttle.max_active_backends, None);
-        assert_eq!(c.throttle.increase_rows_per_second, None);
-        assert_eq!(c.throttle.decrease_factor, 0.5);
-        assert_eq!(c.throttle.adjust_interval_ms, 1000);
-    }
-
-    #[test]
-    fn unknown_throttle_mode_is_refused_naming_the_choices() {
-        let text = format!("{MINIMAL}\n[throttle]\nmode = \"turbo\"\n");
-        let err = load(&text, &[]).expect_err("invalid");
-        assert!(
-            err.to_string()
-                .contains("throttle.mode: unknown variant `turbo`, expected `fixed` or `adaptive`"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn bad_adaptive_keys_are_each_reported() {
-        let text = format!(
-            "{MINIMAL}\n[throttle]\nmode = \"adaptive\"\nrows_per_second = 100\nmin_rows_per_second = 200\n\
-             target_commit_ms = 0\nmax_active_backends = 0\nincrease_rows_per_second = 0\n\
-             decrease_factor = 1.5\nadjust_interval_ms = 10\nburst = 500\n"
-        );
-        let err = load(&text, &[]).expect_err("invalid");
-        assert_eq!(
-            err.problems,
-            vec![
-                "throttle.min_rows_per_second: 200 is above throttle.rows_per_second (100), the ceiling",
-                "throttle.target_commit_ms: 0 is out of range 1..=600000",
-                "throttle.max_active_backends: must be at least 1 (or unset)",
-                "throttle.increase_rows_per_second: must be at least 1 (or unset)",
-                "throttle.decrease_factor: 1.5 must be above 0 and below 1",
-                "throttle.adjust_interval_ms: 10 is out of range 100..=60000",
-            ]
-        );
-    }
-
-    #[test]
-    fn schedule_windows_are_read_in_order() {
-        let text = format!(
-            "{MINIMAL}\n[[throttle.schedule]]\ndays = \"Mon-Fri\"\nhours = \"08:00-18:00\"\nrows_per_second = 150\n\
-             [[throttle.schedule]]\ndays = \"Sat,Sun\"\nrows_per_second = 2000\n\
-             [[throttle.schedule]]\nhours = \"22:00-06:00\"\nrows_per_second = 1500\n"
-        );
-        let c = load(&text, &[]).expect("valid");
-        assert_eq!(c.throttle.schedule.len(), 3);
-        assert_eq!(c.throttle.schedule[1].days.as_deref(), Some("Sat,Sun"));
-        assert_eq!(c.throttle.schedule[1].hours, None);
-        let s = c.throttle.parsed_schedule().expect("valid");
-        use crate::throttle::schedule::{LocalTime, Weekday};
-        let rate = |at| s.window_at(at).map(|(_, w)| w.rows_per_second);
-        assert_eq!(rate(LocalTime::at(Weekday::Tue, 9, 0)), Some(150));
-        assert_eq!(rate(LocalTime::at(Weekday::Sun, 9, 0)), Some(2000));
-        assert_eq!(rate(LocalTime::at(Weekday::Wed, 3, 0)), Some(1500));
-        assert_eq!(rate(LocalTime::at(Weekday::Wed, 20, 0)), None);
-    }
-
-    fn schedule_problems(window: &str) -> Vec<String> {
-        let text = format!("{MINIMAL}\n[[throttle.schedule]]\n{window}\n");
-        load(&text, &[]).expect_err("invalid").problems
-    }
-
-    #[test]
-    fn an_unknown_day_in_a_schedule_is_named() {
-        assert_eq!(
-            schedule_problems("days = \"Mon-Fry\"\nrows_per_second = 10"),
-            vec![
-                "throttle.schedule[0].days: \"Fry\" is not a day (use Mon, Tue, Wed, Thu, Fri, Sat, Sun, \
-                 ranges like \"Mon-Fri\" and lists like \"Sat,Sun\")"
-            ]
-        );
-    }
-
-    #[test]
-    fn an_empty_day_list_in_a_schedule_is_refused() {
-        assert_eq!(
-            schedule_problems("days = \"\"\nrows_per_second = 10"),
-            vec!["throttle.schedule[0].days: no days given (e.g. \"Mon-Fri\" or \"Sat,Sun\")"]
-        );
-    }
-
-    #[test]
-    fn an_hour_range_without_a_dash_is_refused() {
-        assert_eq!(
-            schedule_problems("hours = \"08:00\"\nrows_per_second = 10"),
-            vec!["throttle.schedule[0].hours: \"08:00\" is not a time range like \"08:00-18:00\""]
-        );
-    }
-
-    #[test]
-    fn an_impossible_time_in_a_schedule_is_refused() {
-        assert_eq!(
-            schedule_problems("hours = \"08:00-25:30\"\nrows_per_second = 10"),
-            vec![
-                "throttle.schedule[0].hours: \"25:30\" is not a time between 00:00 and 24:00 (HH:MM)"
-            ]
-        );
-    }
-
-    #[test]
-    fn an_empty_hour_range_in_a_schedule_is_refused() {
-        assert_eq!(
-            schedule_problems("hours = \"09:00-09:00\"\nrows_per_second = 10"),
-            vec![
-                "throttle.schedule[0].hours: \"09:00-09:00\" is empty: it starts and ends at the \
-                 same time (\"00:00-24:00\" is the whole day)"
-            ]
-        );
-    }
-
-    #[test]
-    fn a_zero_rate_in_a_schedule_is_refused() {
-        assert_eq!(
-            schedule_problems("days = \"Sat\"\nrows_per_second = 0"),
-            vec!["throttle.schedule[0].rows_per_second: must be at least 1"]
-        );
-    }
-
-    #[test]
-    fn a_schedule_window_without_a_rate_or_with_an_unknown_key_is_refused() {
-        let missing = schedule_problems("days = \"Sat\"");
-        assert_eq!(missing.len(), 1, "{missing:?}");
-        assert!(
-            missing[0].contains("missing field `rows_per_second`"),
-            "{missing:?}"
-        );
-        let unknown = schedule_problems("day = \"Sat\"\nrows_per_second = 5");
-        assert!(
-            unknown[0].contains("throttle.schedule[0].day")
-                && unknown[0].contains("unknown field `day`"),
-            "{unknown:?}"
-        );
-    }
-
-    #[test]
-    fn every_bad_window_is_reported_at_once() {
-        let text = format!(
-            "{MINIMAL}\n[[throttle.schedule]]\ndays = \"Mo-Fr\"\nhours = \"8-18\"\nrows_per_second = 10\n\
-             [[throttle.schedule]]\ndays = \"Sun\"\nrows_per_second = 0\n"
-        );
-        let err = load(&text, &[]).expect_err("invalid");
-        assert_eq!(err.problems.len(), 3, "{err}");
-        assert!(
-            err.problems[0].starts_with("throttle.schedule[0].days: \"Mo\""),
-            "{err}"
-        );
-        assert!(
-            err.problems[1].starts_with("throttle.schedule[0].hours: \"8\""),
-            "{err}"
-        );
-        assert!(
-            err.problems[2].starts_with("throttle.schedule[1].rows_per_second"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn concurrent_transactions_cannot_exceed_the_pool() {
-        let text = format!("{MINIMAL}\n[throttle]\nmax_concurrent_transactions = 3\n");
-        let err = load(&text, &[]).expect_err("invalid");
-        assert!(err.to_string().contains("max_concurrent_transactions"));
-    }
-
-    #[test]
-    fn bad_listen_address_and_log_filter_are_reported() {
-        let text = format!("{MINIMAL}\n[server]\nlisten = \"nowhere\"\n[log]\nlevel = \"[[\"\n");
-        let err = load(&text, &[]).expect_err("invalid");
-        let all = err.to_string();
-        assert!(all.contains("server.listen"), "{all}");
-        assert!(all.contains("log.level"), "{all}");
-    }
-
-    #[test]
-    fn passwords_are_redacted_from_urls() {
-        assert_eq!(
-            redact_url("postgres://u:pw@h:5432/db"),
-            "postgres://u:***@h:5432/db"
-        );
-        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
     }
 }

@@ -1,0 +1,332 @@
+//! Validation: one `check` per section, then the checks that compare sections. Each problem
+//! names its full key, and all of them are listed at once.
+//!
+//! The loader checks whatever parsed: a section that did not parse is `None` here, its
+//! problem already listed, and the checks across sections that need it are skipped.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::RangeInclusive;
+
+use super::{
+    redact_url, valid_identifier, AgentConfig, BatchConfig, ConfigError, DatabaseConfig, LogConfig,
+    QueueConfig, ServerConfig, ShutdownConfig, ThrottleConfig, ThrottleMode,
+};
+use crate::throttle::schedule::{Days, Hours, Schedule, Window};
+
+/// The sections to check; `None` for one that did not parse.
+pub(super) struct Parsed<'a> {
+    pub queue: Option<&'a QueueConfig>,
+    pub database: Option<&'a DatabaseConfig>,
+    pub throttle: Option<&'a ThrottleConfig>,
+    pub batch: Option<&'a BatchConfig>,
+    pub server: Option<&'a ServerConfig>,
+    pub log: Option<&'a LogConfig>,
+    pub shutdown: Option<&'a ShutdownConfig>,
+}
+
+impl Parsed<'_> {
+    /// Every problem, in section order.
+    pub(super) fn check(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if let Some(q) = self.queue {
+            q.check(&mut p);
+        }
+        if let Some(d) = self.database {
+            d.check(&mut p);
+        }
+        if let Some(t) = self.throttle {
+            t.check(&mut p);
+            // Across sections, listed with the throttle keys they name.
+            if let Some(b) = self.batch {
+                burst_holds_a_batch(t, b, &mut p);
+            }
+            if let Some(d) = self.database {
+                transactions_fit_the_pool(t, d, &mut p);
+            }
+        }
+        if let Some(b) = self.batch {
+            b.check(&mut p);
+        }
+        if let Some(s) = self.server {
+            s.check(&mut p);
+        }
+        if let Some(l) = self.log {
+            l.check(&mut p);
+        }
+        if let Some(s) = self.shutdown {
+            s.check(&mut p);
+        }
+        p
+    }
+}
+
+impl AgentConfig {
+    /// Semantic checks, within and across sections. Lists every problem.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let problems = Parsed {
+            queue: Some(&self.queue),
+            database: Some(&self.database),
+            throttle: Some(&self.throttle),
+            batch: Some(&self.batch),
+            server: Some(&self.server),
+            log: Some(&self.log),
+            shutdown: Some(&self.shutdown),
+        }
+        .check();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError { problems })
+        }
+    }
+}
+
+impl QueueConfig {
+    fn check(&self, p: &mut Vec<String>) {
+        check_http_url(p, "queue.url", &self.url);
+        if let Some(dlq) = &self.dead_letter_url {
+            check_http_url(p, "queue.dead_letter_url", dlq);
+            if dlq == &self.url {
+                p.push("queue.dead_letter_url: must differ from queue.url".to_owned());
+            }
+        }
+        if let Some(ep) = &self.endpoint {
+            check_http_url(p, "queue.endpoint", ep);
+        }
+        if let Some(r) = &self.region {
+            if r.is_empty() || !r.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+                p.push(format!("queue.region: {r:?} is not an AWS region name"));
+            }
+        }
+        check_range(p, "queue.pollers", self.pollers, 1..=64);
+        if self.wait_seconds > 20 {
+            p.push(format!(
+                "queue.wait_seconds: {} is over SQS's maximum long poll of 20",
+                self.wait_seconds
+            ));
+        }
+        // Below 10 s the heartbeat (every half timeout) would chase its own tail; SQS's
+        // maximum is 12 hours.
+        check_range(
+            p,
+            "queue.visibility_timeout_seconds",
+            self.visibility_timeout_seconds,
+            10..=43_200,
+        );
+    }
+}
+
+impl DatabaseConfig {
+    fn check(&self, p: &mut Vec<String>) {
+        if !(self.url.starts_with("postgres://") || self.url.starts_with("postgresql://")) {
+            p.push(format!(
+                "database.url: {:?} must start with postgres:// or postgresql://",
+                redact_url(&self.url)
+            ));
+        }
+        if self.password_file.is_some() && self.password.is_some() {
+            p.push(
+                "database.password_file and SLUICE__DATABASE__PASSWORD are both set; keep one"
+                    .to_owned(),
+            );
+        }
+        if let Some(pf) = &self.password_file {
+            if let Err(e) = std::fs::metadata(pf) {
+                p.push(format!(
+                    "database.password_file: cannot read {}: {e}",
+                    pf.display()
+                ));
+            }
+        }
+        if !valid_identifier(&self.schema) {
+            p.push(format!(
+                "database.schema: {:?} must be 1-63 of [a-z0-9_], not starting with a digit",
+                self.schema
+            ));
+        }
+        check_range(p, "database.max_connections", self.max_connections, 1..=100);
+        check_range(
+            p,
+            "database.connect_timeout_seconds",
+            self.connect_timeout_seconds,
+            1..=300,
+        );
+    }
+}
+
+impl ThrottleConfig {
+    fn check(&self, p: &mut Vec<String>) {
+        if self.rows_per_second == 0 {
+            p.push("throttle.rows_per_second: must be at least 1".to_owned());
+        }
+        if self.max_concurrent_transactions == 0 {
+            p.push("throttle.max_concurrent_transactions: must be at least 1".to_owned());
+        }
+        if let Err(problems) = self.parsed_schedule() {
+            p.extend(problems);
+        }
+        if self.min_rows_per_second == 0 {
+            p.push("throttle.min_rows_per_second: must be at least 1".to_owned());
+        } else if self.mode == ThrottleMode::Adaptive
+            && self.min_rows_per_second > self.rows_per_second
+        {
+            p.push(format!(
+                "throttle.min_rows_per_second: {} is above throttle.rows_per_second ({}), the ceiling",
+                self.min_rows_per_second, self.rows_per_second
+            ));
+        }
+        check_range(
+            p,
+            "throttle.target_commit_ms",
+            self.target_commit_ms,
+            1..=600_000,
+        );
+        if self.max_active_backends == Some(0) {
+            p.push("throttle.max_active_backends: must be at least 1 (or unset)".to_owned());
+        }
+        if self.increase_rows_per_second == Some(0) {
+            p.push("throttle.increase_rows_per_second: must be at least 1 (or unset)".to_owned());
+        }
+        if !(self.decrease_factor > 0.0 && self.decrease_factor < 1.0) {
+            p.push(format!(
+                "throttle.decrease_factor: {} must be above 0 and below 1",
+                self.decrease_factor
+            ));
+        }
+        check_range(
+            p,
+            "throttle.adjust_interval_ms",
+            self.adjust_interval_ms,
+            100..=60_000,
+        );
+    }
+
+    /// The schedule, parsed; or every problem, each with its key.
+    pub fn parsed_schedule(&self) -> Result<Schedule, Vec<String>> {
+        let mut problems = Vec::new();
+        let mut windows = Vec::new();
+        for (i, w) in self.schedule.iter().enumerate() {
+            let key = format!("throttle.schedule[{i}]");
+            let days = match w.days.as_deref().map(Days::parse) {
+                None => Some(Days::ALL),
+                Some(Ok(d)) => Some(d),
+                Some(Err(e)) => {
+                    problems.push(format!("{key}.days: {e}"));
+                    None
+                }
+            };
+            let hours = match w.hours.as_deref().map(Hours::parse) {
+                None => Some(Hours::ALL_DAY),
+                Some(Ok(h)) => Some(h),
+                Some(Err(e)) => {
+                    problems.push(format!("{key}.hours: {e}"));
+                    None
+                }
+            };
+            if w.rows_per_second == 0 {
+                problems.push(format!("{key}.rows_per_second: must be at least 1"));
+            }
+            if let (Some(days), Some(hours)) = (days, hours) {
+                windows.push(Window {
+                    days,
+                    hours,
+                    rows_per_second: w.rows_per_second,
+                });
+            }
+        }
+        if problems.is_empty() {
+            Ok(Schedule { windows })
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+/// A full batch must fit in the bucket, or it could never pass.
+fn burst_holds_a_batch(t: &ThrottleConfig, b: &BatchConfig, p: &mut Vec<String>) {
+    if t.burst < b.max_rows {
+        p.push(format!(
+            "throttle.burst: {} is below batch.max_rows ({}); a full batch could never pass",
+            t.burst, b.max_rows
+        ));
+    }
+}
+
+/// Each transaction in flight holds a pool connection. Zero is the throttle's own problem.
+fn transactions_fit_the_pool(t: &ThrottleConfig, d: &DatabaseConfig, p: &mut Vec<String>) {
+    if t.max_concurrent_transactions > d.max_connections && t.max_concurrent_transactions != 0 {
+        p.push(format!(
+            "throttle.max_concurrent_transactions: {} is above database.max_connections ({})",
+            t.max_concurrent_transactions, d.max_connections
+        ));
+    }
+}
+
+impl BatchConfig {
+    fn check(&self, p: &mut Vec<String>) {
+        check_range(p, "batch.max_rows", self.max_rows, 1..=50_000);
+        if self.max_wait_ms > 60_000 {
+            p.push(format!(
+                "batch.max_wait_ms: {} is over 60000 (one minute)",
+                self.max_wait_ms
+            ));
+        }
+        if self.max_in_flight_rows < self.max_rows {
+            p.push(format!(
+                "batch.max_in_flight_rows: {} is below batch.max_rows ({})",
+                self.max_in_flight_rows, self.max_rows
+            ));
+        }
+    }
+}
+
+impl ServerConfig {
+    fn check(&self, p: &mut Vec<String>) {
+        if !self.listen.is_empty() && self.listen.parse::<SocketAddr>().is_err() {
+            p.push(format!(
+                "server.listen: {:?} is not an address like 127.0.0.1:9187 (\"\" turns it off)",
+                self.listen
+            ));
+        }
+    }
+}
+
+impl LogConfig {
+    fn check(&self, p: &mut Vec<String>) {
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.level) {
+            p.push(format!(
+                "log.level: {:?} is not a valid filter: {e}",
+                self.level
+            ));
+        }
+    }
+}
+
+impl ShutdownConfig {
+    fn check(&self, p: &mut Vec<String>) {
+        check_range(p, "shutdown.grace_seconds", self.grace_seconds, 1..=3600);
+    }
+}
+
+/// `value` must be within `range`.
+fn check_range<T: PartialOrd + fmt::Display + fmt::Debug>(
+    p: &mut Vec<String>,
+    key: &str,
+    value: T,
+    range: RangeInclusive<T>,
+) {
+    if !range.contains(&value) {
+        p.push(format!("{key}: {value} is out of range {range:?}"));
+    }
+}
+
+/// `value` must be an http(s) URL.
+fn check_http_url(p: &mut Vec<String>, key: &str, value: &str) {
+    let ok = (value.starts_with("https://") || value.starts_with("http://"))
+        && value.len() > "https://".len()
+        && !value.contains(char::is_whitespace);
+    if !ok {
+        p.push(format!("{key}: {value:?} is not an http(s) URL"));
+    }
+}

@@ -1,0 +1,339 @@
+//! Unit tests of loading and validating `agent.toml`: defaults, environment overrides,
+//! secrets, and the problems listed with their full keys.
+
+use super::*;
+
+const MINIMAL: &str = r#"
+[queue]
+url = "http://127.0.0.1:5000/123456789012/q"
+[database]
+url = "postgres://postgres@127.0.0.1:5432/db"
+"#;
+
+fn load(text: &str, env: &[(&str, &str)]) -> Result<AgentConfig, ConfigError> {
+    AgentConfig::from_toml_with_env(
+        text,
+        env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    )
+}
+
+#[test]
+fn minimal_file_gets_documented_defaults() {
+    let c = load(MINIMAL, &[]).expect("valid");
+    assert_eq!(c.queue.pollers, 2);
+    assert_eq!(c.queue.wait_seconds, 20);
+    assert_eq!(c.throttle.rows_per_second, 500);
+    assert_eq!(c.throttle.burst, 1000);
+    assert_eq!(c.batch.max_rows, 500);
+    assert_eq!(c.database.schema, "sluice");
+    assert_eq!(c.server.listen, "127.0.0.1:9187");
+}
+
+#[test]
+fn environment_overrides_a_key_from_the_file() {
+    let c = load(MINIMAL, &[("SLUICE__THROTTLE__ROWS_PER_SECOND", "800")]).expect("valid");
+    assert_eq!(c.throttle.rows_per_second, 800);
+}
+
+#[test]
+fn environment_supplies_the_password() {
+    let c = load(MINIMAL, &[("SLUICE__DATABASE__PASSWORD", "s3cret")]).expect("valid");
+    assert_eq!(c.database.password.as_deref(), Some("s3cret"));
+    assert!(!c.redacted().to_string().contains("s3cret"));
+}
+
+#[test]
+fn unrelated_environment_variables_are_ignored() {
+    let c = load(MINIMAL, &[("SLUICE_QUEUE_URL", "x"), ("PATH", "/bin")]).expect("valid");
+    assert_eq!(c.queue.url, "http://127.0.0.1:5000/123456789012/q");
+}
+
+#[test]
+fn every_problem_is_listed_at_once() {
+    let text = r#"
+[queue]
+url = "not a url"
+wait_seconds = 30
+[database]
+url = "mysql://x"
+schema = "Bad-Schema"
+[throttle]
+rows_per_second = 0
+burst = 10
+[batch]
+max_rows = 500
+"#;
+    let err = load(text, &[]).expect_err("invalid");
+    let all = err.to_string();
+    for needle in [
+        "queue.url",
+        "queue.wait_seconds",
+        "database.url",
+        "database.schema",
+        "throttle.rows_per_second",
+        "throttle.burst",
+    ] {
+        assert!(all.contains(needle), "missing {needle} in:\n{all}");
+    }
+    assert_eq!(err.problems.len(), 6, "{all}");
+}
+
+#[test]
+fn a_type_error_in_one_section_does_not_hide_problems_in_another() {
+    let text = r#"
+[queue]
+url = "http://127.0.0.1:5000/q"
+pollers = "many"
+[database]
+url = "postgres://x@h/db"
+schema = "1bad"
+"#;
+    let err = load(text, &[]).expect_err("invalid");
+    let all = err.to_string();
+    assert!(
+        all.contains(r#"queue.pollers: invalid type: string "many", expected u16"#),
+        "{all}"
+    );
+    assert!(all.contains("database.schema"), "{all}");
+}
+
+#[test]
+fn unknown_keys_and_sections_are_rejected() {
+    let text = format!("{MINIMAL}\n[throttle]\nrate = 5\n[extra]\na = 1\n");
+    let err = load(&text, &[]).expect_err("invalid");
+    let all = err.to_string();
+    assert!(all.contains("unknown field `rate`"), "{all}");
+    assert!(all.contains("unknown section [extra]"), "{all}");
+}
+
+#[test]
+fn password_in_the_file_is_refused() {
+    let text = MINIMAL.replace("[database]", "[database]\npassword = \"hunter2\"");
+    let err = load(&text, &[]).expect_err("invalid");
+    assert!(err.to_string().contains("secrets must not be in the file"));
+}
+
+#[test]
+fn missing_sections_are_named() {
+    let err = load("[log]\nlevel = \"info\"\n", &[]).expect_err("invalid");
+    let all = err.to_string();
+    assert!(all.contains("missing section [queue]"), "{all}");
+    assert!(all.contains("missing section [database]"), "{all}");
+}
+
+#[test]
+fn bad_environment_value_is_reported_with_its_key() {
+    let err = load(MINIMAL, &[("SLUICE__BATCH__MAX_ROWS", "lots")]).expect_err("invalid");
+    assert_eq!(
+        err.problems,
+        vec![
+            "batch.max_rows: invalid type: string \"lots\", expected u32 \
+             (set by the environment variable SLUICE__BATCH__MAX_ROWS)"
+                .to_owned()
+        ]
+    );
+}
+
+#[test]
+fn adaptive_mode_is_accepted_with_documented_defaults() {
+    let text = format!("{MINIMAL}\n[throttle]\nmode = \"adaptive\"\n");
+    let c = load(&text, &[]).expect("valid");
+    assert_eq!(c.throttle.mode, ThrottleMode::Adaptive);
+    assert_eq!(c.throttle.min_rows_per_second, 50);
+    assert_eq!(c.throttle.target_commit_ms, 250);
+    assert_eq!(c.throttle.max_active_backends, None);
+    assert_eq!(c.throttle.increase_rows_per_second, None);
+    assert_eq!(c.throttle.decrease_factor, 0.5);
+    assert_eq!(c.throttle.adjust_interval_ms, 1000);
+}
+
+#[test]
+fn unknown_throttle_mode_is_refused_naming_the_choices() {
+    let text = format!("{MINIMAL}\n[throttle]\nmode = \"turbo\"\n");
+    let err = load(&text, &[]).expect_err("invalid");
+    assert!(
+        err.to_string()
+            .contains("throttle.mode: unknown variant `turbo`, expected `fixed` or `adaptive`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_adaptive_keys_are_each_reported() {
+    let text = format!(
+        "{MINIMAL}\n[throttle]\nmode = \"adaptive\"\nrows_per_second = 100\nmin_rows_per_second = 200\n\
+         target_commit_ms = 0\nmax_active_backends = 0\nincrease_rows_per_second = 0\n\
+         decrease_factor = 1.5\nadjust_interval_ms = 10\nburst = 500\n"
+    );
+    let err = load(&text, &[]).expect_err("invalid");
+    assert_eq!(
+        err.problems,
+        vec![
+            "throttle.min_rows_per_second: 200 is above throttle.rows_per_second (100), the ceiling",
+            "throttle.target_commit_ms: 0 is out of range 1..=600000",
+            "throttle.max_active_backends: must be at least 1 (or unset)",
+            "throttle.increase_rows_per_second: must be at least 1 (or unset)",
+            "throttle.decrease_factor: 1.5 must be above 0 and below 1",
+            "throttle.adjust_interval_ms: 10 is out of range 100..=60000",
+        ]
+    );
+}
+
+#[test]
+fn schedule_windows_are_read_in_order() {
+    let text = format!(
+        "{MINIMAL}\n[[throttle.schedule]]\ndays = \"Mon-Fri\"\nhours = \"08:00-18:00\"\nrows_per_second = 150\n\
+         [[throttle.schedule]]\ndays = \"Sat,Sun\"\nrows_per_second = 2000\n\
+         [[throttle.schedule]]\nhours = \"22:00-06:00\"\nrows_per_second = 1500\n"
+    );
+    let c = load(&text, &[]).expect("valid");
+    assert_eq!(c.throttle.schedule.len(), 3);
+    assert_eq!(c.throttle.schedule[1].days.as_deref(), Some("Sat,Sun"));
+    assert_eq!(c.throttle.schedule[1].hours, None);
+    let s = c.throttle.parsed_schedule().expect("valid");
+    use crate::throttle::schedule::{LocalTime, Weekday};
+    let rate = |at| s.window_at(at).map(|(_, w)| w.rows_per_second);
+    assert_eq!(rate(LocalTime::at(Weekday::Tue, 9, 0)), Some(150));
+    assert_eq!(rate(LocalTime::at(Weekday::Sun, 9, 0)), Some(2000));
+    assert_eq!(rate(LocalTime::at(Weekday::Wed, 3, 0)), Some(1500));
+    assert_eq!(rate(LocalTime::at(Weekday::Wed, 20, 0)), None);
+}
+
+fn schedule_problems(window: &str) -> Vec<String> {
+    let text = format!("{MINIMAL}\n[[throttle.schedule]]\n{window}\n");
+    load(&text, &[]).expect_err("invalid").problems
+}
+
+#[test]
+fn an_unknown_day_in_a_schedule_is_named() {
+    assert_eq!(
+        schedule_problems("days = \"Mon-Fry\"\nrows_per_second = 10"),
+        vec![
+            "throttle.schedule[0].days: \"Fry\" is not a day (use Mon, Tue, Wed, Thu, Fri, Sat, Sun, \
+             ranges like \"Mon-Fri\" and lists like \"Sat,Sun\")"
+        ]
+    );
+}
+
+#[test]
+fn an_empty_day_list_in_a_schedule_is_refused() {
+    assert_eq!(
+        schedule_problems("days = \"\"\nrows_per_second = 10"),
+        vec!["throttle.schedule[0].days: no days given (e.g. \"Mon-Fri\" or \"Sat,Sun\")"]
+    );
+}
+
+#[test]
+fn an_hour_range_without_a_dash_is_refused() {
+    assert_eq!(
+        schedule_problems("hours = \"08:00\"\nrows_per_second = 10"),
+        vec!["throttle.schedule[0].hours: \"08:00\" is not a time range like \"08:00-18:00\""]
+    );
+}
+
+#[test]
+fn an_impossible_time_in_a_schedule_is_refused() {
+    assert_eq!(
+        schedule_problems("hours = \"08:00-25:30\"\nrows_per_second = 10"),
+        vec!["throttle.schedule[0].hours: \"25:30\" is not a time between 00:00 and 24:00 (HH:MM)"]
+    );
+}
+
+#[test]
+fn an_empty_hour_range_in_a_schedule_is_refused() {
+    assert_eq!(
+        schedule_problems("hours = \"09:00-09:00\"\nrows_per_second = 10"),
+        vec![
+            "throttle.schedule[0].hours: \"09:00-09:00\" is empty: it starts and ends at the \
+             same time (\"00:00-24:00\" is the whole day)"
+        ]
+    );
+}
+
+#[test]
+fn a_zero_rate_in_a_schedule_is_refused() {
+    assert_eq!(
+        schedule_problems("days = \"Sat\"\nrows_per_second = 0"),
+        vec!["throttle.schedule[0].rows_per_second: must be at least 1"]
+    );
+}
+
+#[test]
+fn a_schedule_window_without_a_rate_or_with_an_unknown_key_is_refused() {
+    let missing = schedule_problems("days = \"Sat\"");
+    assert_eq!(missing.len(), 1, "{missing:?}");
+    assert!(
+        missing[0].contains("missing field `rows_per_second`"),
+        "{missing:?}"
+    );
+    let unknown = schedule_problems("day = \"Sat\"\nrows_per_second = 5");
+    assert!(
+        unknown[0].contains("throttle.schedule[0].day")
+            && unknown[0].contains("unknown field `day`"),
+        "{unknown:?}"
+    );
+}
+
+#[test]
+fn every_bad_window_is_reported_at_once() {
+    let text = format!(
+        "{MINIMAL}\n[[throttle.schedule]]\ndays = \"Mo-Fr\"\nhours = \"8-18\"\nrows_per_second = 10\n\
+         [[throttle.schedule]]\ndays = \"Sun\"\nrows_per_second = 0\n"
+    );
+    let err = load(&text, &[]).expect_err("invalid");
+    assert_eq!(err.problems.len(), 3, "{err}");
+    assert!(
+        err.problems[0].starts_with("throttle.schedule[0].days: \"Mo\""),
+        "{err}"
+    );
+    assert!(
+        err.problems[1].starts_with("throttle.schedule[0].hours: \"8\""),
+        "{err}"
+    );
+    assert!(
+        err.problems[2].starts_with("throttle.schedule[1].rows_per_second"),
+        "{err}"
+    );
+}
+
+#[test]
+fn concurrent_transactions_cannot_exceed_the_pool() {
+    let text = format!("{MINIMAL}\n[throttle]\nmax_concurrent_transactions = 3\n");
+    let err = load(&text, &[]).expect_err("invalid");
+    assert!(err.to_string().contains("max_concurrent_transactions"));
+}
+
+#[test]
+fn bad_listen_address_and_log_filter_are_reported() {
+    let text = format!("{MINIMAL}\n[server]\nlisten = \"nowhere\"\n[log]\nlevel = \"[[\"\n");
+    let err = load(&text, &[]).expect_err("invalid");
+    let all = err.to_string();
+    assert!(all.contains("server.listen"), "{all}");
+    assert!(all.contains("log.level"), "{all}");
+}
+
+#[test]
+fn passwords_are_redacted_from_urls() {
+    assert_eq!(
+        redact_url("postgres://u:pw@h:5432/db"),
+        "postgres://u:***@h:5432/db"
+    );
+    assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+}
+
+#[test]
+fn a_section_that_does_not_parse_is_not_compared_against_invented_values() {
+    let text = format!(
+        "{MINIMAL}max_connections = \"two\"\n[throttle]\nburst = 10\nrows_per_second = 0\n\
+         max_concurrent_transactions = 150\n[batch]\nmax_rows = \"lots\"\n"
+    );
+    let err = load(&text, &[]).expect_err("invalid");
+    assert_eq!(
+        err.problems,
+        vec![
+            "database.max_connections: invalid type: string \"two\", expected u32",
+            "batch.max_rows: invalid type: string \"lots\", expected u32",
+            "throttle.rows_per_second: must be at least 1",
+        ]
+    );
+}
