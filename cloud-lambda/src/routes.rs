@@ -18,6 +18,7 @@ use serde::Serialize;
 use sluice_protocol::batch::{self, BatchError};
 use sluice_protocol::split::{self, Limits, SplitError};
 use sluice_protocol::FieldError;
+use subtle::ConstantTimeEq as _;
 
 use crate::config::IngestConfig;
 use crate::publish::{PublishError, Publisher};
@@ -299,14 +300,10 @@ fn authorize(cfg: &IngestConfig, headers: &HeaderMap) -> Result<(), IngestError>
     }
 }
 
-/// Compares without an early exit, so response time does not reveal how much of the token
-/// matched.
+/// Compares in constant time (`subtle`), so response time does not reveal how much of the
+/// token matched; only a difference in length is told at once.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = a.len() ^ b.len();
-    for (i, x) in a.iter().enumerate() {
-        diff |= usize::from(x ^ b.get(i).copied().unwrap_or(0));
-    }
-    diff == 0
+    a.ct_eq(b).into()
 }
 
 fn content_type(headers: &HeaderMap) -> Result<Format, IngestError> {
