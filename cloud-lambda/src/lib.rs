@@ -22,15 +22,6 @@ use std::sync::Arc;
 pub use config::IngestConfig;
 pub use routes::{app, AppState};
 
-/// Builds the SQS client from the standard AWS chain, with `SLUICE_SQS_ENDPOINT` applied.
-pub async fn sqs_client(cfg: &IngestConfig) -> aws_sdk_sqs::Client {
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-    if let Some(ep) = &cfg.sqs_endpoint {
-        loader = loader.endpoint_url(ep);
-    }
-    aws_sdk_sqs::Client::new(&loader.load().await)
-}
-
 /// The application state for `cfg`, sending with `client`.
 pub fn state(cfg: IngestConfig, client: aws_sdk_sqs::Client) -> AppState {
     let publisher = publish::Publisher::new(

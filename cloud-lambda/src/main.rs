@@ -112,7 +112,8 @@ fn init_logging() {
 }
 
 async fn serve(listen: SocketAddr, cfg: IngestConfig) -> anyhow::Result<()> {
-    let client = sluice_cloud::sqs_client(&cfg).await;
+    // The standard AWS chain, with `SLUICE_SQS_ENDPOINT` applied.
+    let client = sluice_aws::sqs_client(None, cfg.sqs_endpoint.as_deref()).await;
     tracing::info!(version = env!("CARGO_PKG_VERSION"), config = ?cfg, "sluice-ingest starting.");
     let app = sluice_cloud::app(sluice_cloud::state(cfg, client));
     if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {

@@ -10,14 +10,19 @@ use std::time::Duration;
 use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
 use aws_sdk_sqs::Client;
-use backon::{BackoffBuilder, ExponentialBuilder};
 use futures_util::stream::{self, StreamExt};
+use sluice_aws::{BatchRetry, Retrying};
 use sluice_protocol::envelope::{EncodedMessage, ENCODING_ATTRIBUTE};
 
-/// SQS takes at most 10 entries per SendMessageBatch.
-pub const MAX_BATCH_ENTRIES: usize = 10;
-/// Attempts per SendMessageBatch group before the request is answered 503.
-const SEND_TRIES: usize = 5;
+pub use sluice_aws::MAX_BATCH_ENTRIES;
+
+/// Attempts per SendMessageBatch group before the request is answered 503, and the delays
+/// between them (with jitter).
+const SEND_RETRY: BatchRetry = BatchRetry {
+    tries: 5,
+    min_delay: Duration::from_millis(100),
+    max_delay: Duration::from_secs(3),
+};
 
 /// Some chunks were not accepted by SQS.
 #[derive(Debug, thiserror::Error)]
@@ -81,67 +86,36 @@ impl Publisher {
         messages: &[EncodedMessage],
         group: Vec<usize>,
     ) -> Vec<(usize, String)> {
-        let mut pending = group;
-        let mut permanent = Vec::new();
-        let mut delays = ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(100))
-            .with_max_delay(Duration::from_secs(3))
-            .with_max_times(SEND_TRIES)
-            .with_jitter()
-            .build();
-        let mut last_error = String::new();
-        for _ in 0..SEND_TRIES {
+        let send = |pending: Vec<(String, usize)>| async move {
             let entries: Vec<SendMessageBatchRequestEntry> = pending
                 .iter()
-                .filter_map(|&i| entry(i, &messages[i]))
+                .filter_map(|(id, i)| entry(id, &messages[*i]))
                 .collect();
-            match self
-                .client
+            self.client
                 .send_message_batch()
                 .queue_url(&self.queue_url)
                 .set_entries(Some(entries))
                 .send()
                 .await
-            {
-                Ok(out) => {
-                    let mut retry = Vec::new();
-                    for f in out.failed {
-                        let Some(i) = f.id.parse::<usize>().ok().filter(|i| pending.contains(i))
-                        else {
-                            continue;
-                        };
-                        let why = format!("{}: {}", f.code, f.message.unwrap_or_default());
-                        if f.sender_fault {
-                            permanent.push((i, why));
-                        } else {
-                            tracing::warn!(chunk = i, error = %why, "SQS refused a chunk; retrying it.");
-                            last_error = why;
-                            retry.push(i);
-                        }
-                    }
-                    pending = retry;
+                .map(|out| out.failed)
+                .map_err(|e| DisplayErrorContext(e).to_string())
+        };
+        SEND_RETRY
+            .run(&group, send, |retrying| match retrying {
+                Retrying::Entry { entry, reason } => {
+                    tracing::warn!(chunk = entry, error = %reason, "SQS refused a chunk; retrying it.");
                 }
-                Err(e) => {
-                    last_error = DisplayErrorContext(e).to_string();
-                    tracing::warn!(error = %last_error, chunks = pending.len(), "SendMessageBatch failed; retrying.");
+                Retrying::Call { error, pending, .. } => {
+                    tracing::warn!(error = %error, chunks = pending, "SendMessageBatch failed; retrying.");
                 }
-            }
-            if pending.is_empty() {
-                break;
-            }
-            match delays.next() {
-                Some(d) => tokio::time::sleep(d).await,
-                None => break,
-            }
-        }
-        permanent.extend(pending.into_iter().map(|i| (i, last_error.clone())));
-        permanent
+            })
+            .await
     }
 }
 
-fn entry(i: usize, m: &EncodedMessage) -> Option<SendMessageBatchRequestEntry> {
+fn entry(id: &str, m: &EncodedMessage) -> Option<SendMessageBatchRequestEntry> {
     let mut b = SendMessageBatchRequestEntry::builder()
-        .id(i.to_string())
+        .id(id)
         .message_body(&m.body);
     if let Some(enc) = m.encoding {
         b = b.message_attributes(

@@ -18,6 +18,7 @@ use serde::Serialize;
 use sluice_protocol::batch::{self, BatchError};
 use sluice_protocol::split::{self, Limits, SplitError};
 use sluice_protocol::FieldError;
+use subtle::ConstantTimeEq as _;
 
 use crate::config::IngestConfig;
 use crate::publish::{PublishError, Publisher};
@@ -99,26 +100,13 @@ pub enum IngestError {
     UnsupportedEncoding(String),
     #[error("request body is over the limit of {limit} bytes")]
     BodyTooLarge { limit: usize },
-    #[error("more than {limit} receipts in one request; split the upload")]
-    TooManyReceipts { limit: usize },
     #[error("could not read the request body: {0}")]
     BadBody(String),
     #[error("invalid Idempotency-Key: {0}")]
     BadIdempotencyKey(String),
-    #[error("malformed body at line {line}, column {column}: {message}")]
-    Malformed {
-        line: usize,
-        column: usize,
-        message: String,
-    },
-    #[error("{0}")]
-    Shape(String),
-    #[error("{invalid_receipts} invalid receipts ({total_errors} errors); nothing was enqueued")]
-    Invalid {
-        errors: Vec<FieldError>,
-        total_errors: usize,
-        invalid_receipts: usize,
-    },
+    /// The body itself is refused: syntax, shape, receipt count or receipt fields.
+    #[error("{}", batch_message(.0))]
+    Batch(#[from] BatchError),
     #[error("SQS did not accept every chunk; retry the same request: {0}")]
     Unavailable(#[from] PublishError),
 }
@@ -146,13 +134,40 @@ impl IngestError {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
             BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
-            TooManyReceipts { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_many_receipts"),
             BadBody(_) | BadIdempotencyKey(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-            Malformed { .. } => (StatusCode::BAD_REQUEST, "malformed_json"),
-            Shape(_) => (StatusCode::BAD_REQUEST, "bad_shape"),
-            Invalid { .. } => (StatusCode::BAD_REQUEST, "invalid_receipts"),
+            Batch(e) => match e {
+                BatchError::TooManyReceipts { .. } => {
+                    (StatusCode::PAYLOAD_TOO_LARGE, "too_many_receipts")
+                }
+                BatchError::Malformed { .. } => (StatusCode::BAD_REQUEST, "malformed_json"),
+                BatchError::Shape(_) => (StatusCode::BAD_REQUEST, "bad_shape"),
+                BatchError::Invalid { .. } => (StatusCode::BAD_REQUEST, "invalid_receipts"),
+            },
             Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "queue_unavailable"),
         }
+    }
+}
+
+/// The `message` a client reads for a refused body: worded for the HTTP API (line and column
+/// of the body, what was not enqueued), where the protocol crate's own words are generic.
+fn batch_message(e: &BatchError) -> String {
+    match e {
+        BatchError::Malformed {
+            line,
+            column,
+            message,
+        } => format!("malformed body at line {line}, column {column}: {message}"),
+        BatchError::Shape(s) => s.clone(),
+        BatchError::TooManyReceipts { limit } => {
+            format!("more than {limit} receipts in one request; split the upload")
+        }
+        BatchError::Invalid {
+            total_errors,
+            invalid_receipts,
+            ..
+        } => format!(
+            "{invalid_receipts} invalid receipts ({total_errors} errors); nothing was enqueued"
+        ),
     }
 }
 
@@ -160,15 +175,17 @@ impl IntoResponse for IngestError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
         let (line, column) = match &self {
-            IngestError::Malformed { line, column, .. } => (Some(*line), Some(*column)),
+            IngestError::Batch(BatchError::Malformed { line, column, .. }) => {
+                (Some(*line), Some(*column))
+            }
             _ => (None, None),
         };
         let (errors, total_errors) = match &self {
-            IngestError::Invalid {
+            IngestError::Batch(BatchError::Invalid {
                 errors,
                 total_errors,
                 ..
-            } => (Some(errors.as_slice()), Some(*total_errors)),
+            }) => (Some(errors.as_slice()), Some(*total_errors)),
             _ => (None, None),
         };
         let body = ErrorBody {
@@ -195,33 +212,6 @@ impl IntoResponse for IngestError {
             _ => {}
         }
         resp
-    }
-}
-
-impl From<BatchError> for IngestError {
-    fn from(e: BatchError) -> Self {
-        match e {
-            BatchError::Malformed {
-                line,
-                column,
-                message,
-            } => IngestError::Malformed {
-                line,
-                column,
-                message,
-            },
-            BatchError::Shape(s) => IngestError::Shape(s),
-            BatchError::TooManyReceipts { limit } => IngestError::TooManyReceipts { limit },
-            BatchError::Invalid {
-                errors,
-                total_errors,
-                invalid_receipts,
-            } => IngestError::Invalid {
-                errors,
-                total_errors,
-                invalid_receipts,
-            },
-        }
     }
 }
 
@@ -266,7 +256,7 @@ async fn create_batch(
             receipt_id,
             bytes,
             limit,
-        } => IngestError::Invalid {
+        } => BatchError::Invalid {
             errors: vec![FieldError {
                 index,
                 receipt_id: Some(receipt_id),
@@ -278,7 +268,7 @@ async fn create_batch(
             total_errors: 1,
             invalid_receipts: 1,
         },
-        SplitError::Encode(msg) => IngestError::Shape(format!("could not encode the batch: {msg}")),
+        SplitError::Encode(msg) => BatchError::Shape(format!("could not encode the batch: {msg}")),
     })?;
     let total_bytes = messages.iter().map(|m| m.sqs_size()).sum();
     state.publisher.publish(&messages).await?;
@@ -310,14 +300,10 @@ fn authorize(cfg: &IngestConfig, headers: &HeaderMap) -> Result<(), IngestError>
     }
 }
 
-/// Compares without an early exit, so response time does not reveal how much of the token
-/// matched.
+/// Compares in constant time (`subtle`), so response time does not reveal how much of the
+/// token matched; only a difference in length is told at once.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = a.len() ^ b.len();
-    for (i, x) in a.iter().enumerate() {
-        diff |= usize::from(x ^ b.get(i).copied().unwrap_or(0));
-    }
-    diff == 0
+    a.ct_eq(b).into()
 }
 
 fn content_type(headers: &HeaderMap) -> Result<Format, IngestError> {

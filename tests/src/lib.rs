@@ -122,19 +122,11 @@ pub fn init_test_logging() {
 
 /// An SQS client for the local server, with throwaway credentials.
 pub fn sqs_client(endpoint: &str) -> aws_sdk_sqs::Client {
-    let conf = aws_sdk_sqs::Config::builder()
-        .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
-        .region(aws_sdk_sqs::config::Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
-            "test",
-            "test",
-            None,
-            None,
-            "sluice-test",
-        ))
-        .build();
-    aws_sdk_sqs::Client::from_conf(conf)
+    sluice_aws::sqs_client_with_credentials(
+        "us-east-1",
+        endpoint,
+        aws_sdk_sqs::config::Credentials::new("test", "test", None, None, "sluice-test"),
+    )
 }
 
 /// Receives before the queue's redrive policy moves a message to the DLQ in tests.

@@ -339,6 +339,35 @@ fn token_comparison_needs_an_exact_match() {
 }
 
 #[test]
+fn a_refused_body_is_worded_for_the_http_api() {
+    for (e, expected) in [
+        (
+            BatchError::Malformed {
+                line: 2,
+                column: 5,
+                message: "expected value".into(),
+            },
+            "malformed body at line 2, column 5: expected value",
+        ),
+        (BatchError::Shape("no receipts".into()), "no receipts"),
+        (
+            BatchError::TooManyReceipts { limit: 5 },
+            "more than 5 receipts in one request; split the upload",
+        ),
+        (
+            BatchError::Invalid {
+                errors: vec![],
+                total_errors: 3,
+                invalid_receipts: 2,
+            },
+            "2 invalid receipts (3 errors); nothing was enqueued",
+        ),
+    ] {
+        assert_eq!(IngestError::from(e).to_string(), expected);
+    }
+}
+
+#[test]
 fn content_types_with_parameters_are_understood() {
     let mut h = HeaderMap::new();
     h.insert(
@@ -419,20 +448,20 @@ fn every_error() -> Vec<IngestError> {
         IngestError::UnsupportedMediaType("text/csv".into()),
         IngestError::UnsupportedEncoding("br".into()),
         IngestError::BodyTooLarge { limit: 1 },
-        IngestError::TooManyReceipts { limit: 1 },
         IngestError::BadBody("x".into()),
         IngestError::BadIdempotencyKey("x".into()),
-        IngestError::Malformed {
+        IngestError::Batch(BatchError::TooManyReceipts { limit: 1 }),
+        IngestError::Batch(BatchError::Malformed {
             line: 1,
             column: 1,
             message: "x".into(),
-        },
-        IngestError::Shape("x".into()),
-        IngestError::Invalid {
+        }),
+        IngestError::Batch(BatchError::Shape("x".into())),
+        IngestError::Batch(BatchError::Invalid {
             errors: vec![],
             total_errors: 0,
             invalid_receipts: 0,
-        },
+        }),
         IngestError::Unavailable(crate::publish::PublishError {
             failed: 1,
             total: 1,
@@ -445,12 +474,14 @@ fn every_error() -> Vec<IngestError> {
             | IngestError::UnsupportedMediaType(_)
             | IngestError::UnsupportedEncoding(_)
             | IngestError::BodyTooLarge { .. }
-            | IngestError::TooManyReceipts { .. }
             | IngestError::BadBody(_)
             | IngestError::BadIdempotencyKey(_)
-            | IngestError::Malformed { .. }
-            | IngestError::Shape(_)
-            | IngestError::Invalid { .. }
+            | IngestError::Batch(
+                BatchError::TooManyReceipts { .. }
+                | BatchError::Malformed { .. }
+                | BatchError::Shape(_)
+                | BatchError::Invalid { .. },
+            )
             | IngestError::Unavailable(_) => {}
         }
     }

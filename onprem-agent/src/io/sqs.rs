@@ -12,21 +12,26 @@ use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, MessageAttributeValue, MessageSystemAttributeName,
 };
 use aws_sdk_sqs::Client;
-use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
+use backon::{ExponentialBuilder, Retryable};
+use sluice_aws::{BatchRetry, Retrying};
 use sluice_protocol::envelope::ENCODING_ATTRIBUTE;
 
 use crate::config::QueueConfig;
 
 /// SQS takes at most 10 entries per batch call and per receive.
-pub const SQS_BATCH_MAX: usize = 10;
+pub const SQS_BATCH_MAX: usize = sluice_aws::MAX_BATCH_ENTRIES;
 /// Message attribute naming why a message was dead-lettered.
 pub const ERROR_ATTRIBUTE: &str = "sluice-error";
 /// Message attribute naming the message the dead letter came from.
 pub const SOURCE_ATTRIBUTE: &str = "sluice-source-message-id";
 /// SQS limits attribute values with the message; a reason longer than this is cut.
 const MAX_REASON_CHARS: usize = 4096;
-/// Tries per batch call before the entries that still fail are reported.
-const BATCH_TRIES: usize = 4;
+/// Batch calls and the dead-letter send: 4 tries, 200 ms doubling to 5 s between them.
+const BATCH_RETRY: BatchRetry = BatchRetry {
+    tries: 4,
+    min_delay: Duration::from_millis(200),
+    max_delay: Duration::from_secs(5),
+};
 
 /// An SQS call failed as a whole.
 #[derive(Debug, thiserror::Error)]
@@ -55,14 +60,7 @@ pub struct Handle {
 /// Builds an SQS client from the standard AWS chain, with the region and endpoint overrides
 /// from `[queue]`.
 pub async fn client(cfg: &QueueConfig) -> Client {
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-    if let Some(region) = &cfg.region {
-        loader = loader.region(aws_config::Region::new(region.clone()));
-    }
-    if let Some(endpoint) = &cfg.endpoint {
-        loader = loader.endpoint_url(endpoint);
-    }
-    Client::new(&loader.load().await)
+    sluice_aws::sqs_client(cfg.region.as_deref(), cfg.endpoint.as_deref()).await
 }
 
 /// One ReceiveMessage call: up to 10 messages with all message attributes, their receive count
@@ -311,72 +309,17 @@ impl Queue {
         F: Fn(Vec<(String, Handle)>) -> Fut,
         Fut: std::future::Future<Output = Result<Vec<BatchResultErrorEntry>, String>>,
     {
-        let mut failed = Vec::new();
-        for group in handles.chunks(SQS_BATCH_MAX) {
-            failed.extend(self.group_with_retry(op, group, &call).await);
-        }
-        failed
-    }
-
-    /// One group of ≤ 10 for [`Queue::batch_with_retry`].
-    async fn group_with_retry<F, Fut>(
-        &self,
-        op: &'static str,
-        group: &[Handle],
-        call: &F,
-    ) -> Vec<(Handle, String)>
-    where
-        F: Fn(Vec<(String, Handle)>) -> Fut,
-        Fut: std::future::Future<Output = Result<Vec<BatchResultErrorEntry>, String>>,
-    {
-        let mut pending: Vec<(String, Handle)> = group
-            .iter()
-            .enumerate()
-            .map(|(i, h)| (i.to_string(), h.clone()))
-            .collect();
-        let mut failed_for_good = Vec::new();
-        let mut delays = backoff().build();
-        for attempt in 1..=BATCH_TRIES {
-            match call(pending.clone()).await {
-                Ok(failures) => {
-                    let mut retry = Vec::new();
-                    for f in failures {
-                        let Some(pos) = pending.iter().position(|(i, _)| *i == f.id) else {
-                            continue;
-                        };
-                        let entry = pending[pos].clone();
-                        let reason = format!("{}: {}", f.code, f.message.unwrap_or_default());
-                        if f.sender_fault || attempt == BATCH_TRIES {
-                            failed_for_good.push((entry.1, reason));
-                        } else {
-                            retry.push(entry);
-                        }
-                    }
-                    pending = retry;
+        BATCH_RETRY
+            .run(handles, call, |retrying| {
+                if let Retrying::Call { error, attempt, .. } = retrying {
+                    tracing::warn!(op, error = %error, attempt, "SQS batch call failed; retrying.");
                 }
-                Err(detail) if attempt == BATCH_TRIES => {
-                    failed_for_good.extend(pending.drain(..).map(|(_, h)| (h, detail.clone())));
-                }
-                Err(detail) => {
-                    tracing::warn!(op, error = %detail, attempt, "SQS batch call failed; retrying.");
-                }
-            }
-            if pending.is_empty() {
-                break;
-            }
-            if let Some(d) = delays.next() {
-                tokio::time::sleep(d).await;
-            }
-        }
-        failed_for_good
+            })
+            .await
     }
 }
 
 /// Exponential backoff with jitter for SQS calls: 200 ms doubling to 5 s, a handful of tries.
 fn backoff() -> ExponentialBuilder {
-    ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(200))
-        .with_max_delay(Duration::from_secs(5))
-        .with_max_times(BATCH_TRIES)
-        .with_jitter()
+    BATCH_RETRY.backoff()
 }

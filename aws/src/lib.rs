@@ -1,0 +1,18 @@
+//! Sluice's AWS-facing code that the ingest API and the on-premise agent share: building the
+//! SQS client, and retrying the entries an SQS batch call refuses inside a 200 answer.
+//!
+//! `sluice-protocol` stays free of AWS (pure data and functions); whatever names the SDK and
+//! is needed on both sides lives here, once.
+//!
+//! # Layout
+//!
+//! | module | owns |
+//! |---|---|
+//! | `client` | [`sqs_client`] (the standard AWS chain) and [`sqs_client_with_credentials`] |
+//! | `batch` | [`BatchRetry`]: calls of at most [`MAX_BATCH_ENTRIES`], refused entries retried |
+
+mod batch;
+mod client;
+
+pub use batch::{BatchRetry, Retrying, MAX_BATCH_ENTRIES};
+pub use client::{sqs_client, sqs_client_with_credentials};
