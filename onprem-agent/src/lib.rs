@@ -25,6 +25,5 @@ pub use agent::{run, start, Clients, RunningAgent};
 pub use config::AgentConfig;
 pub use io::sqs::Queue;
 pub use io::store::{LedgerEntry, Row, Store};
-pub use ops::monitor::depth;
 pub use ops::reload::on_sighup;
 pub use ops::telemetry;

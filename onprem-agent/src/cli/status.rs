@@ -19,9 +19,9 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::agent::Clients;
 use crate::config::AgentConfig;
+use crate::io::sqs::Depth;
 use crate::io::store::Store;
 use crate::ops::metrics as m;
-use crate::ops::monitor::{self, Depth};
 
 /// The rate achieved is measured over this window of `ingested_at`: long enough to smooth
 /// batches of hundreds of rows, short enough to say "now".
@@ -242,11 +242,12 @@ impl Reporter {
     pub async fn report(&mut self, sample: Duration) -> anyhow::Result<Status> {
         let mut problems = Vec::new();
         let queue = self.clients.queue.clone();
-        let main = monitor::depth(queue.client(), queue.url())
+        let main = queue
+            .depth()
             .await
             .with_context(|| format!("reading the depth of {}", queue.url()))?;
-        let dlq = match queue.dead_letter_url() {
-            Some(url) => match monitor::depth(queue.client(), url).await {
+        let dlq = match queue.dead_letter_queue() {
+            Some(dlq) => match dlq.depth().await {
                 Ok(d) => Some(d),
                 Err(e) => {
                     problems.push(format!("dead-letter queue: {e}"));

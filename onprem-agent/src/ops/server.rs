@@ -49,19 +49,9 @@ pub async fn check_ready(store: &Store, queue: &Queue) -> (bool, serde_json::Val
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err("timed out".to_owned()),
     };
-    let sqs = match tokio::time::timeout(
-        PROBE_TIMEOUT,
-        queue
-            .client()
-            .get_queue_attributes()
-            .queue_url(queue.url())
-            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
-            .send(),
-    )
-    .await
-    {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(aws_sdk_sqs::error::DisplayErrorContext(e).to_string()),
+    let sqs = match tokio::time::timeout(PROBE_TIMEOUT, queue.ping()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.detail),
         Err(_) => Err("timed out".to_owned()),
     };
     let show = |r: &Result<(), String>| match r {
