@@ -332,14 +332,8 @@ impl Reporter {
 
 /// Receipts stored per second over the window, and receipts per message from the ledger.
 async fn database_figures(store: &Store, problems: &mut Vec<String>) -> (Option<f64>, Option<f64>) {
-    let window = DB_RATE_WINDOW.as_secs_f64();
-    let rate = sqlx::query_scalar::<_, i64>(
-        "SELECT count(*) FROM receipts WHERE ingested_at > now() - make_interval(secs => $1)",
-    )
-    .bind(window)
-    .fetch_one(store.pool());
-    let rate = match tokio::time::timeout(PROBE_TIMEOUT, rate).await {
-        Ok(Ok(n)) => Some(n as f64 / window),
+    let rate = match tokio::time::timeout(PROBE_TIMEOUT, store.recent_rate(DB_RATE_WINDOW)).await {
+        Ok(Ok(r)) => Some(r),
         Ok(Err(e)) => {
             problems.push(format!("PostgreSQL: {e}"));
             return (None, None);
@@ -349,12 +343,7 @@ async fn database_figures(store: &Store, problems: &mut Vec<String>) -> (Option<
             return (None, None);
         }
     };
-    let per_message = sqlx::query_scalar::<_, Option<f64>>(
-        "SELECT avg(receipts)::float8 FROM \
-         (SELECT receipts FROM chunks ORDER BY committed_at DESC LIMIT $1) AS latest",
-    )
-    .bind(LEDGER_SAMPLE)
-    .fetch_one(store.pool());
+    let per_message = store.receipts_per_message(LEDGER_SAMPLE);
     let per_message = match tokio::time::timeout(PROBE_TIMEOUT, per_message).await {
         Ok(Ok(v)) => v,
         Ok(Err(e)) => {
