@@ -9,7 +9,7 @@
 //! | `io` | the adapters: `sqs` (the only AWS SDK caller), `store` (the only SQL) |
 //! | `pipeline` | pollers → batcher → writers, in-flight messages and their heartbeat, liveness |
 //! | `throttle` | the token bucket, schedules, the adaptive controller, the transaction cap |
-//! | `ops` | systemd notify and watchdog, queue monitor, `/metrics` server, reload, logging |
+//! | `ops` | systemd notify and watchdog, queue monitor, HTTP server (`/metrics`, `/v1/status`), reload, logging |
 //! | [`cli`] | `sluice-agent status` and `sluice-agent dlq` |
 //! | `agent` | wiring, start-up and shutdown |
 
