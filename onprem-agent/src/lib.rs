@@ -9,7 +9,7 @@
 //! | `io` | the adapters: `sqs` (the only AWS SDK caller), `store` (the only SQL) |
 //! | `pipeline` | pollers → batcher → writers, in-flight messages and their heartbeat, liveness |
 //! | `throttle` | the token bucket, schedules, the adaptive controller, the transaction cap |
-//! | `ops` | systemd notify and watchdog, queue monitor, `/metrics` server, reload, logging |
+//! | `ops` | systemd notify and watchdog, queue monitor, HTTP server (`/metrics`, `/v1/status`), reload, logging |
 //! | [`cli`] | `sluice-agent status` and `sluice-agent dlq` |
 //! | `agent` | wiring, start-up and shutdown |
 
@@ -25,6 +25,5 @@ pub use agent::{run, start, Clients, RunningAgent};
 pub use config::AgentConfig;
 pub use io::sqs::Queue;
 pub use io::store::{LedgerEntry, Row, Store};
-pub use ops::monitor::depth;
 pub use ops::reload::on_sighup;
 pub use ops::telemetry;

@@ -34,7 +34,7 @@ enum Command {
     /// Queue and DLQ depth, oldest message age, receipts/s against the limit, time to drain.
     ///
     /// Works with no agent running (asks SQS and PostgreSQL); adds the agent's live figures
-    /// when its /metrics answers on server.listen.
+    /// when it answers on server.listen (GET /v1/status).
     Status(StatusArgs),
     /// Dead letters: list them with their reasons, send them back, or delete them.
     Dlq {

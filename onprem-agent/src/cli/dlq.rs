@@ -12,18 +12,13 @@
 //! Why a message was dead-lettered is its `sluice-error` attribute (set by the agent). A message
 //! moved by the queue's own redrive policy (`maxReceiveCount`) has none.
 
-use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use aws_sdk_sqs::error::DisplayErrorContext;
-use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName};
-use aws_sdk_sqs::Client;
 use serde::Serialize;
 use sluice_protocol::envelope;
 
-use crate::io::sqs::{Handle, Queue, SqsError, ERROR_ATTRIBUTE, SOURCE_ATTRIBUTE};
-use crate::ops::monitor;
+use crate::io::sqs::{Handle, Queue, Received, SqsError, ERROR_ATTRIBUTE, SOURCE_ATTRIBUTE};
 
 /// While listing, messages already read stay hidden this long so the next receive returns
 /// others; all are handed back (visibility 0) when the listing ends.
@@ -76,63 +71,28 @@ pub struct DeadLetter {
 /// Receipt ids shown per dead letter.
 const RECEIPT_IDS_SHOWN: usize = 5;
 
-/// A message as received from the DLQ.
-#[derive(Debug, Clone)]
-struct Received {
-    handle: Handle,
-    body: String,
-    attributes: HashMap<String, MessageAttributeValue>,
-    receive_count: Option<u32>,
-    sent_timestamp_ms: Option<u64>,
+fn dead_letter_queue(queue: &Queue) -> Result<Queue, DlqError> {
+    queue.dead_letter_queue().ok_or(DlqError::NotConfigured)
 }
 
-fn dlq_url(queue: &Queue) -> Result<String, DlqError> {
-    queue
-        .dead_letter_url()
-        .map(str::to_owned)
-        .ok_or(DlqError::NotConfigured)
-}
-
-async fn receive(client: &Client, url: &str, hide_seconds: i32) -> Result<Vec<Received>, SqsError> {
-    Ok(crate::io::sqs::receive_messages(
-        client,
-        url,
-        RECEIVE_WAIT_SECONDS,
-        hide_seconds,
-        "ReceiveMessage (dead-letter queue)",
-    )
-    .await?
-    .into_iter()
-    .filter_map(|m| {
-        let system = m.attributes.unwrap_or_default();
-        let num =
-            |k: MessageSystemAttributeName| system.get(&k).and_then(|v| v.parse::<u64>().ok());
-        Some(Received {
-            receive_count: num(MessageSystemAttributeName::ApproximateReceiveCount)
-                .and_then(|n| u32::try_from(n).ok()),
-            sent_timestamp_ms: num(MessageSystemAttributeName::SentTimestamp),
-            handle: Handle {
-                message_id: m.message_id?,
-                receipt_handle: m.receipt_handle?,
-            },
-            body: m.body.unwrap_or_default(),
-            attributes: m.message_attributes.unwrap_or_default(),
+/// One receive from the DLQ, its messages hidden for `hide_seconds`.
+async fn receive(dlq: &Queue, hide_seconds: i32) -> Result<Vec<Received>, SqsError> {
+    dlq.receive_with_attributes(RECEIVE_WAIT_SECONDS, hide_seconds)
+        .await
+        .map_err(|e| SqsError {
+            op: "ReceiveMessage (dead-letter queue)",
+            ..e
         })
-    })
-    .collect())
-}
-
-fn string_attr(attrs: &HashMap<String, MessageAttributeValue>, name: &str) -> Option<String> {
-    attrs.get(name).and_then(|v| v.string_value.clone())
 }
 
 /// Decodes one dead letter for display.
 fn describe(m: &Received) -> DeadLetter {
-    let encoding = string_attr(&m.attributes, envelope::ENCODING_ATTRIBUTE);
+    let string_attr = |name| m.attributes.string(name).map(str::to_owned);
+    let encoding = m.attributes.string(envelope::ENCODING_ATTRIBUTE);
     let mut out = DeadLetter {
         message_id: m.handle.message_id.clone(),
-        reason: string_attr(&m.attributes, ERROR_ATTRIBUTE),
-        source_message_id: string_attr(&m.attributes, SOURCE_ATTRIBUTE),
+        reason: string_attr(ERROR_ATTRIBUTE),
+        source_message_id: string_attr(SOURCE_ATTRIBUTE),
         receive_count: m.receive_count,
         sent_timestamp_ms: m.sent_timestamp_ms,
         batch_id: None,
@@ -143,7 +103,7 @@ fn describe(m: &Received) -> DeadLetter {
         decode_error: None,
         bytes: m.body.len(),
     };
-    match envelope::decode(&m.body, encoding.as_deref()) {
+    match envelope::decode(&m.body, encoding) {
         Ok(chunk) => {
             out.batch_id = Some(chunk.batch_id.clone());
             out.chunk_index = Some(chunk.chunk_index);
@@ -163,12 +123,11 @@ fn describe(m: &Received) -> DeadLetter {
 
 /// Lists up to `max` dead letters, handing each back to the DLQ afterwards.
 pub async fn list(queue: &Queue, max: usize) -> Result<Vec<DeadLetter>, DlqError> {
-    let url = dlq_url(queue)?;
-    let dlq = Queue::new(queue.client().clone(), url.clone(), None);
+    let dlq = dead_letter_queue(queue)?;
     let mut seen: Vec<Received> = Vec::new();
     let mut result = Ok(());
     while seen.len() < max {
-        match receive(queue.client(), &url, LIST_HIDE_SECONDS).await {
+        match receive(&dlq, LIST_HIDE_SECONDS).await {
             Ok(batch) if batch.is_empty() => break,
             Ok(batch) => {
                 for m in batch {
@@ -210,9 +169,8 @@ pub struct Redriven {
 /// the first empty receive or after the number of messages the DLQ held when it started (so
 /// a message that fails again and comes straight back is not redriven in a loop).
 pub async fn redrive(queue: &Queue, rate: Option<NonZeroU32>) -> Result<Redriven, DlqError> {
-    let url = dlq_url(queue)?;
-    let dlq = Queue::new(queue.client().clone(), url.clone(), None);
-    let at_start = monitor::depth(queue.client(), &url).await?;
+    let dlq = dead_letter_queue(queue)?;
+    let at_start = dlq.depth().await?;
     let limit = at_start.visible + at_start.delayed;
     let mut pace = rate.map(|r| {
         let mut i = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(r.get())));
@@ -222,7 +180,7 @@ pub async fn redrive(queue: &Queue, rate: Option<NonZeroU32>) -> Result<Redriven
     let mut done = Redriven::default();
     let mut handled = 0u64;
     while handled < limit {
-        let batch = receive(queue.client(), &url, REDRIVE_HIDE_SECONDS).await?;
+        let batch = receive(&dlq, REDRIVE_HIDE_SECONDS).await?;
         if batch.is_empty() {
             break;
         }
@@ -266,37 +224,26 @@ pub async fn redrive(queue: &Queue, rate: Option<NonZeroU32>) -> Result<Redriven
 /// Sends one dead letter to the main queue: its body and attributes, without the ones the
 /// agent added when it dead-lettered it.
 async fn send_back(queue: &Queue, m: &Received) -> Result<(), SqsError> {
-    let attributes: HashMap<String, MessageAttributeValue> = m
-        .attributes
-        .iter()
-        .filter(|(k, _)| k.as_str() != ERROR_ATTRIBUTE && k.as_str() != SOURCE_ATTRIBUTE)
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
     queue
-        .client()
-        .send_message()
-        .queue_url(queue.url())
-        .message_body(&m.body)
-        .set_message_attributes((!attributes.is_empty()).then_some(attributes))
-        .send()
+        .send_raw(
+            &m.body,
+            m.attributes.without(&[ERROR_ATTRIBUTE, SOURCE_ATTRIBUTE]),
+        )
         .await
-        .map(|_| ())
         .map_err(|e| SqsError {
             op: "SendMessage (redrive)",
-            detail: DisplayErrorContext(e).to_string(),
+            ..e
         })
 }
 
 /// Deletes every message on the DLQ (PurgeQueue); refuses unless `confirmed`. Returns the
 /// number of messages the DLQ reported just before (SQS finishes a purge within 60 s).
 pub async fn purge(queue: &Queue, confirmed: bool) -> Result<u64, DlqError> {
-    let url = dlq_url(queue)?;
-    let before = monitor::depth(queue.client(), &url)
-        .await
-        .map(|d| d.total());
+    let dlq = dead_letter_queue(queue)?;
+    let before = dlq.depth().await.map(|d| d.total());
     if !confirmed {
         return Err(DlqError::NotConfirmed {
-            url,
+            url: dlq.url().to_owned(),
             messages: match before {
                 Ok(n) => format!("{n} messages now"),
                 Err(_) => "depth unreadable".to_owned(),
@@ -304,17 +251,8 @@ pub async fn purge(queue: &Queue, confirmed: bool) -> Result<u64, DlqError> {
         });
     }
     let before = before?;
-    queue
-        .client()
-        .purge_queue()
-        .queue_url(&url)
-        .send()
-        .await
-        .map_err(|e| SqsError {
-            op: "PurgeQueue",
-            detail: DisplayErrorContext(e).to_string(),
-        })?;
-    tracing::info!(queue = %url, messages = before, "Dead-letter queue purged.");
+    dlq.purge().await?;
+    tracing::info!(queue = %dlq.url(), messages = before, "Dead-letter queue purged.");
     Ok(before)
 }
 
@@ -372,15 +310,8 @@ pub fn render(letters: &[DeadLetter]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::io::sqs::Attributes;
     use sluice_protocol::envelope::{Chunk, Compression, ENVELOPE_VERSION};
-
-    fn attr(v: &str) -> MessageAttributeValue {
-        MessageAttributeValue::builder()
-            .data_type("String")
-            .string_value(v)
-            .build()
-            .expect("valid attribute")
-    }
 
     fn received(body: &str, attrs: &[(&str, &str)]) -> Received {
         Received {
@@ -389,10 +320,7 @@ mod tests {
                 receipt_handle: "r-1".into(),
             },
             body: body.into(),
-            attributes: attrs
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), attr(v)))
-                .collect(),
+            attributes: Attributes::strings(attrs),
             receive_count: Some(4),
             sent_timestamp_ms: None,
         }

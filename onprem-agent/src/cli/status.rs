@@ -2,9 +2,10 @@
 //!
 //! It works with no agent running: queue and DLQ depth come from SQS (GetQueueAttributes), the
 //! rate actually achieved from PostgreSQL (receipts stored in the last minute), and receipts per
-//! message from the chunk ledger. When the agent's `/metrics` on `server.listen` answers, it adds
-//! the agent's live rate, its current limit (schedules and adaptive mode move it) and the age of
-//! the oldest message it received — SQS itself has no oldest-message age in its API.
+//! message from the chunk ledger. When the agent answers on `server.listen` (`GET /v1/status`,
+//! JSON), it adds the agent's live rate, its current limit (schedules and adaptive mode move it)
+//! and the age of the oldest message it received — SQS itself has no oldest-message age in its
+//! API.
 //!
 //! Depth is in messages; a message carries a chunk of up to `max_receipts_per_chunk` receipts,
 //! so backlog receipts and the time to drain are estimates, and say so.
@@ -15,22 +16,21 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use serde::Serialize;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::agent::Clients;
 use crate::config::AgentConfig;
+use crate::io::sqs::Depth;
 use crate::io::store::Store;
-use crate::ops::metrics as m;
-use crate::ops::monitor::{self, Depth};
+use crate::ops::live::{self, LiveStatus};
 
 /// The rate achieved is measured over this window of `ingested_at`: long enough to smooth
 /// batches of hundreds of rows, short enough to say "now".
 pub const DB_RATE_WINDOW: Duration = Duration::from_secs(60);
 /// Receipts per message are averaged over this many of the latest chunk-ledger rows.
 pub const LEDGER_SAMPLE: i64 = 200;
-/// How long the agent's `/metrics` and PostgreSQL get to answer before they count as absent.
+/// How long the agent and PostgreSQL get to answer before they count as absent.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
-/// Between the two `/metrics` reads a one-shot `status` takes to measure the agent's rate.
+/// Between the two reads of the agent's figures a one-shot `status` takes to measure its rate.
 pub const AGENT_SAMPLE: Duration = Duration::from_secs(2);
 
 /// Everything `status` reports; `--json` prints this.
@@ -65,7 +65,7 @@ pub struct Rate {
     /// Receipts stored per second over the last [`DB_RATE_WINDOW`] (from `ingested_at`).
     pub database_receipts_per_second: Option<f64>,
     pub database_window_seconds: u64,
-    /// Receipts the agent stored per second between two reads of its `/metrics`.
+    /// Receipts the agent stored per second between two reads of its figures.
     pub agent_receipts_per_second: Option<f64>,
     /// The limit in force: the agent's current rate when it answers, else the configured one.
     pub limit_rows_per_second: f64,
@@ -112,89 +112,39 @@ pub fn backlog_receipts(messages: u64, receipts_per_message: Option<f64>) -> Opt
         .map(|r| (messages as f64 * r).round() as u64)
 }
 
-/// The figures read from one `/metrics` scrape.
+/// The agent's figures as read at one moment.
 #[derive(Debug, Clone, Copy)]
-pub struct Scrape {
-    pub at: Instant,
-    pub rows_written: Option<f64>,
-    pub rate_current: Option<f64>,
-    pub rate_configured: Option<f64>,
-    pub oldest_age: Option<f64>,
-    pub ready: Option<f64>,
+struct Sample {
+    at: Instant,
+    live: LiveStatus,
 }
 
-impl Scrape {
-    pub fn parse(text: &str, at: Instant) -> Self {
-        Self {
-            at,
-            rows_written: metric_value(text, m::ROWS_WRITTEN),
-            rate_current: metric_value(text, m::RATE_CURRENT),
-            rate_configured: metric_value(text, m::RATE_CONFIGURED),
-            oldest_age: metric_value(text, m::OLDEST_RECEIVED_AGE_SECONDS),
-            ready: metric_value(text, m::READY),
-        }
-    }
-
-    /// Rows per second from `earlier` to this scrape.
-    pub fn rate_since(&self, earlier: &Scrape) -> Option<f64> {
+impl Sample {
+    /// Rows per second from `earlier` to this sample.
+    fn rate_since(&self, earlier: &Sample) -> Option<f64> {
         let dt = self.at.checked_duration_since(earlier.at)?.as_secs_f64();
-        let d = self.rows_written.unwrap_or(0.0) - earlier.rows_written.unwrap_or(0.0);
+        let d = self.live.rows_written as f64 - earlier.live.rows_written as f64;
         (dt > 0.0 && d >= 0.0).then(|| d / dt)
     }
 }
 
-/// The sum of every series of `name` in Prometheus text (labels ignored).
-pub fn metric_value(text: &str, name: &str) -> Option<f64> {
-    let mut total = None;
-    for line in text.lines() {
-        let line = line.trim();
-        if line.starts_with('#') {
-            continue;
-        }
-        let Some(rest) = line.strip_prefix(name) else {
-            continue;
-        };
-        let value = if rest.starts_with('{') {
-            rest.rsplit_once('}').map(|(_, v)| v)
-        } else if rest.starts_with(' ') {
-            Some(rest)
-        } else {
-            None // a longer name with this prefix
-        };
-        if let Some(v) = value.and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok()) {
-            total = Some(total.unwrap_or(0.0) + v);
-        }
+/// Reads the agent's live figures (`GET /v1/status`) from its server on `addr`.
+async fn fetch_live(http: &reqwest::Client, addr: SocketAddr) -> anyhow::Result<Sample> {
+    let url = format!("http://{}{}", reachable(addr), live::PATH);
+    let live = async {
+        http.get(&url)
+            .send()
+            .await?
+            .error_for_status()?
+            .json::<LiveStatus>()
+            .await
     }
-    total
-}
-
-/// Reads the agent's `/metrics` over plain HTTP/1.0 (loopback, no TLS: `server.listen` is a
-/// local endpoint), so the CLI needs no HTTP client library.
-pub async fn fetch_metrics(addr: SocketAddr) -> anyhow::Result<String> {
-    let addr = reachable(addr);
-    let work = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await?;
-        stream
-            .write_all(
-                format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
-                    .as_bytes(),
-            )
-            .await?;
-        let mut buf = Vec::new();
-        stream.read_to_end(&mut buf).await?;
-        Ok::<_, std::io::Error>(buf)
-    };
-    let raw = tokio::time::timeout(PROBE_TIMEOUT, work)
-        .await
-        .context("timed out")?
-        .with_context(|| format!("reading http://{addr}/metrics"))?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .context("malformed HTTP answer")?;
-    let status = head.split_whitespace().nth(1).unwrap_or_default();
-    anyhow::ensure!(status == "200", "http://{addr}/metrics answered {status}");
-    Ok(body.to_owned())
+    .await
+    .with_context(|| format!("reading {url}"))?;
+    Ok(Sample {
+        at: Instant::now(),
+        live,
+    })
 }
 
 /// A wildcard listen address is reached on loopback.
@@ -210,43 +160,48 @@ fn reachable(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-/// Reads the figures; keeps the previous `/metrics` scrape to measure the agent's rate.
+/// Reads the figures; keeps the agent's previous figures to measure its rate.
 #[derive(Debug)]
 pub struct Reporter {
     cfg: AgentConfig,
     clients: Clients,
-    last_scrape: Option<Scrape>,
+    http: reqwest::Client,
+    last_sample: Option<Sample>,
 }
 
 impl Reporter {
     pub async fn new(cfg: AgentConfig) -> anyhow::Result<Self> {
         let clients = Clients::connect(&cfg).await?;
-        Ok(Self {
-            cfg,
-            clients,
-            last_scrape: None,
-        })
+        Self::with_clients(cfg, clients)
     }
 
     /// With the SQS and PostgreSQL handles given (tests).
-    pub fn with_clients(cfg: AgentConfig, clients: Clients) -> Self {
-        Self {
+    pub fn with_clients(cfg: AgentConfig, clients: Clients) -> anyhow::Result<Self> {
+        // `server.listen` is a local endpoint: plain HTTP, never through a proxy.
+        let http = reqwest::Client::builder()
+            .timeout(PROBE_TIMEOUT)
+            .no_proxy()
+            .build()
+            .context("building the HTTP client")?;
+        Ok(Self {
             cfg,
             clients,
-            last_scrape: None,
-        }
+            http,
+            last_sample: None,
+        })
     }
 
-    /// One report. `sample`: when there is no earlier scrape, wait this long between two reads
-    /// of `/metrics` to measure the agent's rate (zero: do not measure).
+    /// One report. `sample`: when there is no earlier sample, wait this long between two reads
+    /// of the agent's figures to measure its rate (zero: do not measure).
     pub async fn report(&mut self, sample: Duration) -> anyhow::Result<Status> {
         let mut problems = Vec::new();
         let queue = self.clients.queue.clone();
-        let main = monitor::depth(queue.client(), queue.url())
+        let main = queue
+            .depth()
             .await
             .with_context(|| format!("reading the depth of {}", queue.url()))?;
-        let dlq = match queue.dead_letter_url() {
-            Some(url) => match monitor::depth(queue.client(), url).await {
+        let dlq = match queue.dead_letter_queue() {
+            Some(dlq) => match dlq.depth().await {
                 Ok(d) => Some(d),
                 Err(e) => {
                     problems.push(format!("dead-letter queue: {e}"));
@@ -267,22 +222,17 @@ impl Reporter {
             reachable: false,
             ready: None,
         };
-        let mut scrape = None;
+        let mut latest = None;
         let mut agent_rate = None;
         if let Some(addr) = self.cfg.server.addr() {
-            match fetch_metrics(addr).await {
-                Ok(text) => {
-                    let mut now = Scrape::parse(&text, Instant::now());
-                    let earlier = match self.last_scrape.take() {
+            match fetch_live(&self.http, addr).await {
+                Ok(mut now) => {
+                    let earlier = match self.last_sample.take() {
                         Some(s) => Some(s),
                         None if !sample.is_zero() => {
                             tokio::time::sleep(sample).await;
-                            match fetch_metrics(addr).await {
-                                Ok(text) => {
-                                    let first = now;
-                                    now = Scrape::parse(&text, Instant::now());
-                                    Some(first)
-                                }
+                            match fetch_live(&self.http, addr).await {
+                                Ok(second) => Some(std::mem::replace(&mut now, second)),
                                 Err(_) => None,
                             }
                         }
@@ -290,19 +240,20 @@ impl Reporter {
                     };
                     agent_rate = earlier.and_then(|e| now.rate_since(&e));
                     agent.reachable = true;
-                    agent.ready = now.ready.map(|r| r > 0.0);
-                    scrape = Some(now);
+                    agent.ready = now.live.ready;
+                    latest = Some(now);
                 }
                 Err(e) => problems.push(format!(
                     "agent metrics not answering ({e:#}): figures from SQS and PostgreSQL only"
                 )),
             }
         }
-        self.last_scrape = scrape;
+        self.last_sample = latest;
+        let latest = latest.map(|s| s.live);
 
         let configured = self.cfg.throttle.rows_per_second;
-        let limit = scrape
-            .and_then(|s| s.rate_current.or(s.rate_configured))
+        let limit = latest
+            .and_then(|s| s.rate_rows_per_second.or(s.rate_configured_rows_per_second))
             .unwrap_or(f64::from(configured));
         let rate = Rate {
             database_receipts_per_second: db_rate,
@@ -317,7 +268,7 @@ impl Reporter {
             queue: main,
             dead_letter_url: queue.dead_letter_url().map(str::to_owned),
             dlq,
-            oldest_message_age_seconds: scrape.and_then(|s| s.oldest_age),
+            oldest_message_age_seconds: latest.and_then(|s| s.oldest_received_message_age_seconds),
             receipts_per_message: per_message,
             backlog_receipts_estimate: backlog,
             drain_seconds_at_current_rate: backlog.and_then(|b| drain_seconds(b, rate.current())),
@@ -331,14 +282,8 @@ impl Reporter {
 
 /// Receipts stored per second over the window, and receipts per message from the ledger.
 async fn database_figures(store: &Store, problems: &mut Vec<String>) -> (Option<f64>, Option<f64>) {
-    let window = DB_RATE_WINDOW.as_secs_f64();
-    let rate = sqlx::query_scalar::<_, i64>(
-        "SELECT count(*) FROM receipts WHERE ingested_at > now() - make_interval(secs => $1)",
-    )
-    .bind(window)
-    .fetch_one(store.pool());
-    let rate = match tokio::time::timeout(PROBE_TIMEOUT, rate).await {
-        Ok(Ok(n)) => Some(n as f64 / window),
+    let rate = match tokio::time::timeout(PROBE_TIMEOUT, store.recent_rate(DB_RATE_WINDOW)).await {
+        Ok(Ok(r)) => Some(r),
         Ok(Err(e)) => {
             problems.push(format!("PostgreSQL: {e}"));
             return (None, None);
@@ -348,12 +293,7 @@ async fn database_figures(store: &Store, problems: &mut Vec<String>) -> (Option<
             return (None, None);
         }
     };
-    let per_message = sqlx::query_scalar::<_, Option<f64>>(
-        "SELECT avg(receipts)::float8 FROM \
-         (SELECT receipts FROM chunks ORDER BY committed_at DESC LIMIT $1) AS latest",
-    )
-    .bind(LEDGER_SAMPLE)
-    .fetch_one(store.pool());
+    let per_message = store.receipts_per_message(LEDGER_SAMPLE);
     let per_message = match tokio::time::timeout(PROBE_TIMEOUT, per_message).await {
         Ok(Ok(v)) => v,
         Ok(Err(e)) => {
@@ -515,29 +455,17 @@ mod tests {
     }
 
     #[test]
-    fn metric_values_are_read_from_prometheus_text_summing_label_sets() {
-        let text = "# HELP sluice_rows_written_total x\n\
-                    # TYPE sluice_rows_written_total counter\n\
-                    sluice_rows_written_total 1500\n\
-                    sluice_rows_written_total_extra 7\n\
-                    sluice_queue_messages{queue=\"main\",state=\"visible\"} 12\n\
-                    sluice_queue_messages{queue=\"main\",state=\"in_flight\"} 3\n";
-        assert_eq!(
-            metric_value(text, "sluice_rows_written_total"),
-            Some(1500.0)
-        );
-        assert_eq!(metric_value(text, "sluice_queue_messages"), Some(15.0));
-        assert_eq!(metric_value(text, "sluice_absent"), None);
-    }
-
-    #[test]
     fn the_agent_rate_is_the_counter_delta_over_time() {
         let t0 = Instant::now();
-        let a = Scrape::parse("sluice_rows_written_total 1000\n", t0);
-        let b = Scrape::parse(
-            "sluice_rows_written_total 2000\n",
-            t0 + Duration::from_secs(2),
-        );
+        let sample = |at, rows_written| Sample {
+            at,
+            live: LiveStatus {
+                rows_written,
+                ..LiveStatus::default()
+            },
+        };
+        let a = sample(t0, 1000);
+        let b = sample(t0 + Duration::from_secs(2), 2000);
         assert_eq!(b.rate_since(&a), Some(500.0));
         assert_eq!(a.rate_since(&b), None, "time runs forwards");
     }

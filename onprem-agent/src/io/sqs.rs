@@ -1,5 +1,7 @@
-//! The SQS calls the agent makes: receive, delete, change visibility (heartbeat and release)
-//! and send to the dead-letter queue.
+//! The SQS adapter, the only code that calls the AWS SDK. Here: the calls the pipeline makes
+//! (receive, delete, change visibility for heartbeat and release, send to the dead-letter
+//! queue); in [`admin`]: depth, ping, raw receive and send, purge; in [`message`]: the
+//! conversion from the SDK's message type.
 //!
 //! Batch calls can half-fail inside a 200 answer: every batch call here reads `failed`, retries
 //! the entries SQS says are not the sender's fault, and returns what still failed.
@@ -33,6 +35,12 @@ const BATCH_RETRY: BatchRetry = BatchRetry {
     max_delay: Duration::from_secs(5),
 };
 
+mod admin;
+mod message;
+
+pub use admin::Depth;
+pub use message::{Attributes, Received};
+
 /// An SQS call failed as a whole.
 #[derive(Debug, thiserror::Error)]
 #[error("{op} failed: {detail}")]
@@ -65,13 +73,13 @@ pub async fn client(cfg: &QueueConfig) -> Client {
 
 /// One ReceiveMessage call: up to 10 messages with all message attributes, their receive count
 /// and sent time; `op` names the call in the error. Shared by the pollers and the `dlq` tools.
-pub async fn receive_messages(
+async fn receive_messages(
     client: &Client,
     url: &str,
     wait_seconds: i32,
     visibility_timeout_seconds: i32,
     op: &'static str,
-) -> Result<Vec<aws_sdk_sqs::types::Message>, SqsError> {
+) -> Result<Vec<Received>, SqsError> {
     let out = client
         .receive_message()
         .queue_url(url)
@@ -87,7 +95,12 @@ pub async fn receive_messages(
             op,
             detail: DisplayErrorContext(e).to_string(),
         })?;
-    Ok(out.messages.unwrap_or_default())
+    Ok(out
+        .messages
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(Received::from_sdk)
+        .collect())
 }
 
 /// One queue (and its dead-letter queue) as the agent uses it.
@@ -109,10 +122,6 @@ impl Queue {
 
     pub fn url(&self) -> &str {
         &self.url
-    }
-
-    pub fn client(&self) -> &Client {
-        &self.client
     }
 
     pub fn dead_letter_url(&self) -> Option<&str> {
@@ -137,51 +146,16 @@ impl Queue {
             "ReceiveMessage",
         )
         .await?;
-        let mut messages = Vec::new();
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis())
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
             .unwrap_or_default();
-        let mut oldest_sent_ms: Option<u128> = None;
-        for m in received {
-            if let Some(sent) = m
-                .attributes
-                .as_ref()
-                .and_then(|a| a.get(&MessageSystemAttributeName::SentTimestamp))
-                .and_then(|v| v.parse::<u128>().ok())
-            {
-                oldest_sent_ms = Some(oldest_sent_ms.map_or(sent, |o| o.min(sent)));
-            }
-            let (Some(message_id), Some(receipt_handle)) = (m.message_id, m.receipt_handle) else {
-                tracing::warn!("SQS returned a message without id or receipt handle; skipped.");
-                continue;
-            };
-            let encoding = m
-                .message_attributes
-                .as_ref()
-                .and_then(|a| a.get(ENCODING_ATTRIBUTE))
-                .and_then(|v| v.string_value.clone());
-            let receive_count = m
-                .attributes
-                .as_ref()
-                .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(1);
-            messages.push(RawMessage {
-                handle: Handle {
-                    message_id,
-                    receipt_handle,
-                },
-                body: m.body.unwrap_or_default(),
-                encoding,
-                receive_count,
-            });
-        }
+        let oldest_sent_ms = received.iter().filter_map(|m| m.sent_timestamp_ms).min();
         // What the agent can tell about the backlog's age: SQS has no such queue attribute.
         let age_ms = oldest_sent_ms.map_or(0, |sent| now_ms.saturating_sub(sent));
         metrics::gauge!(crate::ops::metrics::OLDEST_RECEIVED_AGE_SECONDS)
             .set(age_ms as f64 / 1000.0);
-        Ok(messages)
+        Ok(received.into_iter().map(RawMessage::from).collect())
     }
 
     /// Deletes the messages; returns those that could not be deleted, with the reason.

@@ -1,6 +1,7 @@
-//! The PostgreSQL side: the connection pool, the embedded migrations, and the one write the
-//! agent makes — a batch of receipts with their items and chunk-ledger rows in one transaction,
-//! idempotent by `receipt_id`.
+//! The PostgreSQL adapter, the only code that runs SQL: the connection pool, the embedded
+//! migrations, the one write the agent makes — a batch of receipts with their items and
+//! chunk-ledger rows in one transaction, idempotent by `receipt_id` — and the few reads that
+//! readiness, the adaptive throttle and `status` make.
 //!
 //! Rows travel as arrays, one per column, through `INSERT … SELECT FROM UNNEST(…)`: one round
 //! trip per table whatever the batch size, and a statement text that never changes (so it is
@@ -201,6 +202,30 @@ impl Store {
         .fetch_one(&self.pool)
         .await?;
         Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    }
+
+    /// Receipts stored per second over the last `window` (by `ingested_at`).
+    pub async fn recent_rate(&self, window: Duration) -> Result<f64, StoreError> {
+        let window = window.as_secs_f64();
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM receipts WHERE ingested_at > now() - make_interval(secs => $1)",
+        )
+        .bind(window)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n as f64 / window)
+    }
+
+    /// Receipts per message, averaged over the latest `sample` chunk-ledger rows; `None` while
+    /// the ledger is empty.
+    pub async fn receipts_per_message(&self, sample: i64) -> Result<Option<f64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT avg(receipts)::float8 FROM \
+             (SELECT receipts FROM chunks ORDER BY committed_at DESC LIMIT $1) AS latest",
+        )
+        .bind(sample)
+        .fetch_one(&self.pool)
+        .await?)
     }
 
     /// Writes `rows` and `ledger` in one transaction. Rows whose `receipt_id` is already

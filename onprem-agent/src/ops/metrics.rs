@@ -1,8 +1,9 @@
-//! Metric names (with units) and the Prometheus recorder.
+//! Metric names (with units) and the recorder: Prometheus, with the live figures of
+//! [`crate::ops::live`] kept on the way.
 //!
 //! Labels stay low-cardinality: no queue URLs, batch ids or tenants.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
@@ -48,11 +49,22 @@ pub const READY: &str = "sluice_ready";
 /// How often histogram samples are folded into their buckets.
 const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
-static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+use crate::ops::live::{LiveFigures, Recording};
 
-/// Installs the global Prometheus recorder once per process and returns its handle (`None` if
-/// another recorder was installed first, e.g. by an embedding program).
-pub fn install() -> Option<PrometheusHandle> {
+/// What the installed recorder can be read through.
+#[derive(Debug, Clone)]
+pub struct Installed {
+    /// Renders `/metrics`.
+    pub prometheus: PrometheusHandle,
+    /// Answers `/v1/status`.
+    pub live: Arc<LiveFigures>,
+}
+
+static HANDLE: OnceLock<Option<Installed>> = OnceLock::new();
+
+/// Installs the global recorder once per process and returns its handles (`None` if another
+/// recorder was installed first, e.g. by an embedding program).
+pub fn install() -> Option<Installed> {
     HANDLE
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
@@ -65,7 +77,12 @@ pub fn install() -> Option<PrometheusHandle> {
                 .ok()?
                 .build_recorder();
             let handle = recorder.handle();
-            metrics::set_global_recorder(recorder).ok()?;
+            let live = Arc::new(LiveFigures::default());
+            metrics::set_global_recorder(Recording {
+                inner: recorder,
+                live: live.clone(),
+            })
+            .ok()?;
             // Histograms keep samples until upkeep folds them; without it memory grows with
             // every batch. A plain thread, so it outlives any one tokio runtime (tests run
             // several per process).
@@ -79,7 +96,10 @@ pub fn install() -> Option<PrometheusHandle> {
             if let Err(e) = spawned {
                 tracing::warn!(error = %e, "Cannot start metrics upkeep; histograms will grow.");
             }
-            Some(handle)
+            Some(Installed {
+                prometheus: handle,
+                live,
+            })
         })
         .clone()
 }

@@ -9,13 +9,9 @@
 
 use std::time::Duration;
 
-use aws_sdk_sqs::error::DisplayErrorContext;
-use aws_sdk_sqs::types::QueueAttributeName;
-use aws_sdk_sqs::Client;
-use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::io::sqs::{Queue, SqsError};
+use crate::io::sqs::{Depth, Queue};
 use crate::io::store::Store;
 use crate::ops::metrics as m;
 use crate::ops::sd_notify::{Notifier, State};
@@ -25,77 +21,31 @@ use crate::ops::server::check_ready;
 /// day, a cent at SQS prices); SQS's own figures only refresh about once a minute anyway.
 pub const INTERVAL: Duration = Duration::from_secs(5);
 
-/// Messages in one queue, by state.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Depth {
-    /// Waiting to be received.
-    pub visible: u64,
-    /// Received and not yet deleted (or released).
-    pub in_flight: u64,
-    /// Sent with a delay that has not passed yet.
-    pub delayed: u64,
-}
-
-impl Depth {
-    /// Every message the queue holds.
-    pub fn total(&self) -> u64 {
-        self.visible + self.in_flight + self.delayed
-    }
-}
-
-/// Reads a queue's depth.
-pub async fn depth(client: &Client, url: &str) -> Result<Depth, SqsError> {
-    let out = client
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
-        .send()
-        .await
-        .map_err(|e| SqsError {
-            op: "GetQueueAttributes",
-            detail: DisplayErrorContext(e).to_string(),
-        })?;
-    let attrs = out.attributes.unwrap_or_default();
-    let get = |k: QueueAttributeName| -> u64 {
-        attrs
-            .get(&k)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_default()
-    };
-    Ok(Depth {
-        visible: get(QueueAttributeName::ApproximateNumberOfMessages),
-        in_flight: get(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
-        delayed: get(QueueAttributeName::ApproximateNumberOfMessagesDelayed),
-    })
-}
-
 /// Reads the queues and readiness every [`INTERVAL`] until `stop`, setting the gauges; while
 /// ready, also shows the depth in `systemctl status` (systemd's `STATUS=`).
 pub async fn run(queue: Queue, store: Store, notifier: Notifier, stop: CancellationToken) {
-    let mut targets = vec![("main", queue.url().to_owned())];
-    if let Some(dlq) = queue.dead_letter_url() {
-        targets.push(("dlq", dlq.to_owned()));
+    let mut targets = vec![("main", queue.clone())];
+    if let Some(dlq) = queue.dead_letter_queue() {
+        targets.push(("dlq", dlq));
     }
     let mut failing = vec![false; targets.len()];
     loop {
         let mut depths = Vec::new();
-        for ((label, url), failing) in targets.iter().zip(failing.iter_mut()) {
-            match depth(queue.client(), url).await {
+        for ((label, target), failing) in targets.iter().zip(failing.iter_mut()) {
+            match target.depth().await {
                 Ok(d) => {
                     record(label, d);
                     depths.push((*label, d));
                     metrics::gauge!(m::QUEUE_MONITOR_UP, "queue" => *label).set(1.0);
                     if std::mem::replace(failing, false) {
-                        tracing::info!(queue = %url, "Queue attributes readable again.");
+                        tracing::info!(queue = %target.url(), "Queue attributes readable again.");
                     }
                 }
                 Err(e) => {
                     metrics::gauge!(m::QUEUE_MONITOR_UP, "queue" => *label).set(0.0);
                     metrics::counter!(m::ERRORS, "kind" => "sqs_attributes").increment(1);
                     if !std::mem::replace(failing, true) {
-                        tracing::warn!(queue = %url, error = %e, "Cannot read queue attributes; depth gauges are stale.");
+                        tracing::warn!(queue = %target.url(), error = %e, "Cannot read queue attributes; depth gauges are stale.");
                     }
                 }
             }
@@ -192,15 +142,5 @@ mod tests {
             status_line(&[("main", Depth::default())]),
             "Draining: 0 messages waiting (0 in flight)."
         );
-    }
-
-    #[test]
-    fn total_depth_counts_every_state() {
-        let d = Depth {
-            visible: 5,
-            in_flight: 2,
-            delayed: 1,
-        };
-        assert_eq!(d.total(), 8);
     }
 }

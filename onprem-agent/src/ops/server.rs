@@ -1,24 +1,25 @@
 //! The agent's HTTP endpoint on `server.listen`: `/metrics` (Prometheus text), `/healthz`
-//! (the process answers) and `/readyz` (PostgreSQL and SQS both answer).
+//! (the process answers), `/readyz` (PostgreSQL and SQS both answer) and `/v1/status` (the
+//! live figures `sluice-agent status` reads, as JSON).
 
 use std::time::Duration;
 
+use crate::io::sqs::Queue;
+use crate::io::store::Store;
+use crate::ops::live;
+use crate::ops::metrics::Installed;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use metrics_exporter_prometheus::PrometheusHandle;
-
-use crate::io::sqs::Queue;
-use crate::io::store::Store;
 
 /// A dependency check slower than this counts as down.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Clone)]
 pub struct ServerState {
-    pub metrics: Option<PrometheusHandle>,
+    pub metrics: Option<Installed>,
     pub store: Store,
     pub queue: Queue,
 }
@@ -28,17 +29,34 @@ pub fn router(state: ServerState) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route(live::PATH, get(live_status))
         .with_state(state)
+}
+
+/// Without the recorder (another one was installed first) there is nothing to read.
+fn not_installed() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        "metrics recorder not installed in this process\n",
+    )
+        .into_response()
 }
 
 async fn metrics(State(s): State<ServerState>) -> Response {
     match &s.metrics {
-        Some(h) => ([("content-type", "text/plain; version=0.0.4")], h.render()).into_response(),
-        None => (
-            StatusCode::NOT_FOUND,
-            "metrics recorder not installed in this process\n",
+        Some(h) => (
+            [("content-type", "text/plain; version=0.0.4")],
+            h.prometheus.render(),
         )
             .into_response(),
+        None => not_installed(),
+    }
+}
+
+async fn live_status(State(s): State<ServerState>) -> Response {
+    match &s.metrics {
+        Some(h) => Json(h.live.snapshot()).into_response(),
+        None => not_installed(),
     }
 }
 
@@ -49,19 +67,9 @@ pub async fn check_ready(store: &Store, queue: &Queue) -> (bool, serde_json::Val
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err("timed out".to_owned()),
     };
-    let sqs = match tokio::time::timeout(
-        PROBE_TIMEOUT,
-        queue
-            .client()
-            .get_queue_attributes()
-            .queue_url(queue.url())
-            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
-            .send(),
-    )
-    .await
-    {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(aws_sdk_sqs::error::DisplayErrorContext(e).to_string()),
+    let sqs = match tokio::time::timeout(PROBE_TIMEOUT, queue.ping()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.detail),
         Err(_) => Err("timed out".to_owned()),
     };
     let show = |r: &Result<(), String>| match r {

@@ -489,7 +489,8 @@ impl World {
 
     /// Messages in a queue: (visible, in flight, delayed).
     async fn depth(&self, queue_url: &str) -> anyhow::Result<(u64, u64, u64)> {
-        let d = sluice_agent::depth(&self.sqs, queue_url).await?;
+        let queue = sluice_agent::Queue::new(self.sqs.clone(), queue_url.to_owned(), None);
+        let d = queue.depth().await?;
         Ok((d.visible, d.in_flight, d.delayed))
     }
 }
