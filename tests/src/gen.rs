@@ -77,7 +77,8 @@ impl Generator {
         }
     }
 
-    /// The next receipt as JSON, valid under every rule of SPEC.md.
+    /// The next receipt as JSON, valid under every rule of the upload format: the ingest API
+    /// and `sluice_protocol::Receipt::from_value` accept it.
     pub fn receipt(&mut self) -> Value {
         let r = &mut self.rng;
         let id = uuid::Builder::from_random_bytes(r.random()).into_uuid();

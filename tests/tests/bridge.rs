@@ -16,20 +16,6 @@ use sluice_protocol::Receipt;
 /// Long enough for a drain on a loaded 2-core CI machine; a healthy run takes seconds.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(180);
 
-/// Waits until `expected` receipts are stored and the main queue holds nothing, visible or not.
-async fn wait_drained(env: &TestEnv, expected: i64) -> anyhow::Result<()> {
-    wait_for(
-        DRAIN_TIMEOUT,
-        &format!("{expected} receipts stored and the queue empty"),
-        || async {
-            let stored = env.count_receipts_or_zero().await;
-            let depth = env.depth(&env.queue_url).await.ok()?;
-            (stored >= expected && depth == (0, 0, 0)).then_some(())
-        },
-    )
-    .await
-}
-
 fn gzip(data: &[u8]) -> Vec<u8> {
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     enc.write_all(data).expect("writing to a Vec");
@@ -55,7 +41,7 @@ async fn ten_thousand_receipts_land_exactly_once_with_fields_intact() -> anyhow:
     assert!(chunks >= 20, "500 receipts per chunk at most: {answer}");
 
     let agent = env.start_agent(env.agent_config("")?).await?;
-    wait_drained(&env, 10_000).await?;
+    env.wait_drained(10_000, DRAIN_TIMEOUT).await?;
     agent.stop().await?;
 
     let stored = stored_receipts(&env).await?;
@@ -101,7 +87,7 @@ async fn the_same_upload_sent_twice_is_stored_once() -> anyhow::Result<()> {
     assert_ne!(a1["batch_id"], a3["batch_id"]);
 
     let agent = env.start_agent(env.agent_config("")?).await?;
-    wait_drained(&env, 1_000).await?;
+    env.wait_drained(1_000, DRAIN_TIMEOUT).await?;
     agent.stop().await?;
     let (rows, distinct): (i64, i64) =
         sqlx::query_as("SELECT count(*), count(DISTINCT receipt_id) FROM sluice.receipts")
@@ -147,10 +133,10 @@ async fn a_message_delivered_twice_is_stored_once() -> anyhow::Result<()> {
         }
     }
     let agent = env.start_agent(env.agent_config("")?).await?;
-    wait_drained(&env, 300).await?;
+    env.wait_drained(300, DRAIN_TIMEOUT).await?;
     // One more late redelivery, after the first copies were committed.
     env.send_raw(&messages[0].body, &[]).await?;
-    wait_drained(&env, 300).await?;
+    env.wait_drained(300, DRAIN_TIMEOUT).await?;
     agent.stop().await?;
     assert_eq!(env.count_receipts().await?, 300);
     let chunks: i64 =
@@ -194,7 +180,7 @@ async fn malformed_messages_go_to_the_dlq_with_a_reason_while_the_rest_is_stored
     .await?;
 
     let agent = env.start_agent(env.agent_config("")?).await?;
-    wait_drained(&env, 500).await?;
+    env.wait_drained(500, DRAIN_TIMEOUT).await?;
     agent.stop().await?;
     assert_eq!(env.count_receipts().await?, 500);
 
@@ -385,11 +371,10 @@ async fn sigterm_mid_drain_exits_0_and_nothing_is_lost() -> anyhow::Result<()> {
         .await?;
     assert_eq!(status, 202, "{answer}");
 
-    let config = env.write_agent_config(
-        "agent.toml",
+    let mut agent = env.spawn_agent(
+        "agent",
         "[throttle]\nrows_per_second = 400\nburst = 400\n[batch]\nmax_rows = 100\nmax_wait_ms = 20\n[log]\nformat = \"json\"\nlevel = \"info\"",
     )?;
-    let mut agent = env.spawn_agent_process(&config, &[])?;
     wait_for(
         DRAIN_TIMEOUT,
         "the agent to store some receipts",
@@ -420,7 +405,7 @@ async fn sigterm_mid_drain_exits_0_and_nothing_is_lost() -> anyhow::Result<()> {
     assert!(visible > 0);
 
     let agent = env.start_agent(env.agent_config("")?).await?;
-    wait_drained(&env, 3_000).await?;
+    env.wait_drained(3_000, DRAIN_TIMEOUT).await?;
     agent.stop().await?;
     let (rows, distinct): (i64, i64) =
         sqlx::query_as("SELECT count(*), count(DISTINCT receipt_id) FROM sluice.receipts")
@@ -428,9 +413,6 @@ async fn sigterm_mid_drain_exits_0_and_nothing_is_lost() -> anyhow::Result<()> {
             .await?;
     assert_eq!((rows, distinct), (3_000, 3_000));
     assert!(env.drain_dlq().await?.is_empty());
-    if let Some(dir) = config.parent() {
-        std::fs::remove_dir_all(dir).ok();
-    }
     env.cleanup().await;
     Ok(())
 }
@@ -492,7 +474,7 @@ async fn the_uploader_sends_a_large_file_exactly_once_and_names_bad_lines() -> a
     );
 
     let agent = env.start_agent(env.agent_config("")?).await?;
-    wait_drained(&env, 12_000).await?;
+    env.wait_drained(12_000, DRAIN_TIMEOUT).await?;
     agent.stop().await?;
     let (rows, distinct): (i64, i64) =
         sqlx::query_as("SELECT count(*), count(DISTINCT receipt_id) FROM sluice.receipts")

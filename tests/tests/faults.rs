@@ -11,67 +11,39 @@ use serde_json::{json, Value};
 use sluice_e2e::gen::Generator;
 use sluice_e2e::oracle::Oracle;
 use sluice_e2e::proxy::{CommitCut, Mode, Proxy};
-use sluice_e2e::{free_local_addr, http_get, wait_for, AgentProcess, EnvOptions, TestEnv};
+use sluice_e2e::{wait_for, AgentProcess, EnvOptions, Signal, TestEnv};
 
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(240);
 
-/// A `sluice-agent run` process with its metrics address.
-struct Agent {
-    process: AgentProcess,
-    metrics: SocketAddr,
+/// Starts the binary with the test's config plus `extra` (JSON logs), and waits until it
+/// answers.
+async fn start(env: &TestEnv, name: &str, extra: &str) -> anyhow::Result<AgentProcess> {
+    let agent = env.spawn_agent(
+        name,
+        &format!("{extra}\n[log]\nformat = \"json\"\nlevel = \"info\""),
+    )?;
+    agent.wait_answering(Duration::from_secs(30)).await?;
+    Ok(agent)
 }
 
-impl Agent {
-    /// Starts the binary with the test's config plus `extra`, and waits until it answers.
-    async fn start(env: &TestEnv, name: &str, extra: &str) -> anyhow::Result<Self> {
-        let metrics = free_local_addr()?;
-        let config = env.write_agent_config(
-            &format!("{name}.toml"),
-            &format!("{extra}\n[server]\nlisten = \"{metrics}\"\n[log]\nformat = \"json\"\nlevel = \"info\""),
-        )?;
-        let process = env.spawn_agent_process(&config, &[])?;
-        let agent = Self { process, metrics };
-        wait_for(Duration::from_secs(30), "the agent's /healthz", || async {
-            http_get(agent.metrics, "/healthz").await.map(|_| ())
-        })
-        .await?;
-        Ok(agent)
-    }
+/// A counter's total over its labels: 0 before its first increment, NaN (so that no comparison
+/// holds) while the agent does not answer.
+async fn counter(agent: &AgentProcess, name: &str) -> f64 {
+    agent
+        .metrics()
+        .await
+        .map_or(f64::NAN, |m| m.sum(name, &[]).unwrap_or(0.0))
+}
 
-    fn signal(&self, sig: &str) -> anyhow::Result<()> {
-        self.process.signal(sig)
-    }
-
-    /// `kill -9`, and reap it.
-    async fn kill(mut self) -> anyhow::Result<()> {
-        self.signal("KILL")?;
-        self.process.child.wait().await?;
-        Ok(())
-    }
-
-    /// The sum of a metric over its labels, from `/metrics`.
-    async fn metric(&self, name: &str) -> f64 {
-        let Some((200, text)) = http_get(self.metrics, "/metrics").await else {
-            return f64::NAN;
-        };
-        text.lines()
-            .filter(|l| {
-                l.strip_prefix(name)
-                    .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
-            })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    }
-
-    async fn stop(mut self) -> anyhow::Result<()> {
-        let status = self.process.terminate(Duration::from_secs(60)).await?;
-        anyhow::ensure!(
-            status.success(),
-            "agent exit {status}; log:\n{}",
-            self.process.log_text()
-        );
-        Ok(())
-    }
+/// SIGTERM; fails unless the agent exits 0 within a minute.
+async fn stop(mut agent: AgentProcess) -> anyhow::Result<()> {
+    let status = agent.terminate(Duration::from_secs(60)).await?;
+    anyhow::ensure!(
+        status.success(),
+        "agent exit {status}; log:\n{}",
+        agent.log_text()
+    );
+    Ok(())
 }
 
 /// Uploads `receipts` through an in-process API and tells the oracle what was acknowledged.
@@ -93,19 +65,6 @@ async fn upload(
         oracle.acknowledge(part);
     }
     Ok(())
-}
-
-async fn wait_drained(env: &TestEnv, expected: i64) -> anyhow::Result<()> {
-    wait_for(
-        DRAIN_TIMEOUT,
-        &format!("{expected} receipts stored, queue empty"),
-        || async {
-            let stored = env.count_receipts_or_zero().await;
-            let depth = env.depth(&env.queue_url).await.ok()?;
-            (stored >= expected && depth == (0, 0, 0)).then_some(())
-        },
-    )
-    .await
 }
 
 /// The agent's database URL through `proxy`.
@@ -156,7 +115,7 @@ async fn the_agent_killed_ten_times_at_random_moments_loses_and_duplicates_nothi
     let mut rng = rand::rngs::StdRng::seed_from_u64(61);
     let mut stored_at_kills = Vec::new();
     for i in 0..10 {
-        let agent = Agent::start(&env, &format!("kill{i}"), settings).await?;
+        let mut agent = start(&env, &format!("kill{i}"), settings).await?;
         let life = Duration::from_millis(rng.random_range(150..1_200));
         tokio::time::sleep(life).await;
         agent.kill().await?;
@@ -166,9 +125,9 @@ async fn the_agent_killed_ten_times_at_random_moments_loses_and_duplicates_nothi
         stored_at_kills.last().copied().unwrap_or(0) < 8_000,
         "the kills must land mid-drain: {stored_at_kills:?}"
     );
-    let agent = Agent::start(&env, "final", settings).await?;
-    wait_drained(&env, 8_000).await?;
-    agent.stop().await?;
+    let agent = start(&env, "final", settings).await?;
+    env.wait_drained(8_000, DRAIN_TIMEOUT).await?;
+    stop(agent).await?;
     oracle.verify(&env).await?;
     env.cleanup().await;
     Ok(())
@@ -191,7 +150,7 @@ async fn a_connection_cut_around_commit_leads_to_no_delete_and_the_redelivery_is
     )
     .await?;
     // Migrations commit too: let the agent start, then arm the cuts.
-    let agent = Agent::start(
+    let agent = start(
         &env,
         "commit-cut",
         &format!(
@@ -222,10 +181,10 @@ async fn a_connection_cut_around_commit_leads_to_no_delete_and_the_redelivery_is
         || async { (proxy.commits_cut() >= 4).then_some(()) },
     )
     .await?;
-    wait_drained(&env, 3_000).await?;
-    let duplicates = agent.metric("sluice_receipts_duplicate_total").await;
-    let received = agent.metric("sluice_messages_received_total").await;
-    agent.stop().await?;
+    env.wait_drained(3_000, DRAIN_TIMEOUT).await?;
+    let duplicates = counter(&agent, "sluice_receipts_duplicate_total").await;
+    let received = counter(&agent, "sluice_messages_received_total").await;
+    stop(agent).await?;
     oracle.verify(&env).await?;
     // A batch committed behind a cut connection is written again (not deleted unconfirmed):
     // its receipts come back as duplicates.
@@ -258,7 +217,7 @@ async fn sqs_latency_resets_and_an_outage_lose_nothing() -> anyhow::Result<()> {
         "100",
     )
     .await?;
-    let agent = Agent::start(
+    let agent = start(
         &env,
         "sqs-faults",
         &format!(
@@ -278,9 +237,9 @@ async fn sqs_latency_resets_and_an_outage_lose_nothing() -> anyhow::Result<()> {
     let outage_started = env.count_receipts_or_zero().await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     proxy.set_mode(Mode::Pass);
-    wait_drained(&env, 4_000).await?;
-    let errors = agent.metric("sluice_errors_total").await;
-    agent.stop().await?;
+    env.wait_drained(4_000, DRAIN_TIMEOUT).await?;
+    let errors = counter(&agent, "sluice_errors_total").await;
+    stop(agent).await?;
     assert!(outage_started < 4_000, "the outage must land mid-drain");
     assert!(errors >= 1.0, "the faults were seen: {errors}");
     oracle.verify(&env).await?;
@@ -311,16 +270,16 @@ async fn a_batch_slower_than_the_visibility_timeout_is_received_once() -> anyhow
     )
     .execute(&env.pool)
     .await?;
-    let agent = Agent::start(
+    let agent = start(
         &env,
         "slow",
         "[queue]\nvisibility_timeout_seconds = 10\n[batch]\nmax_rows = 600\nmax_wait_ms = 2000\n[throttle]\nburst = 1000",
     )
     .await?;
-    wait_drained(&env, 600).await?;
-    let received = agent.metric("sluice_messages_received_total").await;
-    let duplicates = agent.metric("sluice_receipts_duplicate_total").await;
-    agent.stop().await?;
+    env.wait_drained(600, DRAIN_TIMEOUT).await?;
+    let received = counter(&agent, "sluice_messages_received_total").await;
+    let duplicates = counter(&agent, "sluice_receipts_duplicate_total").await;
+    stop(agent).await?;
     assert_eq!(received, 3.0, "3 chunks, each received exactly once");
     assert_eq!(duplicates, 0.0);
     oracle.verify(&env).await?;
@@ -348,23 +307,25 @@ async fn two_agents_one_frozen_past_its_visibility_timeout_still_store_exactly_o
     )
     .await?;
     let settings = "[queue]\nvisibility_timeout_seconds = 10\n[throttle]\nrows_per_second = 250\nburst = 250\n[batch]\nmax_rows = 200\nmax_in_flight_rows = 1000";
-    let frozen = Agent::start(&env, "frozen", settings).await?;
-    let other = Agent::start(&env, "other", settings).await?;
+    let frozen = start(&env, "frozen", settings).await?;
+    let other = start(&env, "other", settings).await?;
     wait_for(
         Duration::from_secs(60),
         "the first agent to hold messages",
-        || async { (frozen.metric("sluice_messages_received_total").await >= 3.0).then_some(()) },
+        || async {
+            (counter(&frozen, "sluice_messages_received_total").await >= 3.0).then_some(())
+        },
     )
     .await?;
-    frozen.signal("STOP")?;
+    frozen.signal(Signal::SIGSTOP)?;
     let frozen_at = Instant::now();
     // Past its visibility timeout: what it held is handed to the other agent.
     tokio::time::sleep(Duration::from_secs(16)).await;
-    frozen.signal("CONT")?;
+    frozen.signal(Signal::SIGCONT)?;
     assert!(frozen_at.elapsed() > Duration::from_secs(10));
-    wait_drained(&env, 4_000).await?;
-    frozen.stop().await?;
-    other.stop().await?;
+    env.wait_drained(4_000, DRAIN_TIMEOUT).await?;
+    stop(frozen).await?;
+    stop(other).await?;
     oracle.verify(&env).await?;
     env.cleanup().await;
     Ok(())
@@ -408,15 +369,15 @@ async fn a_row_the_database_refuses_is_dead_lettered_and_its_999_neighbours_stor
     oracle.acknowledge(&good);
     oracle.expect_dead_letter(&bad_id, "no_poison_pill");
 
-    let agent = Agent::start(
+    let agent = start(
         &env,
         "poison",
         "[batch]\nmax_rows = 1000\n[throttle]\nrows_per_second = 5000\nburst = 5000",
     )
     .await?;
-    wait_drained(&env, 999).await?;
-    let refused = agent.metric("sluice_receipts_dead_lettered_total").await;
-    agent.stop().await?;
+    env.wait_drained(999, DRAIN_TIMEOUT).await?;
+    let refused = counter(&agent, "sluice_receipts_dead_lettered_total").await;
+    stop(agent).await?;
     assert_eq!(refused, 1.0);
     let dead = oracle.verify(&env).await?;
     assert_eq!(dead.len(), 1);
@@ -479,7 +440,7 @@ async fn batch_calls_that_half_fail_inside_a_200_lose_nothing() -> anyhow::Resul
 
     proxy.half_fail("DeleteMessageBatch", 5);
     proxy.half_fail("ChangeMessageVisibilityBatch", 5);
-    let agent = Agent::start(
+    let agent = start(
         &env,
         "half-fail",
         &format!(
@@ -488,9 +449,9 @@ async fn batch_calls_that_half_fail_inside_a_200_lose_nothing() -> anyhow::Resul
         ),
     )
     .await?;
-    wait_drained(&env, 3_000).await?;
-    let received = agent.metric("sluice_messages_received_total").await;
-    agent.stop().await?;
+    env.wait_drained(3_000, DRAIN_TIMEOUT).await?;
+    let received = counter(&agent, "sluice_messages_received_total").await;
+    stop(agent).await?;
     assert!(
         proxy.withheld() > withheld_sends,
         "deletes were half-failed too"
@@ -531,7 +492,7 @@ async fn postgres_crashing_mid_transaction_and_restarting_loses_nothing() -> any
     )
     .execute(&env.pool)
     .await?;
-    let agent = Agent::start(
+    let agent = start(
         &env,
         "crash",
         "[throttle]\nrows_per_second = 100000\nburst = 100000\n[batch]\nmax_rows = 400\nmax_wait_ms = 20",
@@ -548,9 +509,9 @@ async fn postgres_crashing_mid_transaction_and_restarting_loses_nothing() -> any
         tokio::time::sleep(Duration::from_secs(2)).await;
         pg.resume().await?;
     }
-    wait_drained(&env, 6_000).await?;
-    let errors = agent.metric("sluice_errors_total").await;
-    agent.stop().await?;
+    env.wait_drained(6_000, DRAIN_TIMEOUT).await?;
+    let errors = counter(&agent, "sluice_errors_total").await;
+    stop(agent).await?;
     assert!(errors >= 1.0, "the crashes were seen: {errors}");
     oracle.verify(&env).await?;
     env.cleanup().await;
@@ -581,7 +542,7 @@ async fn a_duplicate_storm_is_stored_exactly_once() -> anyhow::Result<()> {
         env.send_raw(&m.body, &[]).await?;
         env.send_raw(&m.body, &[]).await?;
     }
-    let agent = Agent::start(
+    let agent = start(
         &env,
         "storm",
         "[throttle]\nrows_per_second = 1500\nburst = 1500\n[batch]\nmax_rows = 500",
@@ -597,10 +558,10 @@ async fn a_duplicate_storm_is_stored_exactly_once() -> anyhow::Result<()> {
     for m in &messages {
         env.send_raw(&m.body, &[]).await?;
     }
-    wait_drained(&env, 3_000).await?;
-    let received = agent.metric("sluice_messages_received_total").await;
-    let duplicates = agent.metric("sluice_receipts_duplicate_total").await;
-    agent.stop().await?;
+    env.wait_drained(3_000, DRAIN_TIMEOUT).await?;
+    let received = counter(&agent, "sluice_messages_received_total").await;
+    let duplicates = counter(&agent, "sluice_receipts_duplicate_total").await;
+    stop(agent).await?;
     assert_eq!(received, 90.0, "30 chunks × 3 copies");
     assert_eq!(duplicates, 6_000.0, "two of every three copies absorbed");
     oracle.verify(&env).await?;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use sluice_e2e::gen::Generator;
-use sluice_e2e::{free_local_addr, http_get, wait_for, TestEnv};
+use sluice_e2e::{free_local_addr, wait_for, Metrics, TestEnv};
 
 /// Long enough for a drain on a loaded 2-core CI machine; a healthy run takes seconds.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(180);
@@ -21,37 +21,9 @@ async fn held(env: &TestEnv, url: &str) -> Option<u64> {
     env.depth(url).await.ok().map(|(v, f, d)| v + f + d)
 }
 
-/// The sum of a metric's series whose labels include every `labels` pair.
-fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let mut total = None;
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let Some(rest) = line.strip_prefix(name) else {
-            continue;
-        };
-        if !(rest.starts_with('{') || rest.starts_with(' ')) {
-            continue;
-        }
-        if !labels
-            .iter()
-            .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
-        {
-            continue;
-        }
-        let value = rest.rsplit(' ').next()?.parse::<f64>().ok()?;
-        total = Some(total.unwrap_or(0.0) + value);
-    }
-    total
-}
-
 /// Visible + in-flight messages of the main queue, from the agent's gauges.
-fn main_queue_gauge(text: &str) -> Option<f64> {
-    let state = |s| {
-        metric(
-            text,
-            "sluice_queue_messages",
-            &[("queue", "main"), ("state", s)],
-        )
-    };
+fn main_queue_gauge(metrics: &Metrics) -> Option<f64> {
+    let state = |s| metrics.sum("sluice_queue_messages", &[("queue", "main"), ("state", s)]);
     Some(state("visible")? + state("in_flight")?)
 }
 
@@ -76,24 +48,17 @@ async fn metrics_show_the_queue_depth_falling_while_a_backlog_drains_and_status_
     assert_eq!(status, 202, "{answer}");
     assert_eq!(answer["chunks"], 30, "{answer}");
 
-    let listen = free_local_addr()?;
-    let config = env.write_agent_config(
-        "agent.toml",
-        &format!(
-            "[throttle]\nrows_per_second = 120\nburst = 100\n[batch]\nmax_rows = 100\nmax_wait_ms = 20\n[server]\nlisten = \"{listen}\""
-        ),
+    let mut agent = env.spawn_agent(
+        "agent",
+        "[throttle]\nrows_per_second = 120\nburst = 100\n[batch]\nmax_rows = 100\nmax_wait_ms = 20",
     )?;
-    let mut agent = env.spawn_agent_process(&config, &[])?;
 
     // Sample the agent's own gauges until the backlog is gone.
     // Sample the agent's own gauges until the backlog is gone (a bounded poll).
     let mut seen: Vec<f64> = Vec::new();
     let deadline = std::time::Instant::now() + DRAIN_TIMEOUT;
     loop {
-        let total = match http_get(listen, "/metrics").await {
-            Some((_, text)) => main_queue_gauge(&text),
-            None => None,
-        };
+        let total = agent.metrics().await.and_then(|m| main_queue_gauge(&m));
         if let Some(total) = total {
             if seen.last() != Some(&total) {
                 seen.push(total);
@@ -127,7 +92,8 @@ async fn metrics_show_the_queue_depth_falling_while_a_backlog_drains_and_status_
     .await?;
 
     // The agent's own figures are there too.
-    let (_, text) = http_get(listen, "/metrics").await.expect("metrics answer");
+    let (_, text) = agent.get("/metrics").await.expect("metrics answer");
+    let metrics = Metrics::parse(&text);
     for name in [
         "sluice_receipts_received_total",
         "sluice_rows_written_total",
@@ -140,12 +106,9 @@ async fn metrics_show_the_queue_depth_falling_while_a_backlog_drains_and_status_
     ] {
         assert!(text.contains(name), "/metrics lacks {name}:\n{text}");
     }
+    assert_eq!(metrics.sum("sluice_rows_written_total", &[]), Some(3_000.0));
     assert_eq!(
-        metric(&text, "sluice_rows_written_total", &[]),
-        Some(3_000.0)
-    );
-    assert_eq!(
-        metric(&text, "sluice_queue_messages", &[("queue", "dlq")]),
+        metrics.sum("sluice_queue_messages", &[("queue", "dlq")]),
         Some(0.0)
     );
 
@@ -156,7 +119,7 @@ async fn metrics_show_the_queue_depth_falling_while_a_backlog_drains_and_status_
             "status",
             "--json",
             "--config",
-            config.to_str().unwrap_or_default(),
+            agent.config().to_str().unwrap_or_default(),
         ])
         .await?;
     assert!(out.status.success(), "{}", stderr(&out));
@@ -468,7 +431,7 @@ async fn malformed_operator_input_is_refused_with_a_clear_error() -> anyhow::Res
     let no_dlq = env
         .agent_toml("")
         .replace(&format!("dead_letter_url = {:?}\n", env.dlq_url), "");
-    let path = std::env::temp_dir().join(&env.name).join("no-dlq.toml");
+    let path = env.dir().join("no-dlq.toml");
     std::fs::write(&path, no_dlq)?;
     let path = path.to_str().unwrap_or_default();
     for args in [
@@ -501,7 +464,7 @@ async fn malformed_operator_input_is_refused_with_a_clear_error() -> anyhow::Res
     // SQS unreachable: status fails (exit 1) naming the queue rather than printing zeros.
     let dead_sqs = format!("http://{}", free_local_addr()?);
     let toml = env.agent_toml(&format!("[queue]\nendpoint = {dead_sqs:?}"));
-    let path = std::env::temp_dir().join(&env.name).join("dead-sqs.toml");
+    let path = env.dir().join("dead-sqs.toml");
     std::fs::write(&path, toml)?;
     let out = env
         .agent_cli(&["status", "--config", path.to_str().unwrap_or_default()])
@@ -520,17 +483,13 @@ async fn malformed_operator_input_is_refused_with_a_clear_error() -> anyhow::Res
 async fn ready_and_watchdog_reach_the_notify_socket_and_stopping_follows_sigterm(
 ) -> anyhow::Result<()> {
     let env = TestEnv::new().await?;
-    let dir = std::env::temp_dir().join(&env.name);
+    let dir = env.dir();
     std::fs::create_dir_all(&dir)?;
     let socket_path = dir.join("notify.sock");
     let socket = tokio::net::UnixDatagram::bind(&socket_path)?;
-    let listen = free_local_addr()?;
-    let config = env.write_agent_config(
-        "agent.toml",
-        &format!("[server]\nlisten = \"{listen}\"\n[log]\nformat = \"json\""),
-    )?;
-    let mut agent = env.spawn_agent_process(
-        &config,
+    let mut agent = env.spawn_agent_with_env(
+        "agent",
+        "[log]\nformat = \"json\"",
         &[
             ("NOTIFY_SOCKET", socket_path.to_str().unwrap_or_default()),
             // 2 s: a ping every second.
@@ -567,7 +526,7 @@ async fn ready_and_watchdog_reach_the_notify_socket_and_stopping_follows_sigterm
             )
         })??;
     // READY=1 means what /readyz means.
-    let (code, _) = http_get(listen, "/readyz").await.expect("readyz answers");
+    let (code, _) = agent.get("/readyz").await.expect("readyz answers");
     assert_eq!(code, 200);
 
     let exit = agent.terminate(STOP_TIMEOUT).await?;
@@ -604,7 +563,6 @@ async fn ready_and_watchdog_reach_the_notify_socket_and_stopping_follows_sigterm
         .filter_map(|l| l.split('=').next())
         .collect();
     assert!(kinds.contains("STATUS"), "{got:?}");
-    std::fs::remove_dir_all(&dir).ok();
     env.cleanup().await;
     Ok(())
 }

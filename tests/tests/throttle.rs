@@ -3,75 +3,15 @@
 //! PostgreSQL outage longer than visibility timeout × maxReceiveCount loses nothing and
 //! dead-letters nothing.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use sluice_e2e::gen::Generator;
-use sluice_e2e::{wait_for, AgentProcess, EnvOptions, PrivatePostgres, TestEnv, MAX_RECEIVE_COUNT};
+use sluice_e2e::{wait_for, EnvOptions, PrivatePostgres, Signal, TestEnv, MAX_RECEIVE_COUNT};
 
 /// Long enough for a drain on a loaded 2-core CI machine; a healthy run takes seconds.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(180);
-
-/// The agent binary running on a config file the test can rewrite, with its metrics on a port
-/// the test knows.
-struct ChildAgent {
-    process: AgentProcess,
-    dir: PathBuf,
-    config: PathBuf,
-    metrics_url: String,
-    http: reqwest::Client,
-}
-
-impl ChildAgent {
-    /// Writes `toml` (a [`TestEnv::agent_toml`]) with `server.listen` on a free port, and runs
-    /// `sluice-agent run` on it.
-    async fn spawn(env: &TestEnv, toml: String) -> anyhow::Result<Self> {
-        let addr = sluice_e2e::free_local_addr()?;
-        let toml = toml.replace("listen = \"127.0.0.1:0\"", &format!("listen = \"{addr}\""));
-        let dir = std::env::temp_dir().join(&env.name);
-        std::fs::create_dir_all(&dir)?;
-        let config = dir.join("agent.toml");
-        std::fs::write(&config, toml)?;
-        let process = env.spawn_agent_process(&config, &[])?;
-        Ok(Self {
-            process,
-            dir,
-            config,
-            metrics_url: format!("http://{addr}/metrics"),
-            http: reqwest::Client::new(),
-        })
-    }
-
-    fn log(&self) -> String {
-        self.process.log_text()
-    }
-
-    fn signal(&self, sig: &str) -> anyhow::Result<()> {
-        self.process.signal(sig)
-    }
-
-    /// The value of an unlabelled metric, if the agent answers and has it.
-    async fn metric(&self, name: &str) -> Option<f64> {
-        let text = self
-            .http
-            .get(&self.metrics_url)
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-    }
-
-    /// SIGTERM, then the exit code.
-    async fn stop(mut self) -> anyhow::Result<Option<i32>> {
-        let exit = self.process.terminate(Duration::from_secs(30)).await?;
-        std::fs::remove_dir_all(&self.dir).ok();
-        Ok(exit.code())
-    }
-}
+/// The agent exits within its grace period (10 s in TestEnv's config) plus one long poll.
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Receipts stored, and how many distinct.
 async fn stored(env: &TestEnv) -> anyhow::Result<(i64, i64)> {
@@ -98,45 +38,45 @@ async fn sighup_applies_a_new_rate_without_a_restart_and_refuses_an_invalid_file
     assert_eq!(status, 202, "{answer}");
 
     let throttle = |rate: u32, burst: u32| {
-        env.agent_toml(&format!(
+        format!(
             "[throttle]\nrows_per_second = {rate}\nburst = {burst}\n\
              [batch]\nmax_rows = 50\nmax_wait_ms = 20\n[log]\nformat = \"json\"\nlevel = \"info\""
-        ))
+        )
     };
     // No token can be taken before the process starts: time counts from here.
     let started = Instant::now();
-    let agent = ChildAgent::spawn(&env, throttle(50, 100)).await?;
+    let mut agent = env.spawn_agent("agent", &throttle(50, 100))?;
     wait_for(DRAIN_TIMEOUT, "the agent to store receipts", || async {
         (env.count_receipts_or_zero().await >= 50).then_some(())
     })
     .await?;
     let rate = wait_for(Duration::from_secs(10), "the rate metric", || {
-        agent.metric("sluice_rate_rows_per_second")
+        agent.metric("sluice_rate_rows_per_second", &[])
     })
     .await?;
     assert_eq!(rate, OLD_RATE);
 
     // An invalid file is refused; the agent keeps running at the old rate.
-    std::fs::write(
-        &agent.config,
-        throttle(50, 100).replace("rows_per_second = 50", "rows_per_second = 0"),
+    env.rewrite_agent_config(
+        &agent,
+        &throttle(50, 100).replace("rows_per_second = 50", "rows_per_second = 0"),
     )?;
-    agent.signal("HUP")?;
+    agent.signal(Signal::SIGHUP)?;
     wait_for(
         Duration::from_secs(20),
         "the refused reload in the log",
-        || async { agent.log().contains("Reload refused").then_some(()) },
+        || async { agent.log_text().contains("Reload refused").then_some(()) },
     )
     .await?;
     assert!(
         agent
-            .log()
+            .log_text()
             .contains("throttle.rows_per_second: must be at least 1"),
         "{}",
-        agent.log()
+        agent.log_text()
     );
     assert_eq!(
-        agent.metric("sluice_rate_rows_per_second").await,
+        agent.metric("sluice_rate_rows_per_second", &[]).await,
         Some(OLD_RATE)
     );
     let (now, _) = stored(&env).await?;
@@ -148,17 +88,17 @@ async fn sighup_applies_a_new_rate_without_a_restart_and_refuses_an_invalid_file
 
     // A valid one is applied: the new rate shows in the metric and the log, and the backlog
     // drains sooner than the old rate could ever have done it.
-    std::fs::write(&agent.config, throttle(1000, 1000))?;
-    agent.signal("HUP")?;
+    env.rewrite_agent_config(&agent, &throttle(1000, 1000))?;
+    agent.signal(Signal::SIGHUP)?;
     wait_for(
         Duration::from_secs(20),
         "the new rate in /metrics",
         || async {
-            (agent.metric("sluice_rate_rows_per_second").await == Some(1000.0)).then_some(())
+            (agent.metric("sluice_rate_rows_per_second", &[]).await == Some(1000.0)).then_some(())
         },
     )
     .await?;
-    let log = agent.log();
+    let log = agent.log_text();
     assert!(log.contains("Configuration reloaded."), "{log}");
     assert!(log.contains("throttle.rows_per_second: 50 → 1000"), "{log}");
     assert!(log.contains("Rate changed."), "{log}");
@@ -169,7 +109,7 @@ async fn sighup_applies_a_new_rate_without_a_restart_and_refuses_an_invalid_file
     })
     .await?;
 
-    assert_eq!(agent.stop().await?, Some(0));
+    assert_eq!(agent.terminate(STOP_TIMEOUT).await?.code(), Some(0));
     assert_eq!(stored(&env).await?, (RECEIPTS, RECEIPTS));
     env.cleanup().await;
     Ok(())
@@ -200,17 +140,16 @@ async fn a_postgres_outage_longer_than_visibility_times_max_receives_loses_and_d
         .await?;
     assert_eq!(status, 202, "{answer}");
 
-    let agent = ChildAgent::spawn(
-        &env,
-        env.agent_toml(&format!(
+    let mut agent = env.spawn_agent(
+        "agent",
+        &format!(
             "[queue]\nvisibility_timeout_seconds = {VISIBILITY}\n\
              [database]\nconnect_timeout_seconds = 2\n\
              [throttle]\nrows_per_second = 200\nburst = 200\n\
              [batch]\nmax_rows = 50\nmax_wait_ms = 20\nmax_in_flight_rows = 300\n\
              [log]\nformat = \"json\"\nlevel = \"info\""
-        )),
-    )
-    .await?;
+        ),
+    )?;
     wait_for(DRAIN_TIMEOUT, "the agent to store receipts", || async {
         (env.count_receipts_or_zero().await >= 400).then_some(())
     })
@@ -221,7 +160,7 @@ async fn a_postgres_outage_longer_than_visibility_times_max_receives_loses_and_d
     wait_for(
         Duration::from_secs(20),
         "the agent to see the outage",
-        || async { (agent.metric("sluice_database_up").await == Some(0.0)).then_some(()) },
+        || async { (agent.metric("sluice_database_up", &[]).await == Some(0.0)).then_some(()) },
     )
     .await?;
     // A long poll already under way when the outage was seen may still bring messages in:
@@ -267,21 +206,12 @@ async fn a_postgres_outage_longer_than_visibility_times_max_receives_loses_and_d
     );
 
     pg.resume().await?;
-    wait_for(
-        DRAIN_TIMEOUT,
-        "every receipt stored and the queue empty after the outage",
-        || async {
-            let (n, _) = stored(&env).await.ok()?;
-            let depth = env.depth(&env.queue_url).await.ok()?;
-            (n >= RECEIPTS && depth == (0, 0, 0)).then_some(())
-        },
-    )
-    .await?;
+    env.wait_drained(RECEIPTS, DRAIN_TIMEOUT).await?;
 
-    let log = agent.log();
+    let log = agent.log_text();
     assert!(log.contains("PostgreSQL is not taking writes"), "{log}");
     assert!(log.contains("PostgreSQL is taking writes again"), "{log}");
-    assert_eq!(agent.stop().await?, Some(0));
+    assert_eq!(agent.terminate(STOP_TIMEOUT).await?.code(), Some(0));
     assert_eq!(stored(&env).await?, (RECEIPTS, RECEIPTS));
     let chunks: i64 = sqlx::query_scalar("SELECT count(*) FROM sluice.chunks")
         .fetch_one(&env.pool)

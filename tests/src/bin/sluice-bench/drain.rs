@@ -1,0 +1,234 @@
+//! The drain's figures: a backlog uploaded through the ingest API, drained by the real
+//! `sluice-agent` binary while pgbench runs alongside — foreground latency idle, at fixed rates,
+//! adaptive and unthrottled, the drain rate each achieves, rate accuracy and the agent's peak
+//! RSS. The rate is switched between windows by rewriting the agent's config and sending SIGHUP.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use sluice_e2e::gen::Generator;
+use sluice_e2e::{wait_for, AgentProcess, EnvOptions, PrivatePostgres, Signal, TestEnv};
+
+use crate::pgbench::{Latency, Pgbench};
+use crate::{Table, BATCH, FIXED_RATES, PGBENCH_CLIENTS, PGBENCH_TPS};
+
+/// The agent's current rate limit.
+const RATE: &str = "sluice_rate_rows_per_second";
+
+/// Uploads a backlog of `backlog` receipts to a fresh database on `pg`, drains it window by
+/// window, and adds the rows.
+pub(crate) async fn measure(
+    pg: &PrivatePostgres,
+    backlog: usize,
+    window: Duration,
+    table: &mut Table,
+) -> anyhow::Result<()> {
+    let env = TestEnv::with_options(EnvOptions {
+        visibility_timeout_seconds: 120,
+        database_url: Some(pg.url()),
+        ..EnvOptions::default()
+    })
+    .await?;
+    eprintln!("bench: uploading a backlog of {backlog} receipts through the ingest API");
+    upload_backlog(&env, backlog).await?;
+    let oltp = Pgbench::init(pg).await?;
+
+    eprintln!("bench: foreground alone");
+    let idle = oltp.run(window).await?;
+    table.row(
+        "foreground p50 / p99, idle",
+        idle.show(),
+        format!("pgbench -N, {PGBENCH_CLIENTS} clients at {PGBENCH_TPS} tx/s"),
+    );
+
+    let mut agent = spawn_agent(&env, Throttle::Fixed(FIXED_RATES[0])).await?;
+    let mut runs: Vec<(String, Latency, f64)> = Vec::new();
+    // Cheapest on the backlog first, so the unthrottled window still has one.
+    let plan = FIXED_RATES
+        .iter()
+        .map(|r| Throttle::Fixed(*r))
+        .chain([Throttle::Adaptive, Throttle::Fixed(1_000_000)]);
+    for throttle in plan {
+        env.rewrite_agent_config(&agent, &agent_extra(throttle))?;
+        agent.signal(Signal::SIGHUP)?;
+        // Let the rate settle (adaptive: let the controller find its level).
+        let warmup = match throttle {
+            Throttle::Adaptive => window.min(Duration::from_secs(20)),
+            Throttle::Fixed(_) => Duration::from_secs(3),
+        };
+        tokio::time::sleep(warmup).await;
+        eprintln!("bench: foreground while draining, {}", throttle.label());
+        let before = counters(&agent).await;
+        let (latency, samples) = tokio::join!(oltp.run(window), sample_rows(&agent, window));
+        let latency = latency?;
+        let after = counters(&agent).await;
+        let rate = commit_rate(&samples);
+        let commit_ms = 1000.0 * (after.1 - before.1) / (after.2 - before.2).max(1.0);
+        let in_force = agent.metric(RATE, &[]).await.unwrap_or(0.0);
+        let (visible, _, _) = env.depth(&env.queue_url).await?;
+        let note = if visible == 0 {
+            "backlog ran out during the window: rate understated".to_owned()
+        } else {
+            String::new()
+        };
+        table.row(
+            format!("foreground p50 / p99, draining {}", throttle.label()),
+            latency.show(),
+            format!(
+                "{:.2} × idle p99; drain {rate:.0} receipts/s; agent commit {commit_ms:.0} ms mean; \
+                 rate in force at the end {in_force:.0}/s {note}",
+                latency.p99 / idle.p99
+            ),
+        );
+        if let Throttle::Fixed(r) = throttle {
+            if r < 1_000_000 {
+                runs.push((format!("{r}/s"), latency, rate));
+            }
+        }
+        if let Throttle::Adaptive = throttle {
+            runs.push(("adaptive".into(), latency, rate));
+        }
+    }
+    for (name, _, rate) in runs.iter().filter(|r| r.0 != "adaptive") {
+        let configured: f64 = name.trim_end_matches("/s").parse().unwrap_or(f64::NAN);
+        table.row(
+            format!("rate accuracy at {name}"),
+            format!("{:.3}", rate / configured),
+            format!("measured/configured over {} s", window.as_secs()),
+        );
+    }
+    let rss = peak_rss_kib(agent.pid().context("the agent exited")?)?;
+    table.row(
+        format!("agent peak RSS, draining a backlog of {backlog} receipts"),
+        format!("{:.0} MiB", rss as f64 / 1024.0),
+        "VmHWM; batch.max_in_flight_rows = 10000",
+    );
+    agent.terminate(Duration::from_secs(60)).await?;
+    std::fs::remove_dir_all(&oltp.dir).ok();
+    env.cleanup().await;
+    Ok(())
+}
+
+/// Receipts per second between the first and the last commit seen in the samples. Commits
+/// come in whole batches, so counting from the window's edges would be off by up to a batch
+/// at each end; measured from commit to commit it is not.
+fn commit_rate(samples: &[(f64, f64)]) -> f64 {
+    let changes: Vec<(f64, f64)> = samples
+        .windows(2)
+        .filter(|w| w[1].1 > w[0].1)
+        .map(|w| w[1])
+        .collect();
+    match (changes.first(), changes.last()) {
+        (Some(a), Some(b)) if b.0 > a.0 => (b.1 - a.1) / (b.0 - a.0),
+        _ => 0.0,
+    }
+}
+
+async fn upload_backlog(env: &TestEnv, n: usize) -> anyhow::Result<()> {
+    let ingest = env
+        .start_ingest(&[
+            ("SLUICE_MAX_RECEIPTS_PER_CHUNK", "500"),
+            ("SLUICE_COMPRESSION", "zstd"),
+        ])
+        .await?;
+    // Under the API's 6 MB body limit.
+    let per_request = 5_000;
+    let mut g = Generator::new(2);
+    let mut sent = 0;
+    while sent < n {
+        let k = per_request.min(n - sent);
+        let (status, answer) = ingest.upload_json(&g.receipts(k)).await?;
+        if status != 202 {
+            bail!("upload answered {status}: {answer}");
+        }
+        sent += k;
+        eprint!("\r  {sent}/{n} receipts on the queue");
+    }
+    eprintln!();
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Throttle {
+    Fixed(u32),
+    Adaptive,
+}
+
+impl Throttle {
+    fn label(&self) -> String {
+        match self {
+            Throttle::Fixed(r) if *r >= 1_000_000 => "unthrottled".into(),
+            Throttle::Fixed(r) => format!("at a fixed {r}/s"),
+            Throttle::Adaptive => "adaptive".into(),
+        }
+    }
+
+    fn toml(&self) -> String {
+        match self {
+            Throttle::Fixed(r) => format!(
+                "[throttle]\nmode = \"fixed\"\nrows_per_second = {r}\nburst = {}\n",
+                (*r).max(1000)
+            ),
+            Throttle::Adaptive => {
+                "[throttle]\nmode = \"adaptive\"\nrows_per_second = 20000\nburst = 2000\n\
+                 min_rows_per_second = 200\ntarget_commit_ms = 30\nincrease_rows_per_second = 250\n"
+                    .into()
+            }
+        }
+    }
+}
+
+/// The agent's settings besides the throttle: the backlog waits out a long visibility timeout,
+/// two connections, warnings only.
+fn agent_extra(t: Throttle) -> String {
+    format!(
+        "[queue]\nvisibility_timeout_seconds = 120\n[database]\nmax_connections = 2\n{}\
+         [batch]\nmax_rows = {BATCH}\nmax_wait_ms = 50\n[log]\nformat = \"json\"\nlevel = \"warn\"",
+        t.toml()
+    )
+}
+
+/// The release `sluice-agent` binary (the bench's own build), once it shows its rate limit.
+async fn spawn_agent(env: &TestEnv, t: Throttle) -> anyhow::Result<AgentProcess> {
+    let agent = env.spawn_agent("agent", &agent_extra(t))?;
+    wait_for(Duration::from_secs(30), "the agent's rate metric", || {
+        agent.metric(RATE, &[])
+    })
+    .await?;
+    Ok(agent)
+}
+
+/// `sluice_rows_written_total` every 50 ms for `d`: (seconds since the start, receipts).
+async fn sample_rows(agent: &AgentProcess, d: Duration) -> Vec<(f64, f64)> {
+    let t0 = Instant::now();
+    let mut out = Vec::new();
+    while t0.elapsed() < d {
+        if let Some(v) = agent.metric("sluice_rows_written_total", &[]).await {
+            out.push((t0.elapsed().as_secs_f64(), v));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    out
+}
+
+/// (receipts written, commit seconds summed, commits).
+async fn counters(agent: &AgentProcess) -> (f64, f64, f64) {
+    let m = agent.metrics().await.unwrap_or_default();
+    let get = |name| m.sum(name, &[]).unwrap_or(0.0);
+    (
+        get("sluice_rows_written_total"),
+        get("sluice_commit_seconds_sum"),
+        get("sluice_commit_seconds_count"),
+    )
+}
+
+/// The process's peak resident set (VmHWM), KiB.
+fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("no VmHWM in /proc/PID/status")
+}

@@ -1,0 +1,194 @@
+//! `make bench`: Sluice's figures, printed as one table. Not a test: nothing is asserted.
+//!
+//! Against a throwaway PostgreSQL cluster of its own ([`PrivatePostgres`]) and the local SQS
+//! server (`deploy/local/stack.sh`):
+//! 1. write path — receipts/s committed by the agent's batched write (throttle off, one
+//!    connection, 500 receipts per transaction) for each candidate statement shape, against a
+//!    raw `COPY` of the same rows into the same tables;
+//! 2. a backlog uploaded through the ingest API, drained by the real `sluice-agent` binary
+//!    (release build) while `pgbench` runs a fixed-rate OLTP workload alongside: foreground
+//!    p50/p99 idle, unthrottled, adaptive and at three fixed rates, with the drain rate each
+//!    achieves; the fixed-rate windows double as the rate-accuracy runs (measured/configured);
+//!    the rate is switched between windows by rewriting `agent.toml` and sending SIGHUP;
+//! 3. the agent's peak RSS (VmHWM) over the whole drain.
+//!
+//! `write_path` measures 1, `drain` measures 2 and 3 with `pgbench` as the foreground; the
+//! ingest rows come from the harness (`sluice_e2e::ingest_bench`).
+
+mod drain;
+mod pgbench;
+mod write_path;
+
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use sluice_e2e::gen::Generator;
+use sluice_e2e::{PrivatePostgres, TestEnv};
+use sqlx::Connection as _;
+
+#[derive(Debug, Parser)]
+#[command(name = "sluice-bench", about = "Sluice benchmarks: prints one table.")]
+struct Args {
+    /// Smaller backlog and 10 s windows (about 3 minutes instead of about 12).
+    #[arg(long)]
+    quick: bool,
+    /// Receipts in the backlog the agent drains (default 800,000; 200,000 with --quick).
+    #[arg(long)]
+    backlog: Option<usize>,
+    /// Seconds per measured window (default 30; 10 with --quick).
+    #[arg(long)]
+    window: Option<u64>,
+    /// Receipts per write-path candidate (default 50,000; 10,000 with --quick).
+    #[arg(long)]
+    write_rows: Option<usize>,
+}
+
+/// Receipts per transaction: the agent's default `batch.max_rows`.
+pub(crate) const BATCH: usize = 500;
+/// Fixed rates whose accuracy is measured (and whose foreground latency is compared).
+pub(crate) const FIXED_RATES: [u32; 3] = [500, 1000, 2000];
+/// The foreground workload: pgbench's simple-update script at a fixed transaction rate, so its
+/// latency shows the database's headroom rather than pgbench's own saturation.
+pub(crate) const PGBENCH_TPS: u32 = 200;
+pub(crate) const PGBENCH_CLIENTS: u32 = 4;
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run(args))
+}
+
+/// The figures, printed as a Markdown table at the end (and each on stderr as it comes).
+pub(crate) struct Table(Vec<(String, String, String)>);
+
+impl Table {
+    pub(crate) fn row(
+        &mut self,
+        what: impl Into<String>,
+        figure: impl Into<String>,
+        note: impl Into<String>,
+    ) {
+        let (a, b, c) = (what.into(), figure.into(), note.into());
+        eprintln!("  {a}: {b} {c}");
+        self.0.push((a, b, c));
+    }
+
+    fn print(&self) {
+        let w0 = self
+            .0
+            .iter()
+            .map(|r| r.0.chars().count())
+            .max()
+            .unwrap_or(0);
+        let w1 = self
+            .0
+            .iter()
+            .map(|r| r.1.chars().count())
+            .max()
+            .unwrap_or(0);
+        println!("| {:w0$} | {:>w1$} | note |", "measure", "figure");
+        println!("|{}|{}:|---|", "-".repeat(w0 + 2), "-".repeat(w1 + 1));
+        for (a, b, c) in &self.0 {
+            println!("| {a:w0$} | {b:>w1$} | {c} |");
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let backlog = args
+        .backlog
+        .unwrap_or(if args.quick { 200_000 } else { 800_000 });
+    let window = Duration::from_secs(args.window.unwrap_or(if args.quick { 10 } else { 30 }));
+    let write_rows = args
+        .write_rows
+        .unwrap_or(if args.quick { 10_000 } else { 50_000 });
+    let started = Instant::now();
+    let mut table = Table(Vec::new());
+
+    eprintln!("bench: starting a throwaway PostgreSQL cluster");
+    let pg = PrivatePostgres::start().await?;
+    let version: String = {
+        let mut c = sqlx::PgConnection::connect(&pg.url()).await?;
+        sqlx::query_scalar("SHOW server_version")
+            .fetch_one(&mut c)
+            .await?
+    };
+    println!("# Sluice benchmarks");
+    println!();
+    println!("{}", machine(&version));
+    println!();
+
+    // 1. Write path.
+    write_path::measure(&pg, write_rows, &mut table).await?;
+
+    // The ingest side: API throughput and billed SQS requests, by message compression.
+    let ingest_receipts = if args.quick { 20_000 } else { 50_000 };
+    eprintln!("bench: ingest API, {ingest_receipts} receipts per compression");
+    let ingest_env = TestEnv::new().await?;
+    let receipts = Generator::new(3).receipts(ingest_receipts);
+    for f in sluice_e2e::ingest_bench::measure(&ingest_env, &receipts).await? {
+        let c = f.compression;
+        table.row(
+            format!("ingest: parse + validate + split + encode, compression {c}"),
+            format!("{:.0}/s", f.cpu_receipts_per_second),
+            "one core, no network: the Lambda's own work",
+        );
+        table.row(
+            format!("ingest: accepted through the API into local SQS, compression {c}"),
+            format!("{:.0}/s", f.api_receipts_per_second),
+            "requests of 5,000, 4 in parallel; moto on the same two cores is the bottleneck",
+        );
+        table.row(
+            format!("SQS billed requests per million receipts, compression {c}"),
+            format!("{:.0}", f.billed_per_million),
+            format!(
+                "send + receive + delete, each 64 KiB of payload billed as a request; \
+                 {:.0} messages/M of {:.0} KiB mean",
+                f.messages_per_million,
+                f.mean_message_bytes / 1024.0
+            ),
+        );
+    }
+    drop(receipts);
+    ingest_env.cleanup().await;
+
+    // 2. The drain, with pgbench alongside.
+    drain::measure(&pg, backlog, window, &mut table).await?;
+    drop(pg);
+
+    println!();
+    table.print();
+    println!();
+    println!("(total {:.0} s)", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn machine(pg_version: &str) -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("MemTotal"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|k| k.parse::<f64>().ok())
+        })
+        .map_or("?".into(), |k| format!("{:.0} GiB", k / 1024.0 / 1024.0));
+    let date = std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    format!("{date}; {cpu}, {cores} cores, {mem} RAM; PostgreSQL {pg_version}")
+}

@@ -1,0 +1,136 @@
+//! The demo world, recreated on every run: database `sluice_demo`, queues `sluice-demo` and
+//! `sluice-demo-dlq`, the agent's configuration for them, and what they hold.
+
+use anyhow::Context as _;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
+
+use crate::{Args, BATCH_MAX_ROWS, DB_NAME, DLQ_NAME, MAX_RECEIVE_COUNT, QUEUE_NAME};
+
+/// The main queue's visibility timeout, and the agent's.
+const VISIBILITY_TIMEOUT_SECONDS: u32 = 60;
+
+/// The demo's database and queues, recreated empty.
+#[derive(Debug)]
+pub(crate) struct World {
+    pub(crate) database_url: String,
+    pub(crate) pool: PgPool,
+    pub(crate) sqs: aws_sdk_sqs::Client,
+    pub(crate) sqs_endpoint: String,
+    pub(crate) queue_url: String,
+    pub(crate) dlq_url: String,
+}
+
+impl World {
+    pub(crate) async fn reset(servers: &sluice_e2e::Servers) -> anyhow::Result<Self> {
+        let database_url = sluice_e2e::create_database(&servers.database_url, DB_NAME, true)
+            .await
+            .context("resetting the demo database")?;
+        let pool = PgPoolOptions::new()
+            .max_connections(2)
+            .connect(&database_url)
+            .await
+            .context("connecting to the demo database")?;
+
+        let sqs = sluice_e2e::sqs_client(&servers.sqs_endpoint);
+        // Delete first: creating a queue that exists with other attributes is an error.
+        for name in [QUEUE_NAME, DLQ_NAME] {
+            if let Ok(found) = sqs.get_queue_url().queue_name(name).send().await {
+                if let Some(url) = found.queue_url {
+                    sqs.delete_queue()
+                        .queue_url(&url)
+                        .send()
+                        .await
+                        .with_context(|| format!("deleting queue {name}"))?;
+                }
+            }
+        }
+        let queues = sluice_e2e::create_queue_pair(
+            &sqs,
+            QUEUE_NAME,
+            VISIBILITY_TIMEOUT_SECONDS,
+            MAX_RECEIVE_COUNT,
+        )
+        .await?;
+        Ok(Self {
+            database_url,
+            pool,
+            sqs,
+            sqs_endpoint: servers.sqs_endpoint.clone(),
+            queue_url: queues.queue_url,
+            dlq_url: queues.dlq_url,
+        })
+    }
+
+    /// Environment for both children: throwaway credentials for the local SQS-API server.
+    pub(crate) fn child_env(&self) -> Vec<(String, String)> {
+        [
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_REGION", "us-east-1"),
+            // Their logs go to files: no colour codes.
+            ("NO_COLOR", "1"),
+            ("SLUICE_QUEUE_URL", &self.queue_url),
+            ("SLUICE_SQS_ENDPOINT", &self.sqs_endpoint),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+    }
+
+    /// Receipts stored, or `None` while the agent has not created its schema yet.
+    pub(crate) async fn stored(&self) -> Option<u64> {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM sluice.receipts")
+            .fetch_one(&self.pool)
+            .await
+            .ok()
+            .map(|n| u64::try_from(n).unwrap_or(0))
+    }
+
+    /// Messages in a queue: (visible, in flight, delayed).
+    pub(crate) async fn depth(&self, queue_url: &str) -> anyhow::Result<(u64, u64, u64)> {
+        let queue = sluice_agent::Queue::new(self.sqs.clone(), queue_url.to_owned(), None);
+        let d = queue.depth().await?;
+        Ok((d.visible, d.in_flight, d.delayed))
+    }
+}
+
+/// The agent's configuration for this run (format: `sluice_agent::config`).
+pub(crate) fn agent_toml(args: &Args, world: &World, listen: &str) -> String {
+    format!(
+        r#"# Written by sluice-demo for one run; recreated every time.
+[queue]
+url = {queue:?}
+dead_letter_url = {dlq:?}
+endpoint = {endpoint:?}
+region = "us-east-1"
+pollers = 2
+wait_seconds = 2
+visibility_timeout_seconds = {VISIBILITY_TIMEOUT_SECONDS}
+
+[database]
+url = {db:?}
+
+[throttle]
+rows_per_second = {rate}
+burst = {burst}
+
+[batch]
+max_rows = {BATCH_MAX_ROWS}
+max_wait_ms = 250
+
+[server]
+listen = {listen:?}
+
+[log]
+format = "pretty"
+level = "warn"
+"#,
+        queue = world.queue_url,
+        dlq = world.dlq_url,
+        endpoint = world.sqs_endpoint,
+        db = world.database_url,
+        rate = args.rate,
+        burst = args.burst(),
+    )
+}
