@@ -102,6 +102,7 @@ pub async fn start(
             .context("building the throttle")?,
     );
     let reloader = Reloader::new(throttle.clone(), cfg.clone());
+    let health = Health::new();
     let mut server_addr = None;
     let mut server_task = None;
     let server_stop = CancellationToken::new();
@@ -114,6 +115,7 @@ pub async fn start(
             metrics: prometheus,
             store: clients.store.clone(),
             queue: clients.queue.clone(),
+            health: health.clone(),
         });
         let stop = server_stop.clone();
         server_task = Some(tokio::spawn(async move {
@@ -126,7 +128,7 @@ pub async fn start(
         }));
     }
     let task = tokio::spawn(async move {
-        let result = pipeline(cfg, clients, throttle, shutdown).await;
+        let result = pipeline(cfg, clients, throttle, health, shutdown).await;
         server_stop.cancel();
         if let Some(server) = server_task {
             let _ = server.await;
@@ -144,6 +146,7 @@ async fn pipeline(
     cfg: AgentConfig,
     clients: Clients,
     throttle: Arc<Throttle>,
+    health: Health,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let Clients { store, queue } = clients;
@@ -156,7 +159,6 @@ async fn pipeline(
     metrics::gauge!(m::DB_UP).set(1.0);
 
     let inflight = InFlight::new();
-    let health = Health::new();
     // Operations: systemd readiness and watchdog (fed by the pollers' and writers' progress).
     let liveness = Liveness::new();
     let notifier = Notifier::from_env();
@@ -245,6 +247,7 @@ async fn pipeline(
     background.spawn(monitor::run(
         queue.clone(),
         store.clone(),
+        health.clone(),
         notifier.clone(),
         heartbeat_stop.clone(),
     ));

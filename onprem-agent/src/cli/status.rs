@@ -22,6 +22,7 @@ use crate::config::AgentConfig;
 use crate::io::sqs::Depth;
 use crate::io::store::Store;
 use crate::ops::live::{self, LiveStatus};
+use crate::pipeline::health::Condition;
 
 /// The rate achieved is measured over this window of `ingested_at`: long enough to smooth
 /// batches of hundreds of rows, short enough to say "now".
@@ -87,8 +88,11 @@ pub struct AgentView {
     /// `http://…/metrics`, when `server.listen` is set.
     pub metrics_url: Option<String>,
     pub reachable: bool,
-    /// The agent's own readiness (PostgreSQL and SQS answer it), when reachable.
+    /// The agent's own readiness (PostgreSQL and SQS answer it, no condition raised), when
+    /// reachable.
     pub ready: Option<bool>,
+    /// The conditions the agent has raised (see `pipeline::health`), when reachable.
+    pub conditions: Vec<Condition>,
 }
 
 /// Seconds to drain `backlog` receipts at `rate` per second; `None` when nothing drains.
@@ -113,7 +117,7 @@ pub fn backlog_receipts(messages: u64, receipts_per_message: Option<f64>) -> Opt
 }
 
 /// The agent's figures as read at one moment.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Sample {
     at: Instant,
     live: LiveStatus,
@@ -221,6 +225,7 @@ impl Reporter {
                 .map(|a| format!("http://{}/metrics", reachable(a))),
             reachable: false,
             ready: None,
+            conditions: Vec::new(),
         };
         let mut latest = None;
         let mut agent_rate = None;
@@ -241,6 +246,7 @@ impl Reporter {
                     agent_rate = earlier.and_then(|e| now.rate_since(&e));
                     agent.reachable = true;
                     agent.ready = now.live.ready;
+                    agent.conditions = now.live.conditions.clone();
                     latest = Some(now);
                 }
                 Err(e) => problems.push(format!(
@@ -248,11 +254,12 @@ impl Reporter {
                 )),
             }
         }
-        self.last_sample = latest;
+        self.last_sample = latest.clone();
         let latest = latest.map(|s| s.live);
 
         let configured = self.cfg.throttle.rows_per_second;
         let limit = latest
+            .as_ref()
             .and_then(|s| s.rate_rows_per_second.or(s.rate_configured_rows_per_second))
             .unwrap_or(f64::from(configured));
         let rate = Rate {
@@ -268,7 +275,9 @@ impl Reporter {
             queue: main,
             dead_letter_url: queue.dead_letter_url().map(str::to_owned),
             dlq,
-            oldest_message_age_seconds: latest.and_then(|s| s.oldest_received_message_age_seconds),
+            oldest_message_age_seconds: latest
+                .as_ref()
+                .and_then(|s| s.oldest_received_message_age_seconds),
             receipts_per_message: per_message,
             backlog_receipts_estimate: backlog,
             drain_seconds_at_current_rate: backlog.and_then(|b| drain_seconds(b, rate.current())),
@@ -421,6 +430,9 @@ pub fn render(s: &Status) -> String {
     let agent = match (&s.agent.metrics_url, s.agent.reachable, s.agent.ready) {
         (None, _, _) => "metrics endpoint off (server.listen = \"\")".to_owned(),
         (Some(u), true, Some(true)) => format!("{u}: running, ready"),
+        (Some(u), true, Some(false)) if !s.agent.conditions.is_empty() => {
+            format!("{u}: running, NOT ready (conditions below)")
+        }
         (Some(u), true, Some(false)) => {
             format!("{u}: running, NOT ready (PostgreSQL or SQS not answering it)")
         }
@@ -428,6 +440,9 @@ pub fn render(s: &Status) -> String {
         (Some(u), false, _) => format!("{u}: not answering"),
     };
     let _ = writeln!(out, "agent         {agent}");
+    for c in &s.agent.conditions {
+        let _ = writeln!(out, "condition     {}: {}", c.name, c.reason);
+    }
     for p in &s.problems {
         let _ = writeln!(out, "note          {p}");
     }
@@ -516,9 +531,32 @@ mod tests {
                 metrics_url: Some("http://127.0.0.1:9187/metrics".into()),
                 reachable: false,
                 ready: None,
+                conditions: vec![],
             },
             problems: vec![],
         }
+    }
+
+    #[test]
+    fn the_screen_names_each_raised_condition_with_its_reason() {
+        let mut s = status();
+        s.agent.reachable = true;
+        s.agent.ready = Some(false);
+        s.agent.conditions = vec![Condition {
+            name: "dead_letter_unavailable".into(),
+            reason: "SendMessage to the DLQ refused: queue does not exist".into(),
+        }];
+        let text = render(&s);
+        assert!(
+            text.contains("running, NOT ready (conditions below)"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "condition     dead_letter_unavailable: SendMessage to the DLQ refused: queue does not exist"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

@@ -16,12 +16,13 @@ use metrics::{
 use serde::{Deserialize, Serialize};
 
 use crate::ops::metrics as m;
+use crate::pipeline::health::Condition;
 
 /// Where the agent's HTTP server answers with [`LiveStatus`].
 pub const PATH: &str = "/v1/status";
 
 /// What the running agent says about itself.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LiveStatus {
     /// Receipts this agent process has stored since it started (`sluice_rows_written_total`).
     pub rows_written: u64,
@@ -31,8 +32,11 @@ pub struct LiveStatus {
     pub rate_configured_rows_per_second: Option<f64>,
     /// Age of the oldest message in the agent's latest receive.
     pub oldest_received_message_age_seconds: Option<f64>,
-    /// PostgreSQL and SQS both answered the agent's last check.
+    /// PostgreSQL and SQS both answered the agent's last check and no condition was raised.
     pub ready: Option<bool>,
+    /// The conditions raised now (see `pipeline::health`); absent from older agents' answers.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
 }
 
 /// A gauge never set: `null` in [`LiveStatus`].
@@ -72,6 +76,7 @@ impl LiveFigures {
             rate_configured_rows_per_second: gauge(&self.rate_configured),
             oldest_received_message_age_seconds: gauge(&self.oldest_age),
             ready: gauge(&self.ready).map(|r| r > 0.0),
+            conditions: Vec::new(),
         }
     }
 

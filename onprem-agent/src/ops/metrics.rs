@@ -32,6 +32,9 @@ pub const ACTIVE_BACKENDS: &str = "sluice_active_backends";
 pub const RELOADS: &str = "sluice_config_reloads_total";
 pub const IN_FLIGHT_ROWS: &str = "sluice_in_flight_rows";
 pub const DB_UP: &str = "sluice_database_up";
+/// 1 while a named condition (label `condition`) stops or endangers progress; see
+/// `pipeline::health`.
+pub const CONDITION: &str = "sluice_condition";
 
 // Queue monitoring (`monitor`): what GetQueueAttributes says about the queue and its DLQ.
 /// Messages by `queue` (main, dlq) and `state` (visible, in_flight, delayed). SQS's figures

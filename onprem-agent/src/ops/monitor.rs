@@ -15,7 +15,8 @@ use crate::io::sqs::{Depth, Queue};
 use crate::io::store::Store;
 use crate::ops::metrics as m;
 use crate::ops::sd_notify::{Notifier, State};
-use crate::ops::server::check_ready;
+use crate::ops::server::readiness;
+use crate::pipeline::health::Health;
 
 /// How often the queues are read. Each read is two GetQueueAttributes calls (about 35,000 a
 /// day, a cent at SQS prices); SQS's own figures only refresh about once a minute anyway.
@@ -23,7 +24,13 @@ pub const INTERVAL: Duration = Duration::from_secs(5);
 
 /// Reads the queues and readiness every [`INTERVAL`] until `stop`, setting the gauges; while
 /// ready, also shows the depth in `systemctl status` (systemd's `STATUS=`).
-pub async fn run(queue: Queue, store: Store, notifier: Notifier, stop: CancellationToken) {
+pub async fn run(
+    queue: Queue,
+    store: Store,
+    health: Health,
+    notifier: Notifier,
+    stop: CancellationToken,
+) {
     let mut targets = vec![("main", queue.clone())];
     if let Some(dlq) = queue.dead_letter_queue() {
         targets.push(("dlq", dlq));
@@ -50,7 +57,7 @@ pub async fn run(queue: Queue, store: Store, notifier: Notifier, stop: Cancellat
                 }
             }
         }
-        let (ready, _) = check_ready(&store, &queue).await;
+        let (ready, _) = readiness(&store, &queue, &health).await;
         metrics::gauge!(m::READY).set(if ready { 1.0 } else { 0.0 });
         if ready && !depths.is_empty() {
             notifier.notify(&[State::Status(status_line(&depths))]);

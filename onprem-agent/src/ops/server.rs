@@ -1,6 +1,6 @@
 //! The agent's HTTP endpoint on `server.listen`: `/metrics` (Prometheus text), `/healthz`
-//! (the process answers), `/readyz` (PostgreSQL and SQS both answer) and `/v1/status` (the
-//! live figures `sluice-agent status` reads, as JSON).
+//! (the process answers), `/readyz` (PostgreSQL and SQS both answer and no condition is raised)
+//! and `/v1/status` (the live figures `sluice-agent status` reads, as JSON).
 
 use std::time::Duration;
 
@@ -8,6 +8,7 @@ use crate::io::sqs::Queue;
 use crate::io::store::Store;
 use crate::ops::live;
 use crate::ops::metrics::Installed;
+use crate::pipeline::health::Health;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -22,6 +23,7 @@ pub struct ServerState {
     pub metrics: Option<Installed>,
     pub store: Store,
     pub queue: Queue,
+    pub health: Health,
 }
 
 pub fn router(state: ServerState) -> Router {
@@ -55,7 +57,11 @@ async fn metrics(State(s): State<ServerState>) -> Response {
 
 async fn live_status(State(s): State<ServerState>) -> Response {
     match &s.metrics {
-        Some(h) => Json(h.live.snapshot()).into_response(),
+        Some(h) => {
+            let mut live = h.live.snapshot();
+            live.conditions = s.health.conditions();
+            Json(live).into_response()
+        }
         None => not_installed(),
     }
 }
@@ -82,8 +88,18 @@ pub async fn check_ready(store: &Store, queue: &Queue) -> (bool, serde_json::Val
     )
 }
 
+/// [`check_ready`], and no [`Health`] condition raised: what `/readyz` and `sluice_ready` say.
+pub async fn readiness(store: &Store, queue: &Queue, health: &Health) -> (bool, serde_json::Value) {
+    let (deps_ready, mut detail) = check_ready(store, queue).await;
+    let conditions = health.conditions();
+    if !conditions.is_empty() {
+        detail["conditions"] = serde_json::json!(conditions);
+    }
+    (deps_ready && conditions.is_empty(), detail)
+}
+
 async fn readyz(State(s): State<ServerState>) -> Response {
-    let (ready, detail) = check_ready(&s.store, &s.queue).await;
+    let (ready, detail) = readiness(&s.store, &s.queue, &s.health).await;
     let status = if ready {
         StatusCode::OK
     } else {

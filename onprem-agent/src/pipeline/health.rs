@@ -1,12 +1,35 @@
-//! Whether the database is taking writes. Writers set it from what their transactions see;
-//! pollers wait on it, so nothing new is received while PostgreSQL is down (no receive-count
-//! burn that would push good data into the dead-letter queue).
+//! Whether the agent can make progress, and why not. Two kinds of state live here:
+//!
+//! - **Database up**: writers set it from what their transactions see; pollers wait on it, so
+//!   nothing new is received while PostgreSQL is down (no receive-count burn that would push
+//!   good data into the dead-letter queue).
+//! - **Conditions**: named faults that need an operator or will clear by themselves (a
+//!   dead-letter queue that refuses sends, a systemic write fault, an envelope version this agent
+//!   does not know). Each is raised with a reason and cleared when the cause goes; while any is
+//!   raised `/readyz` answers 503 naming it, `status` shows it, `sluice_condition{condition}` is
+//!   1, and one ERROR is logged when it is raised (one INFO when it clears).
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
+
+use crate::ops::metrics as m;
+
+/// A raised condition, as `/readyz` and `/v1/status` show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Condition {
+    /// A stable name, such as `dead_letter_unavailable`.
+    pub name: String,
+    /// What is wrong and what to do, in the operator's words.
+    pub reason: String,
+}
 
 #[derive(Debug, Clone)]
 pub struct Health {
     db_up: watch::Sender<bool>,
+    conditions: Arc<Mutex<BTreeMap<&'static str, String>>>,
 }
 
 impl Default for Health {
@@ -19,6 +42,7 @@ impl Health {
     pub fn new() -> Self {
         Self {
             db_up: watch::Sender::new(true),
+            conditions: Arc::default(),
         }
     }
 
@@ -30,7 +54,7 @@ impl Health {
     pub fn db_down(&self, error: &dyn std::fmt::Display) {
         if self.db_up.send_replace(false) {
             tracing::error!(error = %error, "PostgreSQL is not taking writes; receiving paused, retrying with backoff.");
-            metrics::gauge!(crate::ops::metrics::DB_UP).set(0.0);
+            metrics::gauge!(m::DB_UP).set(0.0);
         }
     }
 
@@ -38,7 +62,7 @@ impl Health {
     pub fn db_up(&self) {
         if !self.db_up.send_replace(true) {
             tracing::info!("PostgreSQL is taking writes again; receiving resumed.");
-            metrics::gauge!(crate::ops::metrics::DB_UP).set(1.0);
+            metrics::gauge!(m::DB_UP).set(1.0);
         }
     }
 
@@ -46,5 +70,73 @@ impl Health {
     pub async fn wait_db_up(&self) {
         let mut rx = self.db_up.subscribe();
         let _ = rx.wait_for(|up| *up).await;
+    }
+
+    /// Raises condition `name` with `reason` (replacing an earlier reason). Logs one ERROR
+    /// when the condition was not raised before.
+    #[allow(dead_code)] // The fault paths that raise conditions land next.
+    pub fn raise(&self, name: &'static str, reason: impl Into<String>) {
+        let reason = reason.into();
+        let was = self.lock().insert(name, reason.clone()).is_some();
+        if !was {
+            tracing::error!(condition = name, reason = %reason, "Condition raised; /readyz answers 503 until it clears.");
+            metrics::gauge!(m::CONDITION, "condition" => name).set(1.0);
+        }
+    }
+
+    /// Clears condition `name`; logs one INFO when it was raised.
+    #[allow(dead_code)] // The fault paths that raise conditions land next.
+    pub fn clear(&self, name: &'static str) {
+        if self.lock().remove(name).is_some() {
+            tracing::info!(condition = name, "Condition cleared.");
+            metrics::gauge!(m::CONDITION, "condition" => name).set(0.0);
+        }
+    }
+
+    #[allow(dead_code)] // The fault paths that raise conditions land next.
+    pub fn is_raised(&self, name: &str) -> bool {
+        self.lock().contains_key(name)
+    }
+
+    /// The raised conditions, by name.
+    pub fn conditions(&self) -> Vec<Condition> {
+        self.lock()
+            .iter()
+            .map(|(name, reason)| Condition {
+                name: (*name).to_owned(),
+                reason: reason.clone(),
+            })
+            .collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<&'static str, String>> {
+        // A panic while holding this lock cannot leave the map half-updated.
+        self.conditions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_condition_is_listed_until_cleared() {
+        let h = Health::new();
+        assert!(h.conditions().is_empty());
+        h.raise("dead_letter_unavailable", "SendMessage refused");
+        h.raise("dead_letter_unavailable", "queue does not exist");
+        assert!(h.is_raised("dead_letter_unavailable"));
+        assert_eq!(
+            h.conditions(),
+            vec![Condition {
+                name: "dead_letter_unavailable".into(),
+                reason: "queue does not exist".into()
+            }]
+        );
+        h.clear("dead_letter_unavailable");
+        assert!(h.conditions().is_empty());
+        assert!(!h.is_raised("dead_letter_unavailable"));
     }
 }
