@@ -9,7 +9,7 @@
 //!
 //! | module | owns |
 //! |---|---|
-//! | [`receipt`] | [`Receipt`] and its parts, [`Decimal`], every field rule, [`FieldError`] |
+//! | [`receipt`] | [`Receipt`] and its parts, [`Decimal`], every field rule, [`FieldError`], [`Fingerprint`] |
 //! | [`batch`] | parsing an upload body (`{"receipts":[…]}` or NDJSON) into receipts |
 //! | [`envelope`] | the versioned [`Chunk`], compression, [`envelope::encode`] / [`envelope::decode`] |
 //! | [`mod@split`] | cutting an upload into chunks that each fit one SQS message |
@@ -27,5 +27,5 @@ pub use envelope::{
     decode, encode, Chunk, Compression, DecodeError, EncodeError, EncodedMessage,
     ENCODING_ATTRIBUTE, ENVELOPE_VERSION, MAX_DECODED_BYTES,
 };
-pub use receipt::{Decimal, FieldError, Image, Item, Receipt};
+pub use receipt::{Decimal, FieldError, Fingerprint, Image, Item, Receipt};
 pub use split::{split, Limits, SplitError, DEFAULT_MAX_MESSAGE_BYTES, SQS_MAX_MESSAGE_BYTES};

@@ -4,7 +4,9 @@
 //! wording of the errors a client sees. Validation (`check`) walks a `serde_json::Value` by hand
 //! so that each problem gets a JSON pointer (`/receipts/17/total`) and a plain reason;
 //! [`Receipt::from_value`] is the only way in, and [`Receipt::validate`] re-checks a typed
-//! receipt through it. [`Decimal`] (`decimal`) keeps money as text.
+//! receipt through it. [`Decimal`] (`decimal`) keeps money as text; [`Fingerprint`]
+//! (`fingerprint`) is the digest of a receipt's content that tells a redelivery from a
+//! correction.
 //!
 //! The serde derives on the types below only check *shape* (and [`Decimal`]'s syntax); they are
 //! what the envelope uses to (de)serialize receipts that were already validated.
@@ -16,11 +18,13 @@ use serde_json::{Map, Value};
 
 mod check;
 mod decimal;
+mod fingerprint;
 
 pub(crate) use check::parse_uuid;
 #[cfg(test)]
 pub(crate) use check::sqs_allows;
 pub use decimal::Decimal;
+pub use fingerprint::Fingerprint;
 
 /// Longest `tenant_id`, in characters. It is a key in the on-prem schema, kept short.
 pub const MAX_TENANT_ID_CHARS: usize = 64;

@@ -21,6 +21,32 @@ impl Decimal {
         &self.0
     }
 
+    /// The value in one spelling: no leading zeros, no trailing fraction zeros, no `-0`.
+    /// `"12.50"`, `"12.5"` and `"012.5000"` are all `"12.5"`, as PostgreSQL `numeric` compares
+    /// them.
+    pub fn canonical(&self) -> String {
+        let (negative, unsigned) = match self.0.strip_prefix('-') {
+            Some(rest) => (true, rest),
+            None => (false, self.0.as_str()),
+        };
+        let (int, frac) = unsigned.split_once('.').unwrap_or((unsigned, ""));
+        let int = match int.trim_start_matches('0') {
+            "" => "0",
+            digits => digits,
+        };
+        let frac = frac.trim_end_matches('0');
+        let mut out = String::with_capacity(self.0.len());
+        if negative && !(int == "0" && frac.is_empty()) {
+            out.push('-');
+        }
+        out.push_str(int);
+        if !frac.is_empty() {
+            out.push('.');
+            out.push_str(frac);
+        }
+        out
+    }
+
     /// Checks `s` against the decimal rule; the error is a plain reason ("must have at most 4
     /// fraction digits") meant to follow a field name.
     pub fn parse(s: &str) -> Result<Decimal, String> {
