@@ -205,7 +205,7 @@ async fn pipeline(
         Duration::from_millis(cfg.batch.max_wait_ms),
     ));
     let writer_ctx = WriterContext {
-        store: store.clone(),
+        store: store.clone().with_on_conflict(cfg.write.on_conflict),
         queue: queue.clone(),
         inflight: inflight.clone(),
         health: health.clone(),

@@ -10,7 +10,7 @@ use std::path::Path;
 use super::check::Parsed;
 use super::{
     AgentConfig, BatchConfig, ConfigError, DatabaseConfig, LogConfig, QueueConfig, ServerConfig,
-    ShutdownConfig, ThrottleConfig,
+    ShutdownConfig, ThrottleConfig, WriteConfig,
 };
 
 /// Prefix of environment overrides: `SLUICE__THROTTLE__ROWS_PER_SECOND=800`.
@@ -19,7 +19,7 @@ pub const ENV_PREFIX: &str = "SLUICE";
 pub const ENV_SEPARATOR: &str = "__";
 
 const SECTIONS: &[&str] = &[
-    "queue", "database", "throttle", "batch", "server", "log", "shutdown",
+    "queue", "database", "throttle", "batch", "server", "log", "shutdown", "write",
 ];
 
 impl AgentConfig {
@@ -91,6 +91,7 @@ impl AgentConfig {
         let server = reader.optional::<ServerConfig>("server");
         let log = reader.optional::<LogConfig>("log");
         let shutdown = reader.optional::<ShutdownConfig>("shutdown");
+        let write = reader.optional::<WriteConfig>("write");
 
         // Every section that parsed is checked, so the operator sees everything at once.
         let parsed = Parsed {
@@ -104,7 +105,9 @@ impl AgentConfig {
         };
         problems.extend(parsed.check());
 
-        match (queue, database, throttle, batch, server, log, shutdown) {
+        match (
+            queue, database, throttle, batch, server, log, shutdown, write,
+        ) {
             (
                 Some(queue),
                 Some(database),
@@ -113,6 +116,7 @@ impl AgentConfig {
                 Some(server),
                 Some(log),
                 Some(shutdown),
+                Some(write),
             ) if problems.is_empty() => Ok(AgentConfig {
                 queue,
                 database,
@@ -121,6 +125,7 @@ impl AgentConfig {
                 server,
                 log,
                 shutdown,
+                write,
             }),
             // A section that did not parse has its problem listed already.
             _ => Err(ConfigError { problems }),

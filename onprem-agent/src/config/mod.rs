@@ -32,6 +32,7 @@ pub struct AgentConfig {
     pub server: ServerConfig,
     pub log: LogConfig,
     pub shutdown: ShutdownConfig,
+    pub write: WriteConfig,
 }
 
 /// `[queue]`: where messages come from and where the undecodable ones go. Required: `url` has
@@ -283,6 +284,28 @@ impl Default for ShutdownConfig {
     fn default() -> Self {
         Self { grace_seconds: 30 }
     }
+}
+
+/// `[write]`: what a write does with a receipt whose `receipt_id` is already stored.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WriteConfig {
+    /// A receipt whose id is stored with other content (another fingerprint).
+    pub on_conflict: OnConflict,
+}
+
+/// `write.on_conflict`. The same content again is always a quiet duplicate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnConflict {
+    /// The stored row stays; the incoming version goes to the dead-letter queue with reason
+    /// `conflict` and both fingerprints.
+    #[default]
+    Reject,
+    /// The incoming version replaces the row and its items, in the same transaction.
+    Update,
+    /// The stored row stays and the incoming version is counted as a duplicate.
+    Ignore,
 }
 
 /// Every problem found in a configuration, listed at once.

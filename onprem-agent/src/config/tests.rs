@@ -337,3 +337,36 @@ fn a_section_that_does_not_parse_is_not_compared_against_invented_values() {
         ]
     );
 }
+
+#[test]
+fn on_conflict_defaults_to_reject_and_takes_update_or_ignore() {
+    let c = load(MINIMAL, &[]).expect("valid");
+    assert_eq!(c.write.on_conflict, OnConflict::Reject);
+    let text = format!("{MINIMAL}[write]\non_conflict = \"update\"\n");
+    let c = load(&text, &[]).expect("valid");
+    assert_eq!(c.write.on_conflict, OnConflict::Update);
+    let c = load(MINIMAL, &[("SLUICE__WRITE__ON_CONFLICT", "ignore")]).expect("valid");
+    assert_eq!(c.write.on_conflict, OnConflict::Ignore);
+}
+
+#[test]
+fn an_unknown_on_conflict_value_names_the_key_and_the_choices() {
+    let text = format!("{MINIMAL}[write]\non_conflict = \"overwrite\"\n");
+    let err = load(&text, &[]).expect_err("invalid");
+    assert_eq!(
+        err.problems,
+        vec![
+            "write.on_conflict: unknown variant `overwrite`, expected one of `reject`, `update`, `ignore`"
+                .to_owned()
+        ]
+    );
+    let err = load(MINIMAL, &[("SLUICE__WRITE__ON_CONFLICT", "Reject")]).expect_err("invalid");
+    assert_eq!(
+        err.problems,
+        vec![
+            "write.on_conflict: unknown variant `Reject`, expected one of `reject`, `update`, `ignore` \
+             (set by the environment variable SLUICE__WRITE__ON_CONFLICT)"
+                .to_owned()
+        ]
+    );
+}

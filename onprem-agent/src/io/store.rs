@@ -1,7 +1,8 @@
 //! The PostgreSQL adapter, the only code that runs SQL: the connection pool, the embedded
 //! migrations, the one write the agent makes — a batch of receipts with their items and
-//! chunk-ledger rows in one transaction, idempotent by `receipt_id` — and the few reads that
-//! readiness, the adaptive throttle and `status` make.
+//! chunk-ledger rows in one transaction, idempotent by `receipt_id`, a receipt stored under
+//! another content fingerprint handled by `[write] on_conflict` (decided in [`plan`], its
+//! statements in [`sql`]) — and the few reads that readiness, the throttle and `status` make.
 //!
 //! Rows travel as arrays, one per column, through `INSERT … SELECT FROM UNNEST(…)`: one round
 //! trip per table whatever the batch size, and a statement text that never changes (so it is
@@ -11,11 +12,14 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use sluice_protocol::Receipt;
+use sluice_protocol::{Fingerprint, Receipt};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Executor, PgPool};
 
-use crate::config::DatabaseConfig;
+use crate::config::{DatabaseConfig, OnConflict};
+
+mod plan;
+mod sql;
 
 /// Migrations embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -107,19 +111,44 @@ pub struct LedgerEntry {
 }
 
 /// What one committed write did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct WriteOutcome {
     /// Receipts newly stored.
     pub inserted: u64,
-    /// Receipts already present (a redelivery, a re-upload) or repeated within the batch.
+    /// Receipts that replaced a version with other content (`on_conflict = "update"`).
+    pub updated: u64,
+    /// Receipts already present with the same content (a redelivery, a re-upload) or repeated
+    /// within the batch; with `on_conflict = "ignore"`, also those with other content.
     pub duplicates: u64,
+    /// Receipts not written because their id is stored with other content
+    /// (`on_conflict = "reject"`); the chunk-ledger rows of this write count them as rejected.
+    pub conflicts: Vec<Conflict>,
+}
+
+/// An incoming receipt whose `receipt_id` is stored (or earlier in the same batch) with other
+/// content, refused under `on_conflict = "reject"`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conflict {
+    /// The incoming version, not written.
+    pub receipt: Receipt,
+    pub batch_id: String,
+    pub chunk_index: u32,
+    /// The fingerprint of the version that stays.
+    pub stored: Fingerprint,
+    /// The fingerprint of the incoming version.
+    pub incoming: Fingerprint,
 }
 
 /// The database handle.
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: PgPool,
+    on_conflict: OnConflict,
 }
+
+/// Rounds of one write: an id another writer inserts between this write's read of the stored
+/// fingerprints and its insert is read again and planned once more.
+const WRITE_ROUNDS: usize = 3;
 
 /// Connection options for `cfg`, with the password from its file or the environment and the
 /// search path set to the agent's schema.
@@ -157,11 +186,21 @@ impl Store {
             // a failed batch.
             .test_before_acquire(true)
             .connect_lazy_with(opts);
-        Ok(Self { pool })
+        Ok(Self::from_pool(pool))
     }
 
+    /// A store on `pool` with the default `on_conflict` (`reject`).
     pub fn from_pool(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            on_conflict: OnConflict::default(),
+        }
+    }
+
+    /// What [`Store::write`] does with a receipt stored under another fingerprint.
+    pub fn with_on_conflict(mut self, on_conflict: OnConflict) -> Self {
+        self.on_conflict = on_conflict;
+        self
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -228,37 +267,70 @@ impl Store {
         .await?)
     }
 
-    /// Writes `rows` and `ledger` in one transaction. Rows whose `receipt_id` is already
-    /// stored, or repeated earlier in `rows`, are skipped; items are written only for receipts
-    /// this call inserted, so a redelivery adds nothing.
+    /// Writes `rows` and `ledger` in one transaction. A row whose `receipt_id` is stored, or
+    /// repeated earlier in `rows`, with the same content fingerprint is skipped as a duplicate;
+    /// with another fingerprint it follows `on_conflict` (see [`plan`]). Items are written for
+    /// the receipts this call inserts or replaces, so a redelivery adds nothing.
     pub async fn write(
         &self,
         rows: &[Row<'_>],
         ledger: &[LedgerEntry],
     ) -> Result<WriteOutcome, StoreError> {
-        // Every receipt given counts: as inserted, or as a duplicate (already stored, or
-        // repeated within this batch).
+        // Every receipt given counts: inserted, updated, a conflict, or a duplicate.
         let given = rows.len() as u64;
-        let rows = dedup(rows);
+        let mut outcome = WriteOutcome::default();
+        let mut pending: Vec<(Row<'_>, Fingerprint)> =
+            rows.iter().map(|r| (*r, r.receipt.fingerprint())).collect();
         let mut tx = self.pool.begin().await?;
-        let inserted: Vec<String> = if rows.is_empty() {
-            Vec::new()
-        } else {
-            insert_receipts(&mut tx, &rows).await?
-        };
-        if !inserted.is_empty() {
-            let new: HashSet<&str> = inserted.iter().map(String::as_str).collect();
-            insert_items(&mut tx, &rows, &new).await?;
+        for _ in 0..WRITE_ROUNDS {
+            if pending.is_empty() {
+                break;
+            }
+            let (rows, fps): (Vec<Row<'_>>, Vec<Fingerprint>) = pending.iter().copied().unzip();
+            let stored = sql::stored_fingerprints(&mut tx, &rows).await?;
+            let plan = plan::resolve(&rows, &fps, &stored, self.on_conflict);
+            let pick = |idx: &[usize]| -> Vec<(Row<'_>, Fingerprint)> {
+                idx.iter().map(|&i| (rows[i], fps[i])).collect()
+            };
+            let updates = pick(&plan.updates);
+            if !updates.is_empty() {
+                sql::update_receipts(&mut tx, &updates).await?;
+            }
+            let inserts = pick(&plan.inserts);
+            let inserted: HashSet<String> = if inserts.is_empty() {
+                HashSet::new()
+            } else {
+                sql::insert_receipts(&mut tx, &inserts).await?
+            };
+            // An insert that found the id taken was raced by another writer: planned again.
+            let (written, raced): (Vec<_>, Vec<_>) = inserts
+                .into_iter()
+                .partition(|(r, _)| inserted.contains(&r.receipt.receipt_id));
+            let with_items: Vec<Row<'_>> =
+                updates.iter().chain(&written).map(|(r, _)| *r).collect();
+            sql::replace_items(&mut tx, &updates, &with_items).await?;
+            outcome.inserted += written.len() as u64;
+            outcome.updated += plan.replaced;
+            outcome
+                .conflicts
+                .extend(plan.conflicts.iter().map(|&(i, stored)| Conflict {
+                    receipt: rows[i].receipt.clone(),
+                    batch_id: rows[i].batch_id.to_owned(),
+                    chunk_index: rows[i].chunk_index,
+                    stored,
+                    incoming: fps[i],
+                }));
+            pending = raced;
         }
         if !ledger.is_empty() {
-            insert_ledger(&mut tx, ledger).await?;
+            sql::insert_ledger(&mut tx, &sql::with_conflicts(ledger, &outcome.conflicts)).await?;
         }
         tx.commit().await?;
-        let inserted = inserted.len() as u64;
-        Ok(WriteOutcome {
-            inserted,
-            duplicates: given - inserted,
-        })
+        // Still raced after every round: stored by another writer, counted as duplicates.
+        outcome.duplicates = given
+            .saturating_sub(outcome.inserted + outcome.updated)
+            .saturating_sub(outcome.conflicts.len() as u64);
+        Ok(outcome)
     }
 }
 
@@ -270,176 +342,6 @@ pub fn dedup<'a>(rows: &[Row<'a>]) -> Vec<Row<'a>> {
         .filter(|r| seen.insert(r.receipt.receipt_id.as_str()))
         .copied()
         .collect()
-}
-
-const INSERT_RECEIPTS: &str = "\
-INSERT INTO receipts (receipt_id, tenant_id, submitted_by, merchant, issued_on, currency, total, tax,
-                      category, image_key, image_sha256, image_bytes, metadata, batch_id, chunk_index)
-SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::date[], $6::text[],
-                     $7::numeric[], $8::numeric[], $9::text[], $10::text[], $11::text[],
-                     $12::numeric[], $13::jsonb[], $14::uuid[], $15::int4[])
-ON CONFLICT (receipt_id) DO NOTHING
-RETURNING receipt_id::text";
-
-async fn insert_receipts(
-    tx: &mut sqlx::PgConnection,
-    rows: &[Row<'_>],
-) -> Result<Vec<String>, StoreError> {
-    let n = rows.len();
-    let mut id = Vec::with_capacity(n);
-    let mut tenant = Vec::with_capacity(n);
-    let mut submitted_by = Vec::with_capacity(n);
-    let mut merchant = Vec::with_capacity(n);
-    let mut issued_on = Vec::with_capacity(n);
-    let mut currency = Vec::with_capacity(n);
-    let mut total = Vec::with_capacity(n);
-    let mut tax = Vec::with_capacity(n);
-    let mut category = Vec::with_capacity(n);
-    let mut image_key = Vec::with_capacity(n);
-    let mut image_sha = Vec::with_capacity(n);
-    let mut image_bytes = Vec::with_capacity(n);
-    let mut metadata = Vec::with_capacity(n);
-    let mut batch = Vec::with_capacity(n);
-    let mut chunk = Vec::with_capacity(n);
-    for row in rows {
-        let r = row.receipt;
-        id.push(r.receipt_id.as_str());
-        tenant.push(r.tenant_id.as_str());
-        submitted_by.push(r.submitted_by.as_deref());
-        merchant.push(r.merchant.as_str());
-        issued_on.push(r.issued_on.as_str());
-        currency.push(r.currency.as_str());
-        total.push(r.total.as_str());
-        tax.push(r.tax.as_ref().map(|t| t.as_str()));
-        category.push(r.category.as_deref());
-        image_key.push(r.image.as_ref().map(|i| i.key.as_str()));
-        image_sha.push(r.image.as_ref().map(|i| i.sha256.as_str()));
-        image_bytes.push(r.image.as_ref().map(|i| i.bytes.to_string()));
-        metadata.push(
-            r.metadata
-                .as_ref()
-                .map(|m| serde_json::Value::Object(m.clone()).to_string()),
-        );
-        batch.push(row.batch_id);
-        chunk.push(i32::try_from(row.chunk_index).unwrap_or(i32::MAX));
-    }
-    let ids = sqlx::query_scalar::<_, String>(INSERT_RECEIPTS)
-        .bind(id)
-        .bind(tenant)
-        .bind(submitted_by)
-        .bind(merchant)
-        .bind(issued_on)
-        .bind(currency)
-        .bind(total)
-        .bind(tax)
-        .bind(category)
-        .bind(image_key)
-        .bind(image_sha)
-        .bind(image_bytes)
-        .bind(metadata)
-        .bind(batch)
-        .bind(chunk)
-        .fetch_all(&mut *tx)
-        .await?;
-    Ok(ids)
-}
-
-const INSERT_ITEMS: &str = "\
-INSERT INTO receipt_items (receipt_id, line_no, description, quantity, unit_price, amount)
-SELECT * FROM UNNEST($1::uuid[], $2::int4[], $3::text[], $4::numeric[], $5::numeric[], $6::numeric[])
-ON CONFLICT (receipt_id, line_no) DO NOTHING";
-
-async fn insert_items(
-    tx: &mut sqlx::PgConnection,
-    rows: &[Row<'_>],
-    new: &HashSet<&str>,
-) -> Result<(), StoreError> {
-    let mut id = Vec::new();
-    let mut line = Vec::new();
-    let mut description = Vec::new();
-    let mut quantity = Vec::new();
-    let mut unit_price = Vec::new();
-    let mut amount = Vec::new();
-    for row in rows {
-        let r = row.receipt;
-        if !new.contains(r.receipt_id.as_str()) {
-            continue;
-        }
-        for (i, item) in r.items.iter().enumerate() {
-            id.push(r.receipt_id.as_str());
-            // Items are capped at 500 per receipt by validation.
-            line.push(i32::try_from(i + 1).unwrap_or(i32::MAX));
-            description.push(item.description.as_str());
-            quantity.push(item.quantity.as_str());
-            unit_price.push(item.unit_price.as_str());
-            amount.push(item.amount.as_str());
-        }
-    }
-    if id.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(INSERT_ITEMS)
-        .bind(id)
-        .bind(line)
-        .bind(description)
-        .bind(quantity)
-        .bind(unit_price)
-        .bind(amount)
-        .execute(&mut *tx)
-        .await?;
-    Ok(())
-}
-
-const INSERT_LEDGER: &str = "\
-INSERT INTO chunks (batch_id, chunk_index, chunk_count, receipts, rejected, message_id)
-SELECT * FROM UNNEST($1::uuid[], $2::int4[], $3::int4[], $4::int4[], $5::int4[], $6::text[])
-ON CONFLICT (batch_id, chunk_index) DO NOTHING";
-
-async fn insert_ledger(
-    tx: &mut sqlx::PgConnection,
-    ledger: &[LedgerEntry],
-) -> Result<(), StoreError> {
-    let to_i32 = |v: u32| i32::try_from(v).unwrap_or(i32::MAX);
-    sqlx::query(INSERT_LEDGER)
-        .bind(
-            ledger
-                .iter()
-                .map(|l| l.batch_id.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            ledger
-                .iter()
-                .map(|l| to_i32(l.chunk_index))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            ledger
-                .iter()
-                .map(|l| to_i32(l.chunk_count))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            ledger
-                .iter()
-                .map(|l| to_i32(l.receipts))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            ledger
-                .iter()
-                .map(|l| to_i32(l.rejected))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            ledger
-                .iter()
-                .map(|l| l.message_id.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .execute(&mut *tx)
-        .await?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -25,6 +25,8 @@ use crate::pipeline::inflight::InFlight;
 use crate::pipeline::liveness::Liveness;
 use crate::throttle::Throttle;
 
+mod conflict;
+
 /// What a writer needs.
 #[derive(Debug, Clone)]
 pub struct WriterContext {
@@ -172,9 +174,16 @@ fn ledger_entry(d: &Delivery, rejected: usize) -> LedgerEntry {
     }
 }
 
+/// Commits the batch, then settles the receipts it refused as conflicts (`conflict`).
+async fn settle(ctx: &WriterContext, batch: &[Delivery]) -> Result<Settled, WriteError> {
+    let mut settled = commit(ctx, batch).await?;
+    conflict::settle(ctx, batch, &mut settled).await?;
+    Ok(settled)
+}
+
 /// Commits the batch; if the database refuses some rows, finds them (per message, then by
 /// bisection), commits the rest and dead-letters each refused row with the database's reason.
-async fn settle(ctx: &WriterContext, batch: &[Delivery]) -> Result<Settled, WriteError> {
+async fn commit(ctx: &WriterContext, batch: &[Delivery]) -> Result<Settled, WriteError> {
     let rows: Vec<Row<'_>> = batch.iter().flat_map(rows_of).collect();
     let ledger: Vec<LedgerEntry> = batch.iter().map(|d| ledger_entry(d, 0)).collect();
     let started = Instant::now();
@@ -208,6 +217,7 @@ async fn settle(ctx: &WriterContext, batch: &[Delivery]) -> Result<Settled, Writ
             Err(e) => return Err(e.into()),
         };
         let (outcome, refused) = isolate(&ctx.store, &rows, first_error).await?;
+        let conflicts = conflict::in_chunk(&outcome.conflicts, d);
         add(&mut settled.outcome, outcome);
         if !ctx.queue.has_dead_letter_queue() {
             let reason = refused
@@ -220,10 +230,14 @@ async fn settle(ctx: &WriterContext, batch: &[Delivery]) -> Result<Settled, Writ
             continue;
         }
         for (receipt, why) in &refused {
-            dead_letter_row(ctx, d, receipt, why).await?;
+            let reason = format!(
+                "receipt {} refused by the database: {why}",
+                receipt.receipt_id
+            );
+            dead_letter_row(ctx, d, receipt, &reason).await?;
         }
         ctx.store
-            .write(&[], &[ledger_entry(d, refused.len())])
+            .write(&[], &[ledger_entry(d, refused.len() + conflicts)])
             .await?;
         settled.dead_lettered += refused.len() as u64;
         settled.dispositions.push(Disposition::Delete);
@@ -265,16 +279,18 @@ async fn isolate<'a>(
 
 fn add(total: &mut WriteOutcome, o: WriteOutcome) {
     total.inserted += o.inserted;
+    total.updated += o.updated;
     total.duplicates += o.duplicates;
+    total.conflicts.extend(o.conflicts);
 }
 
 /// Puts one refused receipt on the dead-letter queue as a one-receipt chunk of its original
-/// batch, so `dlq redrive` can send it back unchanged once the cause is fixed.
+/// batch with `reason`, so `dlq redrive` can send it back unchanged once the cause is fixed.
 async fn dead_letter_row(
     ctx: &WriterContext,
     d: &Delivery,
     receipt: &Receipt,
-    why: &str,
+    reason: &str,
 ) -> Result<(), SqsError> {
     let chunk = Chunk {
         v: ENVELOPE_VERSION,
@@ -287,12 +303,8 @@ async fn dead_letter_row(
         op: "encode dead letter",
         detail: e.to_string(),
     })?;
-    let reason = format!(
-        "receipt {} refused by the database: {why}",
-        receipt.receipt_id
-    );
     ctx.queue
-        .dead_letter(&d.handle, &encoded.body, encoded.encoding, &reason)
+        .dead_letter(&d.handle, &encoded.body, encoded.encoding, reason)
         .await?;
     tracing::warn!(message_id = %d.handle.message_id, receipt_id = %receipt.receipt_id, reason = %reason, "Receipt dead-lettered.");
     metrics::counter!(m::RECEIPTS_DEAD_LETTERED).increment(1);

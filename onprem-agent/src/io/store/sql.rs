@@ -1,0 +1,278 @@
+//! The SQL of the one write [`super::Store::write`] makes, each statement one round trip
+//! whatever the batch size: the stored fingerprints of the batch's ids, the receipts inserted
+//! and replaced (one array per column through `UNNEST`), their items, and the chunk-ledger rows.
+
+use std::collections::{HashMap, HashSet};
+
+use sluice_protocol::Fingerprint;
+use sqlx::postgres::PgArguments;
+use sqlx::{Postgres, Row as _};
+
+use super::{Conflict, LedgerEntry, Row, StoreError};
+
+/// The ledger rows with each chunk's conflicts added to its rejected count.
+pub(super) fn with_conflicts(ledger: &[LedgerEntry], conflicts: &[Conflict]) -> Vec<LedgerEntry> {
+    ledger
+        .iter()
+        .map(|l| {
+            let n = conflicts
+                .iter()
+                .filter(|c| c.batch_id == l.batch_id && c.chunk_index == l.chunk_index)
+                .count();
+            LedgerEntry {
+                rejected: l
+                    .rejected
+                    .saturating_add(u32::try_from(n).unwrap_or(u32::MAX)),
+                ..l.clone()
+            }
+        })
+        .collect()
+}
+
+/// The stored fingerprint of every id among `rows` that is stored (`None`: stored before
+/// fingerprints existed).
+pub(super) async fn stored_fingerprints(
+    tx: &mut sqlx::PgConnection,
+    rows: &[Row<'_>],
+) -> Result<HashMap<String, Option<Fingerprint>>, StoreError> {
+    let ids: Vec<&str> = rows
+        .iter()
+        .map(|r| r.receipt.receipt_id.as_str())
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let found: Vec<(String, Option<Vec<u8>>)> = sqlx::query_as(
+        "SELECT receipt_id::text, content_sha256 FROM receipts WHERE receipt_id = ANY($1::uuid[])",
+    )
+    .bind(ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(found
+        .into_iter()
+        .map(|(id, fp)| (id, fp.as_deref().and_then(Fingerprint::from_slice)))
+        .collect())
+}
+
+/// The receipt columns, in the order of the arrays [`receipt_columns`] binds.
+const RECEIPT_ARRAYS: &str = "\
+UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::date[], $6::text[], $7::numeric[],
+       $8::numeric[], $9::text[], $10::text[], $11::text[], $12::numeric[], $13::jsonb[],
+       $14::uuid[], $15::int4[], $16::bytea[])";
+
+fn insert_receipts_sql() -> String {
+    format!(
+        "INSERT INTO receipts (receipt_id, tenant_id, submitted_by, merchant, issued_on, currency,
+                      total, tax, category, image_key, image_sha256, image_bytes, metadata,
+                      batch_id, chunk_index, content_sha256)
+SELECT * FROM {RECEIPT_ARRAYS}
+ON CONFLICT (receipt_id) DO NOTHING
+RETURNING receipt_id::text"
+    )
+}
+
+/// Replaces stored rows with their incoming version; `ingested_at` keeps the first store.
+fn update_receipts_sql() -> String {
+    format!(
+        "UPDATE receipts AS r SET tenant_id = u.tenant_id, submitted_by = u.submitted_by,
+    merchant = u.merchant, issued_on = u.issued_on, currency = u.currency, total = u.total,
+    tax = u.tax, category = u.category, image_key = u.image_key, image_sha256 = u.image_sha256,
+    image_bytes = u.image_bytes, metadata = u.metadata, batch_id = u.batch_id,
+    chunk_index = u.chunk_index, content_sha256 = u.content_sha256
+FROM {RECEIPT_ARRAYS} AS u(receipt_id, tenant_id, submitted_by, merchant, issued_on, currency,
+    total, tax, category, image_key, image_sha256, image_bytes, metadata, batch_id, chunk_index,
+    content_sha256)
+WHERE r.receipt_id = u.receipt_id"
+    )
+}
+
+/// Inserts `rows`; returns the ids inserted (an id already taken is skipped).
+pub(super) async fn insert_receipts(
+    tx: &mut sqlx::PgConnection,
+    rows: &[(Row<'_>, Fingerprint)],
+) -> Result<HashSet<String>, StoreError> {
+    let sql = insert_receipts_sql();
+    let ids = receipt_columns(&sql, rows).fetch_all(&mut *tx).await?;
+    Ok(ids
+        .iter()
+        .filter_map(|r| r.try_get::<String, _>(0).ok())
+        .collect())
+}
+
+pub(super) async fn update_receipts(
+    tx: &mut sqlx::PgConnection,
+    rows: &[(Row<'_>, Fingerprint)],
+) -> Result<(), StoreError> {
+    let sql = update_receipts_sql();
+    receipt_columns(&sql, rows).execute(&mut *tx).await?;
+    Ok(())
+}
+
+/// `sql` with the receipts bound as one array per column ([`RECEIPT_ARRAYS`]).
+fn receipt_columns<'q>(
+    sql: &'q str,
+    rows: &[(Row<'q>, Fingerprint)],
+) -> sqlx::query::Query<'q, Postgres, PgArguments> {
+    let n = rows.len();
+    let mut id = Vec::with_capacity(n);
+    let mut tenant = Vec::with_capacity(n);
+    let mut submitted_by = Vec::with_capacity(n);
+    let mut merchant = Vec::with_capacity(n);
+    let mut issued_on = Vec::with_capacity(n);
+    let mut currency = Vec::with_capacity(n);
+    let mut total = Vec::with_capacity(n);
+    let mut tax = Vec::with_capacity(n);
+    let mut category = Vec::with_capacity(n);
+    let mut image_key = Vec::with_capacity(n);
+    let mut image_sha = Vec::with_capacity(n);
+    let mut image_bytes = Vec::with_capacity(n);
+    let mut metadata = Vec::with_capacity(n);
+    let mut batch = Vec::with_capacity(n);
+    let mut chunk = Vec::with_capacity(n);
+    let mut fingerprint = Vec::with_capacity(n);
+    for (row, fp) in rows {
+        let r = row.receipt;
+        id.push(r.receipt_id.as_str());
+        tenant.push(r.tenant_id.as_str());
+        submitted_by.push(r.submitted_by.as_deref());
+        merchant.push(r.merchant.as_str());
+        issued_on.push(r.issued_on.as_str());
+        currency.push(r.currency.as_str());
+        total.push(r.total.as_str());
+        tax.push(r.tax.as_ref().map(|t| t.as_str()));
+        category.push(r.category.as_deref());
+        image_key.push(r.image.as_ref().map(|i| i.key.as_str()));
+        image_sha.push(r.image.as_ref().map(|i| i.sha256.as_str()));
+        image_bytes.push(r.image.as_ref().map(|i| i.bytes.to_string()));
+        metadata.push(
+            r.metadata
+                .as_ref()
+                .map(|m| serde_json::Value::Object(m.clone()).to_string()),
+        );
+        batch.push(row.batch_id);
+        chunk.push(i32::try_from(row.chunk_index).unwrap_or(i32::MAX));
+        fingerprint.push(fp.as_bytes().to_vec());
+    }
+    sqlx::query(sql)
+        .bind(id)
+        .bind(tenant)
+        .bind(submitted_by)
+        .bind(merchant)
+        .bind(issued_on)
+        .bind(currency)
+        .bind(total)
+        .bind(tax)
+        .bind(category)
+        .bind(image_key)
+        .bind(image_sha)
+        .bind(image_bytes)
+        .bind(metadata)
+        .bind(batch)
+        .bind(chunk)
+        .bind(fingerprint)
+}
+
+const INSERT_ITEMS: &str = "\
+INSERT INTO receipt_items (receipt_id, line_no, description, quantity, unit_price, amount)
+SELECT * FROM UNNEST($1::uuid[], $2::int4[], $3::text[], $4::numeric[], $5::numeric[], $6::numeric[])
+ON CONFLICT (receipt_id, line_no) DO NOTHING";
+
+/// Drops the stored items of the receipts in `replaced`, then writes the items of `rows`.
+pub(super) async fn replace_items(
+    tx: &mut sqlx::PgConnection,
+    replaced: &[(Row<'_>, Fingerprint)],
+    rows: &[Row<'_>],
+) -> Result<(), StoreError> {
+    if !replaced.is_empty() {
+        let ids: Vec<&str> = replaced
+            .iter()
+            .map(|(r, _)| r.receipt.receipt_id.as_str())
+            .collect();
+        sqlx::query("DELETE FROM receipt_items WHERE receipt_id = ANY($1::uuid[])")
+            .bind(ids)
+            .execute(&mut *tx)
+            .await?;
+    }
+    let mut id = Vec::new();
+    let mut line = Vec::new();
+    let mut description = Vec::new();
+    let mut quantity = Vec::new();
+    let mut unit_price = Vec::new();
+    let mut amount = Vec::new();
+    for row in rows {
+        let r = row.receipt;
+        for (i, item) in r.items.iter().enumerate() {
+            id.push(r.receipt_id.as_str());
+            // Items are capped at 500 per receipt by validation.
+            line.push(i32::try_from(i + 1).unwrap_or(i32::MAX));
+            description.push(item.description.as_str());
+            quantity.push(item.quantity.as_str());
+            unit_price.push(item.unit_price.as_str());
+            amount.push(item.amount.as_str());
+        }
+    }
+    if id.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(INSERT_ITEMS)
+        .bind(id)
+        .bind(line)
+        .bind(description)
+        .bind(quantity)
+        .bind(unit_price)
+        .bind(amount)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+const INSERT_LEDGER: &str = "\
+INSERT INTO chunks (batch_id, chunk_index, chunk_count, receipts, rejected, message_id)
+SELECT * FROM UNNEST($1::uuid[], $2::int4[], $3::int4[], $4::int4[], $5::int4[], $6::text[])
+ON CONFLICT (batch_id, chunk_index) DO NOTHING";
+
+pub(super) async fn insert_ledger(
+    tx: &mut sqlx::PgConnection,
+    ledger: &[LedgerEntry],
+) -> Result<(), StoreError> {
+    let to_i32 = |v: u32| i32::try_from(v).unwrap_or(i32::MAX);
+    sqlx::query(INSERT_LEDGER)
+        .bind(
+            ledger
+                .iter()
+                .map(|l| l.batch_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            ledger
+                .iter()
+                .map(|l| to_i32(l.chunk_index))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            ledger
+                .iter()
+                .map(|l| to_i32(l.chunk_count))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            ledger
+                .iter()
+                .map(|l| to_i32(l.receipts))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            ledger
+                .iter()
+                .map(|l| to_i32(l.rejected))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            ledger
+                .iter()
+                .map(|l| l.message_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
