@@ -269,7 +269,7 @@ impl Store {
 
     /// Writes `rows` and `ledger` in one transaction. A row whose `receipt_id` is stored, or
     /// repeated earlier in `rows`, with the same content fingerprint is skipped as a duplicate;
-    /// with another fingerprint it follows `on_conflict` (see [`plan`]). Items are written for
+    /// with another fingerprint it follows `on_conflict` (see `plan`). Items are written for
     /// the receipts this call inserts or replaces, so a redelivery adds nothing.
     pub async fn write(
         &self,
