@@ -8,7 +8,9 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use sluice_e2e::gen::Generator;
 use sluice_e2e::oracle::Oracle;
-use sluice_e2e::{wait_for, AgentProcess, IngestHandle, TestEnv};
+use sluice_e2e::{
+    free_local_addr, wait_for, AgentProcess, EnvOptions, IngestHandle, Launch, TestEnv,
+};
 use sluice_protocol::Receipt;
 
 const TIMEOUT: Duration = Duration::from_secs(120);
@@ -25,9 +27,36 @@ struct Stack {
 
 impl Stack {
     async fn start(name: &str, write: &str) -> anyhow::Result<Self> {
-        let env = TestEnv::new().await?;
+        Self::launch(TestEnv::new().await?, name, write, "", true).await
+    }
+
+    /// The agent on `env` with `[write]` as given and `extra` TOML; without `dlq`,
+    /// `queue.dead_letter_url` is left out.
+    async fn launch(
+        env: TestEnv,
+        name: &str,
+        write: &str,
+        extra: &str,
+        dlq: bool,
+    ) -> anyhow::Result<Self> {
         let ingest = env.start_ingest(&[]).await?;
-        let agent = env.spawn_agent(name, &format!("[write]\n{write}\n[log]\nlevel = \"info\""))?;
+        let addr = free_local_addr()?;
+        let toml = env.agent_toml(&format!(
+            "[write]\n{write}\n{extra}\n[log]\nlevel = \"info\"\n[server]\nlisten = \"{addr}\""
+        ));
+        let toml: String = toml
+            .lines()
+            .filter(|l| dlq || !l.starts_with("dead_letter_url"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        std::fs::create_dir_all(env.dir())?;
+        let config = env.dir().join(format!("{name}.toml"));
+        std::fs::write(&config, toml)?;
+        let launch = Launch {
+            log: config.with_extension("log"),
+            ..Launch::default()
+        };
+        let agent = AgentProcess::spawn(&config, addr, launch)?;
         agent.wait_answering(Duration::from_secs(30)).await?;
         Ok(Self {
             env,
@@ -256,5 +285,48 @@ async fn a_row_stored_before_fingerprints_is_a_quiet_duplicate() -> anyhow::Resu
     let dead = s.oracle.verify(&s.env).await?;
     assert!(dead.is_empty(), "{dead:?}");
     assert_eq!(s.stored_fingerprint(&id).await?, None);
+    s.stop().await
+}
+
+/// `reject` without a dead-letter queue configured: the conflicting message is kept (not
+/// deleted), so the queue's redrive policy moves it to the DLQ after `maxReceiveCount`
+/// receives; the stored row stays and each refusal is counted and logged.
+#[tokio::test]
+async fn without_a_dlq_a_conflict_is_kept_for_the_queues_redrive_policy() -> anyhow::Result<()> {
+    let env = TestEnv::with_options(EnvOptions {
+        visibility_timeout_seconds: 10,
+        ..EnvOptions::default()
+    })
+    .await?;
+    let mut s = Stack::launch(
+        env,
+        "no-dlq",
+        "",
+        "[queue]\nvisibility_timeout_seconds = 10",
+        false,
+    )
+    .await?;
+    let receipts = s.first_upload(1106).await?;
+    let old = &receipts[9];
+    let id = old["receipt_id"].as_str().unwrap_or_default().to_owned();
+    s.upload(&[corrected(old)]).await?;
+    // Moved by SQS itself, so without the agent's reason attribute.
+    s.oracle.expect_dead_letter(&id, "");
+    s.wait_counted(
+        "sluice_receipts_conflict_total",
+        f64::from(sluice_e2e::MAX_RECEIVE_COUNT),
+    )
+    .await?;
+    assert_eq!(s.counter("sluice_receipts_dead_lettered_total").await, 0.0);
+    let dead = s.oracle.verify(&s.env).await?;
+    assert_eq!(dead.len(), 1);
+    assert!(!dead[0].attributes.contains_key("sluice-error"), "{dead:?}");
+    assert_eq!(s.stored_fingerprint(&id).await?, Some(fingerprint(old)));
+    let log = s.agent.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("WARN") && l.contains(&id) && l.contains(&fingerprint(old))),
+        "a WARN names the receipt and its fingerprints:\n{log}"
+    );
     s.stop().await
 }
