@@ -1,10 +1,13 @@
 //! The SQS adapter, the only code that calls the AWS SDK. Here: the calls the pipeline makes
 //! (receive, delete, change visibility for heartbeat and release, send to the dead-letter
 //! queue); in [`admin`]: depth, ping, raw receive and send, purge; in [`message`]: the
-//! conversion from the SDK's message type.
+//! conversion from the SDK's message type; in [`verify`]: queue ARNs and sizes, and whether the
+//! dead-letter queue can take what the agent sends it.
 //!
 //! Batch calls can half-fail inside a 200 answer: every batch call here reads `failed`, retries
-//! the entries SQS says are not the sender's fault, and returns what still failed.
+//! the entries SQS says are not the sender's fault, and returns what still failed. Groups of 10
+//! go out [`BATCH_CONCURRENCY`] at a time, so thousands of held messages are extended (or
+//! deleted) in a few round trips rather than one call after another.
 
 use std::time::Duration;
 
@@ -15,6 +18,7 @@ use aws_sdk_sqs::types::{
 };
 use aws_sdk_sqs::Client;
 use backon::{ExponentialBuilder, Retryable};
+use futures_util::stream::{self, StreamExt as _};
 use sluice_aws::{BatchRetry, Retrying};
 use sluice_protocol::envelope::ENCODING_ATTRIBUTE;
 
@@ -28,6 +32,8 @@ pub const ERROR_ATTRIBUTE: &str = "sluice-error";
 pub const SOURCE_ATTRIBUTE: &str = "sluice-source-message-id";
 /// SQS limits attribute values with the message; a reason longer than this is cut.
 const MAX_REASON_CHARS: usize = 4096;
+/// Batch calls of one operation in flight at once (each of at most 10 entries).
+pub const BATCH_CONCURRENCY: usize = 8;
 /// Batch calls and the dead-letter send: 4 tries, 200 ms doubling to 5 s between them.
 const BATCH_RETRY: BatchRetry = BatchRetry {
     tries: 4,
@@ -37,9 +43,11 @@ const BATCH_RETRY: BatchRetry = BatchRetry {
 
 mod admin;
 mod message;
+mod verify;
 
 pub use admin::Depth;
 pub use message::{Attributes, Received};
+pub use verify::{DeadLetterProblem, QueueFacts};
 
 /// An SQS call failed as a whole.
 #[derive(Debug, thiserror::Error)]
@@ -271,8 +279,9 @@ impl Queue {
             })
     }
 
-    /// Runs `call` on `handles` in groups of at most 10 (SQS's batch limit), retrying the
-    /// entries SQS reports in `Failed` through no fault of ours. Returns what still failed.
+    /// Runs `call` on `handles` in groups of at most 10 (SQS's batch limit), at most
+    /// [`BATCH_CONCURRENCY`] groups at once, retrying the entries SQS reports in `Failed`
+    /// through no fault of ours. Returns what still failed.
     async fn batch_with_retry<F, Fut>(
         &self,
         op: &'static str,
@@ -283,13 +292,25 @@ impl Queue {
         F: Fn(Vec<(String, Handle)>) -> Fut,
         Fut: std::future::Future<Output = Result<Vec<BatchResultErrorEntry>, String>>,
     {
-        BATCH_RETRY
-            .run(handles, call, |retrying| {
-                if let Retrying::Call { error, attempt, .. } = retrying {
-                    tracing::warn!(op, error = %error, attempt, "SQS batch call failed; retrying.");
-                }
-            })
+        let call = &call;
+        // Owned groups: a stream over borrowed slices trips the compiler's `Send` inference
+        // for the spawned tasks that call this.
+        let groups: Vec<Vec<Handle>> = handles
+            .chunks(SQS_BATCH_MAX)
+            .map(<[Handle]>::to_vec)
+            .collect();
+        stream::iter(groups)
+            .map(|group| async move { BATCH_RETRY.run(&group, call, |r| log_retry(op, r)).await })
+            .buffer_unordered(BATCH_CONCURRENCY)
+            .concat()
             .await
+    }
+}
+
+/// Logs a batch call about to be tried again.
+fn log_retry(op: &'static str, retrying: Retrying<'_, Handle>) {
+    if let Retrying::Call { error, attempt, .. } = retrying {
+        tracing::warn!(op, error = %error, attempt, "SQS batch call failed; retrying.");
     }
 }
 
