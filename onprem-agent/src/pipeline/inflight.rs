@@ -137,13 +137,16 @@ pub async fn heartbeat(
     // Check often enough that an extension is never more than a tenth of the timeout late.
     let tick = (visibility_timeout / 10).max(Duration::from_millis(500));
     let secs = u32::try_from(visibility_timeout.as_secs()).unwrap_or(u32::MAX);
+    // How long the last round of extensions took: the next one starts that much earlier (up to
+    // a quarter of the timeout), so the last group of a long round still lands in time.
+    let mut lead = Duration::ZERO;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(tick) => {}
         }
         let at = Instant::now();
-        let due = inflight.take_due(half, at);
+        let due = inflight.take_due(half.saturating_sub(lead), at);
         if due.is_empty() {
             continue;
         }
@@ -152,6 +155,7 @@ pub async fn heartbeat(
             "Extending visibility of held messages."
         );
         let failed = queue.change_visibility(&due, secs).await;
+        lead = at.elapsed().min(visibility_timeout / 4);
         let reasons: std::collections::HashMap<&str, &str> = failed
             .iter()
             .map(|(h, r)| (h.receipt_handle.as_str(), r.as_str()))
