@@ -112,15 +112,9 @@ fn main() -> ExitCode {
         _ => cfg.log.level.as_str(),
     };
     telemetry::init(format, level);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("sluice-agent: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     if let Command::Status(_) | Command::Dlq { .. } = cli.command {
         return runtime.block_on(operate(cli.command, cfg));
@@ -147,19 +141,24 @@ fn main() -> ExitCode {
     }
 }
 
+/// The async runtime the commands run on; when it cannot start, says so on stderr.
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("sluice-agent: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        })
+}
+
 /// `check-config --online`: the queues as SQS sees them.
 fn check_queues(cfg: &AgentConfig) -> ExitCode {
     /// EX_UNAVAILABLE in sysexits.h: a queue could not be read.
     const EXIT_UNAVAILABLE: u8 = 69;
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("sluice-agent: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let checked = runtime.block_on(async {
         let clients = Clients::connect(cfg).await?;
