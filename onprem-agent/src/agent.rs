@@ -21,14 +21,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::AgentConfig;
-use crate::io::sqs::{self, Queue};
+use crate::io::sqs::{self, DeadLetterProblem, Queue};
 use crate::io::store::Store;
 use crate::ops::metrics as m;
-use crate::ops::monitor;
 use crate::ops::reload::Reloader;
 use crate::ops::sd_notify::Notifier;
 use crate::ops::server::{self, ServerState};
 use crate::ops::watchdog;
+use crate::ops::{dead_letter_check, monitor};
 use crate::pipeline::backoff::outage_backoff;
 use crate::pipeline::batcher;
 use crate::pipeline::consumer::{self, PollerContext};
@@ -59,6 +59,11 @@ impl Clients {
         Ok(Self { store, queue })
     }
 }
+
+/// The agent refused to start: the configuration must change (`sluice-agent` exits 64).
+#[derive(Debug, thiserror::Error)]
+#[error("refusing to start: {0}")]
+pub struct StartRefused(#[from] pub DeadLetterProblem);
 
 /// A started agent.
 #[derive(Debug)]
@@ -103,9 +108,21 @@ pub async fn start(
     );
     let reloader = Reloader::new(throttle.clone(), cfg.clone());
     let health = Health::new();
+    let server_stop = CancellationToken::new();
+    // A DLQ that is the main queue or too small refuses the start; one that cannot be read now
+    // is a condition, checked again until it passes.
+    if !dead_letter_check::at_start(&clients.queue, &health)
+        .await
+        .map_err(StartRefused)?
+    {
+        tokio::spawn(dead_letter_check::recheck(
+            clients.queue.clone(),
+            health.clone(),
+            server_stop.clone(),
+        ));
+    }
     let mut server_addr = None;
     let mut server_task = None;
-    let server_stop = CancellationToken::new();
     if let Some(addr) = cfg.server.addr() {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -189,6 +206,7 @@ async fn pipeline(
         wait_seconds: cfg.queue.wait_seconds,
         visibility_timeout_seconds: cfg.queue.visibility_timeout_seconds,
         liveness: liveness.clone(),
+        versions: Arc::default(),
     };
     for _ in 0..cfg.queue.pollers {
         tracker.spawn(consumer::poll(

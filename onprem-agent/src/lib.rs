@@ -21,9 +21,9 @@ mod ops;
 mod pipeline;
 mod throttle;
 
-pub use agent::{run, start, Clients, RunningAgent};
+pub use agent::{run, start, Clients, RunningAgent, StartRefused};
 pub use config::AgentConfig;
-pub use io::sqs::Queue;
+pub use io::sqs::{DeadLetterProblem, Queue, QueueFacts};
 pub use io::store::{LedgerEntry, Row, Store};
 pub use ops::reload::on_sighup;
 pub use ops::telemetry;

@@ -30,7 +30,11 @@ enum Command {
     /// Create the schema and apply pending migrations, then exit.
     Migrate(ConfigArg),
     /// Validate the configuration and print it (secrets redacted); exit 64 if invalid.
-    CheckConfig(ConfigArg),
+    ///
+    /// With --online, also ask SQS: both queues answer, the dead-letter queue is not the main
+    /// queue (same ARN) and takes messages as large as the main queue's (exit 64 if not; 69
+    /// when a queue cannot be read).
+    CheckConfig(CheckConfigArgs),
     /// Queue and DLQ depth, oldest message age, receipts/s against the limit, time to drain.
     ///
     /// Works with no agent running (asks SQS and PostgreSQL); adds the agent's live figures
@@ -46,11 +50,22 @@ enum Command {
 impl Command {
     fn config_arg(&self) -> &ConfigArg {
         match self {
-            Command::Run(a) | Command::Migrate(a) | Command::CheckConfig(a) => a,
+            Command::Run(a) | Command::Migrate(a) => a,
+            Command::CheckConfig(a) => &a.config,
             Command::Status(a) => &a.config,
             Command::Dlq { action } => action.config_arg(),
         }
     }
+}
+
+#[derive(Debug, clap::Args)]
+struct CheckConfigArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Also check the queues against SQS (the unit's ExecStartPre does not: `run` checks them
+    /// itself, and a dead-letter queue missing for now must not stop the start).
+    #[arg(long)]
+    online: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -75,13 +90,16 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    if let Command::CheckConfig(_) = cli.command {
+    if let Command::CheckConfig(args) = &cli.command {
         println!("{}: configuration is valid", arg.config.display());
         println!(
             "{}",
             serde_json::to_string_pretty(&cfg.redacted()).unwrap_or_default()
         );
-        return ExitCode::SUCCESS;
+        if !args.online {
+            return ExitCode::SUCCESS;
+        }
+        return check_queues(&cfg);
     }
     let format = match cli.command {
         Command::Run(_) => cfg.log.format,
@@ -94,15 +112,9 @@ fn main() -> ExitCode {
         _ => cfg.log.level.as_str(),
     };
     telemetry::init(format, level);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("sluice-agent: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     if let Command::Status(_) | Command::Dlq { .. } = cli.command {
         return runtime.block_on(operate(cli.command, cfg));
@@ -118,7 +130,69 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "sluice-agent failed.");
             eprintln!("sluice-agent: {e:#}");
+            // A refusal that only a configuration change can lift: exit 64, which the unit's
+            // RestartPreventExitStatus keeps from restarting in a loop.
+            if e.downcast_ref::<sluice_agent::StartRefused>().is_some() {
+                ExitCode::from(EXIT_CONFIG)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+/// The async runtime the commands run on; when it cannot start, says so on stderr.
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("sluice-agent: cannot start the async runtime: {e}");
             ExitCode::FAILURE
+        })
+}
+
+/// `check-config --online`: the queues as SQS sees them.
+fn check_queues(cfg: &AgentConfig) -> ExitCode {
+    /// EX_UNAVAILABLE in sysexits.h: a queue could not be read.
+    const EXIT_UNAVAILABLE: u8 = 69;
+    let runtime = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let checked = runtime.block_on(async {
+        let clients = Clients::connect(cfg).await?;
+        let main = clients.queue.facts().await;
+        anyhow::Ok((main, clients.queue.verify_dead_letter().await))
+    });
+    match checked {
+        Err(e) => {
+            eprintln!("sluice-agent: {e:#}");
+            ExitCode::FAILURE
+        }
+        Ok((Err(e), _)) => {
+            eprintln!(
+                "sluice-agent: cannot read the main queue {}: {e}",
+                cfg.queue.url
+            );
+            ExitCode::from(EXIT_UNAVAILABLE)
+        }
+        Ok((Ok(_), Err(problem))) => {
+            eprintln!("sluice-agent: {problem}");
+            if problem.is_definite() {
+                ExitCode::from(EXIT_CONFIG)
+            } else {
+                ExitCode::from(EXIT_UNAVAILABLE)
+            }
+        }
+        Ok((Ok(main), Ok(()))) => {
+            println!("queue {} answers ({})", cfg.queue.url, main.arn);
+            if let Some(dlq) = &cfg.queue.dead_letter_url {
+                println!(
+                    "dead-letter queue {dlq} answers, is another queue and takes messages as large as the main queue's"
+                );
+            }
+            ExitCode::SUCCESS
         }
     }
 }
@@ -245,9 +319,10 @@ async fn operate(command: Command, cfg: AgentConfig) -> ExitCode {
                 Some(sluice_agent::cli::dlq::DlqError::NotConfirmed { .. }) => {
                     ExitCode::from(EXIT_USAGE)
                 }
-                Some(sluice_agent::cli::dlq::DlqError::NotConfigured) => {
-                    ExitCode::from(EXIT_CONFIG)
-                }
+                Some(
+                    sluice_agent::cli::dlq::DlqError::NotConfigured
+                    | sluice_agent::cli::dlq::DlqError::SameQueue { .. },
+                ) => ExitCode::from(EXIT_CONFIG),
                 _ => ExitCode::FAILURE,
             }
         }
@@ -329,7 +404,13 @@ async fn dlq(cfg: AgentConfig, action: DlqAction) -> anyhow::Result<()> {
             }
         }
         DlqAction::Purge { yes, .. } => {
-            let n = dlq::purge(queue, yes).await?;
+            let n = dlq::purge(queue, yes, |url, depth| {
+                eprintln!(
+                    "sluice-agent: purging {url}: {} will be deleted",
+                    dlq::describe_depth(depth)
+                );
+            })
+            .await?;
             out(&format!(
                 "purge requested: {n} messages deleted from {} (SQS finishes within 60 s)\n",
                 queue.dead_letter_url().unwrap_or_default()

@@ -16,6 +16,11 @@ use serde::{Deserialize, Serialize};
 use crate::receipt::{parse_uuid, FieldError, Receipt};
 
 /// Version written in every envelope's `v`; [`decode`] refuses any other.
+///
+/// Compatibility rule: adding an optional envelope field keeps the version (an older agent
+/// ignores fields it does not know); any change an older agent would misread (a field renamed,
+/// retyped or made required, a new meaning, receipts of a new shape) bumps it, and an agent
+/// that meets a version it does not know hands the message back to the queue untouched.
 pub const ENVELOPE_VERSION: u32 = 1;
 
 /// SQS message attribute carrying the body encoding ("gzip" | "zstd"); absent = plain JSON.
@@ -93,9 +98,9 @@ impl FromStr for Compression {
     }
 }
 
-/// One SQS message's content: a slice of one upload.
+/// One SQS message's content: a slice of one upload. Unknown fields are ignored (see
+/// [`ENVELOPE_VERSION`] for the compatibility rule).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Chunk {
     /// Envelope version, [`ENVELOPE_VERSION`].
     pub v: u32,
@@ -305,9 +310,9 @@ pub(crate) fn finish(
     })
 }
 
-/// The envelope as read off the queue, before the receipts are validated.
+/// The envelope as read off the queue, before the receipts are validated. No
+/// `deny_unknown_fields`: an optional field added by a newer ingest is ignored.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawChunk {
     v: u32,
     batch_id: String,

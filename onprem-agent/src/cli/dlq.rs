@@ -7,7 +7,9 @@
 //! - `redrive` sends each message back to the main queue — same body, same `sluice-encoding`,
 //!   without the dead-letter attributes — then deletes it from the DLQ. A crash between the two
 //!   leaves the message in both queues: harmless, because writes are idempotent by receipt id.
-//! - `purge` deletes everything (PurgeQueue), only with `--yes`.
+//! - `purge` deletes everything (PurgeQueue), only with `--yes`, and never the main queue: both
+//!   URLs are resolved to queue ARNs first (SQS answers to several spellings of one URL), and
+//!   the count it will destroy is said before it does.
 //!
 //! Why a message was dead-lettered is its `sluice-error` attribute (set by the agent). A message
 //! moved by the queue's own redrive policy (`maxReceiveCount`) has none.
@@ -18,7 +20,9 @@ use std::time::Duration;
 use serde::Serialize;
 use sluice_protocol::envelope;
 
-use crate::io::sqs::{Handle, Queue, Received, SqsError, ERROR_ATTRIBUTE, SOURCE_ATTRIBUTE};
+use crate::io::sqs::{
+    DeadLetterProblem, Depth, Handle, Queue, Received, SqsError, ERROR_ATTRIBUTE, SOURCE_ATTRIBUTE,
+};
 
 /// While listing, messages already read stay hidden this long so the next receive returns
 /// others; all are handed back (visibility 0) when the listing ends.
@@ -41,6 +45,19 @@ pub enum DlqError {
          and cannot be brought back; `sluice-agent dlq list` shows what is there"
     )]
     NotConfirmed { url: String, messages: String },
+    /// `purge` where the dead-letter URL names the main queue.
+    #[error(
+        "refusing to purge {dlq_url}: it is the main queue {queue_url} (both are {arn}); \
+         queue.dead_letter_url must name the dead-letter queue"
+    )]
+    SameQueue {
+        dlq_url: String,
+        queue_url: String,
+        arn: String,
+    },
+    /// A queue could not be resolved to its ARN before a purge.
+    #[error(transparent)]
+    Unverified(DeadLetterProblem),
     #[error(transparent)]
     Sqs(#[from] SqsError),
 }
@@ -236,24 +253,53 @@ async fn send_back(queue: &Queue, m: &Received) -> Result<(), SqsError> {
         })
 }
 
-/// Deletes every message on the DLQ (PurgeQueue); refuses unless `confirmed`. Returns the
-/// number of messages the DLQ reported just before (SQS finishes a purge within 60 s).
-pub async fn purge(queue: &Queue, confirmed: bool) -> Result<u64, DlqError> {
+/// Deletes every message on the DLQ (PurgeQueue); refuses unless `confirmed`, and refuses when
+/// the dead-letter URL resolves to the main queue's ARN. `announce` is told what will go
+/// (URL and depth) before the purge. Returns the number of messages the DLQ held just before
+/// (SQS finishes a purge within 60 s).
+pub async fn purge(
+    queue: &Queue,
+    confirmed: bool,
+    announce: impl FnOnce(&str, &Depth),
+) -> Result<u64, DlqError> {
     let dlq = dead_letter_queue(queue)?;
-    let before = dlq.depth().await.map(|d| d.total());
+    match queue.dead_letter_facts().await {
+        Ok(_) => {}
+        Err(DeadLetterProblem::SameQueue { dlq_url, arn }) => {
+            return Err(DlqError::SameQueue {
+                dlq_url,
+                queue_url: queue.url().to_owned(),
+                arn,
+            })
+        }
+        Err(e) => return Err(DlqError::Unverified(e)),
+    }
+    let before = dlq.depth().await;
     if !confirmed {
         return Err(DlqError::NotConfirmed {
             url: dlq.url().to_owned(),
             messages: match before {
-                Ok(n) => format!("{n} messages now"),
+                Ok(d) => describe_depth(&d),
                 Err(_) => "depth unreadable".to_owned(),
             },
         });
     }
     let before = before?;
+    announce(dlq.url(), &before);
     dlq.purge().await?;
-    tracing::info!(queue = %dlq.url(), messages = before, "Dead-letter queue purged.");
-    Ok(before)
+    tracing::info!(queue = %dlq.url(), messages = before.total(), "Dead-letter queue purged.");
+    Ok(before.total())
+}
+
+/// "N messages now: V waiting (ApproximateNumberOfMessages), I in flight, D delayed".
+pub fn describe_depth(d: &Depth) -> String {
+    format!(
+        "{} messages now: {} waiting (ApproximateNumberOfMessages), {} in flight, {} delayed",
+        d.total(),
+        d.visible,
+        d.in_flight,
+        d.delayed
+    )
 }
 
 /// The listing as a table, one dead letter per block.

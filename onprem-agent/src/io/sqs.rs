@@ -1,10 +1,14 @@
 //! The SQS adapter, the only code that calls the AWS SDK. Here: the calls the pipeline makes
 //! (receive, delete, change visibility for heartbeat and release, send to the dead-letter
 //! queue); in [`admin`]: depth, ping, raw receive and send, purge; in [`message`]: the
-//! conversion from the SDK's message type.
+//! conversion from the SDK's message type; in [`verify`]: queue ARNs and sizes, and whether the
+//! dead-letter queue can take what the agent sends it.
 //!
 //! Batch calls can half-fail inside a 200 answer: every batch call here reads `failed`, retries
-//! the entries SQS says are not the sender's fault, and returns what still failed.
+//! the entries SQS says are not the sender's fault, and returns what still failed. Visibility
+//! changes go out [`VISIBILITY_CONCURRENCY`] groups of 10 at a time, so thousands of held
+//! messages are extended in a few round trips rather than one call after another. Deletes go
+//! out [`DELETE_CONCURRENCY`] at a time (see there).
 
 use std::time::Duration;
 
@@ -15,6 +19,7 @@ use aws_sdk_sqs::types::{
 };
 use aws_sdk_sqs::Client;
 use backon::{ExponentialBuilder, Retryable};
+use futures_util::stream::{self, StreamExt as _};
 use sluice_aws::{BatchRetry, Retrying};
 use sluice_protocol::envelope::ENCODING_ATTRIBUTE;
 
@@ -28,6 +33,14 @@ pub const ERROR_ATTRIBUTE: &str = "sluice-error";
 pub const SOURCE_ATTRIBUTE: &str = "sluice-source-message-id";
 /// SQS limits attribute values with the message; a reason longer than this is cut.
 const MAX_REASON_CHARS: usize = 4096;
+/// ChangeMessageVisibilityBatch calls in flight at once (each of at most 10 entries).
+pub const VISIBILITY_CONCURRENCY: usize = 8;
+/// DeleteMessageBatch calls in flight at once. One: a writer deletes one batch's messages
+/// (at most `batch.max_rows` chunks) right after its commit, so the heartbeat's scale problem
+/// does not arise here, and the SQS-API server the tests run against (moto) loses a delete
+/// that races another (its queue's message list is rebuilt without a lock), which would turn
+/// into redeliveries. Raise it only against real SQS.
+pub const DELETE_CONCURRENCY: usize = 1;
 /// Batch calls and the dead-letter send: 4 tries, 200 ms doubling to 5 s between them.
 const BATCH_RETRY: BatchRetry = BatchRetry {
     tries: 4,
@@ -37,9 +50,11 @@ const BATCH_RETRY: BatchRetry = BatchRetry {
 
 mod admin;
 mod message;
+mod verify;
 
 pub use admin::Depth;
 pub use message::{Attributes, Received};
+pub use verify::{DeadLetterProblem, QueueFacts};
 
 /// An SQS call failed as a whole.
 #[derive(Debug, thiserror::Error)]
@@ -160,26 +175,31 @@ impl Queue {
 
     /// Deletes the messages; returns those that could not be deleted, with the reason.
     pub async fn delete(&self, handles: &[Handle]) -> Vec<(Handle, String)> {
-        self.batch_with_retry("DeleteMessageBatch", handles, |entries| async move {
-            let req: Vec<_> = entries
-                .iter()
-                .filter_map(|(id, h)| {
-                    DeleteMessageBatchRequestEntry::builder()
-                        .id(id.clone())
-                        .receipt_handle(&h.receipt_handle)
-                        .build()
-                        .ok()
-                })
-                .collect();
-            self.client
-                .delete_message_batch()
-                .queue_url(&self.url)
-                .set_entries(Some(req))
-                .send()
-                .await
-                .map(|out| out.failed)
-                .map_err(|e| DisplayErrorContext(e).to_string())
-        })
+        self.batch_with_retry(
+            "DeleteMessageBatch",
+            DELETE_CONCURRENCY,
+            handles,
+            |entries| async move {
+                let req: Vec<_> = entries
+                    .iter()
+                    .filter_map(|(id, h)| {
+                        DeleteMessageBatchRequestEntry::builder()
+                            .id(id.clone())
+                            .receipt_handle(&h.receipt_handle)
+                            .build()
+                            .ok()
+                    })
+                    .collect();
+                self.client
+                    .delete_message_batch()
+                    .queue_url(&self.url)
+                    .set_entries(Some(req))
+                    .send()
+                    .await
+                    .map(|out| out.failed)
+                    .map_err(|e| DisplayErrorContext(e).to_string())
+            },
+        )
         .await
     }
 
@@ -192,6 +212,7 @@ impl Queue {
     ) -> Vec<(Handle, String)> {
         self.batch_with_retry(
             "ChangeMessageVisibilityBatch",
+            VISIBILITY_CONCURRENCY,
             handles,
             |entries| async move {
                 let req: Vec<_> = entries
@@ -271,11 +292,13 @@ impl Queue {
             })
     }
 
-    /// Runs `call` on `handles` in groups of at most 10 (SQS's batch limit), retrying the
-    /// entries SQS reports in `Failed` through no fault of ours. Returns what still failed.
+    /// Runs `call` on `handles` in groups of at most 10 (SQS's batch limit), at most
+    /// `concurrency` groups at once, retrying the entries SQS reports in `Failed` through no
+    /// fault of ours. Returns what still failed.
     async fn batch_with_retry<F, Fut>(
         &self,
         op: &'static str,
+        concurrency: usize,
         handles: &[Handle],
         call: F,
     ) -> Vec<(Handle, String)>
@@ -283,13 +306,25 @@ impl Queue {
         F: Fn(Vec<(String, Handle)>) -> Fut,
         Fut: std::future::Future<Output = Result<Vec<BatchResultErrorEntry>, String>>,
     {
-        BATCH_RETRY
-            .run(handles, call, |retrying| {
-                if let Retrying::Call { error, attempt, .. } = retrying {
-                    tracing::warn!(op, error = %error, attempt, "SQS batch call failed; retrying.");
-                }
-            })
+        let call = &call;
+        // Owned groups: a stream over borrowed slices trips the compiler's `Send` inference
+        // for the spawned tasks that call this.
+        let groups: Vec<Vec<Handle>> = handles
+            .chunks(SQS_BATCH_MAX)
+            .map(<[Handle]>::to_vec)
+            .collect();
+        stream::iter(groups)
+            .map(|group| async move { BATCH_RETRY.run(&group, call, |r| log_retry(op, r)).await })
+            .buffer_unordered(concurrency.max(1))
+            .concat()
             .await
+    }
+}
+
+/// Logs a batch call about to be tried again.
+fn log_retry(op: &'static str, retrying: Retrying<'_, Handle>) {
+    if let Retrying::Call { error, attempt, .. } = retrying {
+        tracing::warn!(op, error = %error, attempt, "SQS batch call failed; retrying.");
     }
 }
 

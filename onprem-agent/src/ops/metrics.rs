@@ -19,6 +19,10 @@ pub const MESSAGES_RECEIVED: &str = "sluice_messages_received_total";
 pub const MESSAGES_DELETED: &str = "sluice_messages_deleted_total";
 pub const MESSAGES_DEAD_LETTERED: &str = "sluice_messages_dead_lettered_total";
 pub const MESSAGES_RELEASED: &str = "sluice_messages_released_total";
+/// Held messages whose visibility could not be extended before it lapsed (after retries).
+pub const VISIBILITY_EXTENSION_FAILURES: &str = "sluice_visibility_extension_failures_total";
+/// Messages in an envelope version this agent does not read, released to the queue.
+pub const MESSAGES_UNKNOWN_VERSION: &str = "sluice_messages_unknown_version_total";
 pub const BATCHES: &str = "sluice_batches_total";
 pub const COMMIT_SECONDS: &str = "sluice_commit_seconds";
 pub const LIMITER_WAIT_SECONDS: &str = "sluice_limiter_wait_seconds";

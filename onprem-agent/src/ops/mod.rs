@@ -5,12 +5,14 @@
 //! | [`sd_notify`] | systemd's notification protocol alone (`READY=1`, `WATCHDOG=1`, …) |
 //! | [`watchdog`] | readiness, then watchdog pings while the pipeline makes progress |
 //! | [`monitor`] | queue and DLQ depth as gauges |
+//! | [`dead_letter_check`] | the dead-letter queue checked at start-up (ARN, size), rechecked until it passes |
 //! | [`server`] | `/metrics`, `/healthz`, `/readyz`, `/v1/status` |
 //! | [`metrics`] | metric names and the Prometheus recorder |
 //! | [`live`] | the live figures `/v1/status` serves and `status` reads |
 //! | [`reload`] | SIGHUP: re-read `agent.toml`, apply `[throttle]`, log what changed |
 //! | [`telemetry`] | logging |
 
+pub(crate) mod dead_letter_check;
 pub(crate) mod live;
 pub(crate) mod metrics;
 pub(crate) mod monitor;

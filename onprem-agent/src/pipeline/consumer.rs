@@ -3,12 +3,13 @@
 //! A poller receives only while the database is up and in-flight receipts are under
 //! `max_in_flight_rows`. Only the receive itself races against shutdown; a message already
 //! received is either passed on or released (visibility 0), never dropped silently. An
-//! undecodable message goes to the dead-letter queue with its reason.
+//! undecodable message goes to the dead-letter queue with its reason; one in an envelope version
+//! this agent does not read is released with a delay instead (see [`super::unknown_version`]).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use sluice_protocol::envelope::{self, Chunk};
+use sluice_protocol::envelope::{self, Chunk, DecodeError};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
@@ -19,6 +20,7 @@ use crate::pipeline::batcher::Rows;
 use crate::pipeline::health::Health;
 use crate::pipeline::inflight::InFlight;
 use crate::pipeline::liveness::Liveness;
+use crate::pipeline::unknown_version::{VersionWatch, RELEASE_DELAY};
 
 /// One decoded delivery, holding its share of the in-flight budget until it is dropped.
 #[derive(Debug)]
@@ -46,6 +48,8 @@ pub struct PollerContext {
     pub visibility_timeout_seconds: u32,
     /// Where each round of the loop is reported to the systemd watchdog.
     pub liveness: Liveness,
+    /// Envelope versions seen that this agent does not read.
+    pub versions: Arc<VersionWatch>,
 }
 
 pub async fn poll(ctx: PollerContext, out: mpsc::Sender<Delivery>, cancel: CancellationToken) {
@@ -70,6 +74,7 @@ pub async fn poll(ctx: PollerContext, out: mpsc::Sender<Delivery>, cancel: Cance
             r = ctx.queue.receive(ctx.wait_seconds, ctx.visibility_timeout_seconds) => r,
         };
         ctx.liveness.beat();
+        ctx.versions.tick(&ctx.health, Instant::now());
         let messages = match received {
             Ok(ms) => {
                 delays = outage_backoff();
@@ -115,6 +120,12 @@ async fn handle_message(
 ) {
     let chunk = match envelope::decode(&msg.body, msg.encoding.as_deref()) {
         Ok(chunk) => chunk,
+        Err(DecodeError::UnsupportedVersion(v)) => {
+            ctx.versions.seen(v, &ctx.health, Instant::now());
+            tracing::debug!(message_id = %msg.handle.message_id, version = v, delay = ?RELEASE_DELAY, "Unknown envelope version; released.");
+            release_after(ctx, &msg.handle, RELEASE_DELAY).await;
+            return;
+        }
         Err(e) => {
             dead_letter_undecodable(ctx, &msg, &e.to_string()).await;
             return;
@@ -170,9 +181,15 @@ async fn dead_letter_undecodable(ctx: &PollerContext, msg: &RawMessage, reason: 
 }
 
 async fn release(ctx: &PollerContext, handle: &Handle) {
+    release_after(ctx, handle, Duration::ZERO).await;
+}
+
+/// Hands the message back to the queue, visible again after `delay`.
+async fn release_after(ctx: &PollerContext, handle: &Handle, delay: Duration) {
+    let secs = u32::try_from(delay.as_secs()).unwrap_or(u32::MAX);
     for (h, e) in ctx
         .queue
-        .change_visibility(std::slice::from_ref(handle), 0)
+        .change_visibility(std::slice::from_ref(handle), secs)
         .await
     {
         tracing::warn!(message_id = %h.message_id, error = %e, "Could not release a message; it returns after its visibility timeout.");

@@ -17,6 +17,13 @@ use tokio::sync::watch;
 
 use crate::ops::metrics as m;
 
+/// The dead-letter queue cannot be read (missing, no permission): a message that must be
+/// dead-lettered would stay on the main queue.
+pub const DEAD_LETTER_UNAVAILABLE: &str = "dead_letter_unavailable";
+/// Messages arrived in an envelope version this agent does not read: they are released to the
+/// queue untouched until an upgraded agent takes them.
+pub const ENVELOPE_VERSION_UNKNOWN: &str = "envelope_version_unknown";
+
 /// A raised condition, as `/readyz` and `/v1/status` show it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Condition {
@@ -74,7 +81,6 @@ impl Health {
 
     /// Raises condition `name` with `reason` (replacing an earlier reason). Logs one ERROR
     /// when the condition was not raised before.
-    #[allow(dead_code)] // The fault paths that raise conditions land next.
     pub fn raise(&self, name: &'static str, reason: impl Into<String>) {
         let reason = reason.into();
         let was = self.lock().insert(name, reason.clone()).is_some();
@@ -85,7 +91,6 @@ impl Health {
     }
 
     /// Clears condition `name`; logs one INFO when it was raised.
-    #[allow(dead_code)] // The fault paths that raise conditions land next.
     pub fn clear(&self, name: &'static str) {
         if self.lock().remove(name).is_some() {
             tracing::info!(condition = name, "Condition cleared.");
@@ -93,7 +98,7 @@ impl Health {
         }
     }
 
-    #[allow(dead_code)] // The fault paths that raise conditions land next.
+    #[allow(dead_code)] // Read by tests; the fault paths that ask land next.
     pub fn is_raised(&self, name: &str) -> bool {
         self.lock().contains_key(name)
     }

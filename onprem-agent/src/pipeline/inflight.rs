@@ -2,7 +2,12 @@
 //!
 //! The heartbeat extends the visibility timeout of any message held longer than half of it, so
 //! a slow batch (a long limiter wait, a database outage) does not let SQS hand the message to
-//! someone else and raise its receive count. On shutdown, whatever is still here is released.
+//! someone else and raise its receive count. Extensions go out in parallel groups of 10 (see
+//! `io::sqs`). One that fails (the whole call, or single entries, after the call's own quick
+//! retries) is tried again at every tick until a deadline a tenth of the timeout before the
+//! message's visibility ends; past it the agent gives up on that message with a WARN and
+//! `sluice_visibility_extension_failures_total` (its redelivery is absorbed by the idempotent
+//! write). On shutdown, whatever is still here is released.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -11,12 +16,16 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::io::sqs::{Handle, Queue};
+use crate::ops::metrics as m;
 
 #[derive(Debug)]
 struct Tracked {
     handle: Handle,
     /// When the current visibility timeout started (receive or last extension).
     since: Instant,
+    /// When the visibility timeout SQS last confirmed started (receive or last successful
+    /// extension): the message lapses one timeout after this.
+    confirmed: Instant,
 }
 
 /// The set of held messages, keyed by receipt handle (the same message can be delivered twice,
@@ -32,11 +41,13 @@ impl InFlight {
     }
 
     pub fn track(&self, handle: &Handle) {
+        let now = Instant::now();
         self.lock().insert(
             handle.receipt_handle.clone(),
             Tracked {
                 handle: handle.clone(),
-                since: Instant::now(),
+                since: now,
+                confirmed: now,
             },
         );
     }
@@ -64,6 +75,46 @@ impl InFlight {
             .collect()
     }
 
+    /// The extension of `handles` that started at `at` succeeded except for `failed`: the
+    /// others' visibility now runs from `at`. Each failed one still held is due again at the
+    /// next tick while `now` is before its deadline (`timeout - margin` after its last confirmed
+    /// start); the ones past it are returned: the agent gives up on extending them.
+    fn settle(
+        &self,
+        handles: &[Handle],
+        failed: &[Handle],
+        at: Instant,
+        now: Instant,
+        timeout: Duration,
+        margin: Duration,
+    ) -> Vec<Handle> {
+        let failed_set: std::collections::HashSet<&str> =
+            failed.iter().map(|h| h.receipt_handle.as_str()).collect();
+        let mut held = self.lock();
+        for h in handles {
+            if failed_set.contains(h.receipt_handle.as_str()) {
+                continue;
+            }
+            if let Some(t) = held.get_mut(&h.receipt_handle) {
+                t.confirmed = at;
+            }
+        }
+        let mut given_up = Vec::new();
+        for h in failed {
+            let Some(t) = held.get_mut(&h.receipt_handle) else {
+                // Deleted or released meanwhile: nothing to extend.
+                continue;
+            };
+            if now < t.confirmed + timeout.saturating_sub(margin) {
+                // Due at the next tick: its clock is put back past the age `take_due` asks.
+                t.since = now.checked_sub(timeout).unwrap_or(t.confirmed);
+            } else {
+                given_up.push(h.clone());
+            }
+        }
+        given_up
+    }
+
     /// Removes and returns everything held.
     pub fn drain(&self) -> Vec<Handle> {
         self.lock().drain().map(|(_, t)| t.handle).collect()
@@ -86,12 +137,16 @@ pub async fn heartbeat(
     // Check often enough that an extension is never more than a tenth of the timeout late.
     let tick = (visibility_timeout / 10).max(Duration::from_millis(500));
     let secs = u32::try_from(visibility_timeout.as_secs()).unwrap_or(u32::MAX);
+    // How long the last round of extensions took: the next one starts that much earlier (up to
+    // a quarter of the timeout), so the last group of a long round still lands in time.
+    let mut lead = Duration::ZERO;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(tick) => {}
         }
-        let due = inflight.take_due(half, Instant::now());
+        let at = Instant::now();
+        let due = inflight.take_due(half.saturating_sub(lead), at);
         if due.is_empty() {
             continue;
         }
@@ -99,10 +154,36 @@ pub async fn heartbeat(
             messages = due.len(),
             "Extending visibility of held messages."
         );
-        for (h, reason) in queue.change_visibility(&due, secs).await {
+        let failed = queue.change_visibility(&due, secs).await;
+        lead = at.elapsed().min(visibility_timeout / 4);
+        let reasons: std::collections::HashMap<&str, &str> = failed
+            .iter()
+            .map(|(h, r)| (h.receipt_handle.as_str(), r.as_str()))
+            .collect();
+        let failed_handles: Vec<Handle> = failed.iter().map(|(h, _)| h.clone()).collect();
+        let given_up = inflight.settle(
+            &due,
+            &failed_handles,
+            at,
+            Instant::now(),
+            visibility_timeout,
+            tick.max(visibility_timeout / 10),
+        );
+        if failed.len() > given_up.len() {
+            tracing::debug!(
+                failed = failed.len() - given_up.len(),
+                "Visibility extensions failed; retrying at the next tick."
+            );
+        }
+        for h in given_up {
             // Usually the message was deleted meanwhile; otherwise it will be redelivered and
             // the redelivery is absorbed by the idempotent write.
-            tracing::warn!(message_id = %h.message_id, error = %reason, "Could not extend visibility.");
+            metrics::counter!(m::VISIBILITY_EXTENSION_FAILURES).increment(1);
+            let reason = reasons
+                .get(h.receipt_handle.as_str())
+                .copied()
+                .unwrap_or("");
+            tracing::warn!(message_id = %h.message_id, error = %reason, "Could not extend visibility before it lapses; the message may be received again.");
         }
     }
 }
@@ -127,6 +208,33 @@ mod tests {
         assert!(f.take_due(Duration::from_secs(30), later).is_empty());
         f.untrack([&h(1)]);
         assert_eq!(f.len(), 0);
+    }
+
+    #[test]
+    fn a_failed_extension_is_due_again_until_its_deadline_then_given_up() {
+        let f = InFlight::default();
+        f.track(&h(1));
+        f.track(&h(2));
+        let timeout = Duration::from_secs(30);
+        let margin = Duration::from_secs(3);
+        let t0 = Instant::now() + Duration::from_secs(15);
+        let due = f.take_due(timeout / 2, t0);
+        assert_eq!(due.len(), 2);
+        // h(2) failed: due again at the next tick; h(1) succeeded and is not.
+        assert!(f.settle(&due, &[h(2)], t0, t0, timeout, margin).is_empty());
+        let t1 = t0 + Duration::from_secs(1);
+        assert_eq!(f.take_due(timeout / 2, t1), vec![h(2)]);
+        // Still failing past 27 s after its receive: given up.
+        let late = t0 + Duration::from_secs(13);
+        assert_eq!(
+            f.settle(&[h(2)], &[h(2)], t1, late, timeout, margin),
+            vec![h(2)]
+        );
+        // A failure for a message no longer held (deleted meanwhile) is nothing to retry.
+        f.untrack([&h(2)]);
+        assert!(f
+            .settle(&[], &[h(2)], late, late, timeout, margin)
+            .is_empty());
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! | [`health`] | database up/down, shared by writers and pollers |
 //! | [`liveness`] | progress reports from the loops, read by the watchdog |
 //! | [`backoff`] | the retry delays through an outage |
+//! | [`unknown_version`] | envelope versions this agent does not read: released, reported |
 
 pub(crate) mod backoff;
 pub(crate) mod batcher;
@@ -17,4 +18,5 @@ pub(crate) mod consumer;
 pub(crate) mod health;
 pub(crate) mod inflight;
 pub(crate) mod liveness;
+pub(crate) mod unknown_version;
 pub(crate) mod writer;

@@ -203,13 +203,17 @@ fn a_body_that_is_not_an_envelope_is_a_json_error_with_position() {
             message: "expected value".into()
         })
     );
+    assert!(matches!(decode("", None), Err(DecodeError::Json { .. })));
+}
+
+#[test]
+fn an_unknown_optional_envelope_field_from_a_newer_ingest_is_ignored() {
     let mut env = envelope_json(vec![minimal_json(0)]);
     env["extra"] = json!(1);
-    assert!(matches!(
-        decode(&plain(&env), None),
-        Err(DecodeError::Json { .. })
-    ));
-    assert!(matches!(decode("", None), Err(DecodeError::Json { .. })));
+    env["trace"] = json!({"id": "abc", "hops": [1, 2]});
+    let chunk = decode(&plain(&env), None).expect("an older agent reads a newer optional field");
+    assert_eq!(chunk.v, ENVELOPE_VERSION);
+    assert_eq!(chunk.receipts.len(), 1);
 }
 
 #[test]

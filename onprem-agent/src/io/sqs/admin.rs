@@ -26,7 +26,7 @@ impl Depth {
 }
 
 /// Maps an SDK error to [`SqsError`] for `op`.
-fn failed<E: std::error::Error>(op: &'static str) -> impl FnOnce(E) -> SqsError {
+pub(super) fn failed<E: std::error::Error>(op: &'static str) -> impl FnOnce(E) -> SqsError {
     move |e| SqsError {
         op,
         detail: DisplayErrorContext(e).to_string(),
