@@ -1,6 +1,7 @@
 //! Pollers: long-poll SQS, decode each message, and pass it on to the batcher.
 //!
-//! A poller receives only while the database is up and in-flight receipts are under
+//! A poller receives only while the database is up, receiving is not paused (every write
+//! refused), and in-flight receipts are under
 //! `max_in_flight_rows`. Only the receive itself races against shutdown; a message already
 //! received is either passed on or released (visibility 0), never dropped silently. An
 //! undecodable message goes to the dead-letter queue with its reason.
@@ -51,14 +52,14 @@ pub struct PollerContext {
 pub async fn poll(ctx: PollerContext, out: mpsc::Sender<Delivery>, cancel: CancellationToken) {
     let mut delays = outage_backoff();
     loop {
-        // Gates: database up, room in the in-flight budget.
-        if !ctx.health.db_is_up() {
-            // A database outage is a legitimate reason not to receive: the watchdog keeps
-            // being pinged while the writers retry.
+        // Gates: database up and receiving not paused, room in the in-flight budget.
+        if !ctx.health.may_receive() {
+            // A database outage (or every write refused) is a legitimate reason not to
+            // receive: the watchdog keeps being pinged while the writers retry.
             let _waiting = ctx.liveness.waiting();
             tokio::select! {
                 _ = cancel.cancelled() => return,
-                _ = ctx.health.wait_db_up() => {}
+                _ = ctx.health.wait_may_receive() => {}
             }
         }
         tokio::select! {
