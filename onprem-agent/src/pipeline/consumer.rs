@@ -20,6 +20,7 @@ use crate::pipeline::batcher::Rows;
 use crate::pipeline::health::Health;
 use crate::pipeline::inflight::InFlight;
 use crate::pipeline::liveness::Liveness;
+use crate::pipeline::settle::{dead_letter_failed, dead_letter_sent};
 
 /// One decoded delivery, holding its share of the in-flight budget until it is dropped.
 #[derive(Debug)]
@@ -158,12 +159,14 @@ async fn dead_letter_undecodable(ctx: &PollerContext, msg: &RawMessage, reason: 
     {
         Ok(()) => {
             tracing::warn!(message_id = %msg.handle.message_id, reason = %reason, "Message dead-lettered.");
+            dead_letter_sent(&ctx.health);
             metrics::counter!(m::MESSAGES_DEAD_LETTERED).increment(1);
             for (h, e) in ctx.queue.delete(std::slice::from_ref(&msg.handle)).await {
                 tracing::warn!(message_id = %h.message_id, error = %e, "Could not delete a dead-lettered message; it will come back and be dead-lettered again.");
             }
         }
         Err(e) => {
+            dead_letter_failed(&ctx.health, &e);
             tracing::error!(message_id = %msg.handle.message_id, reason = %reason, error = %e, receive_count = msg.receive_count, "Undecodable message kept on the queue; its redrive policy will move it.");
         }
     }

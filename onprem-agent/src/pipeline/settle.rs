@@ -19,6 +19,7 @@ use crate::io::sqs::SqsError;
 use crate::io::store::{dedup, LedgerEntry, Row, StoreError, WriteOutcome};
 use crate::ops::metrics as m;
 use crate::pipeline::consumer::Delivery;
+use crate::pipeline::health::Health;
 use crate::pipeline::isolate::{isolate, Isolation};
 use crate::pipeline::refusal::{sample, SampleRow};
 use crate::pipeline::writer::{ledger_entry, rows_of, WriterContext};
@@ -185,25 +186,35 @@ async fn dead_letter_refused<'a>(
         match dead_letter_row(ctx, d, row.receipt, &why.to_string()).await {
             Ok(()) => {
                 settled.dead_lettered += 1;
-                ctx.health.clear(DEAD_LETTER_UNAVAILABLE);
+                dead_letter_sent(&ctx.health);
             }
             Err(e) => {
-                metrics::counter!(m::DEAD_LETTER_FAILURES).increment(1);
-                ctx.health.raise(
-                    DEAD_LETTER_UNAVAILABLE,
-                    format!(
-                        "cannot send refused rows to the dead-letter queue: {e}. Their messages \
-                         are released and come back (nothing is lost); check \
-                         queue.dead_letter_url, the agent's sqs:SendMessage permission on it, \
-                         and its MaximumMessageSize."
-                    ),
-                );
+                dead_letter_failed(&ctx.health, &e);
                 tracing::warn!(message_id = %d.handle.message_id, receipt_id = %id, error = %e, "Dead-letter send failed; the message will be released.");
                 failed.insert(id);
             }
         }
     }
     failed
+}
+
+/// A dead-letter send succeeded: the dead-letter queue takes messages again.
+pub fn dead_letter_sent(health: &Health) {
+    health.clear(DEAD_LETTER_UNAVAILABLE);
+}
+
+/// A dead-letter send failed: counted, and `dead_letter_unavailable` raised with the SQS error
+/// (one ERROR until it clears).
+pub fn dead_letter_failed(health: &Health, error: &SqsError) {
+    metrics::counter!(m::DEAD_LETTER_FAILURES).increment(1);
+    health.raise(
+        DEAD_LETTER_UNAVAILABLE,
+        format!(
+            "cannot send to the dead-letter queue: {error}. What should go there stays on the \
+             main queue and comes back (nothing is lost); check queue.dead_letter_url, the \
+             agent's sqs:SendMessage permission on it, and its MaximumMessageSize."
+        ),
+    );
 }
 
 /// Puts one refused receipt on the dead-letter queue as a one-receipt chunk of its original
