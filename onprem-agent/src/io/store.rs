@@ -197,6 +197,20 @@ impl Store {
             duplicates: given - inserted,
         })
     }
+
+    /// Inserts `rows` (and their items) in a transaction that is rolled back: would the
+    /// database take them? Leaves nothing behind.
+    pub async fn try_write(&self, rows: &[Row<'_>]) -> Result<(), StoreError> {
+        let rows = dedup(rows);
+        let mut tx = self.pool.begin().await?;
+        let inserted = insert_receipts(&mut tx, &rows).await?;
+        if !inserted.is_empty() {
+            let new: HashSet<&str> = inserted.iter().map(String::as_str).collect();
+            insert_items(&mut tx, &rows, &new).await?;
+        }
+        tx.rollback().await?;
+        Ok(())
+    }
 }
 
 /// Keeps the first occurrence of each `receipt_id`: one statement must not touch a row twice,

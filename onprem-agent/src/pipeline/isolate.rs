@@ -2,21 +2,31 @@
 //! that is taken, until each refused row stands alone.
 //!
 //! When the first rows isolated fail with one SQLSTATE and nothing has committed, the parts
-//! not yet tried are tried whole once: if none commits and all fail the same way, every row is
-//! refused for one reason (schema drift, permissions, encoding) and the batch is
-//! [`Isolation::Systemic`]; no row is blamed. This costs about twice the bisection depth in
-//! transactions instead of one per row.
+//! not yet tried are tried whole once: if none commits, all fail the same way and the canary
+//! (`pipeline::refusal`) is refused the same way too, every row is refused for one reason
+//! (schema drift, permissions) and the batch is [`Isolation::Systemic`]; no row is blamed. This
+//! costs about twice the bisection depth in transactions instead of one per row.
 
 use crate::io::store::{Row, Store, StoreError, WriteOutcome};
+use crate::pipeline::refusal::canary;
 
 /// Commits rows without ledger entries: the store, or a fake in tests.
 pub(crate) trait RowWriter {
     async fn write_rows(&self, rows: &[Row<'_>]) -> Result<WriteOutcome, StoreError>;
+
+    /// Whether a plain receipt is refused with `code` too (the canary).
+    async fn refuses_everything(&self, code: &str) -> Result<bool, StoreError>;
 }
 
 impl RowWriter for Store {
     async fn write_rows(&self, rows: &[Row<'_>]) -> Result<WriteOutcome, StoreError> {
         self.write(rows, &[]).await
+    }
+
+    async fn refuses_everything(&self, code: &str) -> Result<bool, StoreError> {
+        Ok(canary(self)
+            .await?
+            .is_some_and(|e| e.refused_code() == Some(code)))
     }
 }
 
@@ -30,12 +40,9 @@ pub(crate) enum Isolation<'a> {
         committed: bool,
         refused: Vec<(Row<'a>, StoreError)>,
     },
-    /// Every row tried was refused with `error`'s SQLSTATE and nothing committed; `rows` are
-    /// some of them, for a probe.
-    Systemic {
-        error: StoreError,
-        rows: Vec<Row<'a>>,
-    },
+    /// Every row tried was refused with `error`'s SQLSTATE, nothing committed, and the canary
+    /// was refused the same way.
+    Systemic { error: StoreError },
 }
 
 enum Part<'r, 'a> {
@@ -97,15 +104,16 @@ pub(crate) async fn isolate<'a>(
                 failed => failed,
             });
         }
-        let code = refused[0].1.refused_code();
+        let Some(code) = refused[0].1.refused_code().map(str::to_owned) else {
+            continue;
+        };
         let all_same = stack.iter().all(|p| match p {
-            Part::Failed(_, e) => e.refused_code() == code,
+            Part::Failed(_, e) => e.refused_code() == Some(code.as_str()),
             Part::Untried(_) => false,
         });
-        if !committed && all_same {
-            let rows = refused.iter().map(|(r, _)| *r).collect();
+        if !committed && all_same && writer.refuses_everything(&code).await? {
             let error = refused.swap_remove(0).1;
-            return Ok(Isolation::Systemic { error, rows });
+            return Ok(Isolation::Systemic { error });
         }
     }
     Ok(Isolation::Found {
@@ -159,6 +167,10 @@ mod tests {
                 inserted: rows.len() as u64,
                 duplicates: 0,
             })
+        }
+
+        async fn refuses_everything(&self, code: &str) -> Result<bool, StoreError> {
+            Ok(self.all == Some(code))
         }
     }
 
@@ -253,6 +265,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn rows_all_bad_while_the_canary_is_taken_are_each_blamed() {
+        let rs = receipts(&merchants(
+            4,
+            &[(0, "pill"), (1, "pill"), (2, "pill"), (3, "pill")],
+        ));
+        let fake = Fake {
+            bad: vec![("pill", "23514")],
+            all: None,
+            calls: Cell::new(0),
+        };
+        let got = isolate(&fake, &rows(&rs), whole("23514"))
+            .await
+            .expect("isolated");
+        let Isolation::Found {
+            committed, refused, ..
+        } = got
+        else {
+            panic!("the database takes a plain receipt: the rows are at fault: {got:?}");
+        };
+        assert!(!committed);
+        assert_eq!(refused.len(), 4);
+    }
+
+    #[tokio::test]
     async fn every_row_refused_one_way_is_systemic_in_few_transactions() {
         let rs = receipts(&merchants(500, &[]));
         let fake = Fake {
@@ -263,11 +299,10 @@ mod tests {
         let got = isolate(&fake, &rows(&rs), whole("23502"))
             .await
             .expect("isolated");
-        let Isolation::Systemic { error, rows } = got else {
+        let Isolation::Systemic { error } = got else {
             panic!("every row refused: {got:?}");
         };
         assert_eq!(error.refused_code(), Some("23502"));
-        assert_eq!(rows.len(), 2, "the two rows isolated, for the probe");
         assert!(
             fake.calls.get() <= 2 * 9 + 2,
             "{} transactions",

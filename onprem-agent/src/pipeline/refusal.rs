@@ -1,18 +1,18 @@
 //! Systemic refusals: when PostgreSQL refuses every write the same way (a NOT NULL column
-//! added by hand, a revoked permission, a trigger that raises for every row, an encoding
-//! mismatch), dead-lettering row by row would empty the backlog into the DLQ. Instead the
-//! agent stops receiving, releases what it holds, raises the `write_refused` condition, and
-//! probes with backoff until a write commits again.
+//! added by hand, a revoked permission, a trigger that raises for every row), dead-lettering
+//! row by row would empty the backlog into the DLQ. Instead the agent stops receiving, releases
+//! what it holds, raises the `write_refused` condition, and probes with backoff until writes
+//! are taken again.
 //!
-//! Two ways to call a refusal systemic: a bisection that commits nothing while at least two
-//! rows fail with one SQLSTATE (`pipeline::isolate`), or a one-row refusal with the same
-//! SQLSTATE as the previous one with no commit in between (the first was dead-lettered as
-//! the "first proof": a backlog under schema drift loses at most one receipt to the DLQ).
+//! Rows refused with one SQLSTATE while nothing commits are only a suspicion (they may all be
+//! bad). The canary settles it: a plain synthetic receipt inserted in a transaction that is
+//! rolled back (nothing is left behind). Refused the same way, the fault is the database's and
+//! nothing is dead-lettered; taken, the rows are at fault and go to the DLQ one by one.
 //!
-//! The probe rewrites a few rows of the refused batch (idempotent: their messages come back
-//! and count as duplicates) without receiving, so probing burns no receive counts. It runs
-//! after each backoff delay, or at once on SIGHUP ([`Health::retry_now`]). A commit anywhere
-//! clears the condition and resumes receiving.
+//! The probe is the canary again, after each backoff delay or at once on SIGHUP
+//! ([`Health::retry_now`]); it receives nothing, so probing burns no receive counts. When the
+//! canary is taken receiving resumes; the first batch that commits clears the condition (a
+//! batch refused the same way pauses again, with a longer delay).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -29,55 +29,37 @@ use crate::pipeline::health::Health;
 /// The condition raised while every write is refused.
 pub const WRITE_REFUSED: &str = "write_refused";
 
-/// Rows kept from a refused batch to probe with.
-const SAMPLE_ROWS: usize = 2;
+/// The canary's receipt: every required field, plain values, an id no upload uses.
+const CANARY: &str = r#"{"receipt_id": "00000000-0000-4000-8000-000000000000",
+    "tenant_id": "sluice-canary", "merchant": "sluice canary", "issued_on": "2000-01-01",
+    "currency": "EUR", "total": "0"}"#;
 
-/// A refused row kept for the probe, owned (its batch is released).
-#[derive(Debug, Clone)]
-pub struct SampleRow {
-    receipt: Receipt,
-    batch_id: String,
-    chunk_index: u32,
-}
-
-impl SampleRow {
-    pub fn of(row: &Row<'_>) -> Self {
-        Self {
-            receipt: row.receipt.clone(),
-            batch_id: row.batch_id.to_owned(),
-            chunk_index: row.chunk_index,
-        }
+/// Whether the database takes a plain receipt: `Ok(None)` if so, the refusal if not.
+/// Errors that are not a refusal (an outage) are returned as errors.
+pub async fn canary(store: &Store) -> Result<Option<StoreError>, StoreError> {
+    let receipt: Receipt = serde_json::from_str(CANARY)
+        .map_err(|e| StoreError::Unavailable(format!("canary receipt: {e}")))?;
+    let row = Row {
+        receipt: &receipt,
+        batch_id: "00000000-0000-4000-8000-000000000000",
+        chunk_index: 0,
+    };
+    match store.try_write(&[row]).await {
+        Ok(()) => Ok(None),
+        Err(e) if e.is_refused() => Ok(Some(e)),
+        Err(e) => Err(e),
     }
-
-    fn row(&self) -> Row<'_> {
-        Row {
-            receipt: &self.receipt,
-            batch_id: &self.batch_id,
-            chunk_index: self.chunk_index,
-        }
-    }
-}
-
-/// Up to [`SAMPLE_ROWS`] of `rows`, owned.
-pub fn sample<'r>(rows: impl IntoIterator<Item = &'r Row<'r>>) -> Vec<SampleRow> {
-    rows.into_iter()
-        .take(SAMPLE_ROWS)
-        .map(SampleRow::of)
-        .collect()
 }
 
 /// What the probe retries.
 #[derive(Debug, Clone)]
 struct Probe {
     code: String,
-    sample: Vec<SampleRow>,
     delay: Duration,
 }
 
 #[derive(Debug)]
 struct State {
-    /// The SQLSTATE of the last one-row refusal since the last commit.
-    streak: Option<String>,
     /// Delays between probes; reset by a commit.
     delays: backon::ExponentialBackoff,
 }
@@ -96,7 +78,6 @@ impl Refusals {
         Arc::new(Self {
             health,
             state: Mutex::new(State {
-                streak: None,
                 delays: outage_backoff(),
             }),
             probe: watch::Sender::new(None),
@@ -112,56 +93,31 @@ impl Refusals {
 
     /// A transaction committed: writes are taken. Clears the condition and resumes receiving.
     pub fn committed(&self) {
-        let mut state = self.lock();
-        state.streak = None;
         if !self.health.is_raised(WRITE_REFUSED) {
             return;
         }
-        state.delays = outage_backoff();
-        drop(state);
+        self.lock().delays = outage_backoff();
         self.probe.send_replace(None);
         self.health.resume_receiving();
         self.health.clear(WRITE_REFUSED);
     }
 
-    /// A one-row batch was refused with `error`: whether the previous one-row refusal had the
-    /// same SQLSTATE with no commit since (then this one is systemic, not the row's fault).
-    pub fn repeats(&self, error: &StoreError) -> bool {
-        let Some(code) = error.refused_code() else {
-            return false;
-        };
-        let mut state = self.lock();
-        let repeated = state.streak.as_deref() == Some(code);
-        state.streak = Some(code.to_owned());
-        repeated
-    }
-
-    /// Every write is refused with `error`: pause receiving, raise the condition (one ERROR),
-    /// and schedule a probe with `sample` (none: the probe resumes receiving and lets the
-    /// next batch try). While already paused this only keeps the newest sample.
-    pub fn systemic(&self, error: &StoreError, sample: Vec<SampleRow>) {
+    /// Every write is refused with `error` (the canary was refused the same way): pause
+    /// receiving, raise the condition (one ERROR) and schedule a probe. While already paused
+    /// this only refreshes the reason.
+    pub fn systemic(&self, error: &StoreError) {
         let code = error.refused_code().unwrap_or("").to_owned();
         self.health.pause_receiving();
         // The database answers: it is not down, and the outage gate must not hold the pollers
         // once the probe resumes receiving.
         self.health.db_up();
         self.health.raise(WRITE_REFUSED, reason(error));
-        let already = self.probe.borrow().is_some();
-        if already {
-            self.probe.send_modify(|p| {
-                if let Some(p) = p.as_mut().filter(|_| !sample.is_empty()) {
-                    p.sample = sample;
-                }
-            });
+        if self.probe.borrow().is_some() {
             return;
         }
         let delay = self.next_delay();
         tracing::warn!(code = %code, retry_in = ?delay, "Every write is refused; receiving paused, held messages released.");
-        self.probe.send_replace(Some(Probe {
-            code,
-            sample,
-            delay,
-        }));
+        self.probe.send_replace(Some(Probe { code, delay }));
     }
 
     fn next_delay(&self) -> Duration {
@@ -197,43 +153,28 @@ impl Refusals {
 
     async fn probe_once(&self, store: &Store, probe: Probe) {
         metrics::counter!(m::WRITE_PROBES).increment(1);
-        if probe.sample.is_empty() {
-            // Nothing to probe with: let the next batch through; if it is refused the same
-            // way, the writer pauses again with a longer delay.
-            tracing::info!("Resuming receiving to retry refused writes.");
-            self.probe.send_replace(None);
-            self.health.resume_receiving();
-            return;
-        }
-        let mut last = None;
-        for s in &probe.sample {
-            match store.write(&[s.row()], &[]).await {
-                Ok(_) => {
-                    tracing::info!("A probe write committed; writes are taken again.");
-                    self.committed();
-                    return;
-                }
-                Err(e) => last = Some(e),
+        match canary(store).await {
+            Ok(None) => {
+                // Taken: let the writers try the real rows; a commit clears the condition.
+                tracing::info!("The database takes writes again; resuming receiving.");
+                self.probe.send_replace(None);
+                self.health.resume_receiving();
             }
-        }
-        match last {
-            Some(e) if e.refused_code() == Some(probe.code.as_str()) => {
+            Ok(Some(e)) if e.refused_code() == Some(probe.code.as_str()) => {
                 let delay = self.next_delay();
                 tracing::warn!(error = %e, retry_in = ?delay, "Writes still refused; receiving stays paused.");
                 self.health.raise(WRITE_REFUSED, reason(&e));
                 self.probe.send_replace(Some(Probe { delay, ..probe }));
             }
-            Some(e) if e.is_refused() => {
+            Ok(Some(e)) => {
                 // Refused another way: the cause changed; the writers sort the rows out.
-                tracing::info!(error = %e, "The probe was refused another way; resuming receiving.");
+                tracing::info!(error = %e, "The canary was refused another way; resuming receiving.");
                 self.probe.send_replace(None);
                 self.health.resume_receiving();
             }
-            other => {
+            Err(e) => {
                 let delay = self.next_delay();
-                if let Some(e) = other {
-                    tracing::warn!(error = %e, retry_in = ?delay, "Probe write failed; retrying.");
-                }
+                tracing::warn!(error = %e, retry_in = ?delay, "Probe write failed; retrying.");
                 self.probe.send_replace(Some(Probe { delay, ..probe }));
             }
         }
@@ -286,30 +227,16 @@ mod tests {
     }
 
     #[test]
-    fn a_second_one_row_refusal_with_the_same_sqlstate_is_systemic_until_a_commit() {
-        let r = Refusals::new(Health::new());
-        assert!(
-            !r.repeats(&refused("23502")),
-            "the first is the row's fault"
-        );
-        assert!(r.repeats(&refused("23502")));
-        assert!(
-            !r.repeats(&refused("23514")),
-            "another SQLSTATE starts over"
-        );
-        r.committed();
-        assert!(
-            !r.repeats(&refused("23514")),
-            "a commit in between starts over"
-        );
-        assert!(!r.repeats(&StoreError::Unavailable("down".into())));
+    fn the_canary_is_a_valid_receipt() {
+        let r: Receipt = serde_json::from_str(CANARY).expect("valid");
+        assert!(r.validate(0).is_ok(), "{:?}", r.validate(0));
     }
 
     #[tokio::test]
     async fn systemic_pauses_receiving_and_a_commit_resumes_it() {
         let health = Health::new();
         let r = Refusals::new(health.clone());
-        r.systemic(&refused("42501"), Vec::new());
+        r.systemic(&refused("42501"));
         assert!(!health.may_receive());
         let conditions = health.conditions();
         assert_eq!(conditions.len(), 1);

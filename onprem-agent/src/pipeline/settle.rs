@@ -20,8 +20,7 @@ use crate::io::store::{dedup, LedgerEntry, Row, StoreError, WriteOutcome};
 use crate::ops::metrics as m;
 use crate::pipeline::consumer::Delivery;
 use crate::pipeline::health::Health;
-use crate::pipeline::isolate::{isolate, Isolation};
-use crate::pipeline::refusal::{sample, SampleRow};
+use crate::pipeline::isolate::{isolate, Isolation, RowWriter as _};
 use crate::pipeline::writer::{ledger_entry, rows_of, WriterContext};
 
 /// The condition raised while refused rows cannot be put on the dead-letter queue.
@@ -36,10 +35,7 @@ pub enum WriteError {
     Store(#[from] StoreError),
     /// Every row is refused the same way: not the rows' fault. Nothing is dead-lettered.
     #[error("every row refused: {error}")]
-    Systemic {
-        error: StoreError,
-        sample: Vec<SampleRow>,
-    },
+    Systemic { error: StoreError },
 }
 
 /// What happens to one SQS message once its batch is settled.
@@ -87,12 +83,7 @@ pub async fn settle(ctx: &WriterContext, batch: &[Delivery]) -> Result<Settled, 
     tracing::warn!(error = %first_error, messages = batch.len(), rows = all.len(), "Batch refused by the database; isolating the rows at fault.");
     let rows = dedup(&all);
     let (outcome, committed, mut refused) = match isolate(&ctx.store, &rows, first_error).await? {
-        Isolation::Systemic { error, rows } => {
-            return Err(WriteError::Systemic {
-                error,
-                sample: sample(&rows),
-            })
-        }
+        Isolation::Systemic { error } => return Err(WriteError::Systemic { error }),
         Isolation::Found {
             outcome,
             committed,
@@ -101,14 +92,14 @@ pub async fn settle(ctx: &WriterContext, batch: &[Delivery]) -> Result<Settled, 
     };
     if committed {
         ctx.refusals.committed();
-    } else if refused.len() == 1 && ctx.refusals.repeats(&refused[0].1) {
-        // One row alone was refused: the first time it is the row's fault (the "first
-        // proof"), the same SQLSTATE again with no commit between is the database's.
-        let (row, error) = refused.swap_remove(0);
-        return Err(WriteError::Systemic {
-            error,
-            sample: vec![SampleRow::of(&row)],
-        });
+    } else if let [(_, error)] = refused.as_slice() {
+        // A one-row batch cannot tell the row's fault from the table's: the canary can.
+        if let Some(code) = error.refused_code() {
+            if ctx.store.refuses_everything(code).await? {
+                let (_, error) = refused.swap_remove(0);
+                return Err(WriteError::Systemic { error });
+            }
+        }
     }
     let mut settled = Settled {
         outcome,

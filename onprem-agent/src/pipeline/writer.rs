@@ -28,7 +28,7 @@ use crate::pipeline::consumer::Delivery;
 use crate::pipeline::health::Health;
 use crate::pipeline::inflight::InFlight;
 use crate::pipeline::liveness::Liveness;
-use crate::pipeline::refusal::{Refusals, SampleRow};
+use crate::pipeline::refusal::Refusals;
 use crate::pipeline::settle::{settle, Disposition, Settled, WriteError};
 use crate::throttle::Throttle;
 
@@ -105,13 +105,13 @@ async fn write_with_retry(ctx: &WriterContext, batch: Vec<Delivery>, cancel: &Ca
                 finish(ctx, batch, settled).await;
                 return;
             }
-            Err(WriteError::Systemic { error, sample }) => {
-                refused_everywhere(ctx, &batch, &error, sample).await;
+            Err(WriteError::Systemic { error }) => {
+                refused_everywhere(ctx, &batch, &error).await;
                 return;
             }
             Err(WriteError::Store(e)) if e.is_refused() => {
                 // Refused outside the rows' bisection (the chunk ledger): nothing to blame.
-                refused_everywhere(ctx, &batch, &e, Vec::new()).await;
+                refused_everywhere(ctx, &batch, &e).await;
                 return;
             }
             Err(WriteError::Store(e)) => {
@@ -192,14 +192,9 @@ async fn finish(ctx: &WriterContext, batch: Vec<Delivery>, settled: Settled) {
 
 /// Every row of the batch is refused the same way: release it, pause receiving and let the
 /// probe retry (one ERROR, from the condition).
-async fn refused_everywhere(
-    ctx: &WriterContext,
-    batch: &[Delivery],
-    error: &StoreError,
-    sample: Vec<SampleRow>,
-) {
+async fn refused_everywhere(ctx: &WriterContext, batch: &[Delivery], error: &StoreError) {
     metrics::counter!(m::ERRORS, "kind" => error.kind()).increment(1);
-    ctx.refusals.systemic(error, sample);
+    ctx.refusals.systemic(error);
     release(ctx, batch).await;
 }
 
