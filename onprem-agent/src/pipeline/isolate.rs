@@ -14,8 +14,8 @@ use crate::pipeline::refusal::canary;
 pub(crate) trait RowWriter {
     async fn write_rows(&self, rows: &[Row<'_>]) -> Result<WriteOutcome, StoreError>;
 
-    /// Whether a plain receipt is refused with `code` too (the canary).
-    async fn refuses_everything(&self, code: &str) -> Result<bool, StoreError>;
+    /// Whether a plain receipt is refused just like `error` too (the canary).
+    async fn refuses_everything(&self, error: &StoreError) -> Result<bool, StoreError>;
 }
 
 impl RowWriter for Store {
@@ -23,10 +23,8 @@ impl RowWriter for Store {
         self.write(rows, &[]).await
     }
 
-    async fn refuses_everything(&self, code: &str) -> Result<bool, StoreError> {
-        Ok(canary(self)
-            .await?
-            .is_some_and(|e| e.refused_code() == Some(code)))
+    async fn refuses_everything(&self, error: &StoreError) -> Result<bool, StoreError> {
+        Ok(canary(self).await?.is_some_and(|e| e.same_refusal(error)))
     }
 }
 
@@ -111,7 +109,7 @@ pub(crate) async fn isolate<'a>(
             Part::Failed(_, e) => e.refused_code() == Some(code.as_str()),
             Part::Untried(_) => false,
         });
-        if !committed && all_same && writer.refuses_everything(&code).await? {
+        if !committed && all_same && writer.refuses_everything(&refused[0].1).await? {
             let error = refused.swap_remove(0).1;
             return Ok(Isolation::Systemic { error });
         }
@@ -169,8 +167,8 @@ mod tests {
             })
         }
 
-        async fn refuses_everything(&self, code: &str) -> Result<bool, StoreError> {
-            Ok(self.all == Some(code))
+        async fn refuses_everything(&self, error: &StoreError) -> Result<bool, StoreError> {
+            Ok(self.all.is_some() && self.all == error.refused_code())
         }
     }
 

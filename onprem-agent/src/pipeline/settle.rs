@@ -94,11 +94,9 @@ pub async fn settle(ctx: &WriterContext, batch: &[Delivery]) -> Result<Settled, 
         ctx.refusals.committed();
     } else if let [(_, error)] = refused.as_slice() {
         // A one-row batch cannot tell the row's fault from the table's: the canary can.
-        if let Some(code) = error.refused_code() {
-            if ctx.store.refuses_everything(code).await? {
-                let (_, error) = refused.swap_remove(0);
-                return Err(WriteError::Systemic { error });
-            }
+        if ctx.store.refuses_everything(error).await? {
+            let (_, error) = refused.swap_remove(0);
+            return Err(WriteError::Systemic { error });
         }
     }
     let mut settled = Settled {

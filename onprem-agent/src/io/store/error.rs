@@ -69,6 +69,21 @@ impl StoreError {
         }
     }
 
+    /// Whether both are refusals with the same SQLSTATE and message (the same constraint,
+    /// column or trigger text).
+    pub fn same_refusal(&self, other: &StoreError) -> bool {
+        match (self, other) {
+            (
+                StoreError::Refused { code, message },
+                StoreError::Refused {
+                    code: c2,
+                    message: m2,
+                },
+            ) => code == c2 && message == m2,
+            _ => false,
+        }
+    }
+
     /// A short label for metrics and logs.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -171,6 +186,18 @@ mod tests {
         for (code, want) in cases {
             assert_eq!(classify_sqlstate(code), want, "{code}");
         }
+    }
+
+    #[test]
+    fn the_same_refusal_has_the_same_sqlstate_and_message() {
+        let r = |code: &str, message: &str| StoreError::Refused {
+            code: code.into(),
+            message: message.into(),
+        };
+        assert!(r("23514", "check a").same_refusal(&r("23514", "check a")));
+        assert!(!r("23514", "check a").same_refusal(&r("23514", "check b")));
+        assert!(!r("23514", "check a").same_refusal(&r("23502", "check a")));
+        assert!(!StoreError::Unavailable("x".into()).same_refusal(&r("23514", "x")));
     }
 
     #[test]
