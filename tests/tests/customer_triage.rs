@@ -208,6 +208,46 @@ async fn a_trigger_refusing_one_receipt_dead_letters_it_and_stores_the_1499_othe
     Ok(())
 }
 
+/// Two receipts of one upload, both refused by a check constraint and batched alone: nothing
+/// commits and both fail the same way, yet the canary is taken, so the rows are at fault: both
+/// are dead-lettered, the agent never pauses, and what follows is stored.
+#[tokio::test]
+async fn a_batch_of_only_bad_rows_is_dead_lettered_not_taken_for_a_broken_table(
+) -> anyhow::Result<()> {
+    let env = TestEnv::new().await?;
+    migrate(&env).await?;
+    sql(
+        &env,
+        "ALTER TABLE sluice.receipts ADD CONSTRAINT no_poison_pill CHECK (merchant <> 'Poison Pill GmbH')",
+    )
+    .await?;
+    let agent = start(&env, "onlybad", SETTINGS).await?;
+    let mut bad = Generator::new(151).receipts(2);
+    let mut oracle = Oracle::new();
+    let mut ignored = Oracle::new();
+    for r in &mut bad {
+        r["merchant"] = json!("Poison Pill GmbH");
+        oracle.expect_dead_letter(r["receipt_id"].as_str().unwrap_or_default(), "23514");
+    }
+    upload(&env, &mut ignored, &bad, "100").await?;
+    wait_for(DRAIN_TIMEOUT, "both bad receipts dead-lettered", || async {
+        (counter(&agent, "sluice_receipts_dead_lettered_total").await == 2.0).then_some(())
+    })
+    .await?;
+    upload(&env, &mut oracle, &Generator::new(152).receipts(300), "100").await?;
+    env.wait_drained(300, DRAIN_TIMEOUT).await?;
+    let paused = agent
+        .metric("sluice_condition", &[("condition", "write_refused")])
+        .await
+        .unwrap_or(0.0);
+    stop(agent).await?;
+    assert_eq!(paused, 0.0, "never taken for a systemic refusal");
+    let dead = oracle.verify(&env).await?;
+    assert_eq!(dead.len(), 2);
+    env.cleanup().await;
+    Ok(())
+}
+
 /// A NOT NULL column added by hand: a single-receipt upload, then a backlog of 1,000. Nothing
 /// is dead-lettered (the canary proves the table at fault, not the rows), everything is
 /// released, receiving pauses and `/readyz` names `write_refused`; when the DBA gives the
@@ -323,6 +363,15 @@ async fn a_revoked_insert_permission_pauses_the_agent_until_granted_again() -> a
         0.0
     );
 
+    // SIGHUP probes at once (still refused here: the condition stays).
+    wait_for(DRAIN_TIMEOUT, "a probe on SIGHUP", || async {
+        agent.signal(Signal::SIGHUP).ok()?;
+        agent
+            .log_text()
+            .contains("Retrying refused writes now (SIGHUP).")
+            .then_some(())
+    })
+    .await?;
     sql(&env, &format!("GRANT INSERT ON sluice.receipts TO {role}")).await?;
     agent.signal(Signal::SIGHUP)?;
     env.wait_drained(1_000, DRAIN_TIMEOUT).await?;
