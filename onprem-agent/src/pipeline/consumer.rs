@@ -1,10 +1,10 @@
 //! Pollers: long-poll SQS, decode each message, and pass it on to the batcher.
 //!
 //! A poller receives only while the database is up, receiving is not paused (every write
-//! refused), and in-flight receipts are under
-//! `max_in_flight_rows`. Only the receive itself races against shutdown; a message already
-//! received is either passed on or released (visibility 0), never dropped silently. An
-//! undecodable message goes to the dead-letter queue with its reason.
+//! refused), and in-flight receipts are under `max_in_flight_rows`. Only the receive itself
+//! races against shutdown; a message already received is either passed on or released
+//! (visibility 0), never dropped silently. An undecodable message goes to the dead-letter queue
+//! with its reason.
 
 use std::sync::Arc;
 use std::time::Duration;
