@@ -35,6 +35,7 @@ use crate::pipeline::consumer::{self, PollerContext};
 use crate::pipeline::health::Health;
 use crate::pipeline::inflight::{self, InFlight};
 use crate::pipeline::liveness::Liveness;
+use crate::pipeline::refusal::Refusals;
 use crate::pipeline::writer::{self, WriterContext};
 use crate::throttle::schedule::LocalTime;
 use crate::throttle::{self, Throttle};
@@ -106,8 +107,8 @@ pub async fn start(
         Throttle::new(&cfg.throttle, LocalTime::now(), Instant::now())
             .context("building the throttle")?,
     );
-    let reloader = Reloader::new(throttle.clone(), cfg.clone());
     let health = Health::new();
+    let reloader = Reloader::new(throttle.clone(), cfg.clone()).with_health(health.clone());
     let server_stop = CancellationToken::new();
     // A DLQ that is the main queue or too small refuses the start; one that cannot be read now
     // is a condition, checked again until it passes.
@@ -222,6 +223,9 @@ async fn pipeline(
         cfg.batch.max_rows as usize,
         Duration::from_millis(cfg.batch.max_wait_ms),
     ));
+    let refusals = Refusals::new(health.clone());
+    // Probes while every write is refused; stops with the heartbeat, after the writers.
+    background.spawn(refusals.clone().run(store.clone(), heartbeat_stop.clone()));
     let writer_ctx = WriterContext {
         store: store.clone().with_on_conflict(cfg.write.on_conflict),
         queue: queue.clone(),
@@ -229,6 +233,7 @@ async fn pipeline(
         health: health.clone(),
         throttle: throttle.clone(),
         liveness: liveness.clone(),
+        refusals,
     };
     tracker.spawn(writer::run(
         writer_ctx,

@@ -24,72 +24,9 @@ mod sql;
 /// Migrations embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
-/// What went wrong talking to the database, sorted by what the caller does about it.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The database refused a row's content (SQLSTATE class 22 or 23): retrying the same rows
-    /// cannot help; the batch is split to find the rows at fault.
-    #[error("database rejected the data ({code}): {message}")]
-    Data { code: String, message: String },
-    /// Anything else: connection lost, server shutting down, overload, timeouts, or an
-    /// operator problem (permissions, missing table). Retried with backoff; the outcome of a
-    /// commit that failed this way is unknown, so nothing is deleted.
-    #[error("database unavailable: {0}")]
-    Unavailable(String),
-    /// The database is overloaded (SQLSTATE class 53 such as too_many_connections, 55P03
-    /// lock_not_available, 57014 statement timeout, 40001 serialization_failure, 40P01
-    /// deadlock): retried like `Unavailable`, and a signal for the adaptive throttle to back off.
-    #[error("database overloaded ({code}): {message}")]
-    Overloaded { code: String, message: String },
-}
+mod error;
 
-/// Whether a SQLSTATE means "too much load" rather than "down" or "bad data".
-pub fn is_overload_code(code: &str) -> bool {
-    code.starts_with("53") || matches!(code, "55P03" | "57014" | "40001" | "40P01")
-}
-
-impl StoreError {
-    pub fn is_data(&self) -> bool {
-        matches!(self, StoreError::Data { .. })
-    }
-
-    /// A short label for metrics and logs.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            StoreError::Data { .. } => "data",
-            StoreError::Unavailable(_) => "unavailable",
-            StoreError::Overloaded { .. } => "overload",
-        }
-    }
-
-    pub fn is_overload(&self) -> bool {
-        matches!(self, StoreError::Overloaded { .. })
-    }
-}
-
-impl From<sqlx::Error> for StoreError {
-    fn from(e: sqlx::Error) -> Self {
-        if let sqlx::Error::Database(db) = &e {
-            if let Some(code) = db.code() {
-                // 22: data exception (bad value), 23: integrity constraint violation. 54000
-                // (program limit, e.g. an index row too large) is also about one row's content.
-                if code.starts_with("22") || code.starts_with("23") || code == "54000" {
-                    return StoreError::Data {
-                        code: code.into_owned(),
-                        message: db.message().to_owned(),
-                    };
-                }
-                if is_overload_code(&code) {
-                    return StoreError::Overloaded {
-                        code: code.into_owned(),
-                        message: db.message().to_owned(),
-                    };
-                }
-            }
-        }
-        StoreError::Unavailable(e.to_string())
-    }
-}
+pub use error::StoreError;
 
 /// One receipt to write, with where it came from.
 #[derive(Debug, Clone, Copy)]
@@ -332,6 +269,25 @@ impl Store {
             .saturating_sub(outcome.conflicts.len() as u64);
         Ok(outcome)
     }
+
+    /// Inserts `rows` (and their items) in a transaction that is rolled back: would the
+    /// database take them? Leaves nothing behind.
+    pub async fn try_write(&self, rows: &[Row<'_>]) -> Result<(), StoreError> {
+        let rows: Vec<(Row<'_>, Fingerprint)> = dedup(rows)
+            .into_iter()
+            .map(|r| (r, r.receipt.fingerprint()))
+            .collect();
+        let mut tx = self.pool.begin().await?;
+        let inserted = sql::insert_receipts(&mut tx, &rows).await?;
+        let with_items: Vec<Row<'_>> = rows
+            .iter()
+            .filter(|(r, _)| inserted.contains(&r.receipt.receipt_id))
+            .map(|(r, _)| *r)
+            .collect();
+        sql::replace_items(&mut tx, &[], &with_items).await?;
+        tx.rollback().await?;
+        Ok(())
+    }
 }
 
 /// Keeps the first occurrence of each `receipt_id`: one statement must not touch a row twice,
@@ -342,19 +298,4 @@ pub fn dedup<'a>(rows: &[Row<'a>]) -> Vec<Row<'a>> {
         .filter(|r| seen.insert(r.receipt.receipt_id.as_str()))
         .copied()
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn overload_sqlstates_are_told_apart_from_outages_and_bad_data() {
-        for code in ["53300", "53400", "55P03", "57014", "40001", "40P01"] {
-            assert!(is_overload_code(code), "{code}");
-        }
-        for code in ["08006", "57P01", "22P02", "23505", "42P01"] {
-            assert!(!is_overload_code(code), "{code}");
-        }
-    }
 }

@@ -27,6 +27,10 @@ pub const BATCHES: &str = "sluice_batches_total";
 pub const COMMIT_SECONDS: &str = "sluice_commit_seconds";
 pub const LIMITER_WAIT_SECONDS: &str = "sluice_limiter_wait_seconds";
 pub const ERRORS: &str = "sluice_errors_total";
+/// Refused rows that could not be sent to the dead-letter queue (their messages are released).
+pub const DEAD_LETTER_FAILURES: &str = "sluice_dead_letter_failures_total";
+/// Probe writes made while every write is refused (`write_refused`).
+pub const WRITE_PROBES: &str = "sluice_write_probes_total";
 /// The configured rate: `throttle.rows_per_second` or the schedule window's (the ceiling in
 /// adaptive mode).
 pub const RATE_CONFIGURED: &str = "sluice_rate_configured_rows_per_second";

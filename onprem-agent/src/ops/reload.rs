@@ -4,6 +4,9 @@
 //! An invalid file is refused with every problem logged, and the running configuration stays.
 //! Changed keys outside `[throttle]` are named in a warning: they take effect at the next
 //! restart (the pool, the pollers and the batcher are built once).
+//!
+//! Every SIGHUP, valid file or not, also asks the pipeline to retry writes the database
+//! refused (`Health::retry_now`): an operator who fixed the cause need not wait for backoff.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -15,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::AgentConfig;
 use crate::ops::metrics as m;
 use crate::ops::sd_notify::Notifier;
+use crate::pipeline::health::Health;
 use crate::throttle::schedule::LocalTime;
 use crate::throttle::Throttle;
 
@@ -26,6 +30,8 @@ const RELOADABLE: &[&str] = &["throttle"];
 pub struct Reloader {
     throttle: Arc<Throttle>,
     current: Arc<Mutex<AgentConfig>>,
+    /// Told to retry refused writes on each SIGHUP.
+    health: Option<Health>,
 }
 
 /// What a reload did.
@@ -42,6 +48,20 @@ impl Reloader {
         Self {
             throttle,
             current: Arc::new(Mutex::new(cfg)),
+            health: None,
+        }
+    }
+
+    /// Also asks `health`'s waiters to retry at once on each SIGHUP.
+    pub fn with_health(mut self, health: Health) -> Self {
+        self.health = Some(health);
+        self
+    }
+
+    /// Wakes what waits to retry refused writes.
+    pub fn retry_now(&self) {
+        if let Some(h) = &self.health {
+            h.retry_now();
         }
     }
 
@@ -137,6 +157,7 @@ pub async fn on_sighup(
             got = hangup.recv() => if got.is_none() { return },
         }
         tracing::info!(config = %path.display(), "SIGHUP received; reloading the configuration.");
+        reloader.retry_now();
         notifier.reloading();
         match AgentConfig::load(&path) {
             Ok(cfg) => {

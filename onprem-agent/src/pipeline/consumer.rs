@@ -1,10 +1,11 @@
 //! Pollers: long-poll SQS, decode each message, and pass it on to the batcher.
 //!
-//! A poller receives only while the database is up and in-flight receipts are under
-//! `max_in_flight_rows`. Only the receive itself races against shutdown; a message already
-//! received is either passed on or released (visibility 0), never dropped silently. An
-//! undecodable message goes to the dead-letter queue with its reason; one in an envelope version
-//! this agent does not read is released with a delay instead (see [`super::unknown_version`]).
+//! A poller receives only while the database is up, receiving is not paused (every write
+//! refused), and in-flight receipts are under `max_in_flight_rows`. Only the receive itself
+//! races against shutdown; a message already received is either passed on or released
+//! (visibility 0), never dropped silently. An undecodable message goes to the dead-letter queue
+//! with its reason; one in an envelope version this agent does not read is released with a delay
+//! instead (see [`super::unknown_version`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,6 +21,7 @@ use crate::pipeline::batcher::Rows;
 use crate::pipeline::health::Health;
 use crate::pipeline::inflight::InFlight;
 use crate::pipeline::liveness::Liveness;
+use crate::pipeline::settle::{dead_letter_failed, dead_letter_sent};
 use crate::pipeline::unknown_version::{VersionWatch, RELEASE_DELAY};
 
 /// One decoded delivery, holding its share of the in-flight budget until it is dropped.
@@ -55,14 +57,14 @@ pub struct PollerContext {
 pub async fn poll(ctx: PollerContext, out: mpsc::Sender<Delivery>, cancel: CancellationToken) {
     let mut delays = outage_backoff();
     loop {
-        // Gates: database up, room in the in-flight budget.
-        if !ctx.health.db_is_up() {
-            // A database outage is a legitimate reason not to receive: the watchdog keeps
-            // being pinged while the writers retry.
+        // Gates: database up and receiving not paused, room in the in-flight budget.
+        if !ctx.health.may_receive() {
+            // A database outage (or every write refused) is a legitimate reason not to
+            // receive: the watchdog keeps being pinged while the writers retry.
             let _waiting = ctx.liveness.waiting();
             tokio::select! {
                 _ = cancel.cancelled() => return,
-                _ = ctx.health.wait_db_up() => {}
+                _ = ctx.health.wait_may_receive() => {}
             }
         }
         tokio::select! {
@@ -168,12 +170,14 @@ async fn dead_letter_undecodable(ctx: &PollerContext, msg: &RawMessage, reason: 
     {
         Ok(()) => {
             tracing::warn!(message_id = %msg.handle.message_id, reason = %reason, "Message dead-lettered.");
+            dead_letter_sent(&ctx.health);
             metrics::counter!(m::MESSAGES_DEAD_LETTERED).increment(1);
             for (h, e) in ctx.queue.delete(std::slice::from_ref(&msg.handle)).await {
                 tracing::warn!(message_id = %h.message_id, error = %e, "Could not delete a dead-lettered message; it will come back and be dead-lettered again.");
             }
         }
         Err(e) => {
+            dead_letter_failed(&ctx.health, &e);
             tracing::error!(message_id = %msg.handle.message_id, reason = %reason, error = %e, receive_count = msg.receive_count, "Undecodable message kept on the queue; its redrive policy will move it.");
         }
     }

@@ -3,6 +3,9 @@
 //! - **Database up**: writers set it from what their transactions see; pollers wait on it, so
 //!   nothing new is received while PostgreSQL is down (no receive-count burn that would push
 //!   good data into the dead-letter queue).
+//! - **Receiving paused**: set while every write is refused (a systemic fault, see
+//!   `pipeline::refusal`); pollers wait on it like on the database, and writers release what
+//!   they get instead of writing it. `retry_now` (SIGHUP) asks for an early retry.
 //! - **Conditions**: named faults that need an operator or will clear by themselves (a
 //!   dead-letter queue that refuses sends, a systemic write fault, an envelope version this agent
 //!   does not know). Each is raised with a reason and cleared when the cause goes; while any is
@@ -13,12 +16,12 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 use crate::ops::metrics as m;
 
-/// The dead-letter queue cannot be read (missing, no permission): a message that must be
-/// dead-lettered would stay on the main queue.
+/// The dead-letter queue cannot be read (missing, no permission) or refused a send: what must
+/// be dead-lettered stays on the main queue (released, not deleted) until it takes messages.
 pub const DEAD_LETTER_UNAVAILABLE: &str = "dead_letter_unavailable";
 /// Messages arrived in an envelope version this agent does not read: they are released to the
 /// queue untouched until an upgraded agent takes them.
@@ -36,6 +39,8 @@ pub struct Condition {
 #[derive(Debug, Clone)]
 pub struct Health {
     db_up: watch::Sender<bool>,
+    receiving_paused: watch::Sender<bool>,
+    retry: Arc<Notify>,
     conditions: Arc<Mutex<BTreeMap<&'static str, String>>>,
 }
 
@@ -49,6 +54,8 @@ impl Health {
     pub fn new() -> Self {
         Self {
             db_up: watch::Sender::new(true),
+            receiving_paused: watch::Sender::new(false),
+            retry: Arc::default(),
             conditions: Arc::default(),
         }
     }
@@ -79,6 +86,43 @@ impl Health {
         let _ = rx.wait_for(|up| *up).await;
     }
 
+    /// Stops the pollers from receiving (they wait as while the database is down).
+    pub fn pause_receiving(&self) {
+        self.receiving_paused.send_replace(true);
+    }
+
+    pub fn resume_receiving(&self) {
+        self.receiving_paused.send_replace(false);
+    }
+
+    pub fn receiving_paused(&self) -> bool {
+        *self.receiving_paused.borrow()
+    }
+
+    /// Whether the pollers may receive: the database is up and receiving is not paused.
+    pub fn may_receive(&self) -> bool {
+        self.db_is_up() && !self.receiving_paused()
+    }
+
+    /// Resolves once [`Health::may_receive`].
+    pub async fn wait_may_receive(&self) {
+        let mut paused = self.receiving_paused.subscribe();
+        while !self.may_receive() {
+            self.wait_db_up().await;
+            let _ = paused.wait_for(|p| !*p).await;
+        }
+    }
+
+    /// Asks whatever waits in [`Health::retry_requested`] to retry now (SIGHUP).
+    pub fn retry_now(&self) {
+        self.retry.notify_waiters();
+    }
+
+    /// Resolves at the next [`Health::retry_now`].
+    pub async fn retry_requested(&self) {
+        self.retry.notified().await;
+    }
+
     /// Raises condition `name` with `reason` (replacing an earlier reason). Logs one ERROR
     /// when the condition was not raised before.
     pub fn raise(&self, name: &'static str, reason: impl Into<String>) {
@@ -98,7 +142,6 @@ impl Health {
         }
     }
 
-    #[allow(dead_code)] // Read by tests; the fault paths that ask land next.
     pub fn is_raised(&self, name: &str) -> bool {
         self.lock().contains_key(name)
     }

@@ -5,7 +5,10 @@
 //! |---|---|
 //! | [`consumer`] | pollers: long-poll, decode, gate on database health and the in-flight budget |
 //! | [`batcher`] | groups messages into batches by rows and wait time |
-//! | [`writer`] | one transaction per batch, isolation of refused rows, then delete |
+//! | [`writer`] | one transaction per batch, then delete, keep or release each message |
+//! | [`settle`] | commit a batch, or isolate its refused rows and dead-letter them |
+//! | [`isolate`] | bisection of a refused batch; every row refused one way is systemic |
+//! | [`refusal`] | systemic refusals: pause receiving, probe with backoff, `write_refused` |
 //! | [`inflight`] | messages held, heartbeat (visibility extension), release on shutdown |
 //! | [`health`] | database up/down, shared by writers and pollers |
 //! | [`liveness`] | progress reports from the loops, read by the watchdog |
@@ -17,6 +20,9 @@ pub(crate) mod batcher;
 pub(crate) mod consumer;
 pub(crate) mod health;
 pub(crate) mod inflight;
+pub(crate) mod isolate;
 pub(crate) mod liveness;
+pub(crate) mod refusal;
+pub(crate) mod settle;
 pub(crate) mod unknown_version;
 pub(crate) mod writer;

@@ -1,31 +1,36 @@
-//! Writers: take a batch, wait for its tokens, commit it in one transaction, then settle every
-//! message in it (delete, dead-letter the rows the database refused, or release).
+//! Writers: take a batch, wait for its tokens, settle it in transactions (`pipeline::settle`),
+//! then act on each message (delete, keep, or release).
+//!
+//! Where an error leads depends on what it says:
+//! - a refusal of some rows: they are dead-lettered with the SQLSTATE and message, the rest
+//!   stored (`pipeline::settle`);
+//! - a refusal of every row: systemic; the batch is released, receiving pauses and a probe
+//!   retries with backoff (`pipeline::refusal`);
+//! - a lost connection, a server shutdown, overload: the commit's outcome is unknown, so
+//!   nothing is deleted; the same batch is retried with backoff (the write is idempotent)
+//!   while the heartbeat keeps its messages invisible, and receiving pauses.
 //!
 //! Order is what keeps data safe: a message is deleted only after its receipts are committed
-//! or its refused rows are on the dead-letter queue. When a commit fails for any other reason
-//! its outcome is unknown, so nothing is deleted; the same batch is retried with backoff (the
-//! write is idempotent) while the heartbeat keeps its messages invisible, and receiving pauses.
+//! or its refused rows are on the dead-letter queue.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sluice_protocol::envelope::{self, Chunk, Compression, ENVELOPE_VERSION};
-use sluice_protocol::Receipt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::io::sqs::{Handle, Queue, SqsError};
-use crate::io::store::{dedup, LedgerEntry, Row, Store, StoreError, WriteOutcome};
+use crate::io::sqs::{Handle, Queue};
+use crate::io::store::{dedup, LedgerEntry, Row, Store, StoreError};
 use crate::ops::metrics as m;
 use crate::pipeline::backoff::outage_backoff;
 use crate::pipeline::consumer::Delivery;
 use crate::pipeline::health::Health;
 use crate::pipeline::inflight::InFlight;
 use crate::pipeline::liveness::Liveness;
+use crate::pipeline::refusal::Refusals;
+use crate::pipeline::settle::{settle, Disposition, Settled, WriteError};
 use crate::throttle::Throttle;
-
-mod conflict;
 
 /// What a writer needs.
 #[derive(Debug, Clone)]
@@ -39,33 +44,8 @@ pub struct WriterContext {
     pub throttle: Arc<Throttle>,
     /// Where settled batches and legitimate waits are reported to the systemd watchdog.
     pub liveness: Liveness,
-}
-
-/// Why a batch could not be settled this time; always retried.
-#[derive(Debug, thiserror::Error)]
-pub enum WriteError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("could not dead-letter a refused row: {0}")]
-    DeadLetter(#[from] SqsError),
-}
-
-/// What happens to one SQS message once its batch is settled.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Disposition {
-    /// Every receipt is committed (or dead-lettered with its reason): delete it.
-    Delete,
-    /// Some receipts were refused and there is no dead-letter queue to put them: keep the
-    /// message, so the queue's redrive policy moves it after `maxReceiveCount` receives.
-    Keep { reason: String },
-}
-
-/// The result of settling one batch.
-#[derive(Debug, Default)]
-struct Settled {
-    outcome: WriteOutcome,
-    dead_lettered: u64,
-    dispositions: Vec<Disposition>,
+    /// Whether every write is refused, and the probe that retries them.
+    pub refusals: Arc<Refusals>,
 }
 
 /// Receives batches until the batcher closes the channel. After `cancel`, batches not yet
@@ -78,7 +58,8 @@ pub async fn run(
 ) {
     let slots = ctx.throttle.slots();
     while let Some(batch) = input.recv().await {
-        if cancel.is_cancelled() {
+        // While every write is refused, what was received before the pause goes back.
+        if cancel.is_cancelled() || ctx.health.receiving_paused() {
             release(&ctx, &batch).await;
             continue;
         }
@@ -124,19 +105,22 @@ async fn write_with_retry(ctx: &WriterContext, batch: Vec<Delivery>, cancel: &Ca
                 finish(ctx, batch, settled).await;
                 return;
             }
-            Err(e) => {
-                let kind = match &e {
-                    WriteError::Store(s) => s.kind(),
-                    WriteError::DeadLetter(_) => "dead_letter",
-                };
-                metrics::counter!(m::ERRORS, "kind" => kind).increment(1);
-                if let WriteError::Store(s) = &e {
-                    ctx.throttle.observe_error(s);
-                    // Overload is the throttle's to answer (it backs off); receiving pauses
-                    // only while the database does not take writes at all.
-                    if !s.is_overload() {
-                        ctx.health.db_down(&e);
-                    }
+            Err(WriteError::Systemic { error }) => {
+                refused_everywhere(ctx, &batch, &error).await;
+                return;
+            }
+            Err(WriteError::Store(e)) if e.is_refused() => {
+                // Refused outside the rows' bisection (the chunk ledger): nothing to blame.
+                refused_everywhere(ctx, &batch, &e).await;
+                return;
+            }
+            Err(WriteError::Store(e)) => {
+                metrics::counter!(m::ERRORS, "kind" => e.kind()).increment(1);
+                ctx.throttle.observe_error(&e);
+                // Overload is the throttle's to answer (it backs off); receiving pauses
+                // only while the database does not take writes at all.
+                if !e.is_overload() {
+                    ctx.health.db_down(&e);
                 }
                 let delay = delays.next().unwrap_or(Duration::from_secs(30));
                 // The commit may or may not have happened (a connection lost at COMMIT): nothing
@@ -155,7 +139,7 @@ async fn write_with_retry(ctx: &WriterContext, batch: Vec<Delivery>, cancel: &Ca
     }
 }
 
-fn rows_of(d: &Delivery) -> impl Iterator<Item = Row<'_>> {
+pub(crate) fn rows_of(d: &Delivery) -> impl Iterator<Item = Row<'_>> {
     d.chunk.receipts.iter().map(move |r| Row {
         receipt: r,
         batch_id: &d.chunk.batch_id,
@@ -163,7 +147,7 @@ fn rows_of(d: &Delivery) -> impl Iterator<Item = Row<'_>> {
     })
 }
 
-fn ledger_entry(d: &Delivery, rejected: usize) -> LedgerEntry {
+pub(crate) fn ledger_entry(d: &Delivery, rejected: usize) -> LedgerEntry {
     LedgerEntry {
         batch_id: d.chunk.batch_id.clone(),
         chunk_index: d.chunk.chunk_index,
@@ -174,155 +158,23 @@ fn ledger_entry(d: &Delivery, rejected: usize) -> LedgerEntry {
     }
 }
 
-/// Commits the batch, then settles the receipts it refused as conflicts (`conflict`).
-async fn settle(ctx: &WriterContext, batch: &[Delivery]) -> Result<Settled, WriteError> {
-    let mut settled = commit(ctx, batch).await?;
-    conflict::settle(ctx, batch, &mut settled).await?;
-    Ok(settled)
-}
-
-/// Commits the batch; if the database refuses some rows, finds them (per message, then by
-/// bisection), commits the rest and dead-letters each refused row with the database's reason.
-async fn commit(ctx: &WriterContext, batch: &[Delivery]) -> Result<Settled, WriteError> {
-    let rows: Vec<Row<'_>> = batch.iter().flat_map(rows_of).collect();
-    let ledger: Vec<LedgerEntry> = batch.iter().map(|d| ledger_entry(d, 0)).collect();
-    let started = Instant::now();
-    match ctx.store.write(&rows, &ledger).await {
-        Ok(outcome) => {
-            let took = started.elapsed();
-            metrics::histogram!(m::COMMIT_SECONDS).record(took.as_secs_f64());
-            ctx.throttle.observe_commit(took);
-            return Ok(Settled {
-                outcome,
-                dead_lettered: 0,
-                dispositions: vec![Disposition::Delete; batch.len()],
-            });
-        }
-        Err(e) if e.is_data() => {
-            tracing::warn!(error = %e, messages = batch.len(), rows = rows.len(), "Batch refused by the database; isolating the rows at fault.");
-        }
-        Err(e) => return Err(e.into()),
-    }
-
-    let mut settled = Settled::default();
-    for d in batch {
-        let rows: Vec<Row<'_>> = rows_of(d).collect();
-        let first_error = match ctx.store.write(&rows, &[ledger_entry(d, 0)]).await {
-            Ok(o) => {
-                add(&mut settled.outcome, o);
-                settled.dispositions.push(Disposition::Delete);
-                continue;
-            }
-            Err(e) if e.is_data() => e,
-            Err(e) => return Err(e.into()),
-        };
-        let (outcome, refused) = isolate(&ctx.store, &rows, first_error).await?;
-        let conflicts = conflict::in_chunk(&outcome.conflicts, d);
-        add(&mut settled.outcome, outcome);
-        if !ctx.queue.has_dead_letter_queue() {
-            let reason = refused
-                .iter()
-                .map(|(r, why)| format!("receipt {}: {why}", r.receipt_id))
-                .collect::<Vec<_>>()
-                .join("; ");
-            tracing::error!(message_id = %d.handle.message_id, refused = refused.len(), reason = %reason, "Rows refused by the database and no dead-letter queue configured; message kept for the queue's redrive policy.");
-            settled.dispositions.push(Disposition::Keep { reason });
-            continue;
-        }
-        for (receipt, why) in &refused {
-            let reason = format!(
-                "receipt {} refused by the database: {why}",
-                receipt.receipt_id
-            );
-            dead_letter_row(ctx, d, receipt, &reason).await?;
-        }
-        ctx.store
-            .write(&[], &[ledger_entry(d, refused.len() + conflicts)])
-            .await?;
-        settled.dead_lettered += refused.len() as u64;
-        settled.dispositions.push(Disposition::Delete);
-    }
-    Ok(settled)
-}
-
-/// Bisects `rows` (which failed as a whole with `first_error`) until every refused row stands
-/// alone; commits the rest. Returns what was committed and the refused rows with reasons.
-async fn isolate<'a>(
-    store: &Store,
-    rows: &[Row<'a>],
-    first_error: StoreError,
-) -> Result<(WriteOutcome, Vec<(&'a Receipt, String)>), StoreError> {
-    let mut outcome = WriteOutcome::default();
-    let mut refused = Vec::new();
-    if rows.len() == 1 {
-        refused.push((rows[0].receipt, first_error.to_string()));
-        return Ok((outcome, refused));
-    }
-    let (a, b) = rows.split_at(rows.len() / 2);
-    let mut stack = vec![b, a];
-    while let Some(part) = stack.pop() {
-        match store.write(part, &[]).await {
-            Ok(o) => add(&mut outcome, o),
-            Err(e) if e.is_data() && part.len() == 1 => {
-                refused.push((part[0].receipt, e.to_string()));
-            }
-            Err(e) if e.is_data() => {
-                let (a, b) = part.split_at(part.len() / 2);
-                stack.push(b);
-                stack.push(a);
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Ok((outcome, refused))
-}
-
-fn add(total: &mut WriteOutcome, o: WriteOutcome) {
-    total.inserted += o.inserted;
-    total.updated += o.updated;
-    total.duplicates += o.duplicates;
-    total.conflicts.extend(o.conflicts);
-}
-
-/// Puts one refused receipt on the dead-letter queue as a one-receipt chunk of its original
-/// batch with `reason`, so `dlq redrive` can send it back unchanged once the cause is fixed.
-async fn dead_letter_row(
-    ctx: &WriterContext,
-    d: &Delivery,
-    receipt: &Receipt,
-    reason: &str,
-) -> Result<(), SqsError> {
-    let chunk = Chunk {
-        v: ENVELOPE_VERSION,
-        batch_id: d.chunk.batch_id.clone(),
-        chunk_index: d.chunk.chunk_index,
-        chunk_count: d.chunk.chunk_count,
-        receipts: vec![receipt.clone()],
-    };
-    let encoded = envelope::encode(&chunk, Compression::None).map_err(|e| SqsError {
-        op: "encode dead letter",
-        detail: e.to_string(),
-    })?;
-    ctx.queue
-        .dead_letter(&d.handle, &encoded.body, encoded.encoding, reason)
-        .await?;
-    tracing::warn!(message_id = %d.handle.message_id, receipt_id = %receipt.receipt_id, reason = %reason, "Receipt dead-lettered.");
-    metrics::counter!(m::RECEIPTS_DEAD_LETTERED).increment(1);
-    Ok(())
-}
-
 async fn finish(ctx: &WriterContext, batch: Vec<Delivery>, settled: Settled) {
-    let to_delete: Vec<Handle> = batch
-        .iter()
-        .zip(&settled.dispositions)
-        .filter(|(_, disp)| **disp == Disposition::Delete)
-        .map(|(d, _)| d.handle.clone())
-        .collect();
+    let pick = |want: fn(&Disposition) -> bool| -> Vec<Handle> {
+        batch
+            .iter()
+            .zip(&settled.dispositions)
+            .filter(|(_, disp)| want(disp))
+            .map(|(d, _)| d.handle.clone())
+            .collect()
+    };
+    let to_delete = pick(|d| *d == Disposition::Delete);
+    let to_release = pick(|d| matches!(d, Disposition::Release { .. }));
     let failed = ctx.queue.delete(&to_delete).await;
     for (h, e) in &failed {
         // The data is committed; the redelivery will be absorbed by the idempotent write.
         tracing::warn!(message_id = %h.message_id, error = %e, "Could not delete a committed message; its redelivery will be absorbed.");
     }
+    release_handles(ctx, &to_release).await;
     ctx.inflight.untrack(batch.iter().map(|d| &d.handle));
     metrics::counter!(m::ROWS_WRITTEN).increment(settled.outcome.inserted);
     metrics::counter!(m::RECEIPTS_DUPLICATE).increment(settled.outcome.duplicates);
@@ -333,16 +185,32 @@ async fn finish(ctx: &WriterContext, batch: Vec<Delivery>, settled: Settled) {
         inserted = settled.outcome.inserted,
         duplicates = settled.outcome.duplicates,
         dead_lettered = settled.dead_lettered,
+        released = to_release.len(),
         "Batch committed."
     );
+}
+
+/// Every row of the batch is refused the same way: release it, pause receiving and let the
+/// probe retry (one ERROR, from the condition).
+async fn refused_everywhere(ctx: &WriterContext, batch: &[Delivery], error: &StoreError) {
+    metrics::counter!(m::ERRORS, "kind" => error.kind()).increment(1);
+    ctx.refusals.systemic(error);
+    release(ctx, batch).await;
 }
 
 /// Hands the batch's messages back to the queue at once (visibility 0).
 async fn release(ctx: &WriterContext, batch: &[Delivery]) {
     let handles: Vec<Handle> = batch.iter().map(|d| d.handle.clone()).collect();
-    for (h, e) in ctx.queue.change_visibility(&handles, 0).await {
+    release_handles(ctx, &handles).await;
+    ctx.inflight.untrack(&handles);
+}
+
+async fn release_handles(ctx: &WriterContext, handles: &[Handle]) {
+    if handles.is_empty() {
+        return;
+    }
+    for (h, e) in ctx.queue.change_visibility(handles, 0).await {
         tracing::warn!(message_id = %h.message_id, error = %e, "Could not release a message; it returns after its visibility timeout.");
     }
-    ctx.inflight.untrack(&handles);
     metrics::counter!(m::MESSAGES_RELEASED).increment(handles.len() as u64);
 }

@@ -7,18 +7,17 @@
 
 use sluice_protocol::Receipt;
 
-use super::{dead_letter_row, Disposition, Settled, WriteError, WriterContext};
+use super::{
+    dead_letter_failed, dead_letter_row, dead_letter_sent, Disposition, Settled, WriterContext,
+};
 use crate::io::store::Conflict;
 use crate::ops::metrics as m;
 use crate::pipeline::consumer::Delivery;
 
-/// Settles the conflicts of a committed batch; a failed dead-letter send fails the batch,
-/// which is then retried whole (the write is idempotent, the conflicts are found again).
-pub(super) async fn settle(
-    ctx: &WriterContext,
-    batch: &[Delivery],
-    settled: &mut Settled,
-) -> Result<(), WriteError> {
+/// Settles the conflicts of a committed batch. A failed dead-letter send releases the message
+/// (like a refused row's): it comes back, its committed rows count as duplicates and the
+/// conflict is found again.
+pub(super) async fn settle(ctx: &WriterContext, batch: &[Delivery], settled: &mut Settled) {
     metrics::counter!(m::RECEIPTS_UPDATED).increment(settled.outcome.updated);
     let conflicts = std::mem::take(&mut settled.outcome.conflicts);
     for c in &conflicts {
@@ -30,22 +29,37 @@ pub(super) async fn settle(
         };
         if ctx.queue.has_dead_letter_queue() {
             // Logs one WARN with the receipt id and the reason (both fingerprints).
-            dead_letter_row(ctx, &batch[first], &c.receipt, &reason).await?;
-            settled.dead_lettered += 1;
-        } else {
-            tracing::warn!(receipt_id = %c.receipt.receipt_id, stored_sha256 = %c.stored, incoming_sha256 = %c.incoming, "Receipt re-sent with other content and no dead-letter queue configured; message kept for the queue's redrive policy.");
-            // Every copy of the chunk in the batch: deleting any one would delete the message.
-            for (d, disp) in batch.iter().zip(settled.dispositions.iter_mut()) {
-                if from_chunk(d, c) && *disp == Disposition::Delete {
-                    *disp = Disposition::Keep {
+            match dead_letter_row(ctx, &batch[first], &c.receipt, &reason).await {
+                Ok(()) => {
+                    settled.dead_lettered += 1;
+                    dead_letter_sent(&ctx.health);
+                }
+                Err(e) => {
+                    dead_letter_failed(&ctx.health, &e);
+                    tracing::warn!(receipt_id = %c.receipt.receipt_id, error = %e, "Dead-letter send of a conflict failed; the message will be released.");
+                    mark(batch, settled, c, || Disposition::Release {
                         reason: reason.clone(),
-                    };
+                    });
                 }
             }
+        } else {
+            tracing::warn!(receipt_id = %c.receipt.receipt_id, stored_sha256 = %c.stored, incoming_sha256 = %c.incoming, "Receipt re-sent with other content and no dead-letter queue configured; message kept for the queue's redrive policy.");
+            mark(batch, settled, c, || Disposition::Keep {
+                reason: reason.clone(),
+            });
         }
         metrics::counter!(m::RECEIPTS_CONFLICT).increment(1);
     }
-    Ok(())
+}
+
+/// Gives every message carrying the conflict's chunk (a redelivered copy too: deleting any one
+/// would delete the message) the disposition `to`, unless it is already kept or released.
+fn mark(batch: &[Delivery], settled: &mut Settled, c: &Conflict, to: impl Fn() -> Disposition) {
+    for (d, disp) in batch.iter().zip(settled.dispositions.iter_mut()) {
+        if from_chunk(d, c) && *disp == Disposition::Delete {
+            *disp = to();
+        }
+    }
 }
 
 /// Conflicts of `outcome` from the chunk `d` carries: what its ledger row counts as rejected.

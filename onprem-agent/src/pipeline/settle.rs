@@ -1,0 +1,242 @@
+//! Settling one batch: commit it whole; if the database refuses it, isolate the rows at fault
+//! (`pipeline::isolate`), commit the rest, and decide each message's fate — delete it, keep it
+//! for the queue's redrive policy (no dead-letter queue), or release it (its refused row could
+//! not be dead-lettered). A refusal of every row is systemic and settles nothing.
+//!
+//! A failed dead-letter send blocks nothing: the batch's other rows stay committed and its
+//! other messages are deleted; the message whose row could not be dead-lettered is released
+//! (visibility 0, not deleted) so it comes back, its committed rows then count as duplicates,
+//! and the queue's redrive policy moves it after `maxReceiveCount` receives. The
+//! `dead_letter_unavailable` condition shows it until a dead-letter send succeeds.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Instant;
+
+use sluice_protocol::envelope::{self, Chunk, Compression, ENVELOPE_VERSION};
+use sluice_protocol::Receipt;
+
+use crate::io::sqs::SqsError;
+use crate::io::store::{dedup, LedgerEntry, Row, StoreError, WriteOutcome};
+use crate::ops::metrics as m;
+use crate::pipeline::consumer::Delivery;
+use crate::pipeline::health::{Health, DEAD_LETTER_UNAVAILABLE};
+use crate::pipeline::isolate::{isolate, Isolation, RowWriter as _};
+use crate::pipeline::writer::{ledger_entry, rows_of, WriterContext};
+
+/// Why a batch could not be settled this time.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// Retried with backoff (an outage or overload; a refusal outside the rows' bisection is
+    /// handled as systemic).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Every row is refused the same way: not the rows' fault. Nothing is dead-lettered.
+    #[error("every row refused: {error}")]
+    Systemic { error: StoreError },
+}
+
+/// What happens to one SQS message once its batch is settled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disposition {
+    /// Every receipt is committed (or dead-lettered with its reason): delete it.
+    Delete,
+    /// Some receipts were refused and there is no dead-letter queue to put them: keep the
+    /// message, so the queue's redrive policy moves it after `maxReceiveCount` receives.
+    Keep { reason: String },
+    /// A refused receipt could not be dead-lettered: hand the message back at once (its other
+    /// receipts are committed and will count as duplicates).
+    Release { reason: String },
+}
+
+/// The result of settling one batch.
+#[derive(Debug, Default)]
+pub struct Settled {
+    pub outcome: WriteOutcome,
+    pub dead_lettered: u64,
+    pub dispositions: Vec<Disposition>,
+}
+
+mod conflict;
+
+/// Commits the batch, then settles the receipts it refused as conflicts (`conflict`).
+pub async fn settle(ctx: &WriterContext, batch: &[Delivery]) -> Result<Settled, WriteError> {
+    let mut settled = commit(ctx, batch).await?;
+    conflict::settle(ctx, batch, &mut settled).await;
+    Ok(settled)
+}
+
+/// Commits the batch; if the database refuses some rows, finds them by bisection, commits the
+/// rest and dead-letters each refused row with the database's reason.
+async fn commit(ctx: &WriterContext, batch: &[Delivery]) -> Result<Settled, WriteError> {
+    let all: Vec<Row<'_>> = batch.iter().flat_map(rows_of).collect();
+    let ledger: Vec<LedgerEntry> = batch.iter().map(|d| ledger_entry(d, 0)).collect();
+    let started = Instant::now();
+    let first_error = match ctx.store.write(&all, &ledger).await {
+        Ok(outcome) => {
+            let took = started.elapsed();
+            metrics::histogram!(m::COMMIT_SECONDS).record(took.as_secs_f64());
+            ctx.throttle.observe_commit(took);
+            ctx.refusals.committed();
+            return Ok(Settled {
+                outcome,
+                dead_lettered: 0,
+                dispositions: vec![Disposition::Delete; batch.len()],
+            });
+        }
+        Err(e) if e.is_refused() => e,
+        Err(e) => return Err(e.into()),
+    };
+    tracing::warn!(error = %first_error, messages = batch.len(), rows = all.len(), "Batch refused by the database; isolating the rows at fault.");
+    let rows = dedup(&all);
+    let (outcome, committed, mut refused) = match isolate(&ctx.store, &rows, first_error).await? {
+        Isolation::Systemic { error } => return Err(WriteError::Systemic { error }),
+        Isolation::Found {
+            outcome,
+            committed,
+            refused,
+        } => (outcome, committed, refused),
+    };
+    if committed {
+        ctx.refusals.committed();
+    } else if let [(_, error)] = refused.as_slice() {
+        // A one-row batch cannot tell the row's fault from the table's: the canary can.
+        if ctx.store.refuses_everything(error).await? {
+            let (_, error) = refused.swap_remove(0);
+            return Err(WriteError::Systemic { error });
+        }
+    }
+    let mut settled = Settled {
+        outcome,
+        ..Settled::default()
+    };
+    let failed = dead_letter_refused(ctx, batch, &refused, &mut settled).await;
+    let reasons: HashMap<&str, String> = refused
+        .iter()
+        .map(|(r, why)| {
+            (
+                r.receipt.receipt_id.as_str(),
+                format!("receipt {}: {why}", r.receipt.receipt_id),
+            )
+        })
+        .collect();
+    let mut ledger = Vec::new();
+    for d in batch {
+        let mine: Vec<&str> = d
+            .chunk
+            .receipts
+            .iter()
+            .map(|r| r.receipt_id.as_str())
+            .filter(|id| reasons.contains_key(id))
+            .collect();
+        let reason = || {
+            mine.iter()
+                .filter_map(|id| reasons.get(id).cloned())
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        let disposition = if mine.is_empty() {
+            Disposition::Delete
+        } else if !ctx.queue.has_dead_letter_queue() {
+            let reason = reason();
+            tracing::error!(message_id = %d.handle.message_id, refused = mine.len(), reason = %reason, "Rows refused by the database and no dead-letter queue configured; message kept for the queue's redrive policy.");
+            Disposition::Keep { reason }
+        } else if mine.iter().any(|id| failed.contains(id)) {
+            let reason = reason();
+            tracing::warn!(message_id = %d.handle.message_id, reason = %reason, "A refused row could not be dead-lettered; message released to come back later.");
+            Disposition::Release { reason }
+        } else {
+            Disposition::Delete
+        };
+        if disposition == Disposition::Delete {
+            let conflicts = conflict::in_chunk(&settled.outcome.conflicts, d);
+            ledger.push(ledger_entry(d, mine.len() + conflicts));
+        }
+        settled.dispositions.push(disposition);
+    }
+    if !ledger.is_empty() {
+        ctx.store.write(&[], &ledger).await?;
+    }
+    Ok(settled)
+}
+
+/// Dead-letters each refused receipt once (from the first message holding it); returns the
+/// receipt ids that could not be dead-lettered.
+async fn dead_letter_refused<'a>(
+    ctx: &WriterContext,
+    batch: &[Delivery],
+    refused: &[(Row<'a>, StoreError)],
+    settled: &mut Settled,
+) -> HashSet<&'a str> {
+    let mut failed = HashSet::new();
+    if !ctx.queue.has_dead_letter_queue() {
+        return failed;
+    }
+    for (row, why) in refused {
+        let id = row.receipt.receipt_id.as_str();
+        let Some(d) = batch
+            .iter()
+            .find(|d| d.chunk.receipts.iter().any(|r| r.receipt_id == id))
+        else {
+            continue;
+        };
+        let reason = format!("receipt {id} refused by the database: {why}");
+        match dead_letter_row(ctx, d, row.receipt, &reason).await {
+            Ok(()) => {
+                settled.dead_lettered += 1;
+                dead_letter_sent(&ctx.health);
+            }
+            Err(e) => {
+                dead_letter_failed(&ctx.health, &e);
+                tracing::warn!(message_id = %d.handle.message_id, receipt_id = %id, error = %e, "Dead-letter send failed; the message will be released.");
+                failed.insert(id);
+            }
+        }
+    }
+    failed
+}
+
+/// A dead-letter send succeeded: the dead-letter queue takes messages again.
+pub fn dead_letter_sent(health: &Health) {
+    health.clear(DEAD_LETTER_UNAVAILABLE);
+}
+
+/// A dead-letter send failed: counted, and `dead_letter_unavailable` raised with the SQS error
+/// (one ERROR until it clears).
+pub fn dead_letter_failed(health: &Health, error: &SqsError) {
+    metrics::counter!(m::DEAD_LETTER_FAILURES).increment(1);
+    health.raise(
+        DEAD_LETTER_UNAVAILABLE,
+        format!(
+            "cannot send to the dead-letter queue: {error}. What should go there stays on the \
+             main queue and comes back (nothing is lost); check queue.dead_letter_url, the \
+             agent's sqs:SendMessage permission on it, and its MaximumMessageSize."
+        ),
+    );
+}
+
+/// Puts one refused receipt on the dead-letter queue as a one-receipt chunk of its original
+/// batch with `reason`, so `dlq redrive` can send it back unchanged once the cause is fixed.
+async fn dead_letter_row(
+    ctx: &WriterContext,
+    d: &Delivery,
+    receipt: &Receipt,
+    reason: &str,
+) -> Result<(), SqsError> {
+    let chunk = Chunk {
+        v: ENVELOPE_VERSION,
+        batch_id: d.chunk.batch_id.clone(),
+        chunk_index: d.chunk.chunk_index,
+        chunk_count: d.chunk.chunk_count,
+        receipts: vec![receipt.clone()],
+    };
+    let encoded = envelope::encode(&chunk, Compression::None).map_err(|e| SqsError {
+        op: "encode dead letter",
+        detail: e.to_string(),
+    })?;
+    ctx.queue
+        .dead_letter(&d.handle, &encoded.body, encoded.encoding, reason)
+        .await?;
+    tracing::warn!(message_id = %d.handle.message_id, receipt_id = %receipt.receipt_id, reason = %reason, "Receipt dead-lettered.");
+    metrics::counter!(m::RECEIPTS_DEAD_LETTERED).increment(1);
+    Ok(())
+}
