@@ -17,6 +17,10 @@ use tokio::sync::watch;
 
 use crate::ops::metrics as m;
 
+/// Writes wait on a lock or run past `database.statement_timeout_ms` (SQLSTATE 55P03 or
+/// 57014): someone holds the agent's tables. Retried with backoff; clears on the next commit.
+pub const DATABASE_LOCK_WAIT: &str = "database_lock_wait";
+
 /// A raised condition, as `/readyz` and `/v1/status` show it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Condition {
@@ -74,7 +78,6 @@ impl Health {
 
     /// Raises condition `name` with `reason` (replacing an earlier reason). Logs one ERROR
     /// when the condition was not raised before.
-    #[allow(dead_code)] // The fault paths that raise conditions land next.
     pub fn raise(&self, name: &'static str, reason: impl Into<String>) {
         let reason = reason.into();
         let was = self.lock().insert(name, reason.clone()).is_some();
@@ -85,7 +88,6 @@ impl Health {
     }
 
     /// Clears condition `name`; logs one INFO when it was raised.
-    #[allow(dead_code)] // The fault paths that raise conditions land next.
     pub fn clear(&self, name: &'static str) {
         if self.lock().remove(name).is_some() {
             tracing::info!(condition = name, "Condition cleared.");

@@ -16,11 +16,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::io::sqs::{Handle, Queue, SqsError};
-use crate::io::store::{dedup, LedgerEntry, Row, Store, StoreError, WriteOutcome};
+use crate::io::store::{dedup, is_lock_wait, LedgerEntry, Row, Store, StoreError, WriteOutcome};
 use crate::ops::metrics as m;
 use crate::pipeline::backoff::outage_backoff;
 use crate::pipeline::consumer::Delivery;
-use crate::pipeline::health::Health;
+use crate::pipeline::health::{Health, DATABASE_LOCK_WAIT};
 use crate::pipeline::inflight::InFlight;
 use crate::pipeline::liveness::Liveness;
 use crate::throttle::Throttle;
@@ -114,11 +114,15 @@ fn unique_rows(batch: &[Delivery]) -> usize {
 async fn write_with_retry(ctx: &WriterContext, batch: Vec<Delivery>, cancel: &CancellationToken) {
     let mut delays = outage_backoff();
     loop {
+        // Waiting on the database is a known wait: each statement is bounded by the
+        // transaction's timeouts and the whole write by the store's deadline.
+        let waiting = ctx.liveness.waiting();
         let settled = settle(ctx, &batch).await;
-        ctx.liveness.beat();
+        drop(waiting);
         match settled {
             Ok(settled) => {
                 ctx.health.db_up();
+                ctx.health.clear(DATABASE_LOCK_WAIT);
                 finish(ctx, batch, settled).await;
                 return;
             }
@@ -130,6 +134,10 @@ async fn write_with_retry(ctx: &WriterContext, batch: Vec<Delivery>, cancel: &Ca
                 metrics::counter!(m::ERRORS, "kind" => kind).increment(1);
                 if let WriteError::Store(s) = &e {
                     ctx.throttle.observe_error(s);
+                    if is_lock_wait(s) {
+                        ctx.health
+                            .raise(DATABASE_LOCK_WAIT, lock_wait_reason(s, ctx));
+                    }
                     // Overload is the throttle's to answer (it backs off); receiving pauses
                     // only while the database does not take writes at all.
                     if !s.is_overload() {
@@ -151,6 +159,18 @@ async fn write_with_retry(ctx: &WriterContext, batch: Vec<Delivery>, cancel: &Ca
             }
         }
     }
+}
+
+/// What `/readyz` and `status` say while writes wait on a lock.
+fn lock_wait_reason(e: &StoreError, ctx: &WriterContext) -> String {
+    let t = ctx.store.timeouts();
+    format!(
+        "writes to PostgreSQL are cancelled by the lock/statement timeout ({} ms / {} ms): another \
+         session holds a lock on the agent's tables (see pg_locks); retrying with backoff, \
+         messages kept ({e})",
+        t.lock.as_millis(),
+        t.statement.as_millis()
+    )
 }
 
 fn rows_of(d: &Delivery) -> impl Iterator<Item = Row<'_>> {
