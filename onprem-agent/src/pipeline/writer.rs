@@ -114,9 +114,10 @@ fn unique_rows(batch: &[Delivery]) -> usize {
 async fn write_with_retry(ctx: &WriterContext, batch: Vec<Delivery>, cancel: &CancellationToken) {
     let mut delays = outage_backoff();
     loop {
-        // Waiting on the database is a known wait: each statement is bounded by the
-        // transaction's timeouts and the whole write by the store's deadline.
-        let waiting = ctx.liveness.waiting();
+        // Waiting on the database is a known wait, as long as a write may take (its
+        // statements under the transaction's timeouts, the whole under the store's deadline);
+        // a settle that hangs past that stops the watchdog.
+        let waiting = ctx.liveness.waiting_up_to(ctx.store.timeouts().deadline());
         let settled = settle(ctx, &batch).await;
         drop(waiting);
         match settled {
