@@ -75,6 +75,15 @@ async fn a_table_lock_is_waited_out_with_the_watchdog_fed_and_nothing_lost() -> 
     .await?;
     let ready: Value = serde_json::from_str(&ready)?;
     assert_eq!(ready["postgres"]["ok"], true, "{ready}");
+    // `status` and the condition gauge name it too.
+    let config = agent.config().display().to_string();
+    let out = env.agent_cli(&["status", "--config", &config]).await?;
+    let shown = text(&out);
+    assert!(shown.contains("database_lock_wait"), "{shown}");
+    let gauge = agent
+        .metric("sluice_condition", &[("condition", "database_lock_wait")])
+        .await;
+    assert_eq!(gauge, Some(1.0));
 
     // Held through many timeouts and past the watchdog's stale limit (11 s here): the pings go
     // on, one a second, each within a few seconds of the last.
