@@ -129,7 +129,7 @@ fn default_schema() -> String {
 const fn default_max_connections() -> u32 {
     2
 }
-const fn default_connect_timeout_seconds() -> u32 {
+pub(crate) const fn default_connect_timeout_seconds() -> u32 {
     5
 }
 /// Five seconds: a batch of 500 receipts commits in well under a second on a healthy

@@ -150,7 +150,9 @@ impl Default for WriteTimeouts {
         Self {
             statement: Duration::from_millis(crate::config::default_statement_timeout_ms()),
             lock: Duration::from_millis(crate::config::default_lock_timeout_ms()),
-            acquire: Duration::from_secs(5),
+            acquire: Duration::from_secs(u64::from(
+                crate::config::default_connect_timeout_seconds(),
+            )),
         }
     }
 }

@@ -166,9 +166,9 @@ async fn write_with_retry(ctx: &WriterContext, batch: Vec<Delivery>, cancel: &Ca
 fn lock_wait_reason(e: &StoreError, ctx: &WriterContext) -> String {
     let t = ctx.store.timeouts();
     format!(
-        "writes to PostgreSQL are cancelled by the lock/statement timeout ({} ms / {} ms): another \
-         session holds a lock on the agent's tables (see pg_locks); retrying with backoff, \
-         messages kept ({e})",
+        "writes to PostgreSQL are cancelled by database.lock_timeout_ms ({}) or \
+         statement_timeout_ms ({}): another session holds a lock on the agent's tables (see \
+         pg_locks), or a statement is too slow; retrying with backoff, messages kept ({e})",
         t.lock.as_millis(),
         t.statement.as_millis()
     )
