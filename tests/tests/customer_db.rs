@@ -8,7 +8,9 @@ use std::time::Duration;
 use serde_json::Value;
 use sluice_e2e::gen::Generator;
 use sluice_e2e::oracle::Oracle;
-use sluice_e2e::{binary, wait_for, with_database, NotifySocket, TestEnv, AGENT_PROCESS_ENV};
+use sluice_e2e::{
+    binary, wait_for, with_database, EnvOptions, NotifySocket, TestEnv, AGENT_PROCESS_ENV,
+};
 
 /// Long enough for a drain on a loaded 2-core CI machine; a healthy run takes seconds.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(180);
@@ -26,7 +28,13 @@ fn text(out: &std::process::Output) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_table_lock_is_waited_out_with_the_watchdog_fed_and_nothing_lost() -> anyhow::Result<()> {
-    let env = TestEnv::new().await?;
+    // A visibility timeout shorter than the lock is held: only the heartbeat keeps the held
+    // messages from being received again.
+    let env = TestEnv::with_options(EnvOptions {
+        visibility_timeout_seconds: 10,
+        ..EnvOptions::default()
+    })
+    .await?;
     let notify = NotifySocket::bind(&env.dir())?;
     let ingest = env
         .start_ingest(&[("SLUICE_MAX_RECEIPTS_PER_CHUNK", "100")])
@@ -35,7 +43,8 @@ async fn a_table_lock_is_waited_out_with_the_watchdog_fed_and_nothing_lost() -> 
     // wait the pollers wait too, and only a fed watchdog keeps the agent alive.
     let mut agent = env.spawn_agent_with_env(
         "agent",
-        "[database]\nmax_connections = 1\nstatement_timeout_ms = 1000\nlock_timeout_ms = 300\n\
+        "[queue]\nvisibility_timeout_seconds = 10\n\
+         [database]\nmax_connections = 1\nstatement_timeout_ms = 1000\nlock_timeout_ms = 300\n\
          [throttle]\nmax_concurrent_transactions = 1\n\
          [batch]\nmax_rows = 100\nmax_in_flight_rows = 200",
         &[
@@ -106,6 +115,11 @@ async fn a_table_lock_is_waited_out_with_the_watchdog_fed_and_nothing_lost() -> 
     dba.commit().await?;
     env.wait_drained(1_000, DRAIN_TIMEOUT).await?;
     oracle.verify(&env).await?;
+    // Each of the 10 messages was received once: none lapsed while the lock was held.
+    let received = agent.metric("sluice_messages_received_total", &[]).await;
+    assert_eq!(received, Some(10.0));
+    let duplicates = agent.metric("sluice_receipts_duplicate_total", &[]).await;
+    assert!(matches!(duplicates, None | Some(0.0)), "{duplicates:?}");
     wait_for(Duration::from_secs(30), "/readyz 200 again", || async {
         matches!(agent.get("/readyz").await, Some((200, _))).then_some(())
     })
