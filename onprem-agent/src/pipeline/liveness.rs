@@ -60,14 +60,15 @@ impl Liveness {
     /// A loop starts a wait that must end within `bound` (a database write under its
     /// timeouts): alive while it lasts, but only up to `bound`, so a wait that hangs past its
     /// own limit still stops the watchdog. Dropping the guard counts as a beat.
-    pub fn waiting_up_to(&self, bound: Duration) -> BoundedWaiting {
+    pub fn waiting_up_to(&self, bound: Duration) -> Waiting {
         let bound = u64::try_from(bound.as_millis()).unwrap_or(u64::MAX);
         let until = self.now_ms().saturating_add(bound);
         let mut b = self.bounded();
         *b = (b.0 + 1, b.1.max(until));
         drop(b);
-        BoundedWaiting {
+        Waiting {
             liveness: self.clone(),
+            bounded: true,
         }
     }
 
@@ -77,6 +78,7 @@ impl Liveness {
         self.inner.waiting.fetch_add(1, Ordering::Relaxed);
         Waiting {
             liveness: self.clone(),
+            bounded: false,
         }
     }
 
@@ -119,34 +121,26 @@ pub fn stale_after(watchdog: Duration, wait_seconds: u8) -> Duration {
     (watchdog / 2).max(Duration::from_secs(u64::from(wait_seconds)) + Duration::from_secs(10))
 }
 
-/// See [`Liveness::waiting`].
+/// See [`Liveness::waiting`] and [`Liveness::waiting_up_to`].
 #[derive(Debug)]
 pub struct Waiting {
     liveness: Liveness,
+    bounded: bool,
 }
 
 impl Drop for Waiting {
     fn drop(&mut self) {
         self.liveness.beat();
-        self.liveness.inner.waiting.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// See [`Liveness::waiting_up_to`].
-#[derive(Debug)]
-pub struct BoundedWaiting {
-    liveness: Liveness,
-}
-
-impl Drop for BoundedWaiting {
-    fn drop(&mut self) {
-        self.liveness.beat();
-        let mut b = self.liveness.bounded();
-        // The last bounded wait to end takes its limit with it.
-        *b = match b.0 {
-            0 | 1 => (0, 0),
-            n => (n - 1, b.1),
-        };
+        if self.bounded {
+            let mut b = self.liveness.bounded();
+            // The last bounded wait to end takes its limit with it.
+            *b = match b.0 {
+                0 | 1 => (0, 0),
+                n => (n - 1, b.1),
+            };
+        } else {
+            self.liveness.inner.waiting.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
