@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use sluice_agent::config::{AgentConfig, LogFormat};
+use sluice_agent::config::{secret, AgentConfig, LogFormat};
 use sluice_agent::{telemetry, Clients};
 use tokio_util::sync::CancellationToken;
 
@@ -90,6 +90,8 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    // From here on, no text the process writes carries the database password.
+    cfg.database.register_secrets();
     if let Command::CheckConfig(args) = &cli.command {
         println!("{}: configuration is valid", arg.config.display());
         println!(
@@ -129,7 +131,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "sluice-agent failed.");
-            eprintln!("sluice-agent: {e:#}");
+            eprintln!("sluice-agent: {}", secret::scrub(&format!("{e:#}")));
             // A refusal that only a configuration change can lift: exit 64, which the unit's
             // RestartPreventExitStatus keeps from restarting in a loop.
             if e.downcast_ref::<sluice_agent::StartRefused>().is_some() {
@@ -314,7 +316,7 @@ async fn operate(command: Command, cfg: AgentConfig) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("sluice-agent: {e:#}");
+            eprintln!("sluice-agent: {}", secret::scrub(&format!("{e:#}")));
             match e.downcast_ref::<sluice_agent::cli::dlq::DlqError>() {
                 Some(sluice_agent::cli::dlq::DlqError::NotConfirmed { .. }) => {
                     ExitCode::from(EXIT_USAGE)

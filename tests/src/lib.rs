@@ -18,6 +18,7 @@
 //! | `agent` | the agent under test: in-process ([`AgentHandle`]) or its binary ([`AgentProcess`]) |
 //! | `process` | [`ChildProcess`]: a child with a log file, signalled with kill(2) |
 //! | `metrics` | [`Metrics`]: Prometheus text parsed once, queried by name and labels |
+//! | `notify` | [`NotifySocket`]: a `NOTIFY_SOCKET` the test reads systemd notifications from |
 //! | `ingest` | [`IngestHandle`]: the ingest API in-process |
 //! | `sqs` | the SQS client for the local server and queue pairs with a redrive policy |
 //! | `postgres` | databases on a cluster, and [`PrivatePostgres`], a cluster a test may stop |
@@ -31,6 +32,7 @@ mod agent;
 mod env;
 mod ingest;
 mod metrics;
+mod notify;
 mod postgres;
 mod process;
 mod servers;
@@ -49,6 +51,7 @@ pub use env::{DeadLetter, EnvOptions, TestEnv, MAX_RECEIVE_COUNT};
 pub use ingest::IngestHandle;
 pub use metrics::Metrics;
 pub use nix::sys::signal::Signal;
+pub use notify::NotifySocket;
 pub use postgres::{create_database, with_database, PrivatePostgres};
 pub use process::{signal, ChildProcess, Launch};
 pub use servers::{binary, free_local_addr, repo_root, servers, Servers};

@@ -261,11 +261,15 @@ async fn a_batch_slower_than_the_visibility_timeout_is_received_once() -> anyhow
     sluice_agent::Store::from_pool(env.pool.clone())
         .migrate("sluice")
         .await?;
-    // Each insert statement sleeps 13 s: longer than the 10 s visibility timeout.
+    // The receipts and the ledger statements each sleep 6 s: a transaction of 12 s, longer
+    // than the 10 s visibility timeout, while each statement stays under the statement timeout
+    // (which must be below the visibility timeout).
     sqlx::raw_sql(
         "CREATE FUNCTION sluice.slow_down() RETURNS trigger LANGUAGE plpgsql AS
-           $$ BEGIN PERFORM pg_sleep(13); RETURN NULL; END $$;
+           $$ BEGIN PERFORM pg_sleep(6); RETURN NULL; END $$;
          CREATE TRIGGER slow_down AFTER INSERT ON sluice.receipts
+           FOR EACH STATEMENT EXECUTE FUNCTION sluice.slow_down();
+         CREATE TRIGGER slow_down AFTER INSERT ON sluice.chunks
            FOR EACH STATEMENT EXECUTE FUNCTION sluice.slow_down();",
     )
     .execute(&env.pool)
@@ -273,7 +277,8 @@ async fn a_batch_slower_than_the_visibility_timeout_is_received_once() -> anyhow
     let agent = start(
         &env,
         "slow",
-        "[queue]\nvisibility_timeout_seconds = 10\n[batch]\nmax_rows = 600\nmax_wait_ms = 2000\n[throttle]\nburst = 1000",
+        "[queue]\nvisibility_timeout_seconds = 10\n[database]\nstatement_timeout_ms = 9000\n\
+         [batch]\nmax_rows = 600\nmax_wait_ms = 2000\n[throttle]\nburst = 1000",
     )
     .await?;
     env.wait_drained(600, DRAIN_TIMEOUT).await?;

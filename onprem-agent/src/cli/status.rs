@@ -1,8 +1,9 @@
 //! `sluice-agent status`: one screen saying how much is waiting and how long it will take.
 //!
 //! It works with no agent running: queue and DLQ depth come from SQS (GetQueueAttributes), the
-//! rate actually achieved from PostgreSQL (receipts stored in the last minute), and receipts per
-//! message from the chunk ledger. When the agent answers on `server.listen` (`GET /v1/status`,
+//! rate actually achieved from PostgreSQL (receipts committed in the last minute), and receipts
+//! per message, both from the chunk ledger through its `committed_at` index (so `status --watch`
+//! never scans `receipts`). When the agent answers on `server.listen` (`GET /v1/status`,
 //! JSON), it adds the agent's live rate, its current limit (schedules and adaptive mode move it)
 //! and the age of the oldest message it received — SQS itself has no oldest-message age in its
 //! API.
@@ -18,14 +19,14 @@ use anyhow::Context as _;
 use serde::Serialize;
 
 use crate::agent::Clients;
-use crate::config::AgentConfig;
+use crate::config::{secret, AgentConfig};
 use crate::io::sqs::Depth;
 use crate::io::store::Store;
 use crate::ops::live::{self, LiveStatus};
 use crate::pipeline::health::Condition;
 
-/// The rate achieved is measured over this window of `ingested_at`: long enough to smooth
-/// batches of hundreds of rows, short enough to say "now".
+/// The rate achieved is measured over this window of the chunk ledger's `committed_at`: long
+/// enough to smooth batches of hundreds of rows, short enough to say "now".
 pub const DB_RATE_WINDOW: Duration = Duration::from_secs(60);
 /// Receipts per message are averaged over this many of the latest chunk-ledger rows.
 pub const LEDGER_SAMPLE: i64 = 200;
@@ -63,7 +64,8 @@ pub struct Status {
 /// Receipts per second, measured and allowed.
 #[derive(Debug, Clone, Serialize)]
 pub struct Rate {
-    /// Receipts stored per second over the last [`DB_RATE_WINDOW`] (from `ingested_at`).
+    /// Receipts stored per second over the last [`DB_RATE_WINDOW`] (from the chunk ledger's
+    /// `committed_at`).
     pub database_receipts_per_second: Option<f64>,
     pub database_window_seconds: u64,
     /// Receipts the agent stored per second between two reads of its figures.
@@ -270,6 +272,11 @@ impl Reporter {
             configured_rows_per_second: configured,
         };
         let backlog = backlog_receipts(main.total(), per_message);
+        // A driver's error text may quote the connection settings.
+        let problems = problems
+            .iter()
+            .map(|p| secret::scrub(p).into_owned())
+            .collect();
         Ok(Status {
             queue_url: queue.url().to_owned(),
             queue: main,

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 
 use super::{
-    redact_url, valid_identifier, AgentConfig, BatchConfig, ConfigError, DatabaseConfig, LogConfig,
+    valid_identifier, AgentConfig, BatchConfig, ConfigError, DatabaseConfig, LogConfig,
     QueueConfig, ServerConfig, ShutdownConfig, ThrottleConfig, ThrottleMode,
 };
 use crate::throttle::schedule::{Days, Hours, Schedule, Window};
@@ -34,6 +34,9 @@ impl Parsed<'_> {
         }
         if let Some(d) = self.database {
             d.check(&mut p);
+            if let Some(q) = self.queue {
+                timeouts_below_visibility(d, q, &mut p);
+            }
         }
         if let Some(t) = self.throttle {
             t.check(&mut p);
@@ -119,10 +122,11 @@ impl QueueConfig {
 
 impl DatabaseConfig {
     fn check(&self, p: &mut Vec<String>) {
-        if !(self.url.starts_with("postgres://") || self.url.starts_with("postgresql://")) {
+        let url = self.url.expose();
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             p.push(format!(
                 "database.url: {:?} must start with postgres:// or postgresql://",
-                redact_url(&self.url)
+                self.url.redacted()
             ));
         }
         if self.password_file.is_some() && self.password.is_some() {
@@ -152,6 +156,26 @@ impl DatabaseConfig {
             self.connect_timeout_seconds,
             1..=300,
         );
+        // Zero would mean "no timeout" to PostgreSQL: the stall these keys exist to prevent.
+        check_range(
+            p,
+            "database.statement_timeout_ms",
+            self.statement_timeout_ms,
+            100..=3_600_000,
+        );
+        check_range(
+            p,
+            "database.lock_timeout_ms",
+            self.lock_timeout_ms,
+            100..=3_600_000,
+        );
+        if self.lock_timeout_ms > self.statement_timeout_ms {
+            p.push(format!(
+                "database.lock_timeout_ms: {} is above database.statement_timeout_ms ({}), which \
+                 cancels the statement first; keep it at or below",
+                self.lock_timeout_ms, self.statement_timeout_ms
+            ));
+        }
     }
 }
 
@@ -250,6 +274,25 @@ fn burst_holds_a_batch(t: &ThrottleConfig, b: &BatchConfig, p: &mut Vec<String>)
             "throttle.burst: {} is below batch.max_rows ({}); a full batch could never pass",
             t.burst, b.max_rows
         ));
+    }
+}
+
+/// A write that may wait as long as the visibility timeout would let its messages lapse and be
+/// received again (by this agent's heartbeat race or another agent) while it still waits.
+fn timeouts_below_visibility(d: &DatabaseConfig, q: &QueueConfig, p: &mut Vec<String>) {
+    let visibility_ms = u64::from(q.visibility_timeout_seconds) * 1000;
+    for (key, value) in [
+        ("database.statement_timeout_ms", d.statement_timeout_ms),
+        ("database.lock_timeout_ms", d.lock_timeout_ms),
+    ] {
+        if value >= visibility_ms {
+            p.push(format!(
+                "{key}: {value} ms is not below queue.visibility_timeout_seconds ({} s); a \
+                 write must give up (and be retried) well before its messages become visible \
+                 again",
+                q.visibility_timeout_seconds
+            ));
+        }
     }
 }
 

@@ -46,10 +46,11 @@ impl AgentConfig {
     ) -> Result<Self, ConfigError> {
         let mut problems = secrets_in_file(text)?;
 
-        let env_map: config::Map<String, String> = env
+        let mut env_map: config::Map<String, String> = env
             .into_iter()
             .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}{ENV_SEPARATOR}")))
             .collect();
+        let password = take_password(&mut env_map);
         let origins = Origins::from_env(env_map.keys());
         let layered = config::Config::builder()
             .add_source(config::File::from_str(text, config::FileFormat::Toml))
@@ -85,7 +86,12 @@ impl AgentConfig {
             problems: &mut problems,
         };
         let queue = reader.required::<QueueConfig>("queue");
-        let database = reader.required::<DatabaseConfig>("database");
+        let database = reader
+            .required::<DatabaseConfig>("database")
+            .map(|d| DatabaseConfig {
+                password: password.or(d.password),
+                ..d
+            });
         let throttle = reader.optional::<ThrottleConfig>("throttle");
         let batch = reader.optional::<BatchConfig>("batch");
         let server = reader.optional::<ServerConfig>("server");
@@ -149,6 +155,15 @@ fn secrets_in_file(text: &str) -> Result<Vec<String>, ConfigError> {
         );
     }
     Ok(problems)
+}
+
+/// The password variable, taken out of the overrides before they are parsed: typed parsing
+/// would turn `007` into the number 7 (a wrong password) and a type error would print the
+/// value. It is set on `[database]` as the exact string given.
+fn take_password(env: &mut config::Map<String, String>) -> Option<String> {
+    let name = format!("{ENV_PREFIX}{ENV_SEPARATOR}DATABASE{ENV_SEPARATOR}PASSWORD");
+    let key = env.keys().find(|k| k.eq_ignore_ascii_case(&name))?.clone();
+    env.remove(&key)
 }
 
 /// Which keys the environment set, to say so next to a bad value.

@@ -11,6 +11,7 @@
 
 mod check;
 mod load;
+pub mod secret;
 #[cfg(test)]
 mod tests;
 
@@ -21,6 +22,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use load::{ENV_PREFIX, ENV_SEPARATOR};
+pub use secret::{redact_url, DatabaseUrl};
 
 /// The whole `agent.toml`.
 #[derive(Debug, Clone, Serialize)]
@@ -75,7 +77,8 @@ const fn default_visibility_timeout_seconds() -> u32 {
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
-    pub url: String,
+    /// Shown (logs, `check-config`, errors) only with its password hidden.
+    pub url: DatabaseUrl,
     /// A file holding the password (a systemd credential); trailing newline ignored.
     #[serde(default)]
     pub password_file: Option<PathBuf>,
@@ -92,18 +95,29 @@ pub struct DatabaseConfig {
     /// create tables, and run `sluice-agent migrate` with an owner role instead.
     #[serde(default = "default_true")]
     pub migrate_on_start: bool,
+    /// `statement_timeout` of every write transaction (SET LOCAL): a statement that runs
+    /// longer (a lock wait included) is cancelled and its batch retried with backoff. Below
+    /// the visibility timeout, so a stuck write is seen long before its messages could lapse.
+    #[serde(default = "default_statement_timeout_ms")]
+    pub statement_timeout_ms: u64,
+    /// `lock_timeout` of every write transaction: how long one statement waits for a lock (a
+    /// DBA's `LOCK TABLE`, a long migration) before it is cancelled and retried.
+    #[serde(default = "default_lock_timeout_ms")]
+    pub lock_timeout_ms: u64,
 }
 
 impl fmt::Debug for DatabaseConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DatabaseConfig")
-            .field("url", &redact_url(&self.url))
+            .field("url", &self.url)
             .field("password_file", &self.password_file)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("schema", &self.schema)
             .field("max_connections", &self.max_connections)
             .field("connect_timeout_seconds", &self.connect_timeout_seconds)
             .field("migrate_on_start", &self.migrate_on_start)
+            .field("statement_timeout_ms", &self.statement_timeout_ms)
+            .field("lock_timeout_ms", &self.lock_timeout_ms)
             .finish()
     }
 }
@@ -116,8 +130,18 @@ fn default_schema() -> String {
 const fn default_max_connections() -> u32 {
     2
 }
-const fn default_connect_timeout_seconds() -> u32 {
+pub(crate) const fn default_connect_timeout_seconds() -> u32 {
     5
+}
+/// Five seconds: a batch of 500 receipts commits in well under a second on a healthy
+/// database, and the smallest visibility timeout allowed is 10 s.
+pub(crate) const fn default_statement_timeout_ms() -> u64 {
+    5_000
+}
+/// Two seconds: long enough to ride out a row lock held by a short transaction, short enough
+/// that a table lock shows within seconds.
+pub(crate) const fn default_lock_timeout_ms() -> u64 {
+    2_000
 }
 const fn default_true() -> bool {
     true
@@ -338,13 +362,24 @@ impl ConfigError {
 
 impl AgentConfig {
     /// The effective configuration as TOML-like JSON with secrets removed, for the startup log
-    /// line and `check-config`.
+    /// line and `check-config`: the password is never serialized, and the URL serializes with
+    /// its password hidden ([`DatabaseUrl`]).
     pub fn redacted(&self) -> serde_json::Value {
-        let mut v = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
-        if let Some(url) = v.pointer_mut("/database/url") {
-            *url = serde_json::Value::String(redact_url(&self.database.url));
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+impl DatabaseConfig {
+    /// Registers every password this section gives (in the URL, from the environment) with
+    /// [`secret::register`], so that any text leaving the process is scrubbed of them. The
+    /// password file is registered when it is read.
+    pub fn register_secrets(&self) {
+        for pw in self.url.passwords() {
+            secret::register(&pw);
         }
-        v
+        if let Some(pw) = &self.password {
+            secret::register(pw);
+        }
     }
 }
 
@@ -355,25 +390,4 @@ pub fn valid_identifier(s: &str) -> bool {
         && !s.starts_with(|c: char| c.is_ascii_digit())
         && s.chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-}
-
-/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
-pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_owned();
-    };
-    let rest = &url[scheme_end + 3..];
-    let Some(at) = rest.find('@') else {
-        return url.to_owned();
-    };
-    let userinfo = &rest[..at];
-    match userinfo.find(':') {
-        Some(colon) => format!(
-            "{}{}:***{}",
-            &url[..scheme_end + 3],
-            &userinfo[..colon],
-            &rest[at..]
-        ),
-        None => url.to_owned(),
-    }
 }

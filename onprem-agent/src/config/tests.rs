@@ -370,3 +370,119 @@ fn an_unknown_on_conflict_value_names_the_key_and_the_choices() {
         ]
     );
 }
+
+#[test]
+fn write_timeouts_default_well_below_the_visibility_timeout() {
+    let c = load(MINIMAL, &[]).expect("valid");
+    assert_eq!(c.database.statement_timeout_ms, 5_000);
+    assert_eq!(c.database.lock_timeout_ms, 2_000);
+    assert!(c.database.statement_timeout_ms < u64::from(c.queue.visibility_timeout_seconds) * 1000);
+}
+
+#[test]
+fn write_timeouts_at_or_above_the_visibility_timeout_are_refused() {
+    let text = MINIMAL.replace(
+        "[database]",
+        "visibility_timeout_seconds = 20\n[database]\nstatement_timeout_ms = 20000\nlock_timeout_ms = 20000",
+    );
+    let err = load(&text, &[]).expect_err("invalid");
+    assert_eq!(
+        err.problems,
+        vec![
+            "database.statement_timeout_ms: 20000 ms is not below queue.visibility_timeout_seconds \
+             (20 s); a write must give up (and be retried) well before its messages become \
+             visible again",
+            "database.lock_timeout_ms: 20000 ms is not below queue.visibility_timeout_seconds \
+             (20 s); a write must give up (and be retried) well before its messages become \
+             visible again",
+        ]
+    );
+    // Just below is fine.
+    let ok = text.replace("= 20000", "= 19999");
+    load(&ok, &[]).expect("valid");
+}
+
+#[test]
+fn write_timeouts_cannot_be_zero_and_the_lock_wait_fits_the_statement() {
+    let text = MINIMAL.replace(
+        "[database]",
+        "[database]\nstatement_timeout_ms = 0\nlock_timeout_ms = 0",
+    );
+    let err = load(&text, &[]).expect_err("invalid");
+    assert_eq!(
+        err.problems,
+        vec![
+            "database.statement_timeout_ms: 0 is out of range 100..=3600000",
+            "database.lock_timeout_ms: 0 is out of range 100..=3600000",
+        ]
+    );
+    let text = MINIMAL.replace(
+        "[database]",
+        "[database]\nstatement_timeout_ms = 1000\nlock_timeout_ms = 3000",
+    );
+    let err = load(&text, &[]).expect_err("invalid");
+    assert_eq!(
+        err.problems,
+        vec![
+            "database.lock_timeout_ms: 3000 is above database.statement_timeout_ms (1000), which \
+             cancels the statement first; keep it at or below"
+        ]
+    );
+}
+
+#[test]
+fn write_timeouts_come_from_the_environment_too() {
+    let c = load(
+        MINIMAL,
+        &[
+            ("SLUICE__DATABASE__STATEMENT_TIMEOUT_MS", "8000"),
+            ("SLUICE__DATABASE__LOCK_TIMEOUT_MS", "500"),
+        ],
+    )
+    .expect("valid");
+    assert_eq!(c.database.statement_timeout_ms, 8000);
+    assert_eq!(c.database.lock_timeout_ms, 500);
+}
+
+#[test]
+fn an_environment_password_is_taken_verbatim_and_never_echoed() {
+    // Typed parsing would make "007" the number 7, and a type error would print the value.
+    let c = load(MINIMAL, &[("SLUICE__DATABASE__PASSWORD", "007")]).expect("valid");
+    assert_eq!(c.database.password.as_deref(), Some("007"));
+    let c = load(MINIMAL, &[("SLUICE__DATABASE__PASSWORD", "true")]).expect("valid");
+    assert_eq!(c.database.password.as_deref(), Some("true"));
+    // A problem elsewhere in the section does not show it either.
+    let text = format!("{MINIMAL}schema = \"Bad\"\n");
+    let err = load(&text, &[("SLUICE__DATABASE__PASSWORD", "4242424242")]).expect_err("invalid");
+    assert!(!err.to_string().contains("4242424242"), "{err}");
+}
+
+#[test]
+fn no_form_of_the_password_reaches_the_effective_configuration_or_an_error() {
+    for (url, env, secret) in [
+        (
+            "postgres://u:Userinfo-0xC0FFEE@h/db",
+            None,
+            "Userinfo-0xC0FFEE",
+        ),
+        (
+            "postgres://u@h/db?password=Query-0xC0FFEE&sslmode=disable",
+            None,
+            "Query-0xC0FFEE",
+        ),
+        ("postgres://u@h/db", Some("Env-0xC0FFEE"), "Env-0xC0FFEE"),
+    ] {
+        let text = MINIMAL.replace("postgres://postgres@127.0.0.1:5432/db", url);
+        let env: Vec<(&str, &str)> = env
+            .map(|pw| vec![("SLUICE__DATABASE__PASSWORD", pw)])
+            .unwrap_or_default();
+        let c = load(&text, &env).expect("valid");
+        let shown = format!("{} {:?} {}", c.redacted(), c, c.database.url);
+        assert!(!shown.contains(secret), "{shown}");
+        // An invalid configuration names the URL too, still hidden.
+        let bad = text.replace("postgres://", "mysql://");
+        let err = load(&bad, &env).expect_err("invalid").to_string();
+        assert!(err.contains("database.url"), "{err}");
+        assert!(!err.contains(secret), "{err}");
+    }
+}

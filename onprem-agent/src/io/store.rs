@@ -16,10 +16,13 @@ use sluice_protocol::{Fingerprint, Receipt};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Executor, PgPool};
 
-use crate::config::{DatabaseConfig, OnConflict};
+use crate::config::{secret, DatabaseConfig, OnConflict};
 
 mod plan;
 mod sql;
+mod timeouts;
+
+pub use timeouts::{is_lock_wait, WriteTimeouts};
 
 /// Migrations embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -76,11 +79,26 @@ pub struct Conflict {
     pub incoming: Fingerprint,
 }
 
-/// The database handle.
-#[derive(Debug, Clone)]
+/// The database handle: the writers' pool, and a pool of one connection of its own for the
+/// readiness probe, so `/readyz` answers even while every writer connection is busy (or waits
+/// on a lock).
+#[derive(Clone)]
 pub struct Store {
     pool: PgPool,
     on_conflict: OnConflict,
+    probe: PgPool,
+    timeouts: WriteTimeouts,
+}
+
+/// `Debug` by hand: the pools' own `Debug` prints their connect options, password included.
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("pool_size", &self.pool.size())
+            .field("timeouts", &self.timeouts)
+            .field("on_conflict", &self.on_conflict)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Rounds of one write: an id another writer inserts between this write's read of the stored
@@ -88,17 +106,23 @@ pub struct Store {
 const WRITE_ROUNDS: usize = 3;
 
 /// Connection options for `cfg`, with the password from its file or the environment and the
-/// search path set to the agent's schema.
+/// search path set to the agent's schema. Every password found is registered with
+/// [`secret::register`], so no text leaving the process carries it.
 pub fn connect_options(cfg: &DatabaseConfig) -> anyhow::Result<PgConnectOptions> {
     use anyhow::Context as _;
+    cfg.register_secrets();
+    // sqlx's parse errors do not echo the URL; the context names it hidden ([`DatabaseUrl`]).
     let mut opts: PgConnectOptions = cfg
         .url
+        .expose()
         .parse()
-        .with_context(|| format!("database.url {:?}", crate::config::redact_url(&cfg.url)))?;
+        .with_context(|| format!("database.url {:?}", cfg.url.redacted()))?;
     if let Some(file) = &cfg.password_file {
         let pw = std::fs::read_to_string(file)
             .with_context(|| format!("reading database.password_file {}", file.display()))?;
-        opts = opts.password(pw.trim_end_matches(['\n', '\r']));
+        let pw = pw.trim_end_matches(['\n', '\r']);
+        secret::register(pw);
+        opts = opts.password(pw);
     } else if let Some(pw) = &cfg.password {
         opts = opts.password(pw);
     }
@@ -109,27 +133,47 @@ pub fn connect_options(cfg: &DatabaseConfig) -> anyhow::Result<PgConnectOptions>
         .application_name("sluice-agent"))
 }
 
+/// The readiness probe's own pool: one connection, opened on demand, so a probe never waits
+/// for the writers and never takes one of their connections.
+const PROBE_CONNECTIONS: u32 = 1;
+
 impl Store {
     /// A lazily connecting pool: the agent starts (and reports not ready) while the database
     /// is down, instead of failing.
     pub fn connect_lazy(cfg: &DatabaseConfig) -> anyhow::Result<Self> {
         let opts = connect_options(cfg)?;
+        let timeouts = WriteTimeouts::from_config(cfg);
         let pool = PgPoolOptions::new()
             .max_connections(cfg.max_connections)
             .min_connections(0)
-            .acquire_timeout(Duration::from_secs(u64::from(cfg.connect_timeout_seconds)))
+            .acquire_timeout(timeouts.acquire)
             .idle_timeout(Some(Duration::from_secs(300)))
             // A connection that died while idle (server restart) is found before use, not by
             // a failed batch.
             .test_before_acquire(true)
-            .connect_lazy_with(opts);
-        Ok(Self::from_pool(pool))
+            .connect_lazy_with(opts.clone());
+        let probe = PgPoolOptions::new()
+            .max_connections(PROBE_CONNECTIONS)
+            .min_connections(0)
+            .acquire_timeout(timeouts.acquire)
+            .idle_timeout(Some(Duration::from_secs(300)))
+            .test_before_acquire(false)
+            .connect_lazy_with(opts.application_name("sluice-agent-probe"));
+        Ok(Self {
+            pool,
+            probe,
+            timeouts,
+            on_conflict: OnConflict::default(),
+        })
     }
 
-    /// A store on `pool` with the default `on_conflict` (`reject`).
+    /// A store on an existing pool (tests, benchmarks): the probe shares it, the write
+    /// timeouts are the defaults and `on_conflict` is `reject`.
     pub fn from_pool(pool: PgPool) -> Self {
         Self {
+            probe: pool.clone(),
             pool,
+            timeouts: WriteTimeouts::default(),
             on_conflict: OnConflict::default(),
         }
     }
@@ -142,6 +186,11 @@ impl Store {
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// The limits every write transaction runs under.
+    pub fn timeouts(&self) -> WriteTimeouts {
+        self.timeouts
     }
 
     /// Creates the schema if needed and applies pending migrations.
@@ -162,9 +211,9 @@ impl Store {
         Ok(())
     }
 
-    /// `SELECT 1`: is the database answering?
+    /// `SELECT 1` on the probe's own connection: is the database answering?
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        sqlx::query("SELECT 1").execute(&self.probe).await?;
         Ok(())
     }
 
@@ -180,28 +229,24 @@ impl Store {
         Ok(u32::try_from(n).unwrap_or(u32::MAX))
     }
 
-    /// Receipts stored per second over the last `window` (by `ingested_at`).
+    /// Receipts committed per second over the last `window`, from the chunk ledger (see
+    /// [`RECENT_RATE`]).
     pub async fn recent_rate(&self, window: Duration) -> Result<f64, StoreError> {
         let window = window.as_secs_f64();
-        let n: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM receipts WHERE ingested_at > now() - make_interval(secs => $1)",
-        )
-        .bind(window)
-        .fetch_one(&self.pool)
-        .await?;
+        let n: i64 = sqlx::query_scalar(RECENT_RATE)
+            .bind(window)
+            .fetch_one(&self.probe)
+            .await?;
         Ok(n as f64 / window)
     }
 
     /// Receipts per message, averaged over the latest `sample` chunk-ledger rows; `None` while
     /// the ledger is empty.
     pub async fn receipts_per_message(&self, sample: i64) -> Result<Option<f64>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT avg(receipts)::float8 FROM \
-             (SELECT receipts FROM chunks ORDER BY committed_at DESC LIMIT $1) AS latest",
-        )
-        .bind(sample)
-        .fetch_one(&self.pool)
-        .await?)
+        Ok(sqlx::query_scalar(RECEIPTS_PER_MESSAGE)
+            .bind(sample)
+            .fetch_one(&self.probe)
+            .await?)
     }
 
     /// Writes `rows` and `ledger` in one transaction. A row whose `receipt_id` is stored, or
@@ -215,10 +260,26 @@ impl Store {
     ) -> Result<WriteOutcome, StoreError> {
         // Every receipt given counts: inserted, updated, a conflict, or a duplicate.
         let given = rows.len() as u64;
+        let deadline = self.timeouts.deadline();
+        match tokio::time::timeout(deadline, self.write_once(given, rows, ledger)).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "the write did not finish within {deadline:?} (no answer from PostgreSQL)"
+            ))),
+        }
+    }
+
+    /// One write transaction under the configured timeouts.
+    async fn write_once(
+        &self,
+        given: u64,
+        rows: &[Row<'_>],
+        ledger: &[LedgerEntry],
+    ) -> Result<WriteOutcome, StoreError> {
         let mut outcome = WriteOutcome::default();
         let mut pending: Vec<(Row<'_>, Fingerprint)> =
             rows.iter().map(|r| (*r, r.receipt.fingerprint())).collect();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         for _ in 0..WRITE_ROUNDS {
             if pending.is_empty() {
                 break;
@@ -277,7 +338,7 @@ impl Store {
             .into_iter()
             .map(|r| (r, r.receipt.fingerprint()))
             .collect();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let inserted = sql::insert_receipts(&mut tx, &rows).await?;
         let with_items: Vec<Row<'_>> = rows
             .iter()
@@ -288,7 +349,37 @@ impl Store {
         tx.rollback().await?;
         Ok(())
     }
+
+    /// Begins a write transaction with the statement and lock timeouts set for it alone (a
+    /// pooled connection carries no setting to its next user).
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(SET_WRITE_TIMEOUTS)
+            .bind(format!("{}ms", self.timeouts.statement.as_millis()))
+            .bind(format!("{}ms", self.timeouts.lock.as_millis()))
+            .execute(&mut *tx)
+            .await?;
+        Ok(tx)
+    }
 }
+
+/// The statement and lock timeouts of one write transaction, in one round trip.
+const SET_WRITE_TIMEOUTS: &str =
+    "SELECT set_config('statement_timeout', $1, true), set_config('lock_timeout', $2, true)";
+
+/// Receipts committed over the last `$1` seconds: the chunk ledger's rows committed in the
+/// window (index `chunks_committed_at_idx`), each counting the receipts it stored. The ledger
+/// has one row per message, not per receipt, so this reads little and puts no index on the
+/// hot `receipts` table. A redelivered chunk adds no ledger row, so it is not counted twice.
+pub const RECENT_RATE: &str = "\
+SELECT coalesce(sum(receipts - rejected), 0)::int8 FROM chunks
+WHERE committed_at > now() - make_interval(secs => $1)";
+
+/// Mean receipts per message over the latest `$1` ledger rows (index
+/// `chunks_committed_at_idx`, read backwards).
+pub const RECEIPTS_PER_MESSAGE: &str = "\
+SELECT avg(receipts)::float8 FROM
+    (SELECT receipts FROM chunks ORDER BY committed_at DESC LIMIT $1) AS latest";
 
 /// Keeps the first occurrence of each `receipt_id`: one statement must not touch a row twice,
 /// and a chunk delivered twice inside one receive would otherwise do so.

@@ -1,9 +1,11 @@
 //! The agent's HTTP endpoint on `server.listen`: `/metrics` (Prometheus text), `/healthz`
-//! (the process answers), `/readyz` (PostgreSQL and SQS both answer and no condition is raised)
+//! (the process answers), `/readyz` (PostgreSQL and SQS both answer and no condition is raised;
+//! PostgreSQL is asked on the store's own probe connection, never a writer's)
 //! and `/v1/status` (the live figures `sluice-agent status` reads, as JSON).
 
 use std::time::Duration;
 
+use crate::config::secret;
 use crate::io::sqs::Queue;
 use crate::io::store::Store;
 use crate::ops::live;
@@ -78,9 +80,10 @@ pub async fn check_ready(store: &Store, queue: &Queue) -> (bool, serde_json::Val
         Ok(Err(e)) => Err(e.detail),
         Err(_) => Err("timed out".to_owned()),
     };
+    // A driver's error text may quote the connection settings: scrubbed of the password.
     let show = |r: &Result<(), String>| match r {
         Ok(()) => serde_json::json!({"ok": true}),
-        Err(e) => serde_json::json!({"ok": false, "error": e}),
+        Err(e) => serde_json::json!({"ok": false, "error": secret::scrub(e)}),
     };
     (
         db.is_ok() && sqs.is_ok(),

@@ -26,6 +26,9 @@ pub const DEAD_LETTER_UNAVAILABLE: &str = "dead_letter_unavailable";
 /// Messages arrived in an envelope version this agent does not read: they are released to the
 /// queue untouched until an upgraded agent takes them.
 pub const ENVELOPE_VERSION_UNKNOWN: &str = "envelope_version_unknown";
+/// Writes wait on a lock or run past `database.statement_timeout_ms` (SQLSTATE 55P03 or
+/// 57014): someone holds the agent's tables. Retried with backoff; clears on the next commit.
+pub const DATABASE_LOCK_WAIT: &str = "database_lock_wait";
 
 /// A raised condition, as `/readyz` and `/v1/status` show it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

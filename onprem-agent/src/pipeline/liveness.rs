@@ -1,9 +1,10 @@
 //! Progress reports from the work loops (pollers, writers): a beat per round, or a guard held
-//! through a legitimate wait (database outage, rate limit). The watchdog reads it; the loops
+//! through a legitimate wait (database outage, rate limit), or through a wait with its own
+//! limit (a database write under its timeouts). The watchdog reads it; the loops
 //! never touch systemd.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// Progress reports from the work loops, read by the watchdog.
@@ -22,6 +23,9 @@ struct LivenessInner {
     /// Milliseconds since `origin` of the last beat.
     last_beat_ms: AtomicU64,
     waiting: AtomicUsize,
+    /// Bounded waits in progress: how many, and the latest time (ms since `origin`) any of
+    /// them counts as alive until.
+    bounded: Mutex<(usize, u64)>,
 }
 
 impl Default for Liveness {
@@ -37,14 +41,35 @@ impl Liveness {
                 origin: Instant::now(),
                 last_beat_ms: AtomicU64::new(0),
                 waiting: AtomicUsize::new(0),
+                bounded: Mutex::new((0, 0)),
             }),
         }
     }
 
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.inner.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
     /// A loop completed a round.
     pub fn beat(&self) {
-        let ms = u64::try_from(self.inner.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.inner.last_beat_ms.fetch_max(ms, Ordering::Relaxed);
+        self.inner
+            .last_beat_ms
+            .fetch_max(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// A loop starts a wait that must end within `bound` (a database write under its
+    /// timeouts): alive while it lasts, but only up to `bound`, so a wait that hangs past its
+    /// own limit still stops the watchdog. Dropping the guard counts as a beat.
+    pub fn waiting_up_to(&self, bound: Duration) -> Waiting {
+        let bound = u64::try_from(bound.as_millis()).unwrap_or(u64::MAX);
+        let until = self.now_ms().saturating_add(bound);
+        let mut b = self.bounded();
+        *b = (b.0 + 1, b.1.max(until));
+        drop(b);
+        Waiting {
+            liveness: self.clone(),
+            bounded: true,
+        }
     }
 
     /// A loop starts a legitimate wait (database outage, rate limit); it ends when the guard is
@@ -53,7 +78,16 @@ impl Liveness {
         self.inner.waiting.fetch_add(1, Ordering::Relaxed);
         Waiting {
             liveness: self.clone(),
+            bounded: false,
         }
+    }
+
+    fn bounded(&self) -> std::sync::MutexGuard<'_, (usize, u64)> {
+        // Two integers: a panic cannot leave them half-updated.
+        self.inner
+            .bounded
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Time since the last beat.
@@ -70,7 +104,9 @@ impl Liveness {
     /// Whether the pipeline counts as alive: it beat within `stale_after`, or some loop is
     /// legitimately waiting.
     pub fn is_alive(&self, stale_after: Duration) -> bool {
-        should_ping(self.since_last_beat(), self.waiters(), stale_after)
+        let (bounded, until) = *self.bounded();
+        let in_bounded_wait = bounded > 0 && self.now_ms() < until;
+        in_bounded_wait || should_ping(self.since_last_beat(), self.waiters(), stale_after)
     }
 }
 
@@ -85,16 +121,26 @@ pub fn stale_after(watchdog: Duration, wait_seconds: u8) -> Duration {
     (watchdog / 2).max(Duration::from_secs(u64::from(wait_seconds)) + Duration::from_secs(10))
 }
 
-/// See [`Liveness::waiting`].
+/// See [`Liveness::waiting`] and [`Liveness::waiting_up_to`].
 #[derive(Debug)]
 pub struct Waiting {
     liveness: Liveness,
+    bounded: bool,
 }
 
 impl Drop for Waiting {
     fn drop(&mut self) {
         self.liveness.beat();
-        self.liveness.inner.waiting.fetch_sub(1, Ordering::Relaxed);
+        if self.bounded {
+            let mut b = self.liveness.bounded();
+            // The last bounded wait to end takes its limit with it.
+            *b = match b.0 {
+                0 | 1 => (0, 0),
+                n => (n - 1, b.1),
+            };
+        } else {
+            self.liveness.inner.waiting.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -121,6 +167,23 @@ mod tests {
             stale_after(Duration::from_secs(10), 20),
             Duration::from_secs(30)
         );
+    }
+
+    #[test]
+    fn a_bounded_wait_counts_only_up_to_its_bound() {
+        let l = Liveness::new();
+        std::thread::sleep(Duration::from_millis(30));
+        let g = l.waiting_up_to(Duration::from_secs(60));
+        assert!(l.is_alive(Duration::ZERO), "within its bound");
+        drop(g);
+        let hung = l.waiting_up_to(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(
+            !l.is_alive(Duration::from_millis(40)),
+            "hung past its bound"
+        );
+        drop(hung);
+        assert!(l.is_alive(Duration::from_millis(40)), "its end is a beat");
     }
 
     #[test]

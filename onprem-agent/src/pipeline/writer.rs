@@ -21,11 +21,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::io::sqs::{Handle, Queue};
-use crate::io::store::{dedup, LedgerEntry, Row, Store, StoreError};
+use crate::io::store::{dedup, is_lock_wait, LedgerEntry, Row, Store, StoreError};
 use crate::ops::metrics as m;
 use crate::pipeline::backoff::outage_backoff;
 use crate::pipeline::consumer::Delivery;
-use crate::pipeline::health::Health;
+use crate::pipeline::health::{Health, DATABASE_LOCK_WAIT};
 use crate::pipeline::inflight::InFlight;
 use crate::pipeline::liveness::Liveness;
 use crate::pipeline::refusal::Refusals;
@@ -97,11 +97,16 @@ fn unique_rows(batch: &[Delivery]) -> usize {
 async fn write_with_retry(ctx: &WriterContext, batch: Vec<Delivery>, cancel: &CancellationToken) {
     let mut delays = outage_backoff();
     loop {
+        // Waiting on the database is a known wait, as long as a write may take (its
+        // statements under the transaction's timeouts, the whole under the store's deadline);
+        // a settle that hangs past that stops the watchdog.
+        let waiting = ctx.liveness.waiting_up_to(ctx.store.timeouts().deadline());
         let settled = settle(ctx, &batch).await;
-        ctx.liveness.beat();
+        drop(waiting);
         match settled {
             Ok(settled) => {
                 ctx.health.db_up();
+                ctx.health.clear(DATABASE_LOCK_WAIT);
                 finish(ctx, batch, settled).await;
                 return;
             }
@@ -117,6 +122,10 @@ async fn write_with_retry(ctx: &WriterContext, batch: Vec<Delivery>, cancel: &Ca
             Err(WriteError::Store(e)) => {
                 metrics::counter!(m::ERRORS, "kind" => e.kind()).increment(1);
                 ctx.throttle.observe_error(&e);
+                if is_lock_wait(&e) {
+                    ctx.health
+                        .raise(DATABASE_LOCK_WAIT, lock_wait_reason(&e, ctx));
+                }
                 // Overload is the throttle's to answer (it backs off); receiving pauses
                 // only while the database does not take writes at all.
                 if !e.is_overload() {
@@ -137,6 +146,18 @@ async fn write_with_retry(ctx: &WriterContext, batch: Vec<Delivery>, cancel: &Ca
             }
         }
     }
+}
+
+/// What `/readyz` and `status` say while writes wait on a lock.
+fn lock_wait_reason(e: &StoreError, ctx: &WriterContext) -> String {
+    let t = ctx.store.timeouts();
+    format!(
+        "writes to PostgreSQL are cancelled by database.lock_timeout_ms ({}) or \
+         statement_timeout_ms ({}): another session holds a lock on the agent's tables (see \
+         pg_locks), or a statement is too slow; retrying with backoff, messages kept ({e})",
+        t.lock.as_millis(),
+        t.statement.as_millis()
+    )
 }
 
 pub(crate) fn rows_of(d: &Delivery) -> impl Iterator<Item = Row<'_>> {
