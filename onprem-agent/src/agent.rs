@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -31,6 +31,7 @@ use crate::ops::server::{self, ServerState};
 use crate::ops::watchdog;
 use crate::pipeline::backoff::outage_backoff;
 use crate::pipeline::batcher;
+use crate::pipeline::budget::Budget;
 use crate::pipeline::consumer::{self, PollerContext};
 use crate::pipeline::health::Health;
 use crate::pipeline::inflight::{self, InFlight};
@@ -174,7 +175,7 @@ async fn pipeline(
         heartbeat_stop.clone(),
     ));
 
-    let budget = Arc::new(Semaphore::new(cfg.batch.max_in_flight_rows as usize));
+    let budget = Budget::new(cfg.batch.max_in_flight_rows, cfg.batch.max_in_flight_bytes);
     let tracker = TaskTracker::new();
     // Channels hold at most a few batches: the in-flight budget is what bounds memory.
     let (delivery_tx, delivery_rx) = mpsc::channel(64);
@@ -185,7 +186,6 @@ async fn pipeline(
         inflight: inflight.clone(),
         health: health.clone(),
         budget: budget.clone(),
-        max_in_flight_rows: cfg.batch.max_in_flight_rows,
         wait_seconds: cfg.queue.wait_seconds,
         visibility_timeout_seconds: cfg.queue.visibility_timeout_seconds,
         liveness: liveness.clone(),
@@ -219,20 +219,6 @@ async fn pipeline(
         tracker.clone(),
     ));
     tracker.close();
-
-    let gauge_budget = budget.clone();
-    let max_in_flight = cfg.batch.max_in_flight_rows as usize;
-    let gauge_stop = heartbeat_stop.clone();
-    background.spawn(async move {
-        loop {
-            tokio::select! {
-                _ = gauge_stop.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            }
-            let used = max_in_flight.saturating_sub(gauge_budget.available_permits());
-            metrics::gauge!(m::IN_FLIGHT_ROWS).set(used as f64);
-        }
-    });
 
     // Operations: READY=1 / WATCHDOG=1 to systemd, queue depth gauges. Both stop with the
     // heartbeat, after the pipeline has drained.
@@ -271,7 +257,7 @@ async fn pipeline(
     shutdown.cancelled().await;
     notifier.stopping();
     let grace = Duration::from_secs(u64::from(cfg.shutdown.grace_seconds));
-    tracing::info!(grace = ?grace, held = inflight.len(), "Shutting down: receiving stopped, finishing in-flight work.");
+    tracing::info!(grace = ?grace, held = inflight.len(), held_bytes = budget.held_bytes(), "Shutting down: receiving stopped, finishing in-flight work.");
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
         tracing::warn!(
             held = inflight.len(),

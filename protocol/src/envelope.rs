@@ -329,6 +329,21 @@ struct VersionProbe {
 /// capped at [`MAX_DECODED_BYTES`]. Receipts come back normalised, as [`Receipt::from_value`]
 /// returns them; error pointers are `/receipts/{i}/…` within the chunk.
 pub fn decode(body: &str, encoding: Option<&str>) -> Result<Chunk, DecodeError> {
+    decode_measured(body, encoding).map(|d| d.chunk)
+}
+
+/// A decoded chunk and the length of its JSON once decompressed (at most
+/// [`MAX_DECODED_BYTES`]): what holding it costs, known without serializing it again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded {
+    /// The validated chunk.
+    pub chunk: Chunk,
+    /// Bytes of the chunk's JSON, decompressed.
+    pub json_bytes: usize,
+}
+
+/// [`decode`], also returning the decoded JSON's length.
+pub fn decode_measured(body: &str, encoding: Option<&str>) -> Result<Decoded, DecodeError> {
     let compression = match encoding {
         None => Compression::None,
         Some(name) => name
@@ -390,12 +405,16 @@ pub fn decode(body: &str, encoding: Option<&str>) -> Result<Chunk, DecodeError> 
     if !errors.is_empty() {
         return Err(DecodeError::InvalidReceipts(errors));
     }
-    Ok(Chunk {
+    let chunk = Chunk {
         v: raw.v,
         batch_id,
         chunk_index: raw.chunk_index,
         chunk_count: raw.chunk_count,
         receipts,
+    };
+    Ok(Decoded {
+        chunk,
+        json_bytes: json.len(),
     })
 }
 

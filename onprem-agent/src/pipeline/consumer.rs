@@ -1,7 +1,7 @@
 //! Pollers: long-poll SQS, decode each message, and pass it on to the batcher.
 //!
-//! A poller receives only while the database is up and in-flight receipts are under
-//! `max_in_flight_rows`. Only the receive itself races against shutdown; a message already
+//! A poller receives only while the database is up and the in-flight budget (receipts and
+//! decoded bytes, see `budget`) has room; each decoded message then waits for its share. Only the receive itself races against shutdown; a message already
 //! received is either passed on or released (visibility 0), never dropped silently. An
 //! undecodable message goes to the dead-letter queue with its reason.
 
@@ -9,13 +9,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_protocol::envelope::{self, Chunk};
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::io::sqs::{Handle, Queue, RawMessage};
 use crate::ops::metrics as m;
 use crate::pipeline::backoff::outage_backoff;
 use crate::pipeline::batcher::Rows;
+use crate::pipeline::budget::{Budget, Share};
 use crate::pipeline::health::Health;
 use crate::pipeline::inflight::InFlight;
 use crate::pipeline::liveness::Liveness;
@@ -25,7 +26,7 @@ use crate::pipeline::liveness::Liveness;
 pub struct Delivery {
     pub handle: Handle,
     pub chunk: Chunk,
-    pub _permit: OwnedSemaphorePermit,
+    pub _share: Share,
 }
 
 impl Rows for Delivery {
@@ -40,8 +41,7 @@ pub struct PollerContext {
     pub queue: Queue,
     pub inflight: Arc<InFlight>,
     pub health: Health,
-    pub budget: Arc<Semaphore>,
-    pub max_in_flight_rows: u32,
+    pub budget: Budget,
     pub wait_seconds: u8,
     pub visibility_timeout_seconds: u32,
     /// Where each round of the loop is reported to the systemd watchdog.
@@ -63,7 +63,7 @@ pub async fn poll(ctx: PollerContext, out: mpsc::Sender<Delivery>, cancel: Cance
         }
         tokio::select! {
             _ = cancel.cancelled() => return,
-            p = ctx.budget.acquire() => drop(p),
+            _ = ctx.budget.room() => {}
         }
         let received = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -113,23 +113,22 @@ async fn handle_message(
     out: &mpsc::Sender<Delivery>,
     cancel: &CancellationToken,
 ) {
-    let chunk = match envelope::decode(&msg.body, msg.encoding.as_deref()) {
-        Ok(chunk) => chunk,
-        Err(e) => {
-            dead_letter_undecodable(ctx, &msg, &e.to_string()).await;
-            return;
-        }
-    };
+    let envelope::Decoded { chunk, json_bytes } =
+        match envelope::decode_measured(&msg.body, msg.encoding.as_deref()) {
+            Ok(decoded) => decoded,
+            Err(e) => {
+                dead_letter_undecodable(ctx, &msg, &e.to_string()).await;
+                return;
+            }
+        };
     let rows = chunk.receipts.len();
     metrics::counter!(m::RECEIPTS_RECEIVED).increment(rows as u64);
     tracing::debug!(message_id = %msg.handle.message_id, batch_id = %chunk.batch_id, chunk = chunk.chunk_index, rows, "Received chunk.");
-    // A message larger than the whole budget takes all of it.
-    let want = u32::try_from(rows)
-        .unwrap_or(u32::MAX)
-        .clamp(1, ctx.max_in_flight_rows);
-    let permit = tokio::select! {
+    // Waiting here holds only this message (and the rest of its receive, whose visibility the
+    // heartbeat keeps): what is admitted is settled by the writers without any budget.
+    let share = tokio::select! {
         _ = cancel.cancelled() => { release(ctx, &msg.handle).await; return; }
-        p = ctx.budget.clone().acquire_many_owned(want) => match p {
+        p = ctx.budget.admit(rows, json_bytes) => match p {
             Ok(p) => p,
             Err(_) => { release(ctx, &msg.handle).await; return; }
         },
@@ -137,7 +136,7 @@ async fn handle_message(
     let delivery = Delivery {
         handle: msg.handle.clone(),
         chunk,
-        _permit: permit,
+        _share: share,
     };
     if out.send(delivery).await.is_err() {
         release(ctx, &msg.handle).await;
