@@ -40,6 +40,12 @@ use crate::pipeline::writer::{self, WriterContext};
 use crate::throttle::schedule::LocalTime;
 use crate::throttle::{self, Throttle};
 
+/// Decoded bytes in one batch, at most (a larger message is a batch of its own): the largest
+/// message the agent decodes. A transaction's statement copies its batch, so this bounds that
+/// copy whatever `batch.max_in_flight_bytes` is; ordinary batches (500 receipts of a few KiB)
+/// stay far below it.
+const MAX_BATCH_BYTES: usize = sluice_protocol::envelope::MAX_DECODED_BYTES;
+
 /// The outside world the agent talks to. Built from the configuration by [`Clients::connect`],
 /// or by a test harness with its own credentials.
 #[derive(Debug, Clone)]
@@ -202,6 +208,7 @@ async fn pipeline(
         delivery_rx,
         batch_tx,
         cfg.batch.max_rows as usize,
+        MAX_BATCH_BYTES,
         Duration::from_millis(cfg.batch.max_wait_ms),
     ));
     let writer_ctx = WriterContext {

@@ -356,7 +356,7 @@ pub fn decode_measured(body: &str, encoding: Option<&str>) -> Result<Decoded, De
             limit: MAX_DECODED_BYTES,
         });
     }
-    let decoded;
+    let mut decoded = Vec::new();
     let json: &[u8] = match compression {
         Compression::None => body.as_bytes(),
         Compression::Gzip | Compression::Zstd => {
@@ -367,6 +367,7 @@ pub fn decode_measured(body: &str, encoding: Option<&str>) -> Result<Decoded, De
             &decoded
         }
     };
+    let json_bytes = json.len();
 
     let raw: RawChunk = match serde_json::from_slice(json) {
         Ok(raw) => raw,
@@ -383,6 +384,8 @@ pub fn decode_measured(body: &str, encoding: Option<&str>) -> Result<Decoded, De
             });
         }
     };
+    // Peak memory: the decompressed JSON is not needed once parsed.
+    drop(decoded);
     if raw.v != ENVELOPE_VERSION {
         return Err(DecodeError::UnsupportedVersion(raw.v));
     }
@@ -396,8 +399,9 @@ pub fn decode_measured(body: &str, encoding: Option<&str>) -> Result<Decoded, De
 
     let mut receipts = Vec::with_capacity(raw.receipts.len());
     let mut errors = Vec::new();
-    for (i, value) in raw.receipts.iter().enumerate() {
-        match Receipt::from_value(value, i) {
+    // Each JSON tree is dropped once its receipt is built, so the two are not held in full.
+    for (i, value) in raw.receipts.into_iter().enumerate() {
+        match Receipt::from_value(&value, i) {
             Ok(receipt) => receipts.push(receipt),
             Err(mut errs) => errors.append(&mut errs),
         }
@@ -412,10 +416,7 @@ pub fn decode_measured(body: &str, encoding: Option<&str>) -> Result<Decoded, De
         chunk_count: raw.chunk_count,
         receipts,
     };
-    Ok(Decoded {
-        chunk,
-        json_bytes: json.len(),
-    })
+    Ok(Decoded { chunk, json_bytes })
 }
 
 /// Decompresses at most [`MAX_DECODED_BYTES`].

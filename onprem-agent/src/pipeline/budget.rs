@@ -11,12 +11,17 @@
 //! bytes (`check-config` refuses a byte budget below the largest message the protocol decodes),
 //! and [`Budget::held_bytes`] counts the real size, so `sluice_in_flight_bytes_max` would show it.
 //!
+//! Decoding a message takes a few times its size for a moment (the JSON, its tree, the
+//! receipts), before its size is known: [`Budget::decoding`] lets one poller do it at a time,
+//! and the poller keeps that turn until its message is admitted. So besides the budget the
+//! agent holds at most one decoded, not yet admitted message, however many pollers it runs.
+//!
 //! Nothing here can deadlock: what is admitted is only ever waited on by writers, which settle
 //! it without taking any budget, so a poller waiting for room always gets it.
 
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{AcquireError, MutexGuard, OwnedSemaphorePermit, Semaphore};
 
 use crate::ops::metrics as m;
 
@@ -28,6 +33,7 @@ pub struct Budget {
     max_rows: usize,
     max_bytes: usize,
     held: Arc<Mutex<Held>>,
+    decoding: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// What is held now, in real sizes (not clamped to the budget), and the most bytes ever held.
@@ -61,6 +67,7 @@ impl Budget {
             max_rows,
             max_bytes,
             held: Arc::new(Mutex::new(Held::default())),
+            decoding: Arc::new(tokio::sync::Mutex::new(())),
         };
         publish(&budget.held());
         budget
@@ -71,6 +78,11 @@ impl Budget {
         drop(self.rows.acquire().await?);
         drop(self.bytes.acquire().await?);
         Ok(())
+    }
+
+    /// Waits for the turn to decode a message; keep it until the message is admitted.
+    pub async fn decoding(&self) -> MutexGuard<'_, ()> {
+        self.decoding.lock().await
     }
 
     /// Waits until a message of `rows` receipts and `bytes` decoded bytes fits, and charges it.
@@ -120,6 +132,13 @@ impl Budget {
 
     fn held(&self) -> Held {
         *lock(&self.held)
+    }
+}
+
+impl Share {
+    /// The decoded bytes this message is charged.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 }
 
@@ -210,5 +229,14 @@ mod tests {
         budget.room().await.expect("room");
         assert_eq!(budget.held_bytes(), 0);
         assert!(!pending(budget.admit(10, 100)).await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_poller_decodes_at_a_time() {
+        let budget = Budget::new(10, 100);
+        let turn = budget.decoding().await;
+        assert!(pending(budget.decoding()).await);
+        drop(turn);
+        assert!(!pending(budget.decoding()).await);
     }
 }

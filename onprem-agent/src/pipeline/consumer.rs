@@ -1,9 +1,10 @@
 //! Pollers: long-poll SQS, decode each message, and pass it on to the batcher.
 //!
 //! A poller receives only while the database is up and the in-flight budget (receipts and
-//! decoded bytes, see `budget`) has room; each decoded message then waits for its share. Only the receive itself races against shutdown; a message already
-//! received is either passed on or released (visibility 0), never dropped silently. An
-//! undecodable message goes to the dead-letter queue with its reason.
+//! decoded bytes, see `budget`) has room; each decoded message then waits for its share. Only
+//! the receive itself races against shutdown; a message already received is either passed on
+//! or released (visibility 0), never dropped silently. An undecodable message goes to the
+//! dead-letter queue with its reason.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,12 +27,15 @@ use crate::pipeline::liveness::Liveness;
 pub struct Delivery {
     pub handle: Handle,
     pub chunk: Chunk,
-    pub _share: Share,
+    pub share: Share,
 }
 
 impl Rows for Delivery {
     fn rows(&self) -> usize {
         self.chunk.receipts.len()
+    }
+    fn bytes(&self) -> usize {
+        self.share.bytes()
     }
 }
 
@@ -113,6 +117,12 @@ async fn handle_message(
     out: &mpsc::Sender<Delivery>,
     cancel: &CancellationToken,
 ) {
+    // One poller decodes at a time and keeps its turn until the message is admitted (or
+    // dead-lettered): besides the budget, at most one message is decoded and not yet charged.
+    let decoding = tokio::select! {
+        _ = cancel.cancelled() => { release(ctx, &msg.handle).await; return; }
+        turn = ctx.budget.decoding() => turn,
+    };
     let envelope::Decoded { chunk, json_bytes } =
         match envelope::decode_measured(&msg.body, msg.encoding.as_deref()) {
             Ok(decoded) => decoded,
@@ -133,10 +143,11 @@ async fn handle_message(
             Err(_) => { release(ctx, &msg.handle).await; return; }
         },
     };
+    drop(decoding);
     let delivery = Delivery {
         handle: msg.handle.clone(),
         chunk,
-        _share: share,
+        share,
     };
     if out.send(delivery).await.is_err() {
         release(ctx, &msg.handle).await;
