@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -31,6 +31,7 @@ use crate::ops::watchdog;
 use crate::ops::{dead_letter_check, monitor};
 use crate::pipeline::backoff::outage_backoff;
 use crate::pipeline::batcher;
+use crate::pipeline::budget::Budget;
 use crate::pipeline::consumer::{self, PollerContext};
 use crate::pipeline::health::Health;
 use crate::pipeline::inflight::{self, InFlight};
@@ -39,6 +40,12 @@ use crate::pipeline::refusal::Refusals;
 use crate::pipeline::writer::{self, WriterContext};
 use crate::throttle::schedule::LocalTime;
 use crate::throttle::{self, Throttle};
+
+/// Decoded bytes in one batch, at most (a larger message is a batch of its own): the largest
+/// message the agent decodes. A transaction's statement copies its batch, so this bounds that
+/// copy whatever `batch.max_in_flight_bytes` is; ordinary batches (500 receipts of a few KiB)
+/// stay far below it.
+const MAX_BATCH_BYTES: usize = sluice_protocol::envelope::MAX_DECODED_BYTES;
 
 /// The outside world the agent talks to. Built from the configuration by [`Clients::connect`],
 /// or by a test harness with its own credentials.
@@ -192,7 +199,7 @@ async fn pipeline(
         heartbeat_stop.clone(),
     ));
 
-    let budget = Arc::new(Semaphore::new(cfg.batch.max_in_flight_rows as usize));
+    let budget = Budget::new(cfg.batch.max_in_flight_rows, cfg.batch.max_in_flight_bytes);
     let tracker = TaskTracker::new();
     // Channels hold at most a few batches: the in-flight budget is what bounds memory.
     let (delivery_tx, delivery_rx) = mpsc::channel(64);
@@ -203,7 +210,6 @@ async fn pipeline(
         inflight: inflight.clone(),
         health: health.clone(),
         budget: budget.clone(),
-        max_in_flight_rows: cfg.batch.max_in_flight_rows,
         wait_seconds: cfg.queue.wait_seconds,
         visibility_timeout_seconds: cfg.queue.visibility_timeout_seconds,
         liveness: liveness.clone(),
@@ -221,6 +227,7 @@ async fn pipeline(
         delivery_rx,
         batch_tx,
         cfg.batch.max_rows as usize,
+        MAX_BATCH_BYTES,
         Duration::from_millis(cfg.batch.max_wait_ms),
     ));
     let refusals = Refusals::new(health.clone());
@@ -242,20 +249,6 @@ async fn pipeline(
         tracker.clone(),
     ));
     tracker.close();
-
-    let gauge_budget = budget.clone();
-    let max_in_flight = cfg.batch.max_in_flight_rows as usize;
-    let gauge_stop = heartbeat_stop.clone();
-    background.spawn(async move {
-        loop {
-            tokio::select! {
-                _ = gauge_stop.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            }
-            let used = max_in_flight.saturating_sub(gauge_budget.available_permits());
-            metrics::gauge!(m::IN_FLIGHT_ROWS).set(used as f64);
-        }
-    });
 
     // Operations: READY=1 / WATCHDOG=1 to systemd, queue depth gauges. Both stop with the
     // heartbeat, after the pipeline has drained.
@@ -294,7 +287,7 @@ async fn pipeline(
     shutdown.cancelled().await;
     notifier.stopping();
     let grace = Duration::from_secs(u64::from(cfg.shutdown.grace_seconds));
-    tracing::info!(grace = ?grace, held = inflight.len(), "Shutting down: receiving stopped, finishing in-flight work.");
+    tracing::info!(grace = ?grace, held = inflight.len(), held_bytes = budget.held_bytes(), "Shutting down: receiving stopped, finishing in-flight work.");
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
         tracing::warn!(
             held = inflight.len(),

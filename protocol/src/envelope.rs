@@ -334,6 +334,21 @@ struct VersionProbe {
 /// capped at [`MAX_DECODED_BYTES`]. Receipts come back normalised, as [`Receipt::from_value`]
 /// returns them; error pointers are `/receipts/{i}/…` within the chunk.
 pub fn decode(body: &str, encoding: Option<&str>) -> Result<Chunk, DecodeError> {
+    decode_measured(body, encoding).map(|d| d.chunk)
+}
+
+/// A decoded chunk and the length of its JSON once decompressed (at most
+/// [`MAX_DECODED_BYTES`]): what holding it costs, known without serializing it again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded {
+    /// The validated chunk.
+    pub chunk: Chunk,
+    /// Bytes of the chunk's JSON, decompressed.
+    pub json_bytes: usize,
+}
+
+/// [`decode`], also returning the decoded JSON's length.
+pub fn decode_measured(body: &str, encoding: Option<&str>) -> Result<Decoded, DecodeError> {
     let compression = match encoding {
         None => Compression::None,
         Some(name) => name
@@ -346,7 +361,7 @@ pub fn decode(body: &str, encoding: Option<&str>) -> Result<Chunk, DecodeError> 
             limit: MAX_DECODED_BYTES,
         });
     }
-    let decoded;
+    let mut decoded = Vec::new();
     let json: &[u8] = match compression {
         Compression::None => body.as_bytes(),
         Compression::Gzip | Compression::Zstd => {
@@ -357,6 +372,7 @@ pub fn decode(body: &str, encoding: Option<&str>) -> Result<Chunk, DecodeError> 
             &decoded
         }
     };
+    let json_bytes = json.len();
 
     let raw: RawChunk = match serde_json::from_slice(json) {
         Ok(raw) => raw,
@@ -373,6 +389,8 @@ pub fn decode(body: &str, encoding: Option<&str>) -> Result<Chunk, DecodeError> 
             });
         }
     };
+    // Peak memory: the decompressed JSON is not needed once parsed.
+    drop(decoded);
     if raw.v != ENVELOPE_VERSION {
         return Err(DecodeError::UnsupportedVersion(raw.v));
     }
@@ -386,8 +404,9 @@ pub fn decode(body: &str, encoding: Option<&str>) -> Result<Chunk, DecodeError> 
 
     let mut receipts = Vec::with_capacity(raw.receipts.len());
     let mut errors = Vec::new();
-    for (i, value) in raw.receipts.iter().enumerate() {
-        match Receipt::from_value(value, i) {
+    // Each JSON tree is dropped once its receipt is built, so the two are not held in full.
+    for (i, value) in raw.receipts.into_iter().enumerate() {
+        match Receipt::from_value(&value, i) {
             Ok(receipt) => receipts.push(receipt),
             Err(mut errs) => errors.append(&mut errs),
         }
@@ -395,13 +414,14 @@ pub fn decode(body: &str, encoding: Option<&str>) -> Result<Chunk, DecodeError> 
     if !errors.is_empty() {
         return Err(DecodeError::InvalidReceipts(errors));
     }
-    Ok(Chunk {
+    let chunk = Chunk {
         v: raw.v,
         batch_id,
         chunk_index: raw.chunk_index,
         chunk_count: raw.chunk_count,
         receipts,
-    })
+    };
+    Ok(Decoded { chunk, json_bytes })
 }
 
 /// Decompresses at most [`MAX_DECODED_BYTES`].

@@ -23,6 +23,7 @@
 //! | `sqs` | the SQS client for the local server and queue pairs with a redrive policy |
 //! | `postgres` | databases on a cluster, and [`PrivatePostgres`], a cluster a test may stop |
 //! | [`gen`] | realistic receipts, deterministic from a seed |
+//! | [`large`] | the largest valid receipts, sent straight to a queue as a backlog |
 //! | [`ingest_bench`] | `make bench`'s ingest rows: API receipts/s, billed SQS requests |
 //! | [`oracle`] | the end-to-end verdict: acknowledged ⇒ stored once, intact; DLQ only the bad |
 //! | [`proxy`] | a TCP proxy that injects latency, refusals, resets and cuts around `COMMIT` |
@@ -40,6 +41,7 @@ mod sqs;
 
 pub mod gen;
 pub mod ingest_bench;
+pub mod large;
 pub mod oracle;
 pub mod proxy;
 pub mod sqs_proxy;

@@ -10,7 +10,8 @@ use std::ops::RangeInclusive;
 
 use super::{
     valid_identifier, AgentConfig, BatchConfig, ConfigError, DatabaseConfig, LogConfig,
-    QueueConfig, ServerConfig, ShutdownConfig, ThrottleConfig, ThrottleMode,
+    QueueConfig, ServerConfig, ShutdownConfig, ThrottleConfig, ThrottleMode, MAX_IN_FLIGHT_BYTES,
+    MIN_IN_FLIGHT_BYTES,
 };
 use crate::throttle::schedule::{Days, Hours, Schedule, Window};
 
@@ -319,6 +320,18 @@ impl BatchConfig {
             p.push(format!(
                 "batch.max_in_flight_rows: {} is below batch.max_rows ({})",
                 self.max_in_flight_rows, self.max_rows
+            ));
+        }
+        if self.max_in_flight_bytes < MIN_IN_FLIGHT_BYTES {
+            p.push(format!(
+                "batch.max_in_flight_bytes: {} is below {MIN_IN_FLIGHT_BYTES} (16 MiB), the largest \
+                 decoded message the agent may have to hold",
+                self.max_in_flight_bytes
+            ));
+        } else if self.max_in_flight_bytes > MAX_IN_FLIGHT_BYTES {
+            p.push(format!(
+                "batch.max_in_flight_bytes: {} is over {MAX_IN_FLIGHT_BYTES} (1 TiB)",
+                self.max_in_flight_bytes
             ));
         }
     }

@@ -230,7 +230,19 @@ pub struct BatchConfig {
     /// Receipts held in memory at once (received, not yet written). Receiving pauses at the cap,
     /// so memory stays bounded whatever the backlog.
     pub max_in_flight_rows: u32,
+    /// Decoded bytes held in memory at once: the JSON of every message received and not yet
+    /// settled (batched, being written), decompressed. Receiving pauses at the cap. At least
+    /// [`MIN_IN_FLIGHT_BYTES`], so the largest message the agent decodes always fits.
+    pub max_in_flight_bytes: u64,
 }
+
+/// The smallest `batch.max_in_flight_bytes`: the largest message body the agent decodes
+/// (16 MiB, the protocol's cap), so any valid message can be admitted.
+pub const MIN_IN_FLIGHT_BYTES: u64 = sluice_protocol::envelope::MAX_DECODED_BYTES as u64;
+
+/// The largest `batch.max_in_flight_bytes`: 1 TiB, far beyond any host; a larger figure is a
+/// typo.
+pub const MAX_IN_FLIGHT_BYTES: u64 = 1 << 40;
 
 impl Default for BatchConfig {
     fn default() -> Self {
@@ -238,6 +250,9 @@ impl Default for BatchConfig {
             max_rows: 500,
             max_wait_ms: 250,
             max_in_flight_rows: 10_000,
+            // 64 MiB: four of the largest messages, or about 300 messages of 200 KiB, enough to
+            // keep batches full while staying small next to any database host.
+            max_in_flight_bytes: 64 * 1024 * 1024,
         }
     }
 }

@@ -486,3 +486,69 @@ fn no_form_of_the_password_reaches_the_effective_configuration_or_an_error() {
         assert!(!err.contains(secret), "{err}");
     }
 }
+
+// -- batch.max_in_flight_bytes --------------------------------------------------------------------
+
+fn with_in_flight_bytes(value: &str) -> Result<AgentConfig, ConfigError> {
+    load(
+        &format!("{MINIMAL}\n[batch]\nmax_in_flight_bytes = {value}\n"),
+        &[],
+    )
+}
+
+#[test]
+fn max_in_flight_bytes_defaults_to_64_mib_and_takes_the_smallest_allowed_value() {
+    let c = load(MINIMAL, &[]).expect("valid");
+    assert_eq!(c.batch.max_in_flight_bytes, 64 * 1024 * 1024);
+    let c = with_in_flight_bytes("16777216").expect("16 MiB is valid");
+    assert_eq!(c.batch.max_in_flight_bytes, MIN_IN_FLIGHT_BYTES);
+}
+
+#[test]
+fn max_in_flight_bytes_of_zero_is_refused() {
+    let err = with_in_flight_bytes("0").expect_err("invalid");
+    assert_eq!(
+        err.problems,
+        vec![
+            "batch.max_in_flight_bytes: 0 is below 16777216 (16 MiB), the largest decoded \
+              message the agent may have to hold"
+                .to_owned()
+        ]
+    );
+}
+
+#[test]
+fn max_in_flight_bytes_below_the_largest_message_is_refused() {
+    let err = with_in_flight_bytes("1048576").expect_err("invalid");
+    assert_eq!(
+        err.problems,
+        vec![
+            "batch.max_in_flight_bytes: 1048576 is below 16777216 (16 MiB), the largest \
+              decoded message the agent may have to hold"
+                .to_owned()
+        ]
+    );
+}
+
+#[test]
+fn max_in_flight_bytes_over_a_tebibyte_is_refused() {
+    let err = with_in_flight_bytes("1099511627777").expect_err("invalid");
+    assert_eq!(
+        err.problems,
+        vec!["batch.max_in_flight_bytes: 1099511627777 is over 1099511627776 (1 TiB)".to_owned()]
+    );
+}
+
+#[test]
+fn max_in_flight_bytes_that_is_not_a_number_is_refused_with_its_key() {
+    let err = with_in_flight_bytes("\"64MiB\"").expect_err("invalid");
+    assert_eq!(
+        err.problems,
+        vec!["batch.max_in_flight_bytes: invalid type: string \"64MiB\", expected u64".to_owned()]
+    );
+    let err = with_in_flight_bytes("-1").expect_err("invalid");
+    assert!(
+        err.problems[0].starts_with("batch.max_in_flight_bytes: invalid value: integer `-1`"),
+        "{err}"
+    );
+}

@@ -43,6 +43,11 @@ pub const ACTIVE_BACKENDS: &str = "sluice_active_backends";
 /// Configuration reloads (SIGHUP), by `result` (applied, refused).
 pub const RELOADS: &str = "sluice_config_reloads_total";
 pub const IN_FLIGHT_ROWS: &str = "sluice_in_flight_rows";
+/// Decoded bytes (the JSON of each held message, decompressed) held now; bounded by
+/// `batch.max_in_flight_bytes`.
+pub const IN_FLIGHT_BYTES: &str = "sluice_in_flight_bytes";
+/// The most decoded bytes held at once since the agent started (a high-water mark).
+pub const IN_FLIGHT_BYTES_MAX: &str = "sluice_in_flight_bytes_max";
 pub const DB_UP: &str = "sluice_database_up";
 /// 1 while a named condition (label `condition`) stops or endangers progress; see
 /// `pipeline::health`.

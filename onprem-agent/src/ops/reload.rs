@@ -251,4 +251,22 @@ burst = 500
         assert_eq!(done.applied, vec!["throttle.rows_per_second: 250 → 100"]);
         assert_eq!(done.needs_restart, vec!["queue.pollers"]);
     }
+
+    #[tokio::test]
+    async fn the_in_flight_budget_is_not_reloaded_but_named_for_a_restart() {
+        let old = config(BASE);
+        let throttle = Arc::new(
+            Throttle::new(&old.throttle, LocalTime::now(), Instant::now()).expect("valid"),
+        );
+        let reloader = Reloader::new(throttle, old);
+        let new = config(&format!(
+            "{BASE}\n[batch]\nmax_in_flight_rows = 20000\nmax_in_flight_bytes = 33554432\n"
+        ));
+        let done = reloader.apply(new).expect("applied");
+        assert!(done.applied.is_empty(), "{:?}", done.applied);
+        assert_eq!(
+            done.needs_restart,
+            vec!["batch.max_in_flight_bytes", "batch.max_in_flight_rows"]
+        );
+    }
 }

@@ -1,23 +1,25 @@
 //! Pollers: long-poll SQS, decode each message, and pass it on to the batcher.
 //!
 //! A poller receives only while the database is up, receiving is not paused (every write
-//! refused), and in-flight receipts are under `max_in_flight_rows`. Only the receive itself
-//! races against shutdown; a message already received is either passed on or released
-//! (visibility 0), never dropped silently. An undecodable message goes to the dead-letter queue
-//! with its reason; one in an envelope version this agent does not read is released with a delay
-//! instead (see [`super::unknown_version`]).
+//! refused), and the in-flight budget (receipts and decoded bytes, see `budget`) has room; each
+//! decoded message then waits for its share. Only the receive itself races against shutdown; a
+//! message already received is either passed on or released (visibility 0), never dropped
+//! silently. An undecodable message goes to the dead-letter queue with its reason; one in an
+//! envelope version this agent does not read is released with a delay instead (see
+//! [`super::unknown_version`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sluice_protocol::envelope::{self, Chunk, DecodeError};
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::io::sqs::{Handle, Queue, RawMessage};
 use crate::ops::metrics as m;
 use crate::pipeline::backoff::outage_backoff;
 use crate::pipeline::batcher::Rows;
+use crate::pipeline::budget::{Budget, Share};
 use crate::pipeline::health::Health;
 use crate::pipeline::inflight::InFlight;
 use crate::pipeline::liveness::Liveness;
@@ -29,12 +31,15 @@ use crate::pipeline::unknown_version::{VersionWatch, RELEASE_DELAY};
 pub struct Delivery {
     pub handle: Handle,
     pub chunk: Chunk,
-    pub _permit: OwnedSemaphorePermit,
+    pub share: Share,
 }
 
 impl Rows for Delivery {
     fn rows(&self) -> usize {
         self.chunk.receipts.len()
+    }
+    fn bytes(&self) -> usize {
+        self.share.bytes()
     }
 }
 
@@ -44,8 +49,7 @@ pub struct PollerContext {
     pub queue: Queue,
     pub inflight: Arc<InFlight>,
     pub health: Health,
-    pub budget: Arc<Semaphore>,
-    pub max_in_flight_rows: u32,
+    pub budget: Budget,
     pub wait_seconds: u8,
     pub visibility_timeout_seconds: u32,
     /// Where each round of the loop is reported to the systemd watchdog.
@@ -69,7 +73,7 @@ pub async fn poll(ctx: PollerContext, out: mpsc::Sender<Delivery>, cancel: Cance
         }
         tokio::select! {
             _ = cancel.cancelled() => return,
-            p = ctx.budget.acquire() => drop(p),
+            _ = ctx.budget.room() => {}
         }
         let received = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -120,8 +124,17 @@ async fn handle_message(
     out: &mpsc::Sender<Delivery>,
     cancel: &CancellationToken,
 ) {
-    let chunk = match envelope::decode(&msg.body, msg.encoding.as_deref()) {
-        Ok(chunk) => chunk,
+    // One poller decodes at a time and keeps its turn until the message is admitted (or
+    // dead-lettered): besides the budget, at most one message is decoded and not yet charged.
+    let decoding = tokio::select! {
+        _ = cancel.cancelled() => { release(ctx, &msg.handle).await; return; }
+        turn = ctx.budget.decoding() => turn,
+    };
+    let envelope::Decoded { chunk, json_bytes } = match envelope::decode_measured(
+        &msg.body,
+        msg.encoding.as_deref(),
+    ) {
+        Ok(decoded) => decoded,
         Err(DecodeError::UnsupportedVersion(v)) => {
             ctx.versions.seen(v, &ctx.health, Instant::now());
             tracing::debug!(message_id = %msg.handle.message_id, version = v, delay = ?RELEASE_DELAY, "Unknown envelope version; released.");
@@ -136,21 +149,20 @@ async fn handle_message(
     let rows = chunk.receipts.len();
     metrics::counter!(m::RECEIPTS_RECEIVED).increment(rows as u64);
     tracing::debug!(message_id = %msg.handle.message_id, batch_id = %chunk.batch_id, chunk = chunk.chunk_index, rows, "Received chunk.");
-    // A message larger than the whole budget takes all of it.
-    let want = u32::try_from(rows)
-        .unwrap_or(u32::MAX)
-        .clamp(1, ctx.max_in_flight_rows);
-    let permit = tokio::select! {
+    // Waiting here holds only this message (and the rest of its receive, whose visibility the
+    // heartbeat keeps): what is admitted is settled by the writers without any budget.
+    let share = tokio::select! {
         _ = cancel.cancelled() => { release(ctx, &msg.handle).await; return; }
-        p = ctx.budget.clone().acquire_many_owned(want) => match p {
+        p = ctx.budget.admit(rows, json_bytes) => match p {
             Ok(p) => p,
             Err(_) => { release(ctx, &msg.handle).await; return; }
         },
     };
+    drop(decoding);
     let delivery = Delivery {
         handle: msg.handle.clone(),
         chunk,
-        _permit: permit,
+        share,
     };
     if out.send(delivery).await.is_err() {
         release(ctx, &msg.handle).await;

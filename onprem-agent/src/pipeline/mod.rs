@@ -4,6 +4,7 @@
 //! | module | job |
 //! |---|---|
 //! | [`consumer`] | pollers: long-poll, decode, gate on database health and the in-flight budget |
+//! | [`budget`] | the in-flight budget: receipts and decoded bytes held, and their gauges |
 //! | [`batcher`] | groups messages into batches by rows and wait time |
 //! | [`writer`] | one transaction per batch, then delete, keep or release each message |
 //! | [`settle`] | commit a batch, or isolate its refused rows and dead-letter them |
@@ -17,6 +18,7 @@
 
 pub(crate) mod backoff;
 pub(crate) mod batcher;
+pub(crate) mod budget;
 pub(crate) mod consumer;
 pub(crate) mod health;
 pub(crate) mod inflight;

@@ -65,6 +65,18 @@ fn a_chunk_round_trips_with_every_compression() {
 }
 
 #[test]
+fn decode_measured_reports_the_decompressed_json_length_whatever_the_compression() {
+    let original = chunk(3);
+    let json_len = serde_json::to_string(&original).expect("json").len();
+    for c in [Compression::None, Compression::Gzip, Compression::Zstd] {
+        let message = encode(&original, c).expect("encodes");
+        let decoded = decode_measured(&message.body, message.encoding).expect("decodes");
+        assert_eq!(decoded.json_bytes, json_len, "{c}");
+        assert_eq!(decoded.chunk, original, "{c}");
+    }
+}
+
+#[test]
 fn a_plain_body_is_the_chunk_json_and_compressed_bodies_are_base64() {
     let original = chunk(2);
     let plain = encode(&original, Compression::None).expect("encodes");

@@ -23,12 +23,7 @@ pub(crate) async fn measure(
     window: Duration,
     table: &mut Table,
 ) -> anyhow::Result<()> {
-    let env = TestEnv::with_options(EnvOptions {
-        visibility_timeout_seconds: 120,
-        database_url: Some(pg.url()),
-        ..EnvOptions::default()
-    })
-    .await?;
+    let env = backlog_env(pg).await?;
     eprintln!("bench: uploading a backlog of {backlog} receipts through the ingest API");
     upload_backlog(&env, backlog).await?;
     let oltp = Pgbench::init(pg).await?;
@@ -107,6 +102,17 @@ pub(crate) async fn measure(
     std::fs::remove_dir_all(&oltp.dir).ok();
     env.cleanup().await;
     Ok(())
+}
+
+/// A fresh database on `pg` and a queue pair whose visibility timeout (120 s) a backlog waits
+/// out.
+pub(crate) async fn backlog_env(pg: &PrivatePostgres) -> anyhow::Result<TestEnv> {
+    TestEnv::with_options(EnvOptions {
+        visibility_timeout_seconds: 120,
+        database_url: Some(pg.url()),
+        ..EnvOptions::default()
+    })
+    .await
 }
 
 /// Receipts per second between the first and the last commit seen in the samples. Commits
@@ -223,7 +229,7 @@ async fn counters(agent: &AgentProcess) -> (f64, f64, f64) {
 }
 
 /// The process's peak resident set (VmHWM), KiB.
-fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
+pub(crate) fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
         .lines()

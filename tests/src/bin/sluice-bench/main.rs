@@ -10,12 +10,15 @@
 //!    p50/p99 idle, unthrottled, adaptive and at three fixed rates, with the drain rate each
 //!    achieves; the fixed-rate windows double as the rate-accuracy runs (measured/configured);
 //!    the rate is switched between windows by rewriting `agent.toml` and sending SIGHUP;
-//! 3. the agent's peak RSS (VmHWM) over the whole drain.
+//! 3. the agent's peak RSS (VmHWM) over the whole drain;
+//! 4. the agent's peak RSS draining a backlog of the largest valid receipts, against its byte
+//!    budget + 64 MiB (`memory`).
 //!
 //! `write_path` measures 1, `drain` measures 2 and 3 with `pgbench` as the foreground; the
 //! ingest rows come from the harness (`sluice_e2e::ingest_bench`).
 
 mod drain;
+mod memory;
 mod pgbench;
 mod write_path;
 
@@ -41,6 +44,9 @@ struct Args {
     /// Receipts per write-path candidate (default 50,000; 10,000 with --quick).
     #[arg(long)]
     write_rows: Option<usize>,
+    /// Largest receipts (about 1 MiB each) in the memory backlog (default 300; 90 with --quick).
+    #[arg(long)]
+    memory_receipts: Option<usize>,
 }
 
 /// Receipts per transaction: the agent's default `batch.max_rows`.
@@ -156,6 +162,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     // 2. The drain, with pgbench alongside.
     drain::measure(&pg, backlog, window, &mut table).await?;
+
+    // 3. Memory against the byte budget, with the largest receipts.
+    let memory_receipts = args
+        .memory_receipts
+        .unwrap_or(if args.quick { 90 } else { 300 });
+    memory::measure(&pg, memory_receipts, &mut table).await?;
     drop(pg);
 
     println!();
