@@ -223,7 +223,7 @@ async fn counters(agent: &AgentProcess) -> (f64, f64, f64) {
 }
 
 /// The process's peak resident set (VmHWM), KiB.
-fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
+pub(crate) fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
         .lines()
