@@ -5,7 +5,7 @@ use std::ffi::OsStr;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::{binary, free_local_addr, wait_for, ChildProcess, Launch, TestEnv};
+use crate::{binary, free_local_addr, wait_for, ChildProcess, Launch, Signal, TestEnv};
 
 /// A running `sluice-ingest --listen addr` (killed if dropped).
 #[derive(Debug)]
@@ -15,6 +15,14 @@ pub struct IngestProcess {
 }
 
 impl IngestProcess {
+    /// SIGTERM, and waits for the exit (requests in progress finish).
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        self.process
+            .stop(Signal::SIGTERM, Duration::from_secs(10))
+            .await?;
+        Ok(())
+    }
+
     /// `http://addr/path`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)

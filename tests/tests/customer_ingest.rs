@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use sluice_e2e::gen::Generator;
 use sluice_e2e::oracle::Oracle;
-use sluice_e2e::{wait_for, Signal, TestEnv};
+use sluice_e2e::{wait_for, TestEnv};
 
 /// Long enough for a drain on a loaded 2-core CI machine; a healthy run takes seconds.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(180);
@@ -249,10 +249,7 @@ async fn a_503_carries_a_request_id_and_no_sdk_text_while_the_log_keeps_it() -> 
             .any(|sdk| line.contains(sdk)),
         "the SDK's error is in the log: {line}"
     );
-    ingest
-        .process
-        .stop(Signal::SIGTERM, Duration::from_secs(10))
-        .await?;
+    ingest.stop().await?;
     env.cleanup().await;
     Ok(())
 }

@@ -3,10 +3,9 @@
 //! set (VmHWM) is read before and after, so the row shows the bomb's cost over the baseline.
 
 use std::io::Write as _;
-use std::time::Duration;
 
 use anyhow::{ensure, Context as _};
-use sluice_e2e::{Signal, TestEnv};
+use sluice_e2e::TestEnv;
 
 use crate::drain::peak_rss_kib;
 use crate::Table;
@@ -58,10 +57,7 @@ pub(crate) async fn measure(table: &mut Table) -> anyhow::Result<()> {
             mib(baseline)
         ),
     );
-    ingest
-        .process
-        .stop(Signal::SIGTERM, Duration::from_secs(10))
-        .await?;
+    ingest.stop().await?;
     env.cleanup().await;
     Ok(())
 }
