@@ -343,6 +343,49 @@ async fn a_503_names_a_request_id_and_carries_no_sdk_text() {
 }
 
 #[tokio::test]
+async fn an_unreachable_records_table_is_503_without_sdk_text() {
+    let cfg = IngestConfig::from_lookup(|k| match k {
+        "SLUICE_QUEUE_URL" => Some("http://127.0.0.1:1/000000000000/nowhere".into()),
+        _ => None,
+    })
+    .expect("valid test config");
+    let dynamodb = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+        .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+        .endpoint_url("http://127.0.0.1:1")
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "test", "test", None, None, "test",
+        ))
+        .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled())
+        .build();
+    let records = Records::new(
+        aws_sdk_dynamodb::Client::from_conf(dynamodb),
+        "uploads-000000000000".into(),
+    );
+    let sqs = aws_sdk_sqs::Client::from_conf(
+        aws_sdk_sqs::Config::builder()
+            .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+            .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+            .endpoint_url("http://127.0.0.1:1")
+            .build(),
+    );
+    let app = crate::app(crate::state(cfg, sqs, Some(records)));
+    let (status, headers, answer) = send(app, json_body(2), &[JSON]).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{answer}");
+    assert_eq!(answer["error"], "records_unavailable");
+    assert!(headers.get(header::RETRY_AFTER).is_some());
+    let id = answer["request_id"].as_str().expect("request_id");
+    assert_eq!(
+        answer["message"],
+        format!("the upload records could not be written; nothing was enqueued; retry the same request (request id {id})")
+    );
+    let text = answer.to_string();
+    for internal in ["127.0.0.1", "000000000000", "PutItem", "dispatch"] {
+        assert!(!text.contains(internal), "{internal:?} in {text}");
+    }
+}
+
+#[tokio::test]
 async fn a_gzip_bomb_is_refused_once_the_inflated_body_passes_the_limit() {
     // 55 MB of zeros in one metadata array compresses to ~55 KB.
     let mut bomb = br#"{"receipts": [{"metadata": ["#.to_vec();
