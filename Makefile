@@ -54,7 +54,7 @@ lambda: ## build the ingest Lambda (arm64, provided.al2023) as target/lambda/slu
 
 .PHONY: bench
 bench: stack-up ## benchmarks (release build, then ~5 min; BENCH_ARGS=--quick ~2 min): prints one table
-	$(CARGO) build --release -p sluice-agent -p sluice-e2e --bins
+	$(CARGO) build --release -p sluice-agent -p sluice-cloud -p sluice-e2e --bins
 	@eval "$$(bash $(STACK) env)"; \
 	  export SLUICE_TEST_DATABASE_URL SLUICE_TEST_SQS_ENDPOINT; \
 	  $(CARGO) run --release --quiet -p sluice-e2e --bin sluice-bench -- $(BENCH_ARGS)

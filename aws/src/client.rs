@@ -9,6 +9,12 @@ use aws_sdk_sqs::Client;
 /// (environment, profile, instance or task role); `region` and `endpoint` (an SQS-API server
 /// other than AWS's) override the chain's when given.
 pub async fn sqs_client(region: Option<&str>, endpoint: Option<&str>) -> Client {
+    Client::new(&shared_config(region, endpoint).await)
+}
+
+/// The standard AWS chain's settings with `region` and `endpoint` overriding it, for any
+/// service's client (the ingest's DynamoDB client is built from it too).
+pub async fn shared_config(region: Option<&str>, endpoint: Option<&str>) -> aws_config::SdkConfig {
     let mut loader = aws_config::defaults(BehaviorVersion::latest());
     if let Some(region) = region {
         loader = loader.region(Region::new(region.to_owned()));
@@ -16,7 +22,7 @@ pub async fn sqs_client(region: Option<&str>, endpoint: Option<&str>) -> Client 
     if let Some(endpoint) = endpoint {
         loader = loader.endpoint_url(endpoint);
     }
-    Client::new(&loader.load().await)
+    loader.load().await
 }
 
 /// An SQS client with fixed credentials that reads nothing from the environment, for a local

@@ -15,4 +15,4 @@ mod batch;
 mod client;
 
 pub use batch::{BatchRetry, Retrying, MAX_BATCH_ENTRIES};
-pub use client::{sqs_client, sqs_client_with_credentials};
+pub use client::{shared_config, sqs_client, sqs_client_with_credentials};

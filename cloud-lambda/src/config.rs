@@ -19,7 +19,7 @@ pub struct IngestConfig {
     pub max_receipts_per_chunk: usize,
     /// `SLUICE_MAX_RECEIPTS_PER_REQUEST`.
     pub max_receipts_per_request: usize,
-    /// `SLUICE_MAX_BODY_BYTES`: request body as sent (before gzip is undone).
+    /// `SLUICE_MAX_BODY_BYTES`: request body, both as sent and once gzip is undone.
     pub max_body_bytes: usize,
     /// `SLUICE_COMPRESSION`: `none`, `gzip` or `zstd` for message bodies.
     pub compression: Compression,
@@ -27,6 +27,12 @@ pub struct IngestConfig {
     pub api_token: Option<String>,
     /// `SLUICE_PUBLISH_CONCURRENCY`: SendMessageBatch calls in flight per request.
     pub publish_concurrency: usize,
+    /// `SLUICE_STATUS_TABLE`: the DynamoDB table of upload records, which binds each
+    /// `Idempotency-Key` to its body. Unset: keys cannot be checked (see `routes`).
+    pub status_table: Option<String>,
+    /// `SLUICE_DYNAMODB_ENDPOINT`: a DynamoDB-API server instead of AWS's (local only); the
+    /// table is then created when missing.
+    pub dynamodb_endpoint: Option<String>,
 }
 
 impl fmt::Debug for IngestConfig {
@@ -41,6 +47,8 @@ impl fmt::Debug for IngestConfig {
             .field("compression", &self.compression)
             .field("api_token", &self.api_token.as_ref().map(|_| "<redacted>"))
             .field("publish_concurrency", &self.publish_concurrency)
+            .field("status_table", &self.status_table)
+            .field("dynamodb_endpoint", &self.dynamodb_endpoint)
             .finish()
     }
 }
@@ -92,10 +100,26 @@ impl IngestConfig {
                 String::new()
             }
         };
-        let sqs_endpoint = get("SLUICE_SQS_ENDPOINT").filter(|s| !s.is_empty());
-        if let Some(ep) = &sqs_endpoint {
-            if !(ep.starts_with("http://") || ep.starts_with("https://")) {
-                problems.push(format!("SLUICE_SQS_ENDPOINT: {ep:?} is not an http(s) URL"));
+        let mut endpoint = |key: &str| {
+            let ep = get(key).filter(|s| !s.is_empty());
+            if let Some(ep) = &ep {
+                if !(ep.starts_with("http://") || ep.starts_with("https://")) {
+                    problems.push(format!("{key}: {ep:?} is not an http(s) URL"));
+                }
+            }
+            ep
+        };
+        let sqs_endpoint = endpoint("SLUICE_SQS_ENDPOINT");
+        let dynamodb_endpoint = endpoint("SLUICE_DYNAMODB_ENDPOINT");
+        let status_table = get("SLUICE_STATUS_TABLE").filter(|s| !s.is_empty());
+        if let Some(t) = &status_table {
+            let ok = (3..=255).contains(&t.len())
+                && t.bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'));
+            if !ok {
+                problems.push(format!(
+                    "SLUICE_STATUS_TABLE: {t:?} is not a DynamoDB table name (3 to 255 of A-Z a-z 0-9 _ - .)"
+                ));
             }
         }
         let mut number = |key: &str, default: usize, min: usize, max: usize| -> usize {
@@ -170,6 +194,8 @@ impl IngestConfig {
                 compression,
                 api_token,
                 publish_concurrency,
+                status_table,
+                dynamodb_endpoint,
             })
         } else {
             Err(ConfigError(problems))
@@ -220,6 +246,29 @@ mod tests {
             assert!(all.contains(needle), "missing {needle:?} in {all}");
         }
         assert_eq!(err.0.len(), 5);
+    }
+
+    #[test]
+    fn a_bad_status_table_or_dynamodb_endpoint_is_named() {
+        let err = load(&[
+            ("SLUICE_QUEUE_URL", "http://127.0.0.1:1/q"),
+            ("SLUICE_STATUS_TABLE", "no spaces"),
+            ("SLUICE_DYNAMODB_ENDPOINT", "localhost:5000"),
+        ])
+        .expect_err("invalid");
+        assert_eq!(
+            err.0,
+            [
+                r#"SLUICE_DYNAMODB_ENDPOINT: "localhost:5000" is not an http(s) URL"#,
+                r#"SLUICE_STATUS_TABLE: "no spaces" is not a DynamoDB table name (3 to 255 of A-Z a-z 0-9 _ - .)"#,
+            ]
+        );
+        let ok = load(&[
+            ("SLUICE_QUEUE_URL", "http://127.0.0.1:1/q"),
+            ("SLUICE_STATUS_TABLE", "sluice-uploads"),
+        ])
+        .expect("valid");
+        assert_eq!(ok.status_table.as_deref(), Some("sluice-uploads"));
     }
 
     #[test]

@@ -8,12 +8,14 @@
 //! | [`config`] | settings from the environment, every problem listed at once |
 //! | [`routes`] | the axum `Router` shared by Lambda and the local server; errors → HTTP status |
 //! | [`publish`] | SendMessageBatch: grouping, bounded parallel calls, per-entry retries |
+//! | [`records`] | the upload records in DynamoDB: an `Idempotency-Key` bound to its body |
 //! | [`upload`] | the client: a large NDJSON file cut into parallel, retried requests |
 //!
 //! Validation and splitting are pure and live in `sluice-protocol`.
 
 pub mod config;
 pub mod publish;
+pub mod records;
 pub mod routes;
 pub mod upload;
 
@@ -22,8 +24,12 @@ use std::sync::Arc;
 pub use config::IngestConfig;
 pub use routes::{app, AppState};
 
-/// The application state for `cfg`, sending with `client`.
-pub fn state(cfg: IngestConfig, client: aws_sdk_sqs::Client) -> AppState {
+/// The application state for `cfg`, sending with `client`, recording uploads in `records`.
+pub fn state(
+    cfg: IngestConfig,
+    client: aws_sdk_sqs::Client,
+    records: Option<records::Records>,
+) -> AppState {
     let publisher = publish::Publisher::new(
         client,
         cfg.queue_url.clone(),
@@ -33,5 +39,6 @@ pub fn state(cfg: IngestConfig, client: aws_sdk_sqs::Client) -> AppState {
     AppState {
         config: Arc::new(cfg),
         publisher,
+        records,
     }
 }

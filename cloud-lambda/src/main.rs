@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
+use sluice_cloud::records::Records;
 use sluice_cloud::upload::{self, Progress, UploadOptions};
 use sluice_cloud::IngestConfig;
 
@@ -115,7 +116,22 @@ async fn serve(listen: SocketAddr, cfg: IngestConfig) -> anyhow::Result<()> {
     // The standard AWS chain, with `SLUICE_SQS_ENDPOINT` applied.
     let client = sluice_aws::sqs_client(None, cfg.sqs_endpoint.as_deref()).await;
     tracing::info!(version = env!("CARGO_PKG_VERSION"), config = ?cfg, "sluice-ingest starting.");
-    let app = sluice_cloud::app(sluice_cloud::state(cfg, client));
+    let records = match &cfg.status_table {
+        Some(table) => {
+            let endpoint = cfg.dynamodb_endpoint.as_deref();
+            let sdk = sluice_aws::shared_config(None, endpoint).await;
+            let records = Records::new(aws_sdk_dynamodb::Client::new(&sdk), table.clone());
+            if endpoint.is_some() {
+                records.create_if_missing().await?;
+            }
+            Some(records)
+        }
+        None => {
+            tracing::warn!("SLUICE_STATUS_TABLE is not set: an Idempotency-Key reused with another body cannot be refused (422); each body gets its own batch id instead.");
+            None
+        }
+    };
+    let app = sluice_cloud::app(sluice_cloud::state(cfg, client, records));
     if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
         return lambda_http::run(app)
             .await

@@ -3,9 +3,21 @@
 //!
 //! `POST /v1/batches` validates every receipt, splits them into chunks and enqueues them; it
 //! answers 202 only once SQS has accepted every chunk. `GET /healthz` answers `ok`.
+//!
+//! An `Idempotency-Key` names one body: with the upload records table (`records`), the batch
+//! id is derived from the key alone and recorded with the body's SHA-256 before anything is
+//! sent, so the same key with another body is refused (422 `idempotency_key_reused`) and the
+//! same key with the same body gets the same batch id. Without the table (a fallback, warned
+//! about at startup) the batch id is derived from the key *and* the digest: two bodies never
+//! share a batch id, but reuse cannot be answered 422.
+//!
+//! 5xx answers carry a fixed message and a request id, never the SDK's error text (account
+//! ids, queue and role ARNs); the log line with the same request id keeps the full error.
 
 use std::io::Read as _;
 use std::sync::Arc;
+
+use sha2::{Digest as _, Sha256};
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -22,11 +34,13 @@ use subtle::ConstantTimeEq as _;
 
 use crate::config::IngestConfig;
 use crate::publish::{PublishError, Publisher};
+use crate::records::{RecordError, Records, UploadRecord};
 
 /// Seconds a client should wait before retrying after a 503.
 const RETRY_AFTER_SECONDS: u32 = 5;
-/// A gzip body may not expand beyond this multiple of the body limit (zip bombs).
-const MAX_GZIP_EXPANSION: usize = 10;
+/// Bytes decompressed at a time: the limit is checked after each step, so a gzip bomb is
+/// refused having inflated at most the limit plus this much.
+const INFLATE_STEP: usize = 64 * 1024;
 /// Namespace for batch ids derived from `Idempotency-Key` (UUID v5), fixed forever so that the
 /// same key always names the same batch.
 const BATCH_NAMESPACE: uuid::Uuid =
@@ -40,6 +54,8 @@ const IDEMPOTENCY_KEY: &str = "idempotency-key";
 pub struct AppState {
     pub config: Arc<IngestConfig>,
     pub publisher: Publisher,
+    /// The upload records (`SLUICE_STATUS_TABLE`), when configured.
+    pub records: Option<Records>,
 }
 
 /// The router, shared by the Lambda and the local server.
@@ -100,6 +116,10 @@ pub enum IngestError {
     UnsupportedEncoding(String),
     #[error("request body is over the limit of {limit} bytes")]
     BodyTooLarge { limit: usize },
+    #[error(
+        "gzip body decompresses to more than the limit of {limit} bytes; nothing was enqueued"
+    )]
+    InflatedTooLarge { limit: usize },
     #[error("could not read the request body: {0}")]
     BadBody(String),
     #[error("invalid Idempotency-Key: {0}")]
@@ -107,8 +127,12 @@ pub enum IngestError {
     /// The body itself is refused: syntax, shape, receipt count or receipt fields.
     #[error("{}", batch_message(.0))]
     Batch(#[from] BatchError),
+    #[error("Idempotency-Key {0:?} was already used with another body; nothing was enqueued. Use a new key for a new upload")]
+    KeyReused(String),
     #[error("SQS did not accept every chunk; retry the same request: {0}")]
     Unavailable(#[from] PublishError),
+    #[error("{0}")]
+    RecordsUnavailable(String),
 }
 
 #[derive(Debug, Serialize)]
@@ -123,6 +147,9 @@ struct ErrorBody<'a> {
     errors: Option<&'a [FieldError]>,
     #[serde(skip_serializing_if = "Option::is_none")]
     total_errors: Option<usize>,
+    /// 5xx: names the log line that holds the full error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<String>,
 }
 
 impl IngestError {
@@ -133,7 +160,9 @@ impl IngestError {
             UnsupportedMediaType(_) | UnsupportedEncoding(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
-            BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            BodyTooLarge { .. } | InflatedTooLarge { .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large")
+            }
             BadBody(_) | BadIdempotencyKey(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             Batch(e) => match e {
                 BatchError::TooManyReceipts { .. } => {
@@ -143,7 +172,23 @@ impl IngestError {
                 BatchError::Shape(_) => (StatusCode::BAD_REQUEST, "bad_shape"),
                 BatchError::Invalid { .. } => (StatusCode::BAD_REQUEST, "invalid_receipts"),
             },
+            KeyReused(_) => (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused"),
             Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "queue_unavailable"),
+            RecordsUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "records_unavailable"),
+        }
+    }
+
+    /// The fixed words a client reads for a server-side failure (no SDK text), or `None`
+    /// when the error's own message is meant for the client.
+    fn public_message(&self) -> Option<&'static str> {
+        match self {
+            IngestError::Unavailable(_) => Some(
+                "the queue did not accept every chunk; nothing is known to be enqueued; retry the same request",
+            ),
+            IngestError::RecordsUnavailable(_) => Some(
+                "the upload records could not be written; nothing was enqueued; retry the same request",
+            ),
+            _ => None,
         }
     }
 }
@@ -188,13 +233,24 @@ impl IntoResponse for IngestError {
             }) => (Some(errors.as_slice()), Some(*total_errors)),
             _ => (None, None),
         };
+        let request_id = status
+            .is_server_error()
+            .then(|| uuid::Uuid::new_v4().to_string());
+        let message = match (self.public_message(), &request_id) {
+            (Some(fixed), Some(id)) => {
+                tracing::error!(request_id = %id, error = %self, "Upload not enqueued; answered {status}.");
+                format!("{fixed} (request id {id})")
+            }
+            _ => self.to_string(),
+        };
         let body = ErrorBody {
             error: code,
-            message: self.to_string(),
+            message,
             line,
             column,
             errors,
             total_errors,
+            request_id,
         };
         let mut resp = (status, Json(&body)).into_response();
         match self {
@@ -204,8 +260,7 @@ impl IntoResponse for IngestError {
                     HeaderValue::from_static("Bearer realm=\"sluice\""),
                 );
             }
-            IngestError::Unavailable(ref e) => {
-                tracing::error!(error = %e, "Upload not enqueued; answered 503.");
+            IngestError::Unavailable(_) | IngestError::RecordsUnavailable(_) => {
                 resp.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
             }
@@ -230,15 +285,21 @@ async fn create_batch(
     authorize(cfg, &headers)?;
     let format = content_type(&headers)?;
     let gzip = content_encoding(&headers)?;
-    let batch_id = batch_id(&headers)?;
+    let key = idempotency_key(&headers)?;
     let raw = read_limited(body, cfg.max_body_bytes).await?;
-    let bytes = if gzip {
-        let plain = gunzip(&raw, cfg.max_body_bytes.saturating_mul(MAX_GZIP_EXPANSION))?;
+    let (bytes, digest) = if gzip {
+        let plain = gunzip(&raw, cfg.max_body_bytes)?;
         // Never hold the compressed and the plain body at once longer than needed.
         drop(raw);
         plain
     } else {
-        raw
+        let digest = hex(&Sha256::digest(&raw));
+        (raw, digest)
+    };
+    let batch_id = match (&state.records, &key) {
+        (Some(_), _) => batch_id(&headers)?,
+        (None, Some(key)) => unrecorded_batch_id(key, &digest),
+        (None, None) => uuid::Uuid::new_v4().to_string(),
     };
     let receipts = match format {
         Format::Json => batch::parse_json(&bytes, cfg.max_receipts_per_request)?,
@@ -271,6 +332,19 @@ async fn create_batch(
         SplitError::Encode(msg) => BatchError::Shape(format!("could not encode the batch: {msg}")),
     })?;
     let total_bytes = messages.iter().map(|m| m.sqs_size()).sum();
+    if let Some(records) = &state.records {
+        let record = UploadRecord {
+            batch_id: batch_id.clone(),
+            idempotency_key: key.clone(),
+            body_sha256: digest,
+            receipts: receipts.len(),
+            chunks: messages.len(),
+        };
+        records.put(&record).await.map_err(|e| match e {
+            RecordError::KeyReused => IngestError::KeyReused(key.clone().unwrap_or_default()),
+            RecordError::Unavailable(_) => IngestError::RecordsUnavailable(e.to_string()),
+        })?;
+    }
     state.publisher.publish(&messages).await?;
     tracing::info!(batch_id = %batch_id, receipts = receipts.len(), chunks = messages.len(), bytes = total_bytes, "Batch enqueued.");
     Ok((
@@ -338,23 +412,41 @@ fn content_encoding(headers: &HeaderMap) -> Result<bool, IngestError> {
     }
 }
 
-/// A stable batch id from `Idempotency-Key` (the same key always gives the same id), or a new
-/// random one.
-fn batch_id(headers: &HeaderMap) -> Result<String, IngestError> {
-    match headers.get(IDEMPOTENCY_KEY) {
-        None => Ok(uuid::Uuid::new_v4().to_string()),
-        Some(v) => {
-            let key = v
-                .to_str()
-                .map_err(|_| IngestError::BadIdempotencyKey("not visible ASCII".to_owned()))?;
-            if key.is_empty() || key.len() > 255 {
-                return Err(IngestError::BadIdempotencyKey(
-                    "must be 1 to 255 characters".to_owned(),
-                ));
-            }
-            Ok(uuid::Uuid::new_v5(&BATCH_NAMESPACE, key.as_bytes()).to_string())
-        }
+/// The `Idempotency-Key` header, checked: 1 to 255 visible ASCII characters.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, IngestError> {
+    let Some(v) = headers.get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let key = v
+        .to_str()
+        .map_err(|_| IngestError::BadIdempotencyKey("not visible ASCII".to_owned()))?;
+    if key.is_empty() || key.len() > 255 {
+        return Err(IngestError::BadIdempotencyKey(
+            "must be 1 to 255 characters".to_owned(),
+        ));
     }
+    Ok(Some(key.to_owned()))
+}
+
+/// A stable batch id from `Idempotency-Key` (the same key always gives the same id), or a new
+/// random one. Used with the upload records, which bind the key to one body.
+fn batch_id(headers: &HeaderMap) -> Result<String, IngestError> {
+    Ok(match idempotency_key(headers)? {
+        None => uuid::Uuid::new_v4().to_string(),
+        Some(key) => uuid::Uuid::new_v5(&BATCH_NAMESPACE, key.as_bytes()).to_string(),
+    })
+}
+
+/// Without the upload records: the batch id of the key *and* the body's digest, so that two
+/// bodies sent with one key never share a batch id (a retry of the same body still does).
+fn unrecorded_batch_id(key: &str, digest: &str) -> String {
+    let name = format!("{key}\n{digest}");
+    uuid::Uuid::new_v5(&BATCH_NAMESPACE, name.as_bytes()).to_string()
+}
+
+/// Lowercase hex.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 async fn read_limited(body: Body, limit: usize) -> Result<Bytes, IngestError> {
@@ -368,17 +460,27 @@ async fn read_limited(body: Body, limit: usize) -> Result<Bytes, IngestError> {
     }
 }
 
-fn gunzip(raw: &[u8], limit: usize) -> Result<Bytes, IngestError> {
-    let mut out = Vec::new();
-    let decoder = flate2::read::MultiGzDecoder::new(raw);
-    decoder
-        .take(limit as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| IngestError::BadBody(format!("gzip body could not be decoded: {e}")))?;
-    if out.len() > limit {
-        return Err(IngestError::BodyTooLarge { limit });
+/// Inflates a gzip body step by step, refusing it as soon as it passes `limit` (a bomb is never
+/// inflated whole), and hashes it on the way. Returns the body and its SHA-256 (hex).
+fn gunzip(raw: &[u8], limit: usize) -> Result<(Bytes, String), IngestError> {
+    let mut decoder = flate2::read::MultiGzDecoder::new(raw);
+    let mut out = Vec::with_capacity(raw.len().saturating_mul(4).min(limit));
+    let mut hasher = Sha256::new();
+    let mut step = vec![0u8; INFLATE_STEP];
+    loop {
+        let n = decoder
+            .read(&mut step)
+            .map_err(|e| IngestError::BadBody(format!("gzip body could not be decoded: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        if out.len() + n > limit {
+            return Err(IngestError::InflatedTooLarge { limit });
+        }
+        hasher.update(&step[..n]);
+        out.extend_from_slice(&step[..n]);
     }
-    Ok(Bytes::from(out))
+    Ok((Bytes::from(out), hex(&hasher.finalize())))
 }
 
 #[cfg(test)]

@@ -85,3 +85,45 @@ fn upload_refuses_a_bad_api_url_and_a_missing_file() {
     assert_eq!(out.status.code(), Some(2), "clap's usage error");
     std::fs::remove_file(&file).ok();
 }
+
+#[test]
+fn without_a_status_table_startup_warns_that_key_reuse_cannot_be_refused() {
+    // The port is taken, so the server stops right after its startup lines.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let addr = taken.local_addr().expect("bound").to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice-ingest"))
+        .args(["--listen", &addr])
+        .env("SLUICE_QUEUE_URL", "http://127.0.0.1:1/000000000000/q")
+        .env_remove("SLUICE_STATUS_TABLE")
+        .env("NO_COLOR", "1")
+        .env("AWS_REGION", "us-east-1")
+        .output()
+        .expect("sluice-ingest runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("WARN") && stderr.contains("SLUICE_STATUS_TABLE is not set: an Idempotency-Key reused with another body cannot be refused (422)"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_unreachable_dynamodb_endpoint_stops_startup_with_the_table_named() {
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice-ingest"))
+        .args(["--listen", "127.0.0.1:0"])
+        .env("SLUICE_QUEUE_URL", "http://127.0.0.1:1/000000000000/q")
+        .env("SLUICE_STATUS_TABLE", "sluice-uploads")
+        .env("SLUICE_DYNAMODB_ENDPOINT", "http://127.0.0.1:1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_MAX_ATTEMPTS", "1")
+        .output()
+        .expect("sluice-ingest runs");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("sluice-ingest: describing table sluice-uploads"),
+        "{stderr}"
+    );
+}

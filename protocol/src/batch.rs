@@ -2,15 +2,24 @@
 //!
 //! This module owns the upload's *shape* and the error report a client gets back: syntax errors
 //! with line and column, shape errors, the receipt-count limit (checked while streaming, before
-//! the whole body is materialised), and every receipt's field errors, capped at
-//! [`MAX_REPORTED_ERRORS`] with totals.
+//! the whole body is materialised), one `receipt_id` held twice with different content, and
+//! every receipt's field errors, capped at [`MAX_REPORTED_ERRORS`] with totals. Each receipt
+//! is built under the size limits as it streams by (`shape`): no tree larger than a valid
+//! receipt is ever built from the body.
 
 use std::fmt;
+
+use std::collections::HashMap;
 
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 use crate::receipt::{FieldError, Receipt};
+
+mod shape;
+
+pub use shape::MAX_OBJECT_FIELDS;
+use shape::{Refusals, Shaped};
 
 /// Most field errors returned in [`BatchError::Invalid`]: enough to fix a client, small enough
 /// for one HTTP response when a whole upload is wrong the same way.
@@ -73,6 +82,8 @@ struct Collector {
     max_receipts: usize,
     seen: usize,
     receipts: Vec<Receipt>,
+    /// Index of the first receipt with each id, while the receipts are kept.
+    first_with_id: HashMap<String, usize>,
     errors: Vec<FieldError>,
     total_errors: usize,
     invalid_receipts: usize,
@@ -84,6 +95,7 @@ impl Collector {
             max_receipts,
             seen: 0,
             receipts: Vec::new(),
+            first_with_id: HashMap::new(),
             errors: Vec::new(),
             total_errors: 0,
             invalid_receipts: 0,
@@ -95,22 +107,67 @@ impl Collector {
         self.seen >= self.max_receipts
     }
 
-    fn add(&mut self, value: &Value) {
+    /// Checks one receipt as [`Shaped`] built it (`None`: refused whole, see `refused`).
+    fn add(&mut self, value: Option<Value>, refused: Refusals) {
         let index = self.seen;
         self.seen += 1;
-        match Receipt::from_value(value, index) {
+        let checked = match value {
+            Some(value) => Receipt::from_parsed(&value, index, refused),
+            None => Err(refused
+                .into_iter()
+                .map(|(at, reason)| FieldError {
+                    index,
+                    receipt_id: None,
+                    pointer: format!("/receipts/{index}{at}"),
+                    reason,
+                })
+                .collect()),
+        };
+        let checked = checked.and_then(|receipt| self.same_id_same_content(receipt, index));
+        match checked {
             // Once the upload is known to be refused, valid receipts are not kept.
-            Ok(receipt) if self.total_errors == 0 => self.receipts.push(receipt),
+            Ok(receipt) if self.total_errors == 0 => {
+                self.first_with_id
+                    .entry(receipt.receipt_id.clone())
+                    .or_insert(self.receipts.len());
+                self.receipts.push(receipt);
+            }
             Ok(_) => {}
             Err(errors) => {
                 if self.total_errors == 0 {
                     self.receipts = Vec::new();
+                    self.first_with_id = HashMap::new();
                 }
                 self.invalid_receipts += 1;
                 self.total_errors += errors.len();
                 let room = MAX_REPORTED_ERRORS.saturating_sub(self.errors.len());
                 self.errors.extend(errors.into_iter().take(room));
             }
+        }
+    }
+
+    /// A `receipt_id` seen earlier in the upload must come with the same content: an identical
+    /// repeat is kept (the database stores it once), two versions are ambiguous and refused.
+    /// Checked while the receipts are kept (the upload has no other problem yet).
+    fn same_id_same_content(
+        &self,
+        receipt: Receipt,
+        index: usize,
+    ) -> Result<Receipt, Vec<FieldError>> {
+        let Some(&first) = self.first_with_id.get(&receipt.receipt_id) else {
+            return Ok(receipt);
+        };
+        match self.receipts.get(first) {
+            Some(earlier) if *earlier != receipt => Err(vec![FieldError {
+                index,
+                receipt_id: Some(receipt.receipt_id.clone()),
+                pointer: format!("/receipts/{index}/receipt_id"),
+                reason: format!(
+                    "receipts[{first}] and receipts[{index}] share receipt_id {} with different content; send one version per upload",
+                    receipt.receipt_id
+                ),
+            }]),
+            _ => Ok(receipt),
         }
     }
 
@@ -162,14 +219,17 @@ pub fn parse_ndjson(body: &[u8], max_receipts: usize) -> Result<Vec<Receipt>, Ba
                 limit: max_receipts,
             });
         }
-        let value = serde_json::from_slice::<StrictValue>(line)
+        let mut refused = Refusals::new();
+        let mut de = serde_json::Deserializer::from_slice(line);
+        let value = Shaped::receipt(&mut refused)
+            .deserialize(&mut de)
+            .and_then(|value| de.end().map(|()| value))
             .map_err(|err| BatchError::Malformed {
                 line: n + 1,
                 column: err.column(),
                 message: bare_message(&err),
-            })?
-            .0;
-        collector.add(&value);
+            })?;
+        collector.add(value, refused);
     }
     collector.finish()
 }
@@ -332,94 +392,12 @@ impl<'de> Visitor<'de> for Receipts<'_> {
                 }
                 return Ok(());
             }
-            match seq.next_element::<StrictValue>()? {
-                Some(StrictValue(value)) => self.state.collector.add(&value),
+            let mut refused = Refusals::new();
+            match seq.next_element_seed(Shaped::receipt(&mut refused))? {
+                Some(value) => self.state.collector.add(value, refused),
                 None => return Ok(()),
             }
         }
-    }
-}
-
-/// A JSON value in which no object has the same key twice.
-///
-/// `serde_json::Value` keeps the last of two equal keys, so `{"total":"1","total":"1000"}`
-/// would pass with whichever value the client's library happened to write last. A receipt is
-/// money: an ambiguous one is refused, with the position of the second key.
-struct StrictValue(Value);
-
-impl<'de> de::Deserialize<'de> for StrictValue {
-    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(StrictVisitor).map(StrictValue)
-    }
-}
-
-struct StrictVisitor;
-
-impl<'de> Visitor<'de> for StrictVisitor {
-    type Value = Value;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
-    }
-
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
-        // JSON text cannot spell NaN or infinity, and serde_json refuses numbers that overflow
-        // (1e400) before they get here; `from_f64` is total for what is left.
-        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
-    }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::String(v.to_owned()))
-    }
-
-    fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-
-    fn visit_none<E: de::Error>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-
-    fn visit_some<D: de::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-        d.deserialize_any(self)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut list = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
-        while let Some(StrictValue(v)) = seq.next_element()? {
-            list.push(v);
-        }
-        Ok(Value::Array(list))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut obj = serde_json::Map::new();
-        while let Some(key) = map.next_key::<String>()? {
-            if obj.contains_key(&key) {
-                return Err(de::Error::custom(format!(
-                    "duplicate key {key:?} in an object"
-                )));
-            }
-            let StrictValue(v) = map.next_value()?;
-            obj.insert(key, v);
-        }
-        Ok(Value::Object(obj))
     }
 }
 

@@ -164,6 +164,17 @@ impl Receipt {
         check::receipt(value, index)
     }
 
+    /// Validates one receipt as the upload parser built it: `refused` lists the values it left
+    /// out for breaking a size limit (pointer relative to the receipt, reason), reported with
+    /// the receipt's other problems.
+    pub(crate) fn from_parsed(
+        value: &Value,
+        index: usize,
+        refused: Vec<(String, String)>,
+    ) -> Result<Receipt, Vec<FieldError>> {
+        check::receipt_with(value, index, refused)
+    }
+
     /// Re-checks an already-typed receipt against the same rules as [`Receipt::from_value`].
     pub fn validate(&self, index: usize) -> Result<(), Vec<FieldError>> {
         match serde_json::to_value(self) {

@@ -10,7 +10,9 @@ use crate::{sqs_client, TestEnv};
 
 impl TestEnv {
     /// Starts the ingest API in this process on port 0, with `vars` as its environment
-    /// (`SLUICE_QUEUE_URL` and `SLUICE_SQS_ENDPOINT` are filled in).
+    /// (`SLUICE_QUEUE_URL` and `SLUICE_SQS_ENDPOINT` are filled in, and so are
+    /// `SLUICE_STATUS_TABLE` (this test's table, created) and `SLUICE_DYNAMODB_ENDPOINT`;
+    /// an empty `SLUICE_STATUS_TABLE` runs without upload records).
     pub async fn start_ingest(&self, vars: &[(&str, &str)]) -> anyhow::Result<IngestHandle> {
         let mut env: HashMap<String, String> = vars
             .iter()
@@ -20,6 +22,10 @@ impl TestEnv {
             .or_insert_with(|| self.queue_url.clone());
         env.entry("SLUICE_SQS_ENDPOINT".into())
             .or_insert_with(|| self.servers.sqs_endpoint.clone());
+        env.entry("SLUICE_STATUS_TABLE".into())
+            .or_insert_with(|| self.status_table());
+        env.entry("SLUICE_DYNAMODB_ENDPOINT".into())
+            .or_insert_with(|| self.servers.sqs_endpoint.clone());
         let cfg = sluice_cloud::IngestConfig::from_lookup(|k| env.get(k).cloned())
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         // The endpoint the API was configured with (a test may put a proxy there).
@@ -28,7 +34,11 @@ impl TestEnv {
                 .as_deref()
                 .unwrap_or(&self.servers.sqs_endpoint),
         );
-        let app = sluice_cloud::app(sluice_cloud::state(cfg, client));
+        let records = match (&cfg.status_table, &cfg.dynamodb_endpoint) {
+            (Some(table), Some(endpoint)) => Some(self.records(table, endpoint).await?),
+            _ => None,
+        };
+        let app = sluice_cloud::app(sluice_cloud::state(cfg, client, records));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let stop = CancellationToken::new();

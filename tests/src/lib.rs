@@ -20,6 +20,8 @@
 //! | `metrics` | [`Metrics`]: Prometheus text parsed once, queried by name and labels |
 //! | `notify` | [`NotifySocket`]: a `NOTIFY_SOCKET` the test reads systemd notifications from |
 //! | `ingest` | [`IngestHandle`]: the ingest API in-process |
+//! | `records` | the ingest's upload records table (DynamoDB on the local server) |
+//! | `ingest_process` | [`IngestProcess`]: the real `sluice-ingest` binary |
 //! | `sqs` | the SQS client for the local server and queue pairs with a redrive policy |
 //! | `postgres` | databases on a cluster, and [`PrivatePostgres`], a cluster a test may stop |
 //! | [`gen`] | realistic receipts, deterministic from a seed |
@@ -32,10 +34,12 @@
 mod agent;
 mod env;
 mod ingest;
+mod ingest_process;
 mod metrics;
 mod notify;
 mod postgres;
 mod process;
+mod records;
 mod servers;
 mod sqs;
 
@@ -51,11 +55,13 @@ use std::time::{Duration, Instant};
 pub use agent::{AgentHandle, AgentProcess, AGENT_PROCESS_ENV};
 pub use env::{DeadLetter, EnvOptions, TestEnv, MAX_RECEIVE_COUNT};
 pub use ingest::IngestHandle;
+pub use ingest_process::IngestProcess;
 pub use metrics::Metrics;
 pub use nix::sys::signal::Signal;
 pub use notify::NotifySocket;
 pub use postgres::{create_database, with_database, PrivatePostgres};
 pub use process::{signal, ChildProcess, Launch};
+pub use records::dynamodb_client;
 pub use servers::{binary, free_local_addr, repo_root, servers, Servers};
 pub use sqs::{create_queue_pair, sqs_client, QueuePair};
 

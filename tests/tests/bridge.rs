@@ -299,6 +299,7 @@ async fn an_api_gateway_v2_event_gets_the_same_answers_as_the_local_server() -> 
     let app = sluice_cloud::app(sluice_cloud::state(
         cfg,
         sluice_e2e::sqs_client(&env.servers.sqs_endpoint),
+        None,
     ));
     let fixture: Value = serde_json::from_str(include_str!("fixtures/apigw_v2_post_batches.json"))?;
 

@@ -35,7 +35,7 @@ fn app_with(vars: &[(&str, &str)]) -> Router {
         // One attempt per call: the publisher does its own retries.
         .retry_config(aws_sdk_sqs::config::retry::RetryConfig::disabled())
         .build();
-    crate::app(crate::state(cfg, aws_sdk_sqs::Client::from_conf(sqs)))
+    crate::app(crate::state(cfg, aws_sdk_sqs::Client::from_conf(sqs), None))
 }
 
 fn receipt(i: usize) -> Value {
@@ -320,6 +320,111 @@ async fn sqs_unreachable_is_503_with_retry_after() {
     assert!(message.contains("retry the same request"), "{message}");
 }
 
+#[tokio::test]
+async fn a_503_names_a_request_id_and_carries_no_sdk_text() {
+    let (status, _, answer) = send(app_with(&[]), json_body(3), &[JSON]).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{answer}");
+    let id = answer["request_id"].as_str().expect("request_id");
+    assert_eq!(
+        answer["message"],
+        format!("the queue did not accept every chunk; nothing is known to be enqueued; retry the same request (request id {id})")
+    );
+    // The SDK's words (endpoint, dispatch failure, queue URL with its account) stay in the log.
+    let text = answer.to_string();
+    for internal in [
+        "127.0.0.1",
+        "dispatch",
+        "000000000000",
+        "nowhere",
+        "SendMessageBatch",
+    ] {
+        assert!(!text.contains(internal), "{internal:?} in {text}");
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_records_table_is_503_without_sdk_text() {
+    let cfg = IngestConfig::from_lookup(|k| match k {
+        "SLUICE_QUEUE_URL" => Some("http://127.0.0.1:1/000000000000/nowhere".into()),
+        _ => None,
+    })
+    .expect("valid test config");
+    let dynamodb = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+        .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+        .endpoint_url("http://127.0.0.1:1")
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "test", "test", None, None, "test",
+        ))
+        .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled())
+        .build();
+    let records = Records::new(
+        aws_sdk_dynamodb::Client::from_conf(dynamodb),
+        "uploads-000000000000".into(),
+    );
+    let sqs = aws_sdk_sqs::Client::from_conf(
+        aws_sdk_sqs::Config::builder()
+            .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+            .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+            .endpoint_url("http://127.0.0.1:1")
+            .build(),
+    );
+    let app = crate::app(crate::state(cfg, sqs, Some(records)));
+    let (status, headers, answer) = send(app, json_body(2), &[JSON]).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{answer}");
+    assert_eq!(answer["error"], "records_unavailable");
+    assert!(headers.get(header::RETRY_AFTER).is_some());
+    let id = answer["request_id"].as_str().expect("request_id");
+    assert_eq!(
+        answer["message"],
+        format!("the upload records could not be written; nothing was enqueued; retry the same request (request id {id})")
+    );
+    let text = answer.to_string();
+    for internal in ["127.0.0.1", "000000000000", "PutItem", "dispatch"] {
+        assert!(!text.contains(internal), "{internal:?} in {text}");
+    }
+}
+
+#[tokio::test]
+async fn a_gzip_bomb_is_refused_once_the_inflated_body_passes_the_limit() {
+    // 55 MB of zeros in one metadata array compresses to ~55 KB.
+    let mut bomb = br#"{"receipts": [{"metadata": ["#.to_vec();
+    bomb.extend(b"0,".repeat(27_500_000));
+    bomb.extend(b"0]}]}");
+    let compressed = gzip(&bomb);
+    drop(bomb);
+    assert!(compressed.len() < 100_000, "{}", compressed.len());
+    let (status, _, answer) = send(
+        app_with(&[]),
+        compressed,
+        &[JSON, ("content-encoding", "gzip")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{answer}");
+    assert_eq!(answer["error"], "body_too_large");
+    assert_eq!(
+        answer["message"],
+        "gzip body decompresses to more than the limit of 6291456 bytes; nothing was enqueued"
+    );
+}
+
+#[test]
+fn without_the_records_table_one_key_with_two_bodies_gets_two_batch_ids() {
+    let a = unrecorded_batch_id("upload-42", "aa");
+    assert_eq!(a, unrecorded_batch_id("upload-42", "aa"));
+    assert_ne!(a, unrecorded_batch_id("upload-42", "bb"));
+    assert_ne!(a, unrecorded_batch_id("upload-43", "aa"));
+}
+
+#[test]
+fn the_inflated_body_is_hashed_as_sent_plain() {
+    let plain = json_body(2);
+    let (bytes, digest) = gunzip(&gzip(&plain), 1 << 20).expect("inflates");
+    assert_eq!(bytes.as_ref(), plain.as_slice());
+    assert_eq!(digest, hex(&Sha256::digest(&plain)));
+    assert_eq!(digest.len(), 64);
+}
+
 #[test]
 fn same_idempotency_key_gives_the_same_batch_id() {
     let mut h = HeaderMap::new();
@@ -448,6 +553,7 @@ fn every_error() -> Vec<IngestError> {
         IngestError::UnsupportedMediaType("text/csv".into()),
         IngestError::UnsupportedEncoding("br".into()),
         IngestError::BodyTooLarge { limit: 1 },
+        IngestError::InflatedTooLarge { limit: 1 },
         IngestError::BadBody("x".into()),
         IngestError::BadIdempotencyKey("x".into()),
         IngestError::Batch(BatchError::TooManyReceipts { limit: 1 }),
@@ -462,11 +568,13 @@ fn every_error() -> Vec<IngestError> {
             total_errors: 0,
             invalid_receipts: 0,
         }),
+        IngestError::KeyReused("k".into()),
         IngestError::Unavailable(crate::publish::PublishError {
             failed: 1,
             total: 1,
             detail: "x".into(),
         }),
+        IngestError::RecordsUnavailable("x".into()),
     ];
     for e in &all {
         match e {
@@ -474,6 +582,7 @@ fn every_error() -> Vec<IngestError> {
             | IngestError::UnsupportedMediaType(_)
             | IngestError::UnsupportedEncoding(_)
             | IngestError::BodyTooLarge { .. }
+            | IngestError::InflatedTooLarge { .. }
             | IngestError::BadBody(_)
             | IngestError::BadIdempotencyKey(_)
             | IngestError::Batch(
@@ -482,7 +591,9 @@ fn every_error() -> Vec<IngestError> {
                 | BatchError::Shape(_)
                 | BatchError::Invalid { .. },
             )
-            | IngestError::Unavailable(_) => {}
+            | IngestError::KeyReused(_)
+            | IngestError::Unavailable(_)
+            | IngestError::RecordsUnavailable(_) => {}
         }
     }
     all
@@ -572,6 +683,7 @@ fn the_openapi_schemas_match_the_types_sent_and_received() {
         column: Some(1),
         errors: Some(&[]),
         total_errors: Some(0),
+        request_id: Some("x".into()),
     })
     .expect("serializable");
     assert_eq!(object_keys(&malformed), schema_properties(&doc, "Error"));

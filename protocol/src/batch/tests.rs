@@ -442,3 +442,148 @@ proptest::proptest! {
         let _ = parse_ndjson(&text[14..], 100);
     }
 }
+
+// -- limits while parsing ---------------------------------------------------------------------------
+
+/// `text` with `{"receipts":[<minimal receipt 0 with "field": <raw>>]}` (raw JSON spliced in).
+fn with_raw(field: &str, raw: &str) -> Vec<u8> {
+    let mut r = minimal_json(0).to_string();
+    r.pop();
+    format!(r#"{{"receipts": [{r}, "{field}": {raw}}}]}}"#).into_bytes()
+}
+
+fn first_error(result: Result<Vec<Receipt>, BatchError>) -> (String, String) {
+    let errors = invalid(result);
+    (errors[0].pointer.clone(), errors[0].reason.clone())
+}
+
+#[test]
+fn a_metadata_array_of_millions_of_zeros_is_refused_by_its_kind() {
+    let zeros = format!("[{}0]", "0,".repeat(2_000_000));
+    assert_eq!(
+        first_error(parse_json(&with_raw("metadata", &zeros), 10)),
+        (
+            "/receipts/0/metadata".to_owned(),
+            "must be a JSON object, not an array".to_owned()
+        )
+    );
+}
+
+#[test]
+fn an_oversized_metadata_object_is_refused_with_its_true_size() {
+    let list = format!("[{}0]", "0,".repeat(100_000));
+    let text = with_raw("metadata", &format!(r#"{{"zeros": {list}}}"#));
+    let expected = format!(
+        "must be at most 8192 bytes once serialized (got {})",
+        r#"{"zeros":}"#.len() + list.len()
+    );
+    assert_eq!(
+        first_error(parse_json(&text, 10)),
+        ("/receipts/0/metadata".to_owned(), expected)
+    );
+}
+
+#[test]
+fn metadata_sizes_counted_while_parsing_match_the_serialized_size() {
+    // At the limit, one byte over, and with escapes, floats and nesting: the streaming count
+    // and the receipt rule agree to the byte. (Oversized metadata is refused for its size
+    // alone: its characters are not walked.)
+    let cases = [
+        json!({"k": "v".repeat(8192 - 10)}),
+        json!({"k": "v".repeat(8192 - 9)}),
+        json!({"q\"\\\n": ["é\t", 1.5, -7, 18446744073709551615u64, null, true, false, {}], "n": {"a": [[]]}, "s": "x".repeat(8100)}),
+        json!({"\u{1}": "\u{1f}", "s": "x".repeat(8100)}),
+        json!({"f": [0.1, 1e300, -2.5e-7], "pad": "y".repeat(8150)}),
+    ];
+    for metadata in cases {
+        let mut r = minimal_json(0);
+        r["metadata"] = metadata.clone();
+        let streamed = parse_json(&body(&[r.clone()]), 10).map(|_| ());
+        let by_value = Receipt::from_value(&r, 0).map(|_| ());
+        match (streamed, by_value) {
+            (Ok(()), Ok(())) => {}
+            (Err(BatchError::Invalid { errors, .. }), Err(expected)) => {
+                assert_eq!(errors, expected, "{metadata}")
+            }
+            (streamed, by_value) => panic!("{metadata}: {streamed:?} vs {by_value:?}"),
+        }
+    }
+}
+
+#[test]
+fn more_than_500_items_are_counted_not_built() {
+    let items = format!("[{}0]", "{},".repeat(200_000));
+    assert_eq!(
+        first_error(parse_json(&with_raw("items", &items), 10)),
+        (
+            "/receipts/0/items".to_owned(),
+            "must have at most 500 items (got 200001)".to_owned()
+        )
+    );
+}
+
+#[test]
+fn an_object_with_too_many_fields_is_refused_where_it_is() {
+    let fields: Vec<String> = (0..100).map(|i| format!(r#""f{i}": [1, 2]"#)).collect();
+    let many = format!("{{{}}}", fields.join(", "));
+    let text = format!(r#"{{"receipts": [{many}]}}"#);
+    assert_eq!(
+        first_error(parse_json(text.as_bytes(), 10)),
+        (
+            "/receipts/0".to_owned(),
+            "must have at most 64 fields (got 100)".to_owned()
+        )
+    );
+    let items = format!(
+        r#"[{{"description": "x", "quantity": "1", "unit_price": "1", "amount": "1"}}, {many}]"#
+    );
+    assert_eq!(
+        first_error(parse_json(&with_raw("items", &items), 10)),
+        (
+            "/receipts/0/items/1".to_owned(),
+            "must have at most 64 fields (got 100)".to_owned()
+        )
+    );
+}
+
+#[test]
+fn a_container_where_a_scalar_belongs_is_skimmed_and_named_by_kind() {
+    let big = format!("[{}0]", "[0],".repeat(100_000));
+    for (field, reason) in [
+        ("merchant", "must be a string, not an array"),
+        (
+            "total",
+            r#"must be a decimal string like "42.50", not an array"#,
+        ),
+    ] {
+        let mut r = minimal_json(0);
+        r.as_object_mut().expect("object").remove(field);
+        let mut text = r.to_string();
+        text.pop();
+        let text = format!(r#"{{"receipts": [{text}, "{field}": {big}}}]}}"#);
+        assert_eq!(
+            first_error(parse_json(text.as_bytes(), 10)),
+            (format!("/receipts/0/{field}"), reason.to_owned())
+        );
+    }
+}
+
+#[test]
+fn one_receipt_id_with_two_contents_names_both_indexes() {
+    let mut changed = minimal_json(1);
+    changed["total"] = json!("99.99");
+    let upload = [minimal_json(1), minimal_json(2), minimal_json(1), changed];
+    let errors = invalid(parse_json(&body(&upload), 10));
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].index, 3);
+    assert_eq!(errors[0].pointer, "/receipts/3/receipt_id");
+    assert_eq!(
+        errors[0].reason,
+        format!(
+            "receipts[0] and receipts[3] share receipt_id {} with different content; send one version per upload",
+            id(1)
+        )
+    );
+    let errors = invalid(parse_ndjson(&ndjson(&upload), 10));
+    assert_eq!(errors[0].pointer, "/receipts/3/receipt_id");
+}

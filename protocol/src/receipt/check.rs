@@ -7,8 +7,28 @@ use super::*;
 
 /// Validates one receipt given as a JSON value (see [`Receipt::from_value`]).
 pub(super) fn receipt(value: &Value, index: usize) -> Result<Receipt, Vec<FieldError>> {
+    receipt_with(value, index, Vec::new())
+}
+
+/// Validates one receipt whose fields were partly refused while parsing: `refused` holds
+/// (pointer relative to `/receipts/{index}`, reason) for values left out of `value`, each
+/// reported where the rule for that field would be.
+pub(crate) fn receipt_with(
+    value: &Value,
+    index: usize,
+    refused: Vec<(String, String)>,
+) -> Result<Receipt, Vec<FieldError>> {
     let mut c = Checker::new(index);
-    let receipt = c.receipt(value);
+    c.refused = refused
+        .into_iter()
+        .map(|(at, reason)| (format!("/receipts/{index}{at}"), reason))
+        .collect();
+    let mut receipt = c.receipt(value);
+    // A refusal no rule claimed still refuses the receipt: never dropped in silence.
+    for (pointer, reason) in std::mem::take(&mut c.refused) {
+        c.report(pointer, reason);
+        receipt = None;
+    }
     match receipt {
         Some(receipt) if c.problems.is_empty() => Ok(receipt),
         _ => Err(c.into_errors(receipt_id_of(value))),
@@ -138,6 +158,9 @@ struct Checker {
     index: usize,
     /// (pointer, reason)
     problems: Vec<(String, String)>,
+    /// Values the parser refused and left out: (pointer, reason), reported by the rule at
+    /// that pointer (see [`receipt_with`]).
+    refused: Vec<(String, String)>,
 }
 
 /// Whether a field may be absent (or `null`).
@@ -152,6 +175,19 @@ impl Checker {
         Checker {
             index,
             problems: Vec::new(),
+            refused: Vec::new(),
+        }
+    }
+
+    /// Reports the parser's refusal at `pointer`, if there is one.
+    fn refused_at(&mut self, pointer: &str) -> bool {
+        match self.refused.iter().position(|(p, _)| p == pointer) {
+            Some(at) => {
+                let (pointer, reason) = self.refused.swap_remove(at);
+                self.report(pointer, reason);
+                true
+            }
+            None => false,
         }
     }
 
@@ -330,6 +366,9 @@ impl Checker {
 
     fn image(&mut self, obj: &Map<String, Value>, base: &str) -> Option<Option<Image>> {
         let pointer = format!("{base}/image");
+        if self.refused_at(&pointer) {
+            return None;
+        }
         let value = match Self::field(obj, "image", Need::Optional) {
             Ok(Some(v)) => v,
             Ok(None) => return Some(None),
@@ -374,6 +413,9 @@ impl Checker {
 
     fn items(&mut self, obj: &Map<String, Value>, base: &str) -> Option<Vec<Item>> {
         let pointer = format!("{base}/items");
+        if self.refused_at(&pointer) {
+            return None;
+        }
         let list = match Self::field(obj, "items", Need::Optional) {
             Ok(None) => return Some(Vec::new()),
             Ok(Some(Value::Array(list))) => list,
@@ -395,6 +437,10 @@ impl Checker {
         let mut items = Vec::with_capacity(list.len().min(MAX_ITEMS));
         for (j, value) in list.iter().enumerate() {
             let p = format!("{pointer}/{j}");
+            if self.refused_at(&p) {
+                ok = false;
+                continue;
+            }
             let Some(item) = value.as_object() else {
                 self.report(p, format!("must be a JSON object, not {}", kind(value)));
                 ok = false;
@@ -430,6 +476,9 @@ impl Checker {
         base: &str,
     ) -> Option<Option<Map<String, Value>>> {
         let pointer = format!("{base}/metadata");
+        if self.refused_at(&pointer) {
+            return None;
+        }
         let map = match Self::field(obj, "metadata", Need::Optional) {
             Ok(None) => return Some(None),
             Ok(Some(Value::Object(map))) => map,

@@ -18,6 +18,7 @@
 //! ingest rows come from the harness (`sluice_e2e::ingest_bench`).
 
 mod drain;
+mod ingest_bomb;
 mod memory;
 mod pgbench;
 mod write_path;
@@ -159,6 +160,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     drop(receipts);
     ingest_env.cleanup().await;
+    eprintln!("bench: ingest peak RSS on a gzip bomb");
+    ingest_bomb::measure(&mut table).await?;
 
     // 2. The drain, with pgbench alongside.
     drain::measure(&pg, backlog, window, &mut table).await?;

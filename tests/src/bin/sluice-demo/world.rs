@@ -72,6 +72,9 @@ impl World {
             ("NO_COLOR", "1"),
             ("SLUICE_QUEUE_URL", &self.queue_url),
             ("SLUICE_SQS_ENDPOINT", &self.sqs_endpoint),
+            // The ingest's upload records (Idempotency-Key binding) on the same local server.
+            ("SLUICE_STATUS_TABLE", "sluice-demo-uploads"),
+            ("SLUICE_DYNAMODB_ENDPOINT", &self.sqs_endpoint),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
