@@ -6,7 +6,8 @@ Owned by deploy/local (started by deploy/local/stack.sh, usable on its own):
     python3 deploy/local/moto_server.py --port 4566 [--host 127.0.0.1] [--pidfile F]
 
 Before starting it patches two hot spots of moto 5.x's SQS model that make sends
-and receives over a backlog of n messages cost O(n^2) (docs/product.md, "Local stack"):
+and receives over a backlog of n messages cost O(n^2) (docs/product.md, "Local stack"),
+and one race that real SQS does not have:
 
   (a) SQSBackend.is_message_valid_based_on_retention_period fetched the queue's
       attributes (which counts every message of the queue three times) for each
@@ -14,6 +15,13 @@ and receives over a backlog of n messages cost O(n^2) (docs/product.md, "Local s
   (b) Message.visible / Message.delayed built a datetime for every check; the
       patch compares visible_at / delayed_until with time.time() in the same unit
       moto stores them in (milliseconds in 5.x, detected at start-up).
+  (c) moto's SQS model is not thread-safe: Queue.delete_message rebuilds the queue's
+      message list without a lock, so two concurrent deletes (or a delete and a send
+      or receive) lose each other's change: a deleted message comes back a visibility
+      timeout later, a sent one vanishes. The patch runs every SQSBackend call that
+      reads or changes queues under one process-wide lock (reentrant), and makes
+      each queue's long-poll condition use that lock, so a long poll waits without
+      holding it.
 
 Semantics are unchanged. Each patch is skipped, with a note on stderr, if the moto
 in use does not have the attribute it replaces. --no-patch runs stock moto (for
@@ -111,7 +119,68 @@ def apply_patches():
     else:
         log("Message.visible / Message.delayed not patchable in this moto; not patched")
 
+    # (c) one lock around the SQS backend's calls.
+    if _serialise_backend(models):
+        applied.append("serialise")
+
     return applied
+
+
+# SQSBackend methods that read or change queues and their messages.
+_SERIALISED = (
+    "create_queue", "get_queue_url", "list_queues", "get_queue", "delete_queue",
+    "get_queue_attributes", "set_queue_attributes", "send_message",
+    "send_message_batch", "receive_message", "delete_message", "delete_message_batch",
+    "change_message_visibility", "change_message_visibility_batch", "purge_queue",
+    "list_dead_letter_source_queues", "tag_queue", "untag_queue", "list_queue_tags",
+)
+
+
+def _serialise_backend(models):
+    """Patch (c); returns whether it was applied."""
+    backend_cls = getattr(models, "SQSBackend", None)
+    queue_cls = getattr(models, "Queue", None)
+    init = getattr(queue_cls, "__init__", None)
+    # A long poll (receive_message with WaitTimeSeconds) waits in
+    # Queue.wait_for_messages on the queue's `_messages_lock` condition; it must wait on
+    # the backend lock instead, or it would hold that lock for the whole poll.
+    try:
+        probe = queue_cls("probe", "us-east-1", "123456789012")
+        waits_on_condition = isinstance(
+            getattr(probe, "_messages_lock", None), threading.Condition
+        ) and callable(getattr(queue_cls, "wait_for_messages", None))
+    except Exception as exc:  # noqa: BLE001 - any surprise means "don't patch"
+        log(f"queue probe failed ({exc!r})")
+        waits_on_condition = False
+    if backend_cls is None or init is None or not waits_on_condition:
+        log("SQSBackend / Queue._messages_lock not as expected; calls not serialised")
+        return False
+    missing = [name for name in _SERIALISED if not callable(getattr(backend_cls, name, None))]
+    if missing:
+        log(f"SQSBackend has no {', '.join(missing)}; those calls not serialised")
+
+    lock = threading.Condition(threading.RLock())
+
+    def queue_init(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        self._messages_lock = lock
+
+    queue_cls.__init__ = queue_init
+
+    def serialised(method):
+        def call(self, *args, **kwargs):
+            with lock:
+                return method(self, *args, **kwargs)
+
+        call.__name__ = method.__name__
+        call.__doc__ = method.__doc__
+        return call
+
+    for name in _SERIALISED:
+        method = getattr(backend_cls, name, None)
+        if callable(method):
+            setattr(backend_cls, name, serialised(method))
+    return True
 
 
 def wait_until_answering(host, port, timeout=30.0):

@@ -7,8 +7,9 @@
 //! Batch calls can half-fail inside a 200 answer: every batch call here reads `failed`, retries
 //! the entries SQS says are not the sender's fault, and returns what still failed. Visibility
 //! changes go out [`VISIBILITY_CONCURRENCY`] groups of 10 at a time, so thousands of held
-//! messages are extended in a few round trips rather than one call after another. Deletes go
-//! out [`DELETE_CONCURRENCY`] at a time (see there).
+//! messages are extended in a few round trips rather than one call after another; deletes
+//! [`DELETE_CONCURRENCY`] groups at a time, so a large batch's commit is acknowledged in a few
+//! round trips too.
 
 use std::time::Duration;
 
@@ -35,12 +36,8 @@ pub const SOURCE_ATTRIBUTE: &str = "sluice-source-message-id";
 const MAX_REASON_CHARS: usize = 4096;
 /// ChangeMessageVisibilityBatch calls in flight at once (each of at most 10 entries).
 pub const VISIBILITY_CONCURRENCY: usize = 8;
-/// DeleteMessageBatch calls in flight at once. One: a writer deletes one batch's messages
-/// (at most `batch.max_rows` chunks) right after its commit, so the heartbeat's scale problem
-/// does not arise here, and the SQS-API server the tests run against (moto) loses a delete
-/// that races another (its queue's message list is rebuilt without a lock), which would turn
-/// into redeliveries. Raise it only against real SQS.
-pub const DELETE_CONCURRENCY: usize = 1;
+/// DeleteMessageBatch calls in flight at once (each of at most 10 entries).
+pub const DELETE_CONCURRENCY: usize = 8;
 /// Batch calls and the dead-letter send: 4 tries, 200 ms doubling to 5 s between them.
 const BATCH_RETRY: BatchRetry = BatchRetry {
     tries: 4,
