@@ -52,6 +52,17 @@ impl TestEnv {
         self.spawn_agent_with_env(name, extra, &[])
     }
 
+    /// [`TestEnv::spawn_agent`] with JSON logs at `info` (what log assertions read), waiting
+    /// until its HTTP server answers.
+    pub async fn launch_agent(&self, name: &str, extra: &str) -> anyhow::Result<AgentProcess> {
+        let agent = self.spawn_agent(
+            name,
+            &format!("{extra}\n[log]\nformat = \"json\"\nlevel = \"info\""),
+        )?;
+        agent.wait_answering(Duration::from_secs(30)).await?;
+        Ok(agent)
+    }
+
     /// [`TestEnv::spawn_agent`] with `env` added to the process's environment.
     pub fn spawn_agent_with_env(
         &self,
@@ -239,5 +250,24 @@ impl AgentProcess {
     /// agent does not answer or has no such series.
     pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         self.metrics().await?.sum(name, labels)
+    }
+
+    /// A counter's total over its labels: 0 before its first increment, NaN (so that no
+    /// comparison holds) while the agent does not answer.
+    pub async fn counter(&self, name: &str) -> f64 {
+        self.metrics()
+            .await
+            .map_or(f64::NAN, |m| m.sum(name, &[]).unwrap_or(0.0))
+    }
+
+    /// SIGTERM; fails (with its log) unless the agent exits 0 within a minute.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        let status = self.terminate(Duration::from_secs(60)).await?;
+        anyhow::ensure!(
+            status.success(),
+            "agent exit {status}; log:\n{}",
+            self.log_text()
+        );
+        Ok(())
     }
 }

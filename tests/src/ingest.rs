@@ -6,9 +6,32 @@ use std::net::SocketAddr;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::oracle::Oracle;
 use crate::{sqs_client, TestEnv};
 
 impl TestEnv {
+    /// Uploads `receipts` through an in-process ingest in chunks of `chunk` receipts (2,000
+    /// per request, messages up to 1 MiB) and tells `oracle` what each 202 acknowledged.
+    pub async fn upload_acknowledged(
+        &self,
+        oracle: &mut Oracle,
+        receipts: &[serde_json::Value],
+        chunk: &str,
+    ) -> anyhow::Result<()> {
+        let ingest = self
+            .start_ingest(&[
+                ("SLUICE_MAX_RECEIPTS_PER_CHUNK", chunk),
+                ("SLUICE_MAX_MESSAGE_BYTES", "1048576"),
+            ])
+            .await?;
+        for part in receipts.chunks(2_000) {
+            let (status, answer) = ingest.upload_json(part).await?;
+            anyhow::ensure!(status == 202, "upload refused: {answer}");
+            oracle.acknowledge(part);
+        }
+        Ok(())
+    }
+
     /// Starts the ingest API in this process on port 0, with `vars` as its environment
     /// (`SLUICE_QUEUE_URL` and `SLUICE_SQS_ENDPOINT` are filled in, and so are
     /// `SLUICE_STATUS_TABLE` (this test's table, created) and `SLUICE_DYNAMODB_ENDPOINT`;

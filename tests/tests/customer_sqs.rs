@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use sluice_e2e::gen::Generator;
 use sluice_e2e::oracle::Oracle;
 use sluice_e2e::sqs_proxy::SqsProxy;
-use sluice_e2e::{wait_for, AgentProcess, EnvOptions, TestEnv};
+use sluice_e2e::{wait_for, EnvOptions, TestEnv};
 
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(240);
 
@@ -52,29 +52,6 @@ async fn create_queue(
 
 async fn delete_queue(env: &TestEnv, url: &str) {
     let _ = env.sqs.delete_queue().queue_url(url).send().await;
-}
-
-async fn start(env: &TestEnv, name: &str, extra: &str) -> anyhow::Result<AgentProcess> {
-    let agent = env.spawn_agent(name, &format!("{extra}\n[log]\nformat = \"json\""))?;
-    agent.wait_answering(Duration::from_secs(30)).await?;
-    Ok(agent)
-}
-
-async fn counter(agent: &AgentProcess, name: &str) -> f64 {
-    agent
-        .metrics()
-        .await
-        .map_or(f64::NAN, |m| m.sum(name, &[]).unwrap_or(0.0))
-}
-
-async fn stop(mut agent: AgentProcess) -> anyhow::Result<()> {
-    let status = agent.terminate(Duration::from_secs(60)).await?;
-    anyhow::ensure!(
-        status.success(),
-        "agent exit {status}:\n{}",
-        agent.log_text()
-    );
-    Ok(())
 }
 
 /// Item 3: `check-config --online` names each dead-letter problem, and `run` refuses the
@@ -146,12 +123,12 @@ async fn a_missing_dead_letter_queue_at_start_is_a_condition_that_clears() -> an
     let env = TestEnv::new().await?;
     let late_name = format!("{}-late", env.name);
     let late_url = env.queue_url.replace(&env.name, &late_name);
-    let agent = start(
-        &env,
-        "late-dlq",
-        &format!("[queue]\ndead_letter_url = {late_url:?}"),
-    )
-    .await?;
+    let agent = env
+        .launch_agent(
+            "late-dlq",
+            &format!("[queue]\ndead_letter_url = {late_url:?}"),
+        )
+        .await?;
     let (code, body) = agent.get("/readyz").await.unwrap_or_default();
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("dead_letter_unavailable"), "{body}");
@@ -175,7 +152,7 @@ async fn a_missing_dead_letter_queue_at_start_is_a_condition_that_clears() -> an
         },
     )
     .await?;
-    stop(agent).await?;
+    agent.stop().await?;
     oracle.verify(&env).await?;
     delete_queue(&env, &created).await;
     env.cleanup().await;
@@ -279,20 +256,22 @@ async fn thousands_of_messages_held_past_their_visibility_are_received_once() ->
         .parse()?;
     let proxy = SqsProxy::start(sqs_addr).await?;
     proxy.half_fail("ChangeMessageVisibilityBatch", 100);
-    let agent = start(
-        &env,
-        "held",
-        &format!(
-            "[queue]\nendpoint = \"{}\"\nvisibility_timeout_seconds = 20\n\
+    let agent = env
+        .launch_agent(
+            "held",
+            &format!(
+                "[queue]\nendpoint = \"{}\"\nvisibility_timeout_seconds = 20\n\
              [throttle]\nrows_per_second = 50\nburst = 100\n[batch]\nmax_rows = 100",
-            proxy.endpoint()
-        ),
-    )
-    .await?;
+                proxy.endpoint()
+            ),
+        )
+        .await?;
     env.wait_drained(N as i64, DRAIN_TIMEOUT).await?;
-    let received = counter(&agent, "sluice_messages_received_total").await;
-    let lapsed = counter(&agent, "sluice_visibility_extension_failures_total").await;
-    stop(agent).await?;
+    let received = agent.counter("sluice_messages_received_total").await;
+    let lapsed = agent
+        .counter("sluice_visibility_extension_failures_total")
+        .await;
+    agent.stop().await?;
     assert!(proxy.withheld() > 0, "visibility calls were half-failed");
     assert_eq!(lapsed, 0.0, "every extension landed in time");
     assert_eq!(received, N as f64, "no message was received twice");
@@ -342,13 +321,13 @@ async fn a_newer_ingest_is_stored_or_released_never_dead_lettered() -> anyhow::R
     let mut oracle = Oracle::new();
     oracle.acknowledge(&known);
 
-    let agent = start(&env, "newer", "").await?;
+    let agent = env.launch_agent("newer", "").await?;
     wait_for(
         DRAIN_TIMEOUT,
         "the known chunk stored and two released",
         || async {
             let stored = env.count_receipts_or_zero().await;
-            let unknown = counter(&agent, "sluice_messages_unknown_version_total").await;
+            let unknown = agent.counter("sluice_messages_unknown_version_total").await;
             (stored == 20 && unknown >= 2.0).then_some(())
         },
     )
@@ -358,14 +337,14 @@ async fn a_newer_ingest_is_stored_or_released_never_dead_lettered() -> anyhow::R
     assert!(body.contains("envelope_version_unknown"), "{body}");
     assert!(body.contains("upgrade the agent"), "{body}");
     assert_eq!(
-        counter(&agent, "sluice_messages_dead_lettered_total").await,
+        agent.counter("sluice_messages_dead_lettered_total").await,
         0.0
     );
     // Both are still on the queue, hidden for the release delay.
     let (visible, in_flight, delayed) = env.depth(&env.queue_url).await?;
     assert_eq!(visible + in_flight + delayed, 2, "released, not deleted");
     let log = agent.log_text();
-    stop(agent).await?;
+    agent.stop().await?;
     assert_eq!(
         log.matches("which this agent does not read: upgrade the agent")
             .count(),

@@ -14,58 +14,6 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(240);
 const SETTINGS: &str =
     "[batch]\nmax_rows = 500\nmax_wait_ms = 50\n[throttle]\nrows_per_second = 5000\nburst = 5000";
 
-/// Starts the binary with the test's config plus `extra` (JSON logs), and waits until it
-/// answers.
-async fn start(env: &TestEnv, name: &str, extra: &str) -> anyhow::Result<AgentProcess> {
-    let agent = env.spawn_agent(
-        name,
-        &format!("{extra}\n[log]\nformat = \"json\"\nlevel = \"info\""),
-    )?;
-    agent.wait_answering(Duration::from_secs(30)).await?;
-    Ok(agent)
-}
-
-/// SIGTERM; fails unless the agent exits 0 within a minute.
-async fn stop(mut agent: AgentProcess) -> anyhow::Result<()> {
-    let status = agent.terminate(Duration::from_secs(60)).await?;
-    anyhow::ensure!(
-        status.success(),
-        "agent exit {status}; log:\n{}",
-        agent.log_text()
-    );
-    Ok(())
-}
-
-/// A counter's total: 0 before its first increment, NaN while the agent does not answer.
-async fn counter(agent: &AgentProcess, name: &str) -> f64 {
-    agent
-        .metrics()
-        .await
-        .map_or(f64::NAN, |m| m.sum(name, &[]).unwrap_or(0.0))
-}
-
-/// Uploads `receipts` through an in-process API in chunks of `chunk` receipts and tells the
-/// oracle what was acknowledged.
-async fn upload(
-    env: &TestEnv,
-    oracle: &mut Oracle,
-    receipts: &[Value],
-    chunk: &str,
-) -> anyhow::Result<()> {
-    let ingest = env
-        .start_ingest(&[
-            ("SLUICE_MAX_RECEIPTS_PER_CHUNK", chunk),
-            ("SLUICE_MAX_MESSAGE_BYTES", "1048576"),
-        ])
-        .await?;
-    for part in receipts.chunks(2_000) {
-        let (status, answer) = ingest.upload_json(part).await?;
-        anyhow::ensure!(status == 202, "upload refused: {answer}");
-        oracle.acknowledge(part);
-    }
-    Ok(())
-}
-
 /// Waits until `/readyz` answers 503 naming `condition` (and `detail`) and the gauge
 /// `sluice_condition{condition}` is 1; returns the `/readyz` body.
 async fn wait_condition(
@@ -184,13 +132,14 @@ async fn a_trigger_refusing_one_receipt_dead_letters_it_and_stores_the_1499_othe
     anyhow::ensure!(status == 202, "upload refused: {answer}");
     oracle.acknowledge(&good);
     oracle.expect_dead_letter(&bad_id, "P0001");
-    upload(&env, &mut oracle, &Generator::new(112).receipts(500), "100").await?;
+    env.upload_acknowledged(&mut oracle, &Generator::new(112).receipts(500), "100")
+        .await?;
 
-    let agent = start(&env, "trigger", SETTINGS).await?;
+    let agent = env.launch_agent("trigger", SETTINGS).await?;
     env.wait_drained(1_499, DRAIN_TIMEOUT).await?;
-    let refused = counter(&agent, "sluice_receipts_dead_lettered_total").await;
+    let refused = agent.counter("sluice_receipts_dead_lettered_total").await;
     let (status, body) = agent.get("/readyz").await.unwrap_or_default();
-    stop(agent).await?;
+    agent.stop().await?;
     assert_eq!(refused, 1.0);
     assert_eq!(
         status, 200,
@@ -221,7 +170,7 @@ async fn a_batch_of_only_bad_rows_is_dead_lettered_not_taken_for_a_broken_table(
         "ALTER TABLE sluice.receipts ADD CONSTRAINT no_poison_pill CHECK (merchant <> 'Poison Pill GmbH')",
     )
     .await?;
-    let agent = start(&env, "onlybad", SETTINGS).await?;
+    let agent = env.launch_agent("onlybad", SETTINGS).await?;
     let mut bad = Generator::new(151).receipts(2);
     let mut oracle = Oracle::new();
     let mut ignored = Oracle::new();
@@ -229,18 +178,19 @@ async fn a_batch_of_only_bad_rows_is_dead_lettered_not_taken_for_a_broken_table(
         r["merchant"] = json!("Poison Pill GmbH");
         oracle.expect_dead_letter(r["receipt_id"].as_str().unwrap_or_default(), "23514");
     }
-    upload(&env, &mut ignored, &bad, "100").await?;
+    env.upload_acknowledged(&mut ignored, &bad, "100").await?;
     wait_for(DRAIN_TIMEOUT, "both bad receipts dead-lettered", || async {
-        (counter(&agent, "sluice_receipts_dead_lettered_total").await == 2.0).then_some(())
+        (agent.counter("sluice_receipts_dead_lettered_total").await == 2.0).then_some(())
     })
     .await?;
-    upload(&env, &mut oracle, &Generator::new(152).receipts(300), "100").await?;
+    env.upload_acknowledged(&mut oracle, &Generator::new(152).receipts(300), "100")
+        .await?;
     env.wait_drained(300, DRAIN_TIMEOUT).await?;
     let paused = agent
         .metric("sluice_condition", &[("condition", "write_refused")])
         .await
         .unwrap_or(0.0);
-    stop(agent).await?;
+    agent.stop().await?;
     assert_eq!(paused, 0.0, "never taken for a systemic refusal");
     let dead = oracle.verify(&env).await?;
     assert_eq!(dead.len(), 2);
@@ -266,27 +216,23 @@ async fn a_not_null_column_added_by_hand_pauses_the_agent_until_the_dba_fixes_it
         "ALTER TABLE sluice.receipts ADD COLUMN cost_center text NOT NULL",
     )
     .await?;
-    let agent = start(&env, "notnull", SETTINGS).await?;
+    let agent = env.launch_agent("notnull", SETTINGS).await?;
     let mut oracle = Oracle::new();
 
     // A one-receipt batch alone: the canary tells the table's fault from the row's.
-    upload(&env, &mut oracle, &Generator::new(121).receipts(1), "100").await?;
+    env.upload_acknowledged(&mut oracle, &Generator::new(121).receipts(1), "100")
+        .await?;
     let body = wait_condition(&agent, "write_refused", "23502").await?;
     assert!(body.contains("cost_center"), "names the column: {body}");
     assert!(body.contains("DEFAULT"), "says what to do: {body}");
 
     // The backlog: 1,000 receipts in 10 more messages, received only by probes.
-    upload(
-        &env,
-        &mut oracle,
-        &Generator::new(122).receipts(1_000),
-        "100",
-    )
-    .await?;
+    env.upload_acknowledged(&mut oracle, &Generator::new(122).receipts(1_000), "100")
+        .await?;
     wait_released(&env, 11).await?;
     assert_eq!(env.count_receipts().await?, 0);
     assert_eq!(
-        counter(&agent, "sluice_receipts_dead_lettered_total").await,
+        agent.counter("sluice_receipts_dead_lettered_total").await,
         0.0,
         "nothing dead-lettered for the table's fault"
     );
@@ -299,8 +245,8 @@ async fn a_not_null_column_added_by_hand_pauses_the_agent_until_the_dba_fixes_it
     env.wait_drained(1_001, DRAIN_TIMEOUT).await?;
     wait_cleared(&agent, "write_refused").await?;
     let errors = raised_errors(&agent, "write_refused");
-    let dead_lettered = counter(&agent, "sluice_receipts_dead_lettered_total").await;
-    stop(agent).await?;
+    let dead_lettered = agent.counter("sluice_receipts_dead_lettered_total").await;
+    agent.stop().await?;
     assert_eq!(errors, 1, "one ERROR for the whole outage");
     assert_eq!(dead_lettered, 0.0);
     let dead = oracle.verify(&env).await?;
@@ -335,31 +281,26 @@ async fn a_revoked_insert_permission_pauses_the_agent_until_granted_again() -> a
         "unexpected URL {}",
         env.database_url
     );
-    let agent = start(
-        &env,
-        "revoked",
-        &format!("{SETTINGS}\n[database]\nurl = {url:?}\nmigrate_on_start = false"),
-    )
-    .await?;
+    let agent = env
+        .launch_agent(
+            "revoked",
+            &format!("{SETTINGS}\n[database]\nurl = {url:?}\nmigrate_on_start = false"),
+        )
+        .await?;
     sql(
         &env,
         &format!("REVOKE INSERT ON sluice.receipts FROM {role}"),
     )
     .await?;
     let mut oracle = Oracle::new();
-    upload(
-        &env,
-        &mut oracle,
-        &Generator::new(131).receipts(1_000),
-        "100",
-    )
-    .await?;
+    env.upload_acknowledged(&mut oracle, &Generator::new(131).receipts(1_000), "100")
+        .await?;
     let body = wait_condition(&agent, "write_refused", "42501").await?;
     assert!(body.contains("Grant"), "says what to do: {body}");
     wait_released(&env, 10).await?;
     assert_eq!(env.count_receipts().await?, 0);
     assert_eq!(
-        counter(&agent, "sluice_receipts_dead_lettered_total").await,
+        agent.counter("sluice_receipts_dead_lettered_total").await,
         0.0
     );
 
@@ -377,7 +318,7 @@ async fn a_revoked_insert_permission_pauses_the_agent_until_granted_again() -> a
     env.wait_drained(1_000, DRAIN_TIMEOUT).await?;
     wait_cleared(&agent, "write_refused").await?;
     let errors = raised_errors(&agent, "write_refused");
-    stop(agent).await?;
+    agent.stop().await?;
     assert_eq!(errors, 1, "one ERROR for the whole outage");
     let dead = oracle.verify(&env).await?;
     assert!(dead.is_empty());
@@ -405,7 +346,7 @@ async fn a_failed_dead_letter_send_releases_the_message_and_blocks_nothing() -> 
         "ALTER TABLE sluice.receipts ADD CONSTRAINT no_poison_pill CHECK (merchant <> 'Poison Pill GmbH')",
     )
     .await?;
-    let agent = start(&env, "nodlq", SETTINGS).await?;
+    let agent = env.launch_agent("nodlq", SETTINGS).await?;
     env.sqs
         .delete_queue()
         .queue_url(&env.dlq_url)
@@ -420,7 +361,8 @@ async fn a_failed_dead_letter_send_releases_the_message_and_blocks_nothing() -> 
         .to_owned();
     let mut oracle = Oracle::new();
     let mut ignored = Oracle::new();
-    upload(&env, &mut ignored, &receipts, "100").await?;
+    env.upload_acknowledged(&mut ignored, &receipts, "100")
+        .await?;
     let good: Vec<Value> = receipts
         .iter()
         .filter(|r| r["receipt_id"] != json!(bad_id))
@@ -434,14 +376,14 @@ async fn a_failed_dead_letter_send_releases_the_message_and_blocks_nothing() -> 
         (env.count_receipts_or_zero().await == 1_999).then_some(())
     })
     .await?;
-    let failures = counter(&agent, "sluice_dead_letter_failures_total").await;
+    let failures = agent.counter("sluice_dead_letter_failures_total").await;
     assert!(failures >= 1.0, "counted: {failures}");
     let (visible, in_flight, _) = env.depth(&env.queue_url).await?;
     assert!(
         visible + in_flight >= 1,
         "the refused row's message is still on the main queue"
     );
-    let released = counter(&agent, "sluice_messages_released_total").await;
+    let released = agent.counter("sluice_messages_released_total").await;
     assert!(released >= 1.0, "released, not deleted: {released}");
 
     let recreated = env
@@ -453,8 +395,8 @@ async fn a_failed_dead_letter_send_releases_the_message_and_blocks_nothing() -> 
     assert_eq!(recreated.queue_url(), Some(env.dlq_url.as_str()));
     env.wait_drained(1_999, DRAIN_TIMEOUT).await?;
     wait_cleared(&agent, "dead_letter_unavailable").await?;
-    let dead_lettered = counter(&agent, "sluice_receipts_dead_lettered_total").await;
-    stop(agent).await?;
+    let dead_lettered = agent.counter("sluice_receipts_dead_lettered_total").await;
+    agent.stop().await?;
     assert_eq!(dead_lettered, 1.0);
     let dead = oracle.verify(&env).await?;
     assert_eq!(dead.len(), 1);

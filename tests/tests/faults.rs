@@ -11,61 +11,9 @@ use serde_json::{json, Value};
 use sluice_e2e::gen::Generator;
 use sluice_e2e::oracle::Oracle;
 use sluice_e2e::proxy::{CommitCut, Mode, Proxy};
-use sluice_e2e::{wait_for, AgentProcess, EnvOptions, Signal, TestEnv};
+use sluice_e2e::{wait_for, EnvOptions, Signal, TestEnv};
 
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(240);
-
-/// Starts the binary with the test's config plus `extra` (JSON logs), and waits until it
-/// answers.
-async fn start(env: &TestEnv, name: &str, extra: &str) -> anyhow::Result<AgentProcess> {
-    let agent = env.spawn_agent(
-        name,
-        &format!("{extra}\n[log]\nformat = \"json\"\nlevel = \"info\""),
-    )?;
-    agent.wait_answering(Duration::from_secs(30)).await?;
-    Ok(agent)
-}
-
-/// A counter's total over its labels: 0 before its first increment, NaN (so that no comparison
-/// holds) while the agent does not answer.
-async fn counter(agent: &AgentProcess, name: &str) -> f64 {
-    agent
-        .metrics()
-        .await
-        .map_or(f64::NAN, |m| m.sum(name, &[]).unwrap_or(0.0))
-}
-
-/// SIGTERM; fails unless the agent exits 0 within a minute.
-async fn stop(mut agent: AgentProcess) -> anyhow::Result<()> {
-    let status = agent.terminate(Duration::from_secs(60)).await?;
-    anyhow::ensure!(
-        status.success(),
-        "agent exit {status}; log:\n{}",
-        agent.log_text()
-    );
-    Ok(())
-}
-
-/// Uploads `receipts` through an in-process API and tells the oracle what was acknowledged.
-async fn upload(
-    env: &TestEnv,
-    oracle: &mut Oracle,
-    receipts: &[Value],
-    chunk: &str,
-) -> anyhow::Result<()> {
-    let ingest = env
-        .start_ingest(&[
-            ("SLUICE_MAX_RECEIPTS_PER_CHUNK", chunk),
-            ("SLUICE_MAX_MESSAGE_BYTES", "1048576"),
-        ])
-        .await?;
-    for part in receipts.chunks(2_000) {
-        let (status, answer) = ingest.upload_json(part).await?;
-        anyhow::ensure!(status == 202, "upload refused: {answer}");
-        oracle.acknowledge(part);
-    }
-    Ok(())
-}
 
 /// The agent's database URL through `proxy`.
 fn via(env: &TestEnv, proxy: &Proxy) -> String {
@@ -104,18 +52,13 @@ async fn the_agent_killed_ten_times_at_random_moments_loses_and_duplicates_nothi
     })
     .await?;
     let mut oracle = Oracle::new();
-    upload(
-        &env,
-        &mut oracle,
-        &Generator::new(61).receipts(8_000),
-        "100",
-    )
-    .await?;
+    env.upload_acknowledged(&mut oracle, &Generator::new(61).receipts(8_000), "100")
+        .await?;
     let settings = "[queue]\nvisibility_timeout_seconds = 10\n[throttle]\nrows_per_second = 2000\nburst = 2000\n[batch]\nmax_rows = 300\nmax_wait_ms = 10";
     let mut rng = rand::rngs::StdRng::seed_from_u64(61);
     let mut stored_at_kills = Vec::new();
     for i in 0..10 {
-        let mut agent = start(&env, &format!("kill{i}"), settings).await?;
+        let mut agent = env.launch_agent(&format!("kill{i}"), settings).await?;
         let life = Duration::from_millis(rng.random_range(150..1_200));
         tokio::time::sleep(life).await;
         agent.kill().await?;
@@ -125,9 +68,9 @@ async fn the_agent_killed_ten_times_at_random_moments_loses_and_duplicates_nothi
         stored_at_kills.last().copied().unwrap_or(0) < 8_000,
         "the kills must land mid-drain: {stored_at_kills:?}"
     );
-    let agent = start(&env, "final", settings).await?;
+    let agent = env.launch_agent("final", settings).await?;
     env.wait_drained(8_000, DRAIN_TIMEOUT).await?;
-    stop(agent).await?;
+    agent.stop().await?;
     oracle.verify(&env).await?;
     env.cleanup().await;
     Ok(())
@@ -142,23 +85,18 @@ async fn a_connection_cut_around_commit_leads_to_no_delete_and_the_redelivery_is
     let env = TestEnv::new().await?;
     let proxy = Proxy::start(database_addr(&env)?).await?;
     let mut oracle = Oracle::new();
-    upload(
-        &env,
-        &mut oracle,
-        &Generator::new(63).receipts(3_000),
-        "250",
-    )
-    .await?;
+    env.upload_acknowledged(&mut oracle, &Generator::new(63).receipts(3_000), "250")
+        .await?;
     // Migrations commit too: let the agent start, then arm the cuts.
-    let agent = start(
-        &env,
-        "commit-cut",
-        &format!(
-            "{}\n[throttle]\nrows_per_second = 1000\nburst = 1000\n[batch]\nmax_rows = 500",
-            via(&env, &proxy)
-        ),
-    )
-    .await?;
+    let agent = env
+        .launch_agent(
+            "commit-cut",
+            &format!(
+                "{}\n[throttle]\nrows_per_second = 1000\nburst = 1000\n[batch]\nmax_rows = 500",
+                via(&env, &proxy)
+            ),
+        )
+        .await?;
     wait_for(Duration::from_secs(30), "the schema", || async {
         sqlx::query("SELECT 1 FROM sluice.chunks LIMIT 1")
             .fetch_optional(&env.pool)
@@ -182,9 +120,9 @@ async fn a_connection_cut_around_commit_leads_to_no_delete_and_the_redelivery_is
     )
     .await?;
     env.wait_drained(3_000, DRAIN_TIMEOUT).await?;
-    let duplicates = counter(&agent, "sluice_receipts_duplicate_total").await;
-    let received = counter(&agent, "sluice_messages_received_total").await;
-    stop(agent).await?;
+    let duplicates = agent.counter("sluice_receipts_duplicate_total").await;
+    let received = agent.counter("sluice_messages_received_total").await;
+    agent.stop().await?;
     oracle.verify(&env).await?;
     // A batch committed behind a cut connection is written again (not deleted unconfirmed):
     // its receipts come back as duplicates.
@@ -210,16 +148,9 @@ async fn sqs_latency_resets_and_an_outage_lose_nothing() -> anyhow::Result<()> {
         .parse()?;
     let proxy = Proxy::start(sqs_addr).await?;
     let mut oracle = Oracle::new();
-    upload(
-        &env,
-        &mut oracle,
-        &Generator::new(64).receipts(4_000),
-        "100",
-    )
-    .await?;
-    let agent = start(
-        &env,
-        "sqs-faults",
+    env.upload_acknowledged(&mut oracle, &Generator::new(64).receipts(4_000), "100")
+        .await?;
+    let agent = env.launch_agent("sqs-faults",
         &format!(
             "[queue]\nendpoint = \"http://{}\"\n[throttle]\nrows_per_second = 800\nburst = 800\n[batch]\nmax_rows = 200",
             proxy.addr
@@ -238,8 +169,8 @@ async fn sqs_latency_resets_and_an_outage_lose_nothing() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(5)).await;
     proxy.set_mode(Mode::Pass);
     env.wait_drained(4_000, DRAIN_TIMEOUT).await?;
-    let errors = counter(&agent, "sluice_errors_total").await;
-    stop(agent).await?;
+    let errors = agent.counter("sluice_errors_total").await;
+    agent.stop().await?;
     assert!(outage_started < 4_000, "the outage must land mid-drain");
     assert!(errors >= 1.0, "the faults were seen: {errors}");
     oracle.verify(&env).await?;
@@ -257,7 +188,8 @@ async fn a_batch_slower_than_the_visibility_timeout_is_received_once() -> anyhow
     })
     .await?;
     let mut oracle = Oracle::new();
-    upload(&env, &mut oracle, &Generator::new(65).receipts(600), "200").await?;
+    env.upload_acknowledged(&mut oracle, &Generator::new(65).receipts(600), "200")
+        .await?;
     sluice_agent::Store::from_pool(env.pool.clone())
         .migrate("sluice")
         .await?;
@@ -274,17 +206,17 @@ async fn a_batch_slower_than_the_visibility_timeout_is_received_once() -> anyhow
     )
     .execute(&env.pool)
     .await?;
-    let agent = start(
-        &env,
-        "slow",
-        "[queue]\nvisibility_timeout_seconds = 10\n[database]\nstatement_timeout_ms = 9000\n\
+    let agent = env
+        .launch_agent(
+            "slow",
+            "[queue]\nvisibility_timeout_seconds = 10\n[database]\nstatement_timeout_ms = 9000\n\
          [batch]\nmax_rows = 600\nmax_wait_ms = 2000\n[throttle]\nburst = 1000",
-    )
-    .await?;
+        )
+        .await?;
     env.wait_drained(600, DRAIN_TIMEOUT).await?;
-    let received = counter(&agent, "sluice_messages_received_total").await;
-    let duplicates = counter(&agent, "sluice_receipts_duplicate_total").await;
-    stop(agent).await?;
+    let received = agent.counter("sluice_messages_received_total").await;
+    let duplicates = agent.counter("sluice_receipts_duplicate_total").await;
+    agent.stop().await?;
     assert_eq!(received, 3.0, "3 chunks, each received exactly once");
     assert_eq!(duplicates, 0.0);
     oracle.verify(&env).await?;
@@ -304,22 +236,15 @@ async fn two_agents_one_frozen_past_its_visibility_timeout_still_store_exactly_o
     })
     .await?;
     let mut oracle = Oracle::new();
-    upload(
-        &env,
-        &mut oracle,
-        &Generator::new(66).receipts(4_000),
-        "100",
-    )
-    .await?;
+    env.upload_acknowledged(&mut oracle, &Generator::new(66).receipts(4_000), "100")
+        .await?;
     let settings = "[queue]\nvisibility_timeout_seconds = 10\n[throttle]\nrows_per_second = 250\nburst = 250\n[batch]\nmax_rows = 200\nmax_in_flight_rows = 1000";
-    let frozen = start(&env, "frozen", settings).await?;
-    let other = start(&env, "other", settings).await?;
+    let frozen = env.launch_agent("frozen", settings).await?;
+    let other = env.launch_agent("other", settings).await?;
     wait_for(
         Duration::from_secs(60),
         "the first agent to hold messages",
-        || async {
-            (counter(&frozen, "sluice_messages_received_total").await >= 3.0).then_some(())
-        },
+        || async { (frozen.counter("sluice_messages_received_total").await >= 3.0).then_some(()) },
     )
     .await?;
     frozen.signal(Signal::SIGSTOP)?;
@@ -329,8 +254,8 @@ async fn two_agents_one_frozen_past_its_visibility_timeout_still_store_exactly_o
     frozen.signal(Signal::SIGCONT)?;
     assert!(frozen_at.elapsed() > Duration::from_secs(10));
     env.wait_drained(4_000, DRAIN_TIMEOUT).await?;
-    stop(frozen).await?;
-    stop(other).await?;
+    frozen.stop().await?;
+    other.stop().await?;
     oracle.verify(&env).await?;
     env.cleanup().await;
     Ok(())
@@ -374,15 +299,15 @@ async fn a_row_the_database_refuses_is_dead_lettered_and_its_999_neighbours_stor
     oracle.acknowledge(&good);
     oracle.expect_dead_letter(&bad_id, "no_poison_pill");
 
-    let agent = start(
-        &env,
-        "poison",
-        "[batch]\nmax_rows = 1000\n[throttle]\nrows_per_second = 5000\nburst = 5000",
-    )
-    .await?;
+    let agent = env
+        .launch_agent(
+            "poison",
+            "[batch]\nmax_rows = 1000\n[throttle]\nrows_per_second = 5000\nburst = 5000",
+        )
+        .await?;
     env.wait_drained(999, DRAIN_TIMEOUT).await?;
-    let refused = counter(&agent, "sluice_receipts_dead_lettered_total").await;
-    stop(agent).await?;
+    let refused = agent.counter("sluice_receipts_dead_lettered_total").await;
+    agent.stop().await?;
     assert_eq!(refused, 1.0);
     let dead = oracle.verify(&env).await?;
     assert_eq!(dead.len(), 1);
@@ -445,18 +370,18 @@ async fn batch_calls_that_half_fail_inside_a_200_lose_nothing() -> anyhow::Resul
 
     proxy.half_fail("DeleteMessageBatch", 5);
     proxy.half_fail("ChangeMessageVisibilityBatch", 5);
-    let agent = start(
-        &env,
-        "half-fail",
-        &format!(
-            "[queue]\nendpoint = \"{}\"\n[throttle]\nrows_per_second = 1000\nburst = 1000",
-            proxy.endpoint()
-        ),
-    )
-    .await?;
+    let agent = env
+        .launch_agent(
+            "half-fail",
+            &format!(
+                "[queue]\nendpoint = \"{}\"\n[throttle]\nrows_per_second = 1000\nburst = 1000",
+                proxy.endpoint()
+            ),
+        )
+        .await?;
     env.wait_drained(3_000, DRAIN_TIMEOUT).await?;
-    let received = counter(&agent, "sluice_messages_received_total").await;
-    stop(agent).await?;
+    let received = agent.counter("sluice_messages_received_total").await;
+    agent.stop().await?;
     assert!(
         proxy.withheld() > withheld_sends,
         "deletes were half-failed too"
@@ -478,13 +403,8 @@ async fn postgres_crashing_mid_transaction_and_restarting_loses_nothing() -> any
     })
     .await?;
     let mut oracle = Oracle::new();
-    upload(
-        &env,
-        &mut oracle,
-        &Generator::new(62).receipts(6_000),
-        "200",
-    )
-    .await?;
+    env.upload_acknowledged(&mut oracle, &Generator::new(62).receipts(6_000), "200")
+        .await?;
     sluice_agent::Store::from_pool(env.pool.clone())
         .migrate("sluice")
         .await?;
@@ -497,9 +417,7 @@ async fn postgres_crashing_mid_transaction_and_restarting_loses_nothing() -> any
     )
     .execute(&env.pool)
     .await?;
-    let agent = start(
-        &env,
-        "crash",
+    let agent = env.launch_agent("crash",
         "[throttle]\nrows_per_second = 100000\nburst = 100000\n[batch]\nmax_rows = 400\nmax_wait_ms = 20",
     )
     .await?;
@@ -515,8 +433,8 @@ async fn postgres_crashing_mid_transaction_and_restarting_loses_nothing() -> any
         pg.resume().await?;
     }
     env.wait_drained(6_000, DRAIN_TIMEOUT).await?;
-    let errors = counter(&agent, "sluice_errors_total").await;
-    stop(agent).await?;
+    let errors = agent.counter("sluice_errors_total").await;
+    agent.stop().await?;
     assert!(errors >= 1.0, "the crashes were seen: {errors}");
     oracle.verify(&env).await?;
     env.cleanup().await;
@@ -547,12 +465,12 @@ async fn a_duplicate_storm_is_stored_exactly_once() -> anyhow::Result<()> {
         env.send_raw(&m.body, &[]).await?;
         env.send_raw(&m.body, &[]).await?;
     }
-    let agent = start(
-        &env,
-        "storm",
-        "[throttle]\nrows_per_second = 1500\nburst = 1500\n[batch]\nmax_rows = 500",
-    )
-    .await?;
+    let agent = env
+        .launch_agent(
+            "storm",
+            "[throttle]\nrows_per_second = 1500\nburst = 1500\n[batch]\nmax_rows = 500",
+        )
+        .await?;
     // ...and a third copy of each while the drain is under way.
     wait_for(
         Duration::from_secs(60),
@@ -564,9 +482,9 @@ async fn a_duplicate_storm_is_stored_exactly_once() -> anyhow::Result<()> {
         env.send_raw(&m.body, &[]).await?;
     }
     env.wait_drained(3_000, DRAIN_TIMEOUT).await?;
-    let received = counter(&agent, "sluice_messages_received_total").await;
-    let duplicates = counter(&agent, "sluice_receipts_duplicate_total").await;
-    stop(agent).await?;
+    let received = agent.counter("sluice_messages_received_total").await;
+    let duplicates = agent.counter("sluice_receipts_duplicate_total").await;
+    agent.stop().await?;
     assert_eq!(received, 90.0, "30 chunks × 3 copies");
     assert_eq!(duplicates, 6_000.0, "two of every three copies absorbed");
     oracle.verify(&env).await?;
