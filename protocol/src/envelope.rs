@@ -310,15 +310,51 @@ pub(crate) fn finish(
     })
 }
 
-/// The envelope as read off the queue, before the receipts are validated. No
-/// `deny_unknown_fields`: an optional field added by a newer ingest is ignored.
+/// The envelope as read off the queue. No `deny_unknown_fields`: an optional field added by a
+/// newer ingest is ignored.
 #[derive(Deserialize)]
 struct RawChunk {
     v: u32,
     batch_id: String,
     chunk_index: u32,
     chunk_count: u32,
-    receipts: Vec<serde_json::Value>,
+    receipts: Validated,
+}
+
+/// The `receipts` array, each receipt validated as soon as it is parsed: only one receipt's
+/// JSON tree is alive at a time, never the whole chunk's next to the receipts built from it.
+#[derive(Default)]
+struct Validated {
+    receipts: Vec<Receipt>,
+    errors: Vec<FieldError>,
+    count: usize,
+}
+
+impl<'de> Deserialize<'de> for Validated {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Each;
+        impl<'de> serde::de::Visitor<'de> for Each {
+            type Value = Validated;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a sequence")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Validated, A::Error> {
+                let mut out = Validated::default();
+                while let Some(value) = seq.next_element::<serde_json::Value>()? {
+                    match Receipt::from_value(&value, out.count) {
+                        Ok(receipt) => out.receipts.push(receipt),
+                        Err(mut errs) => out.errors.append(&mut errs),
+                    }
+                    out.count += 1;
+                }
+                Ok(out)
+            }
+        }
+        deserializer.deserialize_seq(Each)
+    }
 }
 
 /// Just the version, read when the full envelope does not parse: a newer envelope should be
@@ -361,36 +397,24 @@ pub fn decode_measured(body: &str, encoding: Option<&str>) -> Result<Decoded, De
             limit: MAX_DECODED_BYTES,
         });
     }
-    let mut decoded = Vec::new();
-    let json: &[u8] = match compression {
-        Compression::None => body.as_bytes(),
+    let (raw, json_bytes) = match compression {
+        Compression::None => (parse(body.as_bytes())?, body.len()),
         Compression::Gzip | Compression::Zstd => {
-            let raw = base64::engine::general_purpose::STANDARD
+            let compressed = base64::engine::general_purpose::STANDARD
                 .decode(body)
                 .map_err(|e| DecodeError::Base64(e.to_string()))?;
-            decoded = decompress(&raw, compression)?;
-            &decoded
-        }
-    };
-    let json_bytes = json.len();
-
-    let raw: RawChunk = match serde_json::from_slice(json) {
-        Ok(raw) => raw,
-        Err(err) => {
-            if let Ok(probe) = serde_json::from_slice::<VersionProbe>(json) {
-                if probe.v != ENVELOPE_VERSION {
-                    return Err(DecodeError::UnsupportedVersion(probe.v));
+            // Peak memory: parse straight off the decompressor, so the chunk's JSON (up to
+            // 16 MiB) is never held whole next to the receipts. A body that does not parse is
+            // decompressed again in full, to name its fault as exactly as a plain one's.
+            match parse_streaming(&compressed, compression) {
+                Some(parsed) => parsed,
+                None => {
+                    let json = decompress(&compressed, compression)?;
+                    (parse(&json)?, json.len())
                 }
             }
-            return Err(DecodeError::Json {
-                line: err.line(),
-                column: err.column(),
-                message: crate::batch::bare_message(&err),
-            });
         }
     };
-    // Peak memory: the decompressed JSON is not needed once parsed.
-    drop(decoded);
     if raw.v != ENVELOPE_VERSION {
         return Err(DecodeError::UnsupportedVersion(raw.v));
     }
@@ -398,54 +422,95 @@ pub fn decode_measured(body: &str, encoding: Option<&str>) -> Result<Decoded, De
         &raw.batch_id,
         raw.chunk_index,
         raw.chunk_count,
-        raw.receipts.len(),
+        raw.receipts.count,
     )
     .map_err(DecodeError::BadHeader)?;
-
-    let mut receipts = Vec::with_capacity(raw.receipts.len());
-    let mut errors = Vec::new();
-    // Each JSON tree is dropped once its receipt is built, so the two are not held in full.
-    for (i, value) in raw.receipts.into_iter().enumerate() {
-        match Receipt::from_value(&value, i) {
-            Ok(receipt) => receipts.push(receipt),
-            Err(mut errs) => errors.append(&mut errs),
-        }
-    }
-    if !errors.is_empty() {
-        return Err(DecodeError::InvalidReceipts(errors));
+    if !raw.receipts.errors.is_empty() {
+        return Err(DecodeError::InvalidReceipts(raw.receipts.errors));
     }
     let chunk = Chunk {
         v: raw.v,
         batch_id,
         chunk_index: raw.chunk_index,
         chunk_count: raw.chunk_count,
-        receipts,
+        receipts: raw.receipts.receipts,
     };
     Ok(Decoded { chunk, json_bytes })
 }
 
-/// Decompresses at most [`MAX_DECODED_BYTES`].
-fn decompress(raw: &[u8], compression: Compression) -> Result<Vec<u8>, DecodeError> {
-    let err = |e: std::io::Error| DecodeError::Decompress(e.to_string());
-    // One byte over the limit tells "exactly at the limit" from "over it".
-    let cap = u64::try_from(MAX_DECODED_BYTES)
-        .unwrap_or(u64::MAX)
-        .saturating_add(1);
-    let mut out = Vec::new();
-    match compression {
-        Compression::Gzip => {
-            flate2::read::GzDecoder::new(raw)
-                .take(cap)
-                .read_to_end(&mut out)
-                .map_err(err)?;
+/// Parses a chunk's JSON; a body that is not a version-1 envelope but says it is another
+/// version is [`DecodeError::UnsupportedVersion`].
+fn parse(json: &[u8]) -> Result<RawChunk, DecodeError> {
+    serde_json::from_slice(json).map_err(|err| {
+        if let Ok(probe) = serde_json::from_slice::<VersionProbe>(json) {
+            if probe.v != ENVELOPE_VERSION {
+                return DecodeError::UnsupportedVersion(probe.v);
+            }
         }
+        DecodeError::Json {
+            line: err.line(),
+            column: err.column(),
+            message: crate::batch::bare_message(&err),
+        }
+    })
+}
+
+/// Parses the chunk as it is decompressed, with the JSON's length; `None` when anything fails
+/// (a decompression or JSON error, or more than [`MAX_DECODED_BYTES`]).
+fn parse_streaming(compressed: &[u8], compression: Compression) -> Option<(RawChunk, usize)> {
+    let mut counted = Counted {
+        inner: decompressor(compressed, compression).ok()?.take(cap()),
+        bytes: 0,
+    };
+    // serde_json reads a byte at a time: buffer the decompressor's output.
+    let raw =
+        serde_json::from_reader(std::io::BufReader::with_capacity(64 * 1024, &mut counted)).ok()?;
+    (counted.bytes <= MAX_DECODED_BYTES).then_some((raw, counted.bytes))
+}
+
+/// A reader that counts the bytes read through it.
+struct Counted<R> {
+    inner: R,
+    bytes: usize,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bytes = self.bytes.saturating_add(n);
+        Ok(n)
+    }
+}
+
+/// One byte over [`MAX_DECODED_BYTES`]: reading that much tells "exactly at the limit" from
+/// "over it".
+fn cap() -> u64 {
+    u64::try_from(MAX_DECODED_BYTES)
+        .unwrap_or(u64::MAX)
+        .saturating_add(1)
+}
+
+/// A reader of `raw` decompressed.
+fn decompressor(raw: &[u8], compression: Compression) -> Result<Box<dyn Read + '_>, DecodeError> {
+    Ok(match compression {
+        Compression::Gzip => Box::new(flate2::read::GzDecoder::new(raw)),
         Compression::Zstd => {
+            let err = |e: std::io::Error| DecodeError::Decompress(e.to_string());
             let mut decoder = zstd::stream::read::Decoder::new(raw).map_err(err)?;
             decoder.window_log_max(ZSTD_WINDOW_LOG_MAX).map_err(err)?;
-            decoder.take(cap).read_to_end(&mut out).map_err(err)?;
+            Box::new(decoder)
         }
-        Compression::None => out.extend_from_slice(raw),
-    }
+        Compression::None => Box::new(raw),
+    })
+}
+
+/// Decompresses at most [`MAX_DECODED_BYTES`].
+fn decompress(raw: &[u8], compression: Compression) -> Result<Vec<u8>, DecodeError> {
+    let mut out = Vec::new();
+    decompressor(raw, compression)?
+        .take(cap())
+        .read_to_end(&mut out)
+        .map_err(|e| DecodeError::Decompress(e.to_string()))?;
     if out.len() > MAX_DECODED_BYTES {
         return Err(DecodeError::TooLarge {
             limit: MAX_DECODED_BYTES,

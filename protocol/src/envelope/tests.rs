@@ -287,6 +287,28 @@ fn invalid_receipts_in_a_message_are_reported_with_pointers() {
     }
 }
 
+#[test]
+fn a_compressed_body_fails_as_its_plain_json_would() {
+    // Compressed bodies are parsed as they are decompressed; a failure is named from the
+    // whole JSON, exactly as for the same JSON sent plain.
+    let mut bad = minimal_json(1);
+    bad["total"] = json!(3.5);
+    let invalid = plain(&envelope_json(vec![minimal_json(0), bad]));
+    let v2 = plain(&json!({"v": 2, "batch_id": BATCH, "parts": []}));
+    let mut trailing = plain(&envelope_json(vec![minimal_json(0)]));
+    trailing.push_str(" x");
+    for json in ["{\"v\":1,\n \"batch_id\": ]", &invalid, &v2, &trailing, ""] {
+        let plain_result = decode(json, None);
+        assert!(plain_result.is_err(), "{json}");
+        let zstd_body = b64(&zstd::bulk::compress(json.as_bytes(), 3).expect("zstd"));
+        assert_eq!(
+            decode(&b64(&gzip(json.as_bytes())), Some("gzip")),
+            plain_result
+        );
+        assert_eq!(decode(&zstd_body, Some("zstd")), plain_result);
+    }
+}
+
 // -- property: decode never panics ------------------------------------------------------------------
 
 proptest! {

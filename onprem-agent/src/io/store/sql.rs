@@ -1,6 +1,7 @@
 //! The SQL of the one write [`super::Store::write`] makes, each statement one round trip
-//! whatever the batch size: the stored fingerprints of the batch's ids, the receipts inserted
-//! and replaced (one array per column through `UNNEST`), their items, and the chunk-ledger rows.
+//! whatever the batch size (the items excepted: a few MiB of them per statement): the stored
+//! fingerprints of the batch's ids, the receipts inserted and replaced (one array per column
+//! through `UNNEST`), their items, and the chunk-ledger rows.
 
 use std::collections::{HashMap, HashSet};
 
@@ -192,37 +193,69 @@ pub(super) async fn replace_items(
             .execute(&mut *tx)
             .await?;
     }
-    let mut id = Vec::new();
-    let mut line = Vec::new();
-    let mut description = Vec::new();
-    let mut quantity = Vec::new();
-    let mut unit_price = Vec::new();
-    let mut amount = Vec::new();
+    let mut items = ItemColumns::default();
     for row in rows {
         let r = row.receipt;
         for (i, item) in r.items.iter().enumerate() {
-            id.push(r.receipt_id.as_str());
             // Items are capped at 500 per receipt by validation.
-            line.push(i32::try_from(i + 1).unwrap_or(i32::MAX));
-            description.push(item.description.as_str());
-            quantity.push(item.quantity.as_str());
-            unit_price.push(item.unit_price.as_str());
-            amount.push(item.amount.as_str());
+            let line = i32::try_from(i + 1).unwrap_or(i32::MAX);
+            items.push(&r.receipt_id, line, item);
+            if items.bytes >= ITEM_SLICE_BYTES {
+                std::mem::take(&mut items).insert(tx).await?;
+            }
         }
     }
-    if id.is_empty() {
-        return Ok(());
+    items.insert(tx).await
+}
+
+/// Text bound in one item statement before it is sent. A batch's items are written in
+/// statements of about this much, in the same transaction: each statement's arguments and
+/// the connection's copy of them stay this small whatever the batch size (a batch of the
+/// largest receipts carries up to 16 MiB of items).
+const ITEM_SLICE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Items bound as one array per column of [`INSERT_ITEMS`], and the text they hold.
+#[derive(Default)]
+struct ItemColumns<'a> {
+    id: Vec<&'a str>,
+    line: Vec<i32>,
+    description: Vec<&'a str>,
+    quantity: Vec<&'a str>,
+    unit_price: Vec<&'a str>,
+    amount: Vec<&'a str>,
+    bytes: usize,
+}
+
+impl<'a> ItemColumns<'a> {
+    fn push(&mut self, receipt_id: &'a str, line: i32, item: &'a sluice_protocol::Item) {
+        self.bytes += receipt_id.len()
+            + item.description.len()
+            + item.quantity.as_str().len()
+            + item.unit_price.as_str().len()
+            + item.amount.as_str().len();
+        self.id.push(receipt_id);
+        self.line.push(line);
+        self.description.push(&item.description);
+        self.quantity.push(item.quantity.as_str());
+        self.unit_price.push(item.unit_price.as_str());
+        self.amount.push(item.amount.as_str());
     }
-    sqlx::query(INSERT_ITEMS)
-        .bind(id)
-        .bind(line)
-        .bind(description)
-        .bind(quantity)
-        .bind(unit_price)
-        .bind(amount)
-        .execute(&mut *tx)
-        .await?;
-    Ok(())
+
+    async fn insert(self, tx: &mut sqlx::PgConnection) -> Result<(), StoreError> {
+        if self.id.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(INSERT_ITEMS)
+            .bind(self.id)
+            .bind(self.line)
+            .bind(self.description)
+            .bind(self.quantity)
+            .bind(self.unit_price)
+            .bind(self.amount)
+            .execute(&mut *tx)
+            .await?;
+        Ok(())
+    }
 }
 
 const INSERT_LEDGER: &str = "\

@@ -48,6 +48,9 @@ struct Args {
     /// Largest receipts (about 1 MiB each) in the memory backlog (default 300; 90 with --quick).
     #[arg(long)]
     memory_receipts: Option<usize>,
+    /// Measure only the agent's memory against its byte budget (row 4), skipping the rest.
+    #[arg(long)]
+    only_memory: bool,
 }
 
 /// Receipts per transaction: the agent's default `batch.max_rows`.
@@ -104,13 +107,6 @@ impl Table {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let backlog = args
-        .backlog
-        .unwrap_or(if args.quick { 200_000 } else { 800_000 });
-    let window = Duration::from_secs(args.window.unwrap_or(if args.quick { 10 } else { 30 }));
-    let write_rows = args
-        .write_rows
-        .unwrap_or(if args.quick { 10_000 } else { 50_000 });
     let started = Instant::now();
     let mut table = Table(Vec::new());
 
@@ -127,8 +123,40 @@ async fn run(args: Args) -> anyhow::Result<()> {
     println!("{}", machine(&version));
     println!();
 
+    if !args.only_memory {
+        measure_throughput(&pg, &args, &mut table).await?;
+    }
+
+    // 3. Memory against the byte budget, with the largest receipts.
+    let memory_receipts = args
+        .memory_receipts
+        .unwrap_or(if args.quick { 90 } else { 300 });
+    memory::measure(&pg, memory_receipts, &mut table).await?;
+    drop(pg);
+
+    println!();
+    table.print();
+    println!();
+    println!("(total {:.0} s)", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Rows 1 and 2: the write path, the ingest and the drain with pgbench alongside.
+async fn measure_throughput(
+    pg: &PrivatePostgres,
+    args: &Args,
+    table: &mut Table,
+) -> anyhow::Result<()> {
+    let backlog = args
+        .backlog
+        .unwrap_or(if args.quick { 200_000 } else { 800_000 });
+    let window = Duration::from_secs(args.window.unwrap_or(if args.quick { 10 } else { 30 }));
+    let write_rows = args
+        .write_rows
+        .unwrap_or(if args.quick { 10_000 } else { 50_000 });
+
     // 1. Write path.
-    write_path::measure(&pg, write_rows, &mut table).await?;
+    write_path::measure(pg, write_rows, table).await?;
 
     // The ingest side: API throughput and billed SQS requests, by message compression.
     let ingest_receipts = if args.quick { 20_000 } else { 50_000 };
@@ -161,22 +189,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     drop(receipts);
     ingest_env.cleanup().await;
     eprintln!("bench: ingest peak RSS on a gzip bomb");
-    ingest_bomb::measure(&mut table).await?;
+    ingest_bomb::measure(table).await?;
 
     // 2. The drain, with pgbench alongside.
-    drain::measure(&pg, backlog, window, &mut table).await?;
-
-    // 3. Memory against the byte budget, with the largest receipts.
-    let memory_receipts = args
-        .memory_receipts
-        .unwrap_or(if args.quick { 90 } else { 300 });
-    memory::measure(&pg, memory_receipts, &mut table).await?;
-    drop(pg);
-
-    println!();
-    table.print();
-    println!();
-    println!("(total {:.0} s)", started.elapsed().as_secs_f64());
+    drain::measure(pg, backlog, window, table).await?;
     Ok(())
 }
 

@@ -1,7 +1,8 @@
 //! The agent's memory against its byte budget: peak RSS (VmHWM) of the real `sluice-agent`
 //! draining a backlog of the largest valid receipts (about 1 MiB of JSON each, fifteen to a
 //! message: each message nearly the 16 MiB a chunk may decode to), next to the goal
-//! `batch.max_in_flight_bytes` + 64 MiB and the most the agent says it held.
+//! `batch.max_in_flight_bytes` + 64 MiB and the most the agent says it held. The agent runs
+//! with the allocator settings its systemd unit gives it ([`unit_malloc_env`]).
 
 use std::time::Duration;
 
@@ -34,12 +35,14 @@ pub(crate) async fn measure(
         plan.len()
     );
     let backlog = send_backlog(&env, &plan, 0, false).await?;
-    let mut agent = env.spawn_agent(
+    let malloc = unit_malloc_env();
+    let mut agent = env.spawn_agent_with_env(
         "memory",
         &format!(
             "[queue]\nvisibility_timeout_seconds = 120\n[batch]\nmax_in_flight_bytes = {BOUND}\n\
              [log]\nformat = \"json\"\nlevel = \"warn\""
         ),
+        &malloc,
     )?;
     eprintln!("bench: draining it");
     env.wait_drained(i64::try_from(backlog.count)?, Duration::from_secs(60 * 60))
@@ -58,14 +61,32 @@ pub(crate) async fn measure(
         format!("{:.0} MiB", rss as f64 / MIB),
         format!(
             "VmHWM; goal ≤ {:.0} MiB (batch.max_in_flight_bytes = {:.0} MiB + 64 MiB); \
-             held at most {:.1} MiB (sluice_in_flight_bytes_max); messages of {:.1} MiB decoded",
+             held at most {:.1} MiB (sluice_in_flight_bytes_max); messages of {:.1} MiB decoded; \
+             environment as the unit's: {}",
             (BOUND + OVERHEAD) as f64 / MIB,
             BOUND as f64 / MIB,
             held / MIB,
-            backlog.largest_message_bytes as f64 / MIB
+            backlog.largest_message_bytes as f64 / MIB,
+            malloc
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" ")
         ),
     );
     agent.terminate(Duration::from_secs(60)).await?;
     env.cleanup().await;
     Ok(())
+}
+
+/// The shipped systemd unit, whose allocator settings the measured agent runs with.
+const UNIT: &str = include_str!("../../../../deploy/systemd/sluice-agent.service");
+
+/// The glibc allocator variables (`MALLOC_*`) the unit's `Environment=` lines set.
+fn unit_malloc_env() -> Vec<(&'static str, &'static str)> {
+    UNIT.lines()
+        .filter_map(|l| l.trim().strip_prefix("Environment="))
+        .filter_map(|kv| kv.split_once('='))
+        .filter(|(k, _)| k.starts_with("MALLOC_"))
+        .collect()
 }
