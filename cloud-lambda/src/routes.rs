@@ -293,13 +293,13 @@ async fn create_batch(
         drop(raw);
         plain
     } else {
-        let digest = hex(&Sha256::digest(&raw));
+        let digest = format!("{:x}", Sha256::digest(&raw));
         (raw, digest)
     };
     let batch_id = match (&state.records, &key) {
-        (Some(_), _) => batch_id(&headers)?,
+        (_, None) => uuid::Uuid::new_v4().to_string(),
+        (Some(_), Some(key)) => keyed_batch_id(key),
         (None, Some(key)) => unrecorded_batch_id(key, &digest),
-        (None, None) => uuid::Uuid::new_v4().to_string(),
     };
     let receipts = match format {
         Format::Json => batch::parse_json(&bytes, cfg.max_receipts_per_request)?,
@@ -428,13 +428,10 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, IngestError> {
     Ok(Some(key.to_owned()))
 }
 
-/// A stable batch id from `Idempotency-Key` (the same key always gives the same id), or a new
-/// random one. Used with the upload records, which bind the key to one body.
-fn batch_id(headers: &HeaderMap) -> Result<String, IngestError> {
-    Ok(match idempotency_key(headers)? {
-        None => uuid::Uuid::new_v4().to_string(),
-        Some(key) => uuid::Uuid::new_v5(&BATCH_NAMESPACE, key.as_bytes()).to_string(),
-    })
+/// A stable batch id from `Idempotency-Key` (the same key always gives the same id). Used with
+/// the upload records, which bind the key to one body.
+fn keyed_batch_id(key: &str) -> String {
+    uuid::Uuid::new_v5(&BATCH_NAMESPACE, key.as_bytes()).to_string()
 }
 
 /// Without the upload records: the batch id of the key *and* the body's digest, so that two
@@ -442,11 +439,6 @@ fn batch_id(headers: &HeaderMap) -> Result<String, IngestError> {
 fn unrecorded_batch_id(key: &str, digest: &str) -> String {
     let name = format!("{key}\n{digest}");
     uuid::Uuid::new_v5(&BATCH_NAMESPACE, name.as_bytes()).to_string()
-}
-
-/// Lowercase hex.
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 async fn read_limited(body: Body, limit: usize) -> Result<Bytes, IngestError> {
@@ -480,7 +472,7 @@ fn gunzip(raw: &[u8], limit: usize) -> Result<(Bytes, String), IngestError> {
         hasher.update(&step[..n]);
         out.extend_from_slice(&step[..n]);
     }
-    Ok((Bytes::from(out), hex(&hasher.finalize())))
+    Ok((Bytes::from(out), format!("{:x}", hasher.finalize())))
 }
 
 #[cfg(test)]
