@@ -17,6 +17,13 @@ pub struct Servers {
     pub sqs_endpoint: String,
 }
 
+impl Servers {
+    /// The SQS-API server's address (for a fault proxy in front of it).
+    pub fn sqs_addr(&self) -> anyhow::Result<std::net::SocketAddr> {
+        Ok(self.sqs_endpoint.trim_start_matches("http://").parse()?)
+    }
+}
+
 /// The repository root (the workspace this crate sits in).
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

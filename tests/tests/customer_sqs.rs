@@ -3,7 +3,6 @@
 //! thousands of messages held past their visibility timeout received once, and envelope
 //! versions from a newer ingest (an unknown optional field stored, an unknown version released).
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use aws_sdk_sqs::types::QueueAttributeName;
@@ -249,11 +248,7 @@ async fn thousands_of_messages_held_past_their_visibility_are_received_once() ->
     let mut oracle = Oracle::new();
     oracle.acknowledge(&receipts);
 
-    let sqs_addr: SocketAddr = env
-        .servers
-        .sqs_endpoint
-        .trim_start_matches("http://")
-        .parse()?;
+    let sqs_addr = env.servers.sqs_addr()?;
     let proxy = SqsProxy::start(sqs_addr).await?;
     proxy.half_fail("ChangeMessageVisibilityBatch", 100);
     let agent = env

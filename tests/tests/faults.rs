@@ -141,11 +141,7 @@ async fn sqs_latency_resets_and_an_outage_lose_nothing() -> anyhow::Result<()> {
         ..EnvOptions::default()
     })
     .await?;
-    let sqs_addr: SocketAddr = env
-        .servers
-        .sqs_endpoint
-        .trim_start_matches("http://")
-        .parse()?;
+    let sqs_addr = env.servers.sqs_addr()?;
     let proxy = Proxy::start(sqs_addr).await?;
     let mut oracle = Oracle::new();
     env.upload_acknowledged(&mut oracle, &Generator::new(64).receipts(4_000), "100")
@@ -338,11 +334,7 @@ async fn a_row_the_database_refuses_is_dead_lettered_and_its_999_neighbours_stor
 async fn batch_calls_that_half_fail_inside_a_200_lose_nothing() -> anyhow::Result<()> {
     use sluice_e2e::sqs_proxy::SqsProxy;
     let env = TestEnv::new().await?;
-    let sqs_addr: SocketAddr = env
-        .servers
-        .sqs_endpoint
-        .trim_start_matches("http://")
-        .parse()?;
+    let sqs_addr = env.servers.sqs_addr()?;
     let proxy = SqsProxy::start(sqs_addr).await?;
     proxy.half_fail("SendMessageBatch", 3);
     let ingest = env
