@@ -13,11 +13,13 @@
 //! | [`batch`] | parsing an upload body (`{"receipts":[…]}` or NDJSON) into receipts |
 //! | [`envelope`] | the versioned [`Chunk`], compression, [`envelope::encode`] / [`envelope::decode`] |
 //! | [`mod@split`] | cutting an upload into chunks that each fit one SQS message |
+//! | [`status`] | the agent's chunk reports (status queue) and an upload's [`BatchStatus`] |
 
 pub mod batch;
 pub mod envelope;
 pub mod receipt;
 pub mod split;
+pub mod status;
 
 #[cfg(test)]
 mod test_support;
@@ -29,3 +31,4 @@ pub use envelope::{
 };
 pub use receipt::{Decimal, FieldError, Fingerprint, Image, Item, Receipt};
 pub use split::{split, Limits, SplitError, DEFAULT_MAX_MESSAGE_BYTES, SQS_MAX_MESSAGE_BYTES};
+pub use status::{BatchState, BatchStatus, ChunkReport, Rejection};

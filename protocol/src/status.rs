@@ -1,0 +1,287 @@
+//! Upload status: what the agent reports upward about each chunk it settled, and what the
+//! status endpoint (`GET /v1/batches/{batch_id}`) and the webhooks answer about an upload.
+//!
+//! The agent sends [`ChunkReport`]s on the status queue, packed into [`StatusMessage`]s (gzip,
+//! then base64, each under [`MAX_STATUS_MESSAGE_BYTES`]). A report is a pure function of the
+//! chunk ledger row it came from, so sending one twice is harmless: the cloud side folds each
+//! `(batch_id, chunk_index)` once. The agent's chunk ledger stays the truth; reports are re-sent
+//! from it until the status queue has taken them.
+
+use std::io::{Read as _, Write as _};
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+/// Version of [`StatusMessage`]. The same rule as the chunk envelope: a field may be added
+/// (readers ignore unknown fields); a change readers must understand bumps the version.
+pub const STATUS_VERSION: u32 = 1;
+
+/// The largest status message body the agent sends (SQS allows 256 KiB; room is left for
+/// attributes).
+pub const MAX_STATUS_MESSAGE_BYTES: usize = 240 * 1024;
+
+/// Largest decompressed status message a reader accepts.
+pub const MAX_STATUS_DECODED_BYTES: usize = 16 * 1024 * 1024;
+
+/// At most this many refused receipts are named per chunk report, and per batch by the status
+/// endpoint; the counts stay exact.
+pub const MAX_REJECTIONS: usize = 100;
+
+/// One refused receipt and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejection {
+    pub receipt_id: String,
+    /// What the database said (SQLSTATE and message), or `conflict: …` with both fingerprints.
+    pub reason: String,
+}
+
+/// What became of one chunk, as committed to the agent's chunk ledger.
+///
+/// `receipts == stored + duplicates + conflicts + rejected`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkReport {
+    pub batch_id: String,
+    pub chunk_index: u32,
+    pub chunk_count: u32,
+    /// Receipts in the chunk.
+    pub receipts: u32,
+    /// Newly stored (or replaced, under `on_conflict = "update"`).
+    pub stored: u32,
+    /// Already stored with the same content (or, under `on_conflict = "ignore"`, other content).
+    pub duplicates: u32,
+    /// Refused because the id is stored with other content (`on_conflict = "reject"`).
+    pub conflicts: u32,
+    /// Refused by the database (a trigger, a constraint), dead-lettered with the reason.
+    pub rejected: u32,
+    /// The conflicting and refused receipts, at most [`MAX_REJECTIONS`].
+    #[serde(default)]
+    pub rejections: Vec<Rejection>,
+    /// When the chunk's ledger row was committed (Unix milliseconds).
+    pub committed_at_ms: u64,
+}
+
+/// One status-queue message: many chunk reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusMessage {
+    pub v: u32,
+    pub reports: Vec<ChunkReport>,
+}
+
+/// Why a status message could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusDecodeError {
+    #[error("status message is not base64: {0}")]
+    Base64(String),
+    #[error("status message is not gzip, or inflates beyond {MAX_STATUS_DECODED_BYTES} bytes")]
+    Gzip,
+    #[error("status message is not valid JSON: {0}")]
+    Json(String),
+    #[error(
+        "status message version {0} is not supported (this build reads version {STATUS_VERSION})"
+    )]
+    UnsupportedVersion(u32),
+}
+
+/// Packs reports into as few message bodies as fit under `max_bytes` each (gzip, base64).
+/// A report that alone exceeds the bound is sent alone (a chunk report is a few KiB at most).
+pub fn encode_reports(reports: &[ChunkReport], max_bytes: usize) -> Vec<String> {
+    let mut bodies = Vec::new();
+    pack(reports, max_bytes, &mut bodies);
+    bodies
+}
+
+/// Encodes `reports` whole when it fits, else each half: O(n log n) encodes, and the
+/// messages stay close to full because similar reports compress well together.
+fn pack(reports: &[ChunkReport], max_bytes: usize, bodies: &mut Vec<String>) {
+    if reports.is_empty() {
+        return;
+    }
+    let body = encode_one(reports);
+    if body.len() <= max_bytes || reports.len() == 1 {
+        bodies.push(body);
+        return;
+    }
+    let (left, right) = reports.split_at(reports.len() / 2);
+    pack(left, max_bytes, bodies);
+    pack(right, max_bytes, bodies);
+}
+
+fn encode_one(reports: &[ChunkReport]) -> String {
+    let message = StatusMessage {
+        v: STATUS_VERSION,
+        reports: reports.to_vec(),
+    };
+    // Serializing plain data to a Vec cannot fail; writing to a Vec cannot either.
+    let json = serde_json::to_vec(&message).unwrap_or_default();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let _ = gz.write_all(&json);
+    let bytes = gz.finish().unwrap_or_default();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Reads one status message body.
+pub fn decode_message(body: &str) -> Result<StatusMessage, StatusDecodeError> {
+    let compressed = base64::engine::general_purpose::STANDARD
+        .decode(body.trim())
+        .map_err(|e| StatusDecodeError::Base64(e.to_string()))?;
+    let mut json = Vec::new();
+    flate2::read::GzDecoder::new(compressed.as_slice())
+        .take(MAX_STATUS_DECODED_BYTES as u64 + 1)
+        .read_to_end(&mut json)
+        .map_err(|_| StatusDecodeError::Gzip)?;
+    if json.len() > MAX_STATUS_DECODED_BYTES {
+        return Err(StatusDecodeError::Gzip);
+    }
+    #[derive(Deserialize)]
+    struct Probe {
+        v: u32,
+    }
+    let probe: Probe =
+        serde_json::from_slice(&json).map_err(|e| StatusDecodeError::Json(e.to_string()))?;
+    if probe.v != STATUS_VERSION {
+        return Err(StatusDecodeError::UnsupportedVersion(probe.v));
+    }
+    serde_json::from_slice(&json).map_err(|e| StatusDecodeError::Json(e.to_string()))
+}
+
+/// Where an upload is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BatchState {
+    /// Accepted and queued; no chunk settled yet.
+    Accepted,
+    /// Some chunks settled.
+    Storing,
+    /// Every chunk settled, every receipt stored or a duplicate. Final.
+    Stored,
+    /// Every chunk settled, some receipts refused (conflicts or database refusals). Final.
+    StoredWithRejections,
+}
+
+impl BatchState {
+    /// The state of an upload of `chunks` chunks with `chunks_done` settled and `refused`
+    /// receipts (conflicts + rejected) among them.
+    pub fn of(chunks: u64, chunks_done: u64, refused: u64) -> BatchState {
+        match (chunks_done, refused) {
+            (0, _) => BatchState::Accepted,
+            (d, _) if d < chunks => BatchState::Storing,
+            (_, 0) => BatchState::Stored,
+            _ => BatchState::StoredWithRejections,
+        }
+    }
+
+    /// Whether no further report can change the state.
+    pub fn is_final(self) -> bool {
+        matches!(self, BatchState::Stored | BatchState::StoredWithRejections)
+    }
+}
+
+/// The answer of `GET /v1/batches/{batch_id}`, and the body of a webhook.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchStatus {
+    pub batch_id: String,
+    pub state: BatchState,
+    pub receipts: u64,
+    pub chunks: u64,
+    pub chunks_done: u64,
+    pub stored: u64,
+    pub duplicates: u64,
+    pub conflicts: u64,
+    pub rejected: u64,
+    /// The first [`MAX_REJECTIONS`] refused receipts.
+    pub rejections: Vec<Rejection>,
+    /// How many refused receipts there are in all (`conflicts + rejected`).
+    pub rejections_total: u64,
+    /// RFC 3339, UTC.
+    pub accepted_at: Option<String>,
+    /// RFC 3339, UTC; set once the state is final.
+    pub completed_at: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(i: u32, rejections: usize) -> ChunkReport {
+        ChunkReport {
+            batch_id: "0f8fad5b-d9cb-469f-a165-70867728950e".into(),
+            chunk_index: i,
+            chunk_count: 1000,
+            receipts: 500,
+            stored: 490,
+            duplicates: 5,
+            conflicts: 2,
+            rejected: 3,
+            rejections: (0..rejections)
+                .map(|j| Rejection {
+                    receipt_id: format!("7c9e6679-7425-40de-944b-e07fc1f9{j:04}"),
+                    reason: format!("P0001: tax must not exceed total (row {j})"),
+                })
+                .collect(),
+            committed_at_ms: 1_790_000_000_000 + u64::from(i),
+        }
+    }
+
+    #[test]
+    fn reports_round_trip_through_packed_messages_each_under_the_bound() {
+        let reports: Vec<ChunkReport> = (0..300).map(|i| report(i, 5)).collect();
+        let bodies = encode_reports(&reports, 1024);
+        assert!(
+            bodies.len() > 1,
+            "300 reports should not fit one 1 KiB message"
+        );
+        let mut back = Vec::new();
+        for body in &bodies {
+            assert!(body.len() <= 1024, "body of {} bytes", body.len());
+            back.extend(decode_message(body).expect("decodes").reports);
+        }
+        assert_eq!(back, reports);
+    }
+
+    #[test]
+    fn a_report_larger_than_the_bound_is_sent_alone() {
+        let reports = vec![report(0, 100), report(1, 0)];
+        let bodies = encode_reports(&reports, 64);
+        assert_eq!(bodies.len(), 2);
+    }
+
+    #[test]
+    fn malformed_status_messages_are_named() {
+        assert!(matches!(
+            decode_message("not base64 !"),
+            Err(StatusDecodeError::Base64(_))
+        ));
+        let plain = base64::engine::general_purpose::STANDARD.encode(b"{\"v\":1}");
+        assert!(matches!(
+            decode_message(&plain),
+            Err(StatusDecodeError::Gzip)
+        ));
+        let gz = |s: &str| {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(s.as_bytes()).expect("vec");
+            base64::engine::general_purpose::STANDARD.encode(e.finish().expect("vec"))
+        };
+        let err = decode_message(&gz("{\"v\":2,\"reports\":[]}")).expect_err("v2");
+        assert_eq!(
+            err.to_string(),
+            "status message version 2 is not supported (this build reads version 1)"
+        );
+        assert!(matches!(
+            decode_message(&gz("{\"v\":1}")),
+            Err(StatusDecodeError::Json(_))
+        ));
+    }
+
+    #[test]
+    fn the_state_follows_the_settled_chunks_and_refusals() {
+        assert_eq!(BatchState::of(3, 0, 0), BatchState::Accepted);
+        assert_eq!(BatchState::of(3, 2, 1), BatchState::Storing);
+        assert_eq!(BatchState::of(3, 3, 0), BatchState::Stored);
+        assert_eq!(BatchState::of(3, 3, 1), BatchState::StoredWithRejections);
+        assert!(!BatchState::Storing.is_final());
+        assert_eq!(
+            serde_json::to_string(&BatchState::StoredWithRejections).expect("json"),
+            "\"stored_with_rejections\""
+        );
+    }
+}
