@@ -185,7 +185,7 @@ async fn pipeline(
 
     let inflight = InFlight::new();
     // Operations: systemd readiness and watchdog (fed by the pollers' and writers' progress).
-    let liveness = Liveness::new();
+    let liveness = Liveness::from_env();
     let notifier = Notifier::from_env();
     let visibility = Duration::from_secs(u64::from(cfg.queue.visibility_timeout_seconds));
     // The background tasks (heartbeat, gauges, watchdog, queue monitor, throttle controller)

@@ -27,3 +27,4 @@ pub use io::sqs::{DeadLetterProblem, Queue, QueueFacts};
 pub use io::store::{LedgerEntry, Row, Store, RECEIPTS_PER_MESSAGE, RECENT_RATE};
 pub use ops::reload::on_sighup;
 pub use ops::telemetry;
+pub use pipeline::liveness::STALL_SWITCH;

@@ -23,6 +23,7 @@
 //! | `records` | the ingest's upload records table (DynamoDB on the local server) |
 //! | `ingest_process` | [`IngestProcess`]: the real `sluice-ingest` binary |
 //! | `sqs` | the SQS client for the local server and queue pairs with a redrive policy |
+//! | `container` | [`Container`]: a Debian container whose PID 1 is systemd (`make test-systemd`) |
 //! | `postgres` | databases on a cluster, and [`PrivatePostgres`], a cluster a test may stop |
 //! | [`gen`] | realistic receipts, deterministic from a seed |
 //! | [`large`] | the largest valid receipts, sent straight to a queue as a backlog |
@@ -32,6 +33,7 @@
 //! | [`sqs_proxy`] | an HTTP proxy that makes SQS batch calls half-fail inside a 200 |
 
 mod agent;
+mod container;
 mod env;
 mod ingest;
 mod ingest_process;
@@ -53,6 +55,7 @@ pub mod sqs_proxy;
 use std::time::{Duration, Instant};
 
 pub use agent::{AgentHandle, AgentProcess, AGENT_PROCESS_ENV};
+pub use container::{container_root, Container, RootTree};
 pub use env::{DeadLetter, EnvOptions, TestEnv, MAX_RECEIVE_COUNT};
 pub use ingest::IngestHandle;
 pub use ingest_process::IngestProcess;

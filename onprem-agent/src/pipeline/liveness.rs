@@ -1,9 +1,9 @@
 //! Progress reports from the work loops (pollers, writers): a beat per round, or a guard held
 //! through a legitimate wait (database outage, rate limit), or through a wait with its own
 //! limit (a database write under its timeouts). The watchdog reads it; the loops
-//! never touch systemd.
+//! never touch systemd. Also the test-only fault switch [`STALL_SWITCH`].
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -26,7 +26,15 @@ struct LivenessInner {
     /// Bounded waits in progress: how many, and the latest time (ms since `origin`) any of
     /// them counts as alive until.
     bounded: Mutex<(usize, u64)>,
+    /// Set by the test-only [`STALL_SWITCH`]: every report is ignored.
+    stalled: AtomicBool,
 }
+
+/// TEST ONLY, off by default: when this variable is set in the agent's environment (to any
+/// value), the pipeline's progress reports stop reaching the watchdog, as if every loop hung,
+/// so systemd's watchdog kills and restarts the agent. The unit never sets it;
+/// `make test-systemd` sets it in a drop-in to prove the restart under a real systemd.
+pub const STALL_SWITCH: &str = "SLUICE_TEST_STALL_PIPELINE";
 
 impl Default for Liveness {
     fn default() -> Self {
@@ -42,8 +50,28 @@ impl Liveness {
                 last_beat_ms: AtomicU64::new(0),
                 waiting: AtomicUsize::new(0),
                 bounded: Mutex::new((0, 0)),
+                stalled: AtomicBool::new(false),
             }),
         }
+    }
+
+    /// [`Liveness::new`], stalled when the test-only [`STALL_SWITCH`] is set (said in a
+    /// warning).
+    pub fn from_env() -> Self {
+        let liveness = Self::new();
+        if std::env::var_os(STALL_SWITCH).is_some() {
+            tracing::warn!(
+                switch = STALL_SWITCH,
+                "Test-only fault switch set: the pipeline's progress no longer reaches the watchdog."
+            );
+            liveness.stall();
+        }
+        liveness
+    }
+
+    /// From now on the pipeline counts as stuck, whatever it reports (the test-only switch).
+    pub fn stall(&self) {
+        self.inner.stalled.store(true, Ordering::Relaxed);
     }
 
     fn now_ms(&self) -> u64 {
@@ -104,6 +132,9 @@ impl Liveness {
     /// Whether the pipeline counts as alive: it beat within `stale_after`, or some loop is
     /// legitimately waiting.
     pub fn is_alive(&self, stale_after: Duration) -> bool {
+        if self.inner.stalled.load(Ordering::Relaxed) {
+            return false;
+        }
         let (bounded, until) = *self.bounded();
         let in_bounded_wait = bounded > 0 && self.now_ms() < until;
         in_bounded_wait || should_ping(self.since_last_beat(), self.waiters(), stale_after)
@@ -196,5 +227,20 @@ mod tests {
         drop(g);
         assert_eq!(l.waiters(), 0);
         assert!(l.since_last_beat() < Duration::from_secs(1));
+    }
+
+    #[test]
+    fn the_test_only_stall_switch_ignores_beats_and_waits() {
+        let l = Liveness::new();
+        l.beat();
+        let _waiting = l.waiting();
+        let _bounded = l.waiting_up_to(Duration::from_secs(60));
+        assert!(l.is_alive(Duration::from_secs(60)));
+        l.stall();
+        l.beat();
+        assert!(
+            !l.is_alive(Duration::from_secs(60)),
+            "stalled whatever it reports"
+        );
     }
 }
