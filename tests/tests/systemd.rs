@@ -71,7 +71,7 @@ async fn the_unit_runs_the_agent_under_a_real_systemd() -> anyhow::Result<()> {
 
     let metrics_addr = free_local_addr()?;
     let site = Site::prepare(&env, &pg, &password, metrics_addr)?;
-    let agent_dir = match std::env::var_os("SLUICE_SYSTEMD_AGENT") {
+    let agent_dir = match std::env::var_os("SLUICE_SYSTEMD_AGENT").filter(|p| !p.is_empty()) {
         Some(path) => PathBuf::from(path),
         None => binary("sluice-agent")?,
     };
