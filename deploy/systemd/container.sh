@@ -50,7 +50,12 @@ cmd_check() {
 
 cmd_root() {
     if [[ ! -f "$cache/ok" ]]; then
-        rm -rf "$cache"
+        # A root of another package list (or a half-made one) is not used again.
+        local old
+        for old in "$root_dir/.sluice-dev/systemd/"*; do
+            [[ -d "$old" && "$old" != "$cache" ]] && rm -rf -- "$old"
+        done
+        rm -rf -- "$cache"
         mkdir -p "$cache"
         echo "container.sh: debootstrap $SUITE into $cache/root (about a minute)" >&2
         debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$cache/root" "$MIRROR" \
