@@ -405,14 +405,13 @@ async fn stop_mid_drain_loses_nothing(
         "systemctl stop mid-drain: Result={result}, exit {status}:\n{}",
         sd.journal().await
     );
+    let state = sd.state().await?;
     ensure!(
-        sd.container
-            .run(&format!("journalctl _PID={pid} --no-pager -o cat"))
-            .await?
-            .contains("STOPPING")
-            || sd.state().await? == "inactive/dead",
-        "the agent did not stop"
+        state == "inactive/dead",
+        "after systemctl stop the unit is {state}"
     );
+    let (gone, _) = sd.container.exec(&format!("test ! -e /proc/{pid}")).await?;
+    ensure!(gone, "the agent's process {pid} outlived systemctl stop");
     sd.container.run(&format!("systemctl start {UNIT}")).await?;
     sd.wait_running("the unit running again after the stop")
         .await?;
