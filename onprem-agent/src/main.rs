@@ -62,8 +62,8 @@ impl Command {
 struct CheckConfigArgs {
     #[command(flatten)]
     config: ConfigArg,
-    /// Also check the queues against SQS (the unit's ExecStartPre does not: `run` checks them
-    /// itself, and a dead-letter queue missing for now must not stop the start).
+    /// Also check the queues against SQS (`run` checks them itself, and a dead-letter queue
+    /// missing for now must not stop the start).
     #[arg(long)]
     online: bool,
 }

@@ -40,6 +40,8 @@ const STATE_TIMEOUT: Duration = Duration::from_secs(60);
 const DOWN_WATCH: Duration = Duration::from_secs(8);
 /// The database role the agent logs in as; its password reaches it only through LoadCredential=.
 const ROLE: &str = "sluice_writer";
+/// How long a refused start is watched for a restart: past the unit's `RestartSec=5`.
+const REFUSED_WATCH: Duration = Duration::from_secs(8);
 /// The queue's visibility timeout: above the write timeouts (50 s), which are above the time
 /// the lock is held, so the agent's write waits it out in one statement.
 const VISIBILITY: u32 = 120;
@@ -117,6 +119,7 @@ async fn the_unit_runs_the_agent_under_a_real_systemd() -> anyhow::Result<()> {
     a_stalled_pipeline_is_killed_by_the_watchdog_and_restarted(&sd).await?;
     security_exposure_is_at_most_2(&sd).await?;
     the_journal_holds_one_json_line_per_entry(&sd).await?;
+    a_refused_configuration_is_not_restarted(&sd, &site).await?;
     drop(container);
     env.cleanup().await;
     Ok(())
@@ -543,8 +546,7 @@ async fn security_exposure_is_at_most_2(sd: &Systemd<'_>) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// Every line the agent's `run` wrote is one journal entry holding one whole JSON object.
-/// (check-config's output, the unit's ExecStartPre, is text and is left out.)
+/// Every line the agent wrote is one journal entry holding one whole JSON object.
 async fn the_journal_holds_one_json_line_per_entry(sd: &Systemd<'_>) -> anyhow::Result<()> {
     let out = sd
         .container
@@ -559,20 +561,7 @@ async fn the_journal_holds_one_json_line_per_entry(sd: &Systemd<'_>) -> anyhow::
         .iter()
         .filter(|e| e["SYSLOG_IDENTIFIER"] == "sluice-agent")
         .collect();
-    // Streams (one per process) whose first line is check-config's.
-    let mut check_config = std::collections::HashSet::new();
-    let mut seen = std::collections::HashSet::new();
-    for e in &agent {
-        let stream = e["_STREAM_ID"].as_str().unwrap_or_default();
-        if seen.insert(stream) && message(e).contains("configuration is valid") {
-            check_config.insert(stream);
-        }
-    }
-    let lines: Vec<String> = agent
-        .iter()
-        .filter(|e| !check_config.contains(e["_STREAM_ID"].as_str().unwrap_or_default()))
-        .map(|e| message(e))
-        .collect();
+    let lines: Vec<String> = agent.iter().map(|e| message(e)).collect();
     ensure!(
         lines.len() >= 10,
         "only {} agent entries in the journal",
@@ -589,6 +578,44 @@ async fn the_journal_holds_one_json_line_per_entry(sd: &Systemd<'_>) -> anyhow::
     ensure!(
         lines.iter().any(|l| l.contains("Ready: notified systemd.")),
         "no READY=1 line among the agent's entries"
+    );
+    Ok(())
+}
+
+/// An invalid agent.toml: the start fails (exit 64) with the problem in the journal, and
+/// systemd does not restart it (`RestartPreventExitStatus=64`), past `RestartSec=5`.
+async fn a_refused_configuration_is_not_restarted(
+    sd: &Systemd<'_>,
+    site: &Site,
+) -> anyhow::Result<()> {
+    let invalid = (site.toml)(RATE).replace("wait_seconds = 1", "wait_seconds = 99");
+    sd.container
+        .write("/etc/sluice/agent.toml", &invalid)
+        .await?;
+    let (started, _) = sd
+        .container
+        .exec(&format!("systemctl restart {UNIT}"))
+        .await?;
+    ensure!(!started, "the agent started with an invalid configuration");
+    let restarts = sd.restarts().await?;
+    let since = Instant::now();
+    while since.elapsed() < REFUSED_WATCH {
+        let (state, now) = (sd.state().await?, sd.restarts().await?);
+        ensure!(
+            state == "failed/failed" && now == restarts,
+            "a refused configuration was restarted: {state}, restarts {restarts} → {now}:\n{}",
+            sd.journal().await
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (status, journal) = (sd.prop("ExecMainStatus").await?, sd.journal().await);
+    ensure!(
+        status == "64",
+        "a refused configuration exited {status}, not 64"
+    );
+    ensure!(
+        journal.contains("queue.wait_seconds: 99"),
+        "the journal does not name the problem:\n{journal}"
     );
     Ok(())
 }
