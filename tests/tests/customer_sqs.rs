@@ -98,7 +98,7 @@ async fn check_config_online_names_each_dead_letter_queue_problem() -> anyhow::R
             .await?;
         assert_eq!(out.status.code(), Some(code), "{config}: {}", stderr(&out));
         assert!(stderr(&out).contains(needle), "{config}: {}", stderr(&out));
-        // Offline (the unit's ExecStartPre) the file itself is valid.
+        // Offline (what `run` checks before it connects) the file itself is valid.
         let out = env.agent_cli(&["check-config", "--config", config]).await?;
         assert_eq!(out.status.code(), Some(0), "{config}: {}", stderr(&out));
     }
