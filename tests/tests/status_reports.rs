@@ -68,7 +68,12 @@ async fn collect_reports(
     want: &HashSet<Key>,
 ) -> anyhow::Result<BTreeMap<Key, ChunkReport>> {
     let mut got: BTreeMap<Key, ChunkReport> = BTreeMap::new();
-    wait_for(TIMEOUT, "a report of every chunk", || async {
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while !want.iter().all(|k| got.contains_key(k)) {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "timed out after {TIMEOUT:?} waiting for reports of {want:?}; got {got:?}"
+        );
         let out = env
             .sqs
             .receive_message()
@@ -76,11 +81,13 @@ async fn collect_reports(
             .max_number_of_messages(10)
             .wait_time_seconds(1)
             .send()
-            .await
-            .ok()?;
+            .await;
+        let Ok(out) = out else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
         for m in out.messages.unwrap_or_default() {
-            let message = decode_message(m.body().unwrap_or_default())
-                .unwrap_or_else(|e| panic!("a status message that does not decode: {e}"));
+            let message = decode_message(m.body().unwrap_or_default())?;
             for r in message.reports {
                 let key = (r.batch_id.clone(), r.chunk_index);
                 if let Some(earlier) = got.get(&key) {
@@ -89,18 +96,15 @@ async fn collect_reports(
                 got.insert(key, r);
             }
             if let Some(h) = m.receipt_handle() {
-                let _ = env
-                    .sqs
+                env.sqs
                     .delete_message()
                     .queue_url(url)
                     .receipt_handle(h)
                     .send()
-                    .await;
+                    .await?;
             }
         }
-        want.iter().all(|k| got.contains_key(k)).then_some(())
-    })
-    .await?;
+    }
     Ok(got)
 }
 
@@ -350,7 +354,8 @@ async fn a_missing_status_queue_delays_reports_and_nothing_else() -> anyhow::Res
     assert!(oracle.verify(&env).await?.is_empty());
 
     status_queue(&env, true).await?;
-    let reports = collect_reports(&env, &status_url, &chunks_of(&[batch.clone()])).await?;
+    let reports =
+        collect_reports(&env, &status_url, &chunks_of(std::slice::from_ref(&batch))).await?;
     let s = sum(&reports, &batch.0);
     assert_eq!((s.chunks, s.receipts, s.stored), (batch.1, 200, 200));
     wait_for(TIMEOUT, "the reporter recovered", || async {
@@ -393,7 +398,8 @@ async fn reports_not_sent_before_a_kill_go_after_the_restart() -> anyhow::Result
 
     status_queue(&env, true).await?;
     let agent = launch(&env, "restarted", &status_url).await?;
-    let reports = collect_reports(&env, &status_url, &chunks_of(&[batch.clone()])).await?;
+    let reports =
+        collect_reports(&env, &status_url, &chunks_of(std::slice::from_ref(&batch))).await?;
     let s = sum(&reports, &batch.0);
     assert_eq!(
         (s.chunks, s.receipts, s.stored, s.duplicates),
