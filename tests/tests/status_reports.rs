@@ -351,9 +351,37 @@ async fn a_missing_status_queue_delays_reports_and_nothing_else() -> anyhow::Res
         ready, 200,
         "a status queue that is down is not a readiness failure: {body}"
     );
+    let config = agent.config().to_string_lossy().into_owned();
+    let out = env.agent_cli(&["status", "--config", &config]).await?;
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        screen.contains(&format!(
+            "status queue  {} chunks not yet reported; sends failing: SendMessageBatch to the status queue:",
+            batch.1
+        )),
+        "{screen}"
+    );
+    let out = env
+        .agent_cli(&["check-config", "--online", "--config", &config])
+        .await?;
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(69), "{said}");
+    assert!(
+        said.contains(&format!("cannot read the status queue {status_url}")),
+        "{said}"
+    );
     assert!(oracle.verify(&env).await?.is_empty());
 
     status_queue(&env, true).await?;
+    let out = env
+        .agent_cli(&["check-config", "--online", "--config", &config])
+        .await?;
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(
+        said.contains(&format!("status queue {status_url} answers")),
+        "{said}"
+    );
     let reports =
         collect_reports(&env, &status_url, &chunks_of(std::slice::from_ref(&batch))).await?;
     let s = sum(&reports, &batch.0);
