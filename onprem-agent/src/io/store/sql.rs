@@ -9,7 +9,7 @@ use sluice_protocol::Fingerprint;
 use sqlx::postgres::PgArguments;
 use sqlx::{Postgres, Row as _};
 
-use sluice_protocol::status::{Rejection, MAX_REJECTIONS};
+use sluice_protocol::status::MAX_REJECTIONS;
 
 use super::{LedgerEntry, Row, StoreError, WriteOutcome};
 
@@ -31,10 +31,7 @@ pub(super) fn with_outcome(ledger: &[LedgerEntry], outcome: &WriteOutcome) -> Ve
             {
                 l.conflicts = l.conflicts.saturating_add(1);
                 if l.rejections.len() < MAX_REJECTIONS {
-                    l.rejections.push(Rejection {
-                        receipt_id: c.receipt.receipt_id.clone(),
-                        reason: c.reason(),
-                    });
+                    l.rejections.push(c.rejection());
                 }
             }
             l
@@ -329,6 +326,7 @@ pub(super) async fn insert_ledger(
 
 #[cfg(test)]
 mod tests {
+    use sluice_protocol::status::Rejection;
     use sluice_protocol::{Fingerprint, Receipt};
 
     use super::*;
@@ -384,7 +382,10 @@ mod tests {
             got[1].rejections,
             vec![Rejection {
                 receipt_id: conflict.receipt.receipt_id.clone(),
-                reason: conflict.reason(),
+                reason: format!(
+                    "conflict: receipt {} is stored with other content; stored_sha256={} incoming_sha256={} (write.on_conflict = \"reject\")",
+                    conflict.receipt.receipt_id, conflict.stored, conflict.incoming
+                ),
             }]
         );
     }
