@@ -27,6 +27,9 @@ pub(super) struct Plan {
     pub replaced: u64,
     /// Rows refused, with the fingerprint of the version they differ from.
     pub conflicts: Vec<(usize, Fingerprint)>,
+    /// Rows counted as stored: each row that became the version to write (a new id, or a
+    /// replacement), in row order. The others are duplicates or conflicts.
+    pub stored: Vec<usize>,
 }
 
 /// Where the current version of one id stands while the batch is planned.
@@ -66,6 +69,7 @@ pub(super) fn resolve(
                     target: None,
                 }),
                 None => {
+                    plan.stored.push(i);
                     e.insert(Slot {
                         current: Some(*fp),
                         target: Some(Target::Insert(i)),
@@ -93,6 +97,7 @@ pub(super) fn resolve(
                     _ => Target::Update(i),
                 });
                 plan.replaced += 1;
+                plan.stored.push(i);
             }
         }
     }
@@ -189,6 +194,18 @@ mod tests {
         );
         let p = plan(&[a, b], &[], OnConflict::Ignore);
         assert_eq!((p.inserts, p.conflicts), (vec![0], vec![]));
+    }
+
+    #[test]
+    fn stored_rows_are_the_new_ids_and_the_replacements() {
+        let a = receipt(1, "12.50");
+        let b = receipt(1, "13.00");
+        let c = receipt(2, "1.00");
+        let rows = [a.clone(), b.clone(), c.clone(), c.clone()];
+        assert_eq!(plan(&rows, &[], OnConflict::Reject).stored, vec![0, 2]);
+        assert_eq!(plan(&rows, &[], OnConflict::Update).stored, vec![0, 1, 2]);
+        assert_eq!(plan(&rows, &[&a], OnConflict::Update).stored, vec![1, 2]);
+        assert_eq!(plan(&rows, &[&a], OnConflict::Ignore).stored, vec![2]);
     }
 
     #[test]
