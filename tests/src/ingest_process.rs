@@ -34,6 +34,15 @@ impl TestEnv {
     /// table and local endpoints, logging to `log` in the test's directory; returns once it
     /// answers `/healthz`.
     pub async fn start_ingest_process(&self, log: &str) -> anyhow::Result<IngestProcess> {
+        self.start_ingest_process_with(log, &[]).await
+    }
+
+    /// [`TestEnv::start_ingest_process`] with `extra` environment variables on top.
+    pub async fn start_ingest_process_with(
+        &self,
+        log: &str,
+        extra: &[(&str, &str)],
+    ) -> anyhow::Result<IngestProcess> {
         let addr = free_local_addr()?;
         std::fs::create_dir_all(self.dir())?;
         let table = self.status_table();
@@ -51,6 +60,7 @@ impl TestEnv {
                 ("SLUICE_DYNAMODB_ENDPOINT", endpoint),
             ]
             .into_iter()
+            .chain(extra.iter().copied())
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect(),
             ..Launch::default()
