@@ -24,6 +24,7 @@ mod throttle;
 pub use agent::{run, start, Clients, RunningAgent, StartRefused};
 pub use config::AgentConfig;
 pub use io::sqs::{DeadLetterProblem, Queue, QueueFacts};
-pub use io::store::{LedgerEntry, Row, Store, RECEIPTS_PER_MESSAGE, RECENT_RATE};
+pub use io::store::{LedgerEntry, Row, Store, TargetProblem, RECEIPTS_PER_MESSAGE, RECENT_RATE};
 pub use ops::reload::on_sighup;
+pub use ops::target_check::TargetRefused;
 pub use ops::telemetry;

@@ -78,6 +78,8 @@ impl AgentConfig {
             shutdown: Some(&self.shutdown),
         }
         .check();
+        let mut problems = problems;
+        self.target.check(&mut problems);
         if problems.is_empty() {
             Ok(())
         } else {

@@ -10,7 +10,7 @@ use std::path::Path;
 use super::check::Parsed;
 use super::{
     AgentConfig, BatchConfig, ConfigError, DatabaseConfig, LogConfig, QueueConfig, ServerConfig,
-    ShutdownConfig, ThrottleConfig, WriteConfig,
+    ShutdownConfig, TargetConfig, ThrottleConfig, WriteConfig,
 };
 
 /// Prefix of environment overrides: `SLUICE__THROTTLE__ROWS_PER_SECOND=800`.
@@ -19,7 +19,7 @@ pub const ENV_PREFIX: &str = "SLUICE";
 pub const ENV_SEPARATOR: &str = "__";
 
 const SECTIONS: &[&str] = &[
-    "queue", "database", "throttle", "batch", "server", "log", "shutdown", "write",
+    "queue", "database", "throttle", "batch", "server", "log", "shutdown", "write", "target",
 ];
 
 impl AgentConfig {
@@ -98,6 +98,7 @@ impl AgentConfig {
         let log = reader.optional::<LogConfig>("log");
         let shutdown = reader.optional::<ShutdownConfig>("shutdown");
         let write = reader.optional::<WriteConfig>("write");
+        let target = reader.optional::<TargetConfig>("target");
 
         // Every section that parsed is checked, so the operator sees everything at once.
         let parsed = Parsed {
@@ -110,19 +111,28 @@ impl AgentConfig {
             shutdown: shutdown.as_ref(),
         };
         problems.extend(parsed.check());
+        if let Some(t) = &target {
+            t.check(&mut problems);
+        }
 
         match (
-            queue, database, throttle, batch, server, log, shutdown, write,
+            (
+                queue, database, throttle, batch, server, log, shutdown, write,
+            ),
+            target,
         ) {
             (
-                Some(queue),
-                Some(database),
-                Some(throttle),
-                Some(batch),
-                Some(server),
-                Some(log),
-                Some(shutdown),
-                Some(write),
+                (
+                    Some(queue),
+                    Some(database),
+                    Some(throttle),
+                    Some(batch),
+                    Some(server),
+                    Some(log),
+                    Some(shutdown),
+                    Some(write),
+                ),
+                Some(target),
             ) if problems.is_empty() => Ok(AgentConfig {
                 queue,
                 database,
@@ -132,6 +142,7 @@ impl AgentConfig {
                 log,
                 shutdown,
                 write,
+                target,
             }),
             // A section that did not parse has its problem listed already.
             _ => Err(ConfigError { problems }),
