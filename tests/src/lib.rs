@@ -25,6 +25,7 @@
 //! | `sqs` | the SQS client for the local server and queue pairs with a redrive policy |
 //! | `postgres` | databases on a cluster, and [`PrivatePostgres`], a cluster a test may stop |
 //! | [`gen`] | realistic receipts, deterministic from a seed |
+//! | [`expenses`] | the example customer schema and procedure of `deploy/examples/expenses/` |
 //! | [`large`] | the largest valid receipts, sent straight to a queue as a backlog |
 //! | [`ingest_bench`] | `make bench`'s ingest rows: API receipts/s, billed SQS requests |
 //! | [`oracle`] | the end-to-end verdict: acknowledged ⇒ stored once, intact; DLQ only the bad |
@@ -43,6 +44,7 @@ mod records;
 mod servers;
 mod sqs;
 
+pub mod expenses;
 pub mod gen;
 pub mod ingest_bench;
 pub mod large;

@@ -7,43 +7,18 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use sluice_e2e::expenses;
 use sluice_e2e::gen::Generator;
 use sluice_e2e::oracle::{norm_decimal, Oracle};
-use sluice_e2e::{repo_root, wait_for, EnvOptions, TestEnv};
+use sluice_e2e::{wait_for, EnvOptions, TestEnv};
 use sqlx::Row as _;
 
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(240);
-const TARGET: &str = "[target]\nkind = \"procedure\"\nprocedure = \"expenses.ingest_receipts\"";
 /// Tenants the generator uses (`tenant-000` …), all known to the customer's application.
 const TENANTS: u32 = 25;
 
-/// Loads the example's SQL files, as the README's adoption steps do.
-async fn load_example(env: &TestEnv, files: &[&str]) -> anyhow::Result<()> {
-    for file in files {
-        let path = repo_root().join("deploy/examples/expenses").join(file);
-        let sql = std::fs::read_to_string(&path)?;
-        sqlx::raw_sql(&sql).execute(&env.pool).await?;
-    }
-    Ok(())
-}
-
-async fn add_tenants(env: &TestEnv) -> anyhow::Result<()> {
-    sqlx::query(
-        "INSERT INTO expenses.tenants (code, name)
-         SELECT format('tenant-%s', lpad(i::text, 3, '0')), format('Tenant %s', i)
-         FROM generate_series(0, $1 - 1) AS i",
-    )
-    .bind(i32::try_from(TENANTS)?)
-    .execute(&env.pool)
-    .await?;
-    Ok(())
-}
-
 async fn expenses_stored(env: &TestEnv) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM expenses.expenses")
-        .fetch_one(&env.pool)
-        .await
-        .unwrap_or(0)
+    expenses::stored(&env.pool).await
 }
 
 /// Waits until `expected` expenses are stored and the main queue holds nothing.
@@ -138,8 +113,7 @@ async fn a_backlog_lands_in_the_customers_tables_once_through_their_procedure() 
         ..EnvOptions::default()
     })
     .await?;
-    load_example(&env, &["schema.sql", "ingest_receipts.sql"]).await?;
-    add_tenants(&env).await?;
+    expenses::load_with_tenants(&env.pool, TENANTS).await?;
 
     let mut receipts = Generator::new(151).receipts(3_000);
     receipts[234]["total"] = json!("-12.50");
@@ -157,7 +131,7 @@ async fn a_backlog_lands_in_the_customers_tables_once_through_their_procedure() 
         .map(|r| (r["receipt_id"].as_str().unwrap_or("").to_owned(), r.clone()))
         .collect();
     let settings = "[queue]\nvisibility_timeout_seconds = 10\n[throttle]\nrows_per_second = 1500\nburst = 1500\n[batch]\nmax_rows = 300\nmax_wait_ms = 10";
-    let settings = format!("{settings}\n{TARGET}");
+    let settings = format!("{settings}\n{}", expenses::target_toml());
 
     let mut agent = env.launch_agent("first", &settings).await?;
     wait_for(DRAIN_TIMEOUT, "some expenses stored", || async {
@@ -263,8 +237,7 @@ async fn a_backlog_lands_in_the_customers_tables_once_through_their_procedure() 
 #[tokio::test]
 async fn a_corrected_receipt_is_passed_again_marked_as_an_update() -> anyhow::Result<()> {
     let env = TestEnv::new().await?;
-    load_example(&env, &["schema.sql", "ingest_receipts.sql"]).await?;
-    add_tenants(&env).await?;
+    expenses::load_with_tenants(&env.pool, TENANTS).await?;
     let receipts = Generator::new(152).receipts(40);
     let mut corrected = receipts[7].clone();
     corrected["total"] = json!("999.99");
@@ -272,7 +245,10 @@ async fn a_corrected_receipt_is_passed_again_marked_as_an_update() -> anyhow::Re
     let mut oracle = Oracle::new();
     env.upload_acknowledged(&mut oracle, &receipts, "20")
         .await?;
-    let settings = format!("{TARGET}\n[write]\non_conflict = \"update\"");
+    let settings = format!(
+        "{}\n[write]\non_conflict = \"update\"",
+        expenses::target_toml()
+    );
     let agent = env.launch_agent("update", &settings).await?;
     wait_drained(&env, 40).await?;
     env.upload_acknowledged(&mut oracle, &[corrected.clone(), receipts[8].clone()], "20")
@@ -285,6 +261,16 @@ async fn a_corrected_receipt_is_passed_again_marked_as_an_update() -> anyhow::Re
         (stored.get(&id) == Some(&want) && depth == (0, 0, 0)).then_some(())
     })
     .await?;
+    // `status` reads the ledger, which both targets keep.
+    let config = agent.config().to_string_lossy().into_owned();
+    let status = env
+        .agent_cli(&["status", "--json", "--config", &config])
+        .await?;
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
     agent.stop().await?;
     let stored = expenses(&env).await?;
     assert_eq!(stored.len(), 40);
@@ -364,7 +350,10 @@ async fn check_config_online_names_what_the_procedure_target_lacks() -> anyhow::
         .await?;
     let (role, url) = agent_role(&env).await?;
     // The owner migrates (`sluice-agent migrate`); the agent's role only writes.
-    let cfg = format!("{TARGET}\n[database]\nurl = {url:?}\nmigrate_on_start = false");
+    let cfg = format!(
+        "{}\n[database]\nurl = {url:?}\nmigrate_on_start = false",
+        expenses::target_toml()
+    );
 
     // No schema yet.
     let (code, _, err) = check_online(&env, &cfg).await?;
@@ -376,7 +365,7 @@ async fn check_config_online_names_what_the_procedure_target_lacks() -> anyhow::
         "{err}"
     );
     // The schema, no procedure.
-    load_example(&env, &["schema.sql"]).await?;
+    expenses::load(&env.pool, &["schema.sql"]).await?;
     let (code, _, err) = check_online(&env, &cfg).await?;
     assert_eq!(code, 64, "{err}");
     assert!(
@@ -405,7 +394,7 @@ async fn check_config_online_names_what_the_procedure_target_lacks() -> anyhow::
     )
     .execute(&env.pool)
     .await?;
-    load_example(&env, &["ingest_receipts.sql"]).await?;
+    expenses::load(&env.pool, &["ingest_receipts.sql"]).await?;
     sqlx::raw_sql("REVOKE EXECUTE ON PROCEDURE expenses.ingest_receipts(jsonb) FROM PUBLIC")
         .execute(&env.pool)
         .await?;

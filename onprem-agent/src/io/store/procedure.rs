@@ -37,10 +37,7 @@ pub(super) async fn insert_fingerprints(
     let found = fingerprint_columns(INSERT_FINGERPRINTS, rows)
         .fetch_all(&mut *tx)
         .await?;
-    Ok(found
-        .iter()
-        .filter_map(|r| r.try_get::<String, _>(0).ok())
-        .collect())
+    Ok(super::sql::returned_ids(&found))
 }
 
 /// Replaces the fingerprints of `rows` (`on_conflict = "update"`).

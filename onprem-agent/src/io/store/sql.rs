@@ -95,10 +95,14 @@ pub(super) async fn insert_receipts(
 ) -> Result<HashSet<String>, StoreError> {
     let sql = insert_receipts_sql();
     let ids = receipt_columns(&sql, rows).fetch_all(&mut *tx).await?;
-    Ok(ids
-        .iter()
+    Ok(returned_ids(&ids))
+}
+
+/// The ids an `INSERT … RETURNING receipt_id::text` returned.
+pub(super) fn returned_ids(rows: &[sqlx::postgres::PgRow]) -> HashSet<String> {
+    rows.iter()
         .filter_map(|r| r.try_get::<String, _>(0).ok())
-        .collect())
+        .collect()
 }
 
 pub(super) async fn update_receipts(
