@@ -29,6 +29,11 @@ pub async fn load(pool: &PgPool, files: &[&str]) -> anyhow::Result<()> {
 /// that [`crate::gen::Generator`] uses.
 pub async fn load_with_tenants(pool: &PgPool, tenants: u32) -> anyhow::Result<()> {
     load(pool, &["schema.sql", "ingest_receipts.sql"]).await?;
+    add_tenants(pool, tenants).await
+}
+
+/// The tenants `tenant-000` … `tenant-{n-1}` in the customer's `tenants` table.
+pub async fn add_tenants(pool: &PgPool, tenants: u32) -> anyhow::Result<()> {
     sqlx::query(
         "INSERT INTO expenses.tenants (code, name)
          SELECT format('tenant-%s', lpad(i::text, 3, '0')), format('Tenant %s', i)

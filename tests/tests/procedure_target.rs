@@ -304,12 +304,9 @@ async fn agent_role(env: &TestEnv) -> anyhow::Result<(String, String)> {
     sqlx::query(&format!("CREATE ROLE {role} LOGIN PASSWORD 'agent-pw'"))
         .execute(&env.pool)
         .await?;
-    sqlx::query(&format!(
-        "GRANT CREATE, USAGE ON SCHEMA sluice TO {role}; GRANT ALL ON ALL TABLES IN SCHEMA sluice TO {role}"
-    ))
-    .execute(&env.pool)
-    .await
-    .ok();
+    sqlx::query(&format!("ALTER SCHEMA sluice OWNER TO {role}"))
+        .execute(&env.pool)
+        .await?;
     let url = env
         .database_url
         .replacen("://postgres@", &format!("://{role}:agent-pw@"), 1);
@@ -419,10 +416,13 @@ async fn check_config_online_names_what_the_procedure_target_lacks() -> anyhow::
         "{}",
         agent.log_text()
     );
-    // Granted as the README says: it passes.
+    // Granted as the README says: it passes, and the agent's role migrates its own schema and
+    // drains into the customer's tables.
     sqlx::raw_sql(&format!(
         "GRANT USAGE ON SCHEMA expenses TO {role};
-         GRANT EXECUTE ON PROCEDURE expenses.ingest_receipts(jsonb) TO {role};"
+         GRANT EXECUTE ON PROCEDURE expenses.ingest_receipts(jsonb) TO {role};
+         GRANT SELECT, INSERT, DELETE ON expenses.expenses, expenses.expense_lines TO {role};
+         GRANT SELECT, UPDATE ON expenses.tenants TO {role};"
     ))
     .execute(&env.pool)
     .await?;
@@ -434,6 +434,18 @@ async fn check_config_online_names_what_the_procedure_target_lacks() -> anyhow::
         ),
         "{out}"
     );
+    expenses::add_tenants(&env.pool, TENANTS).await?;
+    let mut oracle = Oracle::new();
+    env.upload_acknowledged(&mut oracle, &Generator::new(153).receipts(50), "10")
+        .await?;
+    let agent = env
+        .launch_agent(
+            "granted",
+            &format!("{cfg}\n[database]\nmigrate_on_start = true"),
+        )
+        .await?;
+    wait_drained(&env, 50).await?;
+    agent.stop().await?;
     let admin = env.servers.database_url.clone();
     env.cleanup().await;
     if let Ok(pool) = sqlx::PgPool::connect(&admin).await {

@@ -233,10 +233,19 @@ impl Store {
             crate::config::valid_identifier(schema),
             "invalid schema name {schema:?}"
         );
-        self.pool
-            .execute(format!("CREATE SCHEMA IF NOT EXISTS {schema}").as_str())
+        // Only when missing: `CREATE SCHEMA IF NOT EXISTS` needs CREATE on the database even
+        // when the schema exists, which a writer role given its own schema does not have.
+        let exists: bool = sqlx::query_scalar("SELECT to_regnamespace($1) IS NOT NULL")
+            .bind(schema)
+            .fetch_one(&self.pool)
             .await
-            .with_context(|| format!("creating schema {schema}"))?;
+            .with_context(|| format!("looking for schema {schema}"))?;
+        if !exists {
+            self.pool
+                .execute(format!("CREATE SCHEMA IF NOT EXISTS {schema}").as_str())
+                .await
+                .with_context(|| format!("creating schema {schema}"))?;
+        }
         let migrator = match self.target {
             Target::Sluice => &MIGRATOR,
             Target::Procedure(_) => &PROCEDURE_MIGRATOR,
