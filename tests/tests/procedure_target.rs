@@ -456,3 +456,51 @@ async fn check_config_online_names_what_the_procedure_target_lacks() -> anyhow::
     }
     Ok(())
 }
+
+/// The procedure dropped while the agent runs refuses every call, and the canary (an empty
+/// call) is refused the same way: systemic, so nothing is dead-lettered; the agent pauses with
+/// `write_refused` on `/readyz` and resumes by itself once the procedure is back.
+#[tokio::test]
+async fn a_dropped_procedure_pauses_the_agent_until_it_is_back() -> anyhow::Result<()> {
+    let env = TestEnv::new().await?;
+    expenses::load_with_tenants(&env.pool, TENANTS).await?;
+    let mut oracle = Oracle::new();
+    let mut g = Generator::new(154);
+    env.upload_acknowledged(&mut oracle, &g.receipts(200), "50")
+        .await?;
+    let agent = env
+        .launch_agent("dropped", &expenses::target_toml())
+        .await?;
+    wait_drained(&env, 200).await?;
+    sqlx::raw_sql("DROP PROCEDURE expenses.ingest_receipts(jsonb)")
+        .execute(&env.pool)
+        .await?;
+    env.upload_acknowledged(&mut oracle, &g.receipts(300), "50")
+        .await?;
+    let body = wait_for(
+        DRAIN_TIMEOUT,
+        "/readyz 503 naming write_refused",
+        || async {
+            let (status, body) = agent.get("/readyz").await?;
+            (status == 503 && body.contains("write_refused")).then_some(body)
+        },
+    )
+    .await?;
+    assert!(
+        body.contains("procedure expenses.ingest_receipts(jsonb) does not exist"),
+        "{body}"
+    );
+    assert_eq!(expenses_stored(&env).await, 200);
+    expenses::load(&env.pool, &["ingest_receipts.sql"]).await?;
+    wait_drained(&env, 500).await?;
+    wait_for(DRAIN_TIMEOUT, "write_refused cleared", || async {
+        let (status, _) = agent.get("/readyz").await?;
+        (status == 200).then_some(())
+    })
+    .await?;
+    agent.stop().await?;
+    assert_eq!(expenses_stored(&env).await, 500);
+    assert!(env.drain_dlq().await?.is_empty(), "nothing dead-lettered");
+    env.cleanup().await;
+    Ok(())
+}
