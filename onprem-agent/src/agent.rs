@@ -28,7 +28,7 @@ use crate::ops::reload::Reloader;
 use crate::ops::sd_notify::Notifier;
 use crate::ops::server::{self, ServerState};
 use crate::ops::watchdog;
-use crate::ops::{dead_letter_check, monitor};
+use crate::ops::{dead_letter_check, monitor, target_check};
 use crate::pipeline::backoff::outage_backoff;
 use crate::pipeline::batcher;
 use crate::pipeline::budget::Budget;
@@ -58,7 +58,7 @@ pub struct Clients {
 
 impl Clients {
     pub async fn connect(cfg: &AgentConfig) -> anyhow::Result<Self> {
-        let store = Store::connect_lazy(&cfg.database)?;
+        let store = Store::connect_lazy(&cfg.database)?.with_target(target_of(cfg)?);
         let client = sqs::client(&cfg.queue).await;
         let queue = Queue::new(
             client,
@@ -67,6 +67,13 @@ impl Clients {
         );
         Ok(Self { store, queue })
     }
+}
+
+/// The write target of a validated configuration.
+fn target_of(cfg: &AgentConfig) -> anyhow::Result<crate::config::Target> {
+    cfg.target
+        .target()
+        .map_err(|e| anyhow::anyhow!("[target]: {e}"))
 }
 
 /// The agent refused to start: the configuration must change (`sluice-agent` exits 64).
@@ -183,9 +190,15 @@ async fn pipeline(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let Clients { store, queue } = clients;
+    let store = store.with_target(target_of(&cfg)?);
     if cfg.database.migrate_on_start
         && !migrate_until_up(&store, &cfg.database.schema, &shutdown).await
     {
+        return Ok(());
+    }
+    // A procedure that is missing, takes other arguments or may not be called refuses the
+    // start (exit 64).
+    if !target_check::at_start(&store, &shutdown).await? {
         return Ok(());
     }
 

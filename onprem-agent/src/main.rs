@@ -32,8 +32,11 @@ enum Command {
     /// Validate the configuration and print it (secrets redacted); exit 64 if invalid.
     ///
     /// With --online, also ask SQS: both queues answer, the dead-letter queue is not the main
-    /// queue (same ARN) and takes messages as large as the main queue's (exit 64 if not; 69
-    /// when a queue cannot be read), and the status queue (`[status] queue_url`) answers.
+    /// queue (same ARN) and takes messages as large as the main queue's; and, for
+    /// `target.kind = "procedure"`, ask PostgreSQL that the procedure exists with one jsonb
+    /// argument and may be executed by the agent's role, and the status queue
+    /// (`[status] queue_url`) answers (exit 64 if not; 69 when a queue or
+    /// the database cannot be read).
     CheckConfig(CheckConfigArgs),
     /// Queue and DLQ depth, oldest message age, receipts/s against the limit, time to drain.
     ///
@@ -101,7 +104,13 @@ fn main() -> ExitCode {
         if !args.online {
             return ExitCode::SUCCESS;
         }
-        return check_queues(&cfg);
+        let queues = check_queues(&cfg);
+        let target = check_target(&cfg);
+        return if queues == ExitCode::SUCCESS {
+            target
+        } else {
+            queues
+        };
     }
     let format = match cli.command {
         Command::Run(_) => cfg.log.format,
@@ -134,7 +143,9 @@ fn main() -> ExitCode {
             eprintln!("sluice-agent: {}", secret::scrub(&format!("{e:#}")));
             // A refusal that only a configuration change can lift: exit 64, which the unit's
             // RestartPreventExitStatus keeps from restarting in a loop.
-            if e.downcast_ref::<sluice_agent::StartRefused>().is_some() {
+            if e.downcast_ref::<sluice_agent::StartRefused>().is_some()
+                || e.downcast_ref::<sluice_agent::TargetRefused>().is_some()
+            {
                 ExitCode::from(EXIT_CONFIG)
             } else {
                 ExitCode::FAILURE
@@ -212,6 +223,42 @@ fn check_queues(cfg: &AgentConfig) -> ExitCode {
             if let Some(status) = &cfg.status.queue_url {
                 println!("status queue {status} answers");
             }
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+/// `check-config --online` for `target.kind = "procedure"`: the procedure exists with one
+/// `jsonb` IN argument and the configured role may use its schema and execute it (exit 64 when
+/// not; 69 when PostgreSQL cannot be asked).
+fn check_target(cfg: &AgentConfig) -> ExitCode {
+    const EXIT_UNAVAILABLE: u8 = 69;
+    let Some(procedure) = &cfg.target.procedure else {
+        return ExitCode::SUCCESS;
+    };
+    let runtime = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let checked = runtime.block_on(async {
+        let clients = Clients::connect(cfg).await?;
+        anyhow::Ok(clients.store.verify_target().await)
+    });
+    match checked {
+        Err(e) => {
+            eprintln!("sluice-agent: {}", secret::scrub(&format!("{e:#}")));
+            ExitCode::FAILURE
+        }
+        Ok(Err(problem)) => {
+            eprintln!("sluice-agent: {}", secret::scrub(&problem.to_string()));
+            if problem.is_definite() {
+                ExitCode::from(EXIT_CONFIG)
+            } else {
+                ExitCode::from(EXIT_UNAVAILABLE)
+            }
+        }
+        Ok(Ok(())) => {
+            println!("procedure {procedure}(jsonb) exists and the agent's role may execute it");
             ExitCode::SUCCESS
         }
     }

@@ -27,6 +27,7 @@
 //! | `container` | [`Container`]: a Debian container whose PID 1 is systemd (`make test-systemd`) |
 //! | `postgres` | databases on a cluster, and [`PrivatePostgres`], a cluster a test may stop |
 //! | [`gen`] | realistic receipts, deterministic from a seed |
+//! | [`expenses`] | the example customer schema and procedure of `deploy/examples/expenses/` |
 //! | [`large`] | the largest valid receipts, sent straight to a queue as a backlog |
 //! | [`ingest_bench`] | `make bench`'s ingest rows: API receipts/s, billed SQS requests |
 //! | [`oracle`] | the end-to-end verdict: acknowledged ⇒ stored once, intact; DLQ only the bad |
@@ -47,6 +48,7 @@ mod servers;
 mod sqs;
 mod status;
 
+pub mod expenses;
 pub mod gen;
 pub mod ingest_bench;
 pub mod large;

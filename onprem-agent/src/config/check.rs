@@ -83,6 +83,8 @@ impl AgentConfig {
             status: Some(&self.status),
         }
         .check();
+        let mut problems = problems;
+        self.target.check(&mut problems);
         if problems.is_empty() {
             Ok(())
         } else {

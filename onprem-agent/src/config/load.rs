@@ -10,7 +10,7 @@ use std::path::Path;
 use super::check::Parsed;
 use super::{
     AgentConfig, BatchConfig, ConfigError, DatabaseConfig, LogConfig, QueueConfig, ServerConfig,
-    ShutdownConfig, StatusConfig, ThrottleConfig, WriteConfig,
+    ShutdownConfig, StatusConfig, TargetConfig, ThrottleConfig, WriteConfig,
 };
 
 /// Prefix of environment overrides: `SLUICE__THROTTLE__ROWS_PER_SECOND=800`.
@@ -19,7 +19,7 @@ pub const ENV_PREFIX: &str = "SLUICE";
 pub const ENV_SEPARATOR: &str = "__";
 
 const SECTIONS: &[&str] = &[
-    "queue", "database", "throttle", "batch", "server", "log", "shutdown", "write", "status",
+    "queue", "database", "throttle", "batch", "server", "log", "shutdown", "write", "status", "target",
 ];
 
 impl AgentConfig {
@@ -99,6 +99,7 @@ impl AgentConfig {
         let shutdown = reader.optional::<ShutdownConfig>("shutdown");
         let write = reader.optional::<WriteConfig>("write");
         let status = reader.optional::<StatusConfig>("status");
+        let target = reader.optional::<TargetConfig>("target");
 
         // Every section that parsed is checked, so the operator sees everything at once.
         let parsed = Parsed {
@@ -112,20 +113,29 @@ impl AgentConfig {
             status: status.as_ref(),
         };
         problems.extend(parsed.check());
+        if let Some(t) = &target {
+            t.check(&mut problems);
+        }
 
         match (
-            queue, database, throttle, batch, server, log, shutdown, write, status,
+            (
+                queue, database, throttle, batch, server, log, shutdown, write, status,
+            ),
+            target,
         ) {
             (
-                Some(queue),
-                Some(database),
-                Some(throttle),
-                Some(batch),
-                Some(server),
-                Some(log),
-                Some(shutdown),
-                Some(write),
-                Some(status),
+                (
+                    Some(queue),
+                    Some(database),
+                    Some(throttle),
+                    Some(batch),
+                    Some(server),
+                    Some(log),
+                    Some(shutdown),
+                    Some(write),
+                    Some(status),
+                ),
+                Some(target),
             ) if problems.is_empty() => Ok(AgentConfig {
                 queue,
                 database,
@@ -136,6 +146,7 @@ impl AgentConfig {
                 shutdown,
                 write,
                 status,
+                target,
             }),
             // A section that did not parse has its problem listed already.
             _ => Err(ConfigError { problems }),

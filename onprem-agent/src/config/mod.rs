@@ -4,7 +4,8 @@
 //! - `load`: the TOML file, then `SLUICE__SECTION__KEY` environment overrides, and the errors
 //!   that name each full key (and the variable that set it);
 //! - `check`: one `check` per section plus the checks across sections, every problem listed
-//!   at once.
+//!   at once;
+//! - `target`: `[target]`, Sluice's own tables or the customer's procedure.
 //!
 //! These types are *what the operator wrote*. The runtime pieces (`limiter`, `store`, `consumer`)
 //! take plain values out of them once validation has passed.
@@ -13,6 +14,7 @@ mod check;
 mod load;
 pub mod secret;
 mod status;
+mod target;
 #[cfg(test)]
 mod tests;
 
@@ -25,6 +27,7 @@ use serde::{Deserialize, Serialize};
 pub use load::{ENV_PREFIX, ENV_SEPARATOR};
 pub use secret::{redact_url, DatabaseUrl};
 pub use status::StatusConfig;
+pub use target::{ProcedureName, Target, TargetConfig, TargetKind};
 
 /// The whole `agent.toml`.
 #[derive(Debug, Clone, Serialize)]
@@ -38,6 +41,7 @@ pub struct AgentConfig {
     pub shutdown: ShutdownConfig,
     pub write: WriteConfig,
     pub status: StatusConfig,
+    pub target: TargetConfig,
 }
 
 /// `[queue]`: where messages come from and where the undecodable ones go. Required: `url` has

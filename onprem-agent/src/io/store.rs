@@ -18,17 +18,31 @@ use sluice_protocol::{Fingerprint, Receipt};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Executor, PgPool};
 
-use crate::config::{secret, DatabaseConfig, OnConflict};
+use crate::config::{secret, DatabaseConfig, OnConflict, Target};
 
 mod plan;
+mod procedure;
 mod sql;
 mod status;
+mod target;
 mod timeouts;
+
+pub use procedure::TargetProblem;
 
 pub use timeouts::{is_lock_wait, WriteTimeouts};
 
-/// Migrations embedded in the binary.
+/// Migrations embedded in the binary: the built-in target's (0001-0004 in `migrations/`).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// The procedure target's migrations (`migrations/procedure/`, from 10001): the ledger and the
+/// fingerprints only. sqlx 0.8 keeps one `_sqlx_migrations` table per schema and cannot name
+/// another, so both sets share it with versions that never collide, and this migrator ignores
+/// the built-in target's versions (a schema first migrated for the built-in target can move to
+/// a procedure; 0001-0003 stay as applied, their checksums untouched).
+pub static PROCEDURE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate::Migrator {
+    ignore_missing: true,
+    ..sqlx::migrate!("./migrations/procedure")
+};
 
 mod error;
 
@@ -122,6 +136,7 @@ impl Conflict {
 pub struct Store {
     pool: PgPool,
     on_conflict: OnConflict,
+    target: Target,
     probe: PgPool,
     /// The status reporter's own connection (see [`status`]).
     report: PgPool,
@@ -138,6 +153,7 @@ impl std::fmt::Debug for Store {
             .field("pool_size", &self.pool.size())
             .field("timeouts", &self.timeouts)
             .field("on_conflict", &self.on_conflict)
+            .field("target", &self.target)
             .finish_non_exhaustive()
     }
 }
@@ -209,6 +225,7 @@ impl Store {
             reporting: false,
             timeouts,
             on_conflict: OnConflict::default(),
+            target: Target::default(),
         })
     }
 
@@ -222,6 +239,7 @@ impl Store {
             reporting: false,
             timeouts: WriteTimeouts::default(),
             on_conflict: OnConflict::default(),
+            target: Target::default(),
         }
     }
 
@@ -237,6 +255,21 @@ impl Store {
         self
     }
 
+    /// Where [`Store::write`] puts new receipts (Sluice's tables by default).
+    pub fn with_target(mut self, target: Target) -> Self {
+        self.target = target;
+        self
+    }
+
+    /// Whether the configured procedure exists with the expected signature and may be called
+    /// (always `Ok` for Sluice's own tables).
+    pub async fn verify_target(&self) -> Result<(), TargetProblem> {
+        match &self.target {
+            Target::Sluice => Ok(()),
+            Target::Procedure(name) => procedure::verify(&self.pool, name).await,
+        }
+    }
+
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
@@ -246,18 +279,31 @@ impl Store {
         self.timeouts
     }
 
-    /// Creates the schema if needed and applies pending migrations.
+    /// Creates the schema if needed and applies the target's pending migrations.
     pub async fn migrate(&self, schema: &str) -> anyhow::Result<()> {
         use anyhow::Context as _;
         anyhow::ensure!(
             crate::config::valid_identifier(schema),
             "invalid schema name {schema:?}"
         );
-        self.pool
-            .execute(format!("CREATE SCHEMA IF NOT EXISTS {schema}").as_str())
+        // Only when missing: `CREATE SCHEMA IF NOT EXISTS` needs CREATE on the database even
+        // when the schema exists, which a writer role given its own schema does not have.
+        let exists: bool = sqlx::query_scalar("SELECT to_regnamespace($1) IS NOT NULL")
+            .bind(schema)
+            .fetch_one(&self.pool)
             .await
-            .with_context(|| format!("creating schema {schema}"))?;
-        MIGRATOR
+            .with_context(|| format!("looking for schema {schema}"))?;
+        if !exists {
+            self.pool
+                .execute(format!("CREATE SCHEMA IF NOT EXISTS {schema}").as_str())
+                .await
+                .with_context(|| format!("creating schema {schema}"))?;
+        }
+        let migrator = match self.target {
+            Target::Sluice => &MIGRATOR,
+            Target::Procedure(_) => &PROCEDURE_MIGRATOR,
+        };
+        migrator
             .run(&self.pool)
             .await
             .context("applying migrations")?;
@@ -333,33 +379,32 @@ impl Store {
         let mut pending: Vec<(Row<'_>, Fingerprint)> =
             rows.iter().map(|r| (*r, r.receipt.fingerprint())).collect();
         let mut tx = self.begin_write().await?;
+        let mut target = target::Writes::new(&self.target);
         for _ in 0..WRITE_ROUNDS {
             if pending.is_empty() {
                 break;
             }
             let (rows, fps): (Vec<Row<'_>>, Vec<Fingerprint>) = pending.iter().copied().unzip();
-            let stored = sql::stored_fingerprints(&mut tx, &rows).await?;
+            let stored = target.stored_fingerprints(&mut tx, &rows).await?;
             let plan = plan::resolve(&rows, &fps, &stored, self.on_conflict);
             let pick = |idx: &[usize]| -> Vec<(Row<'_>, Fingerprint)> {
                 idx.iter().map(|&i| (rows[i], fps[i])).collect()
             };
             let updates = pick(&plan.updates);
             if !updates.is_empty() {
-                sql::update_receipts(&mut tx, &updates).await?;
+                target.update(&mut tx, &updates).await?;
             }
             let inserts = pick(&plan.inserts);
             let inserted: HashSet<String> = if inserts.is_empty() {
                 HashSet::new()
             } else {
-                sql::insert_receipts(&mut tx, &inserts).await?
+                target.insert(&mut tx, &inserts).await?
             };
             // An insert that found the id taken was raced by another writer: planned again.
             let (written, raced): (Vec<_>, Vec<_>) = inserts
                 .into_iter()
                 .partition(|(r, _)| inserted.contains(&r.receipt.receipt_id));
-            let with_items: Vec<Row<'_>> =
-                updates.iter().chain(&written).map(|(r, _)| *r).collect();
-            sql::replace_items(&mut tx, &updates, &with_items).await?;
+            target.contents(&mut tx, &updates, &written).await?;
             let raced_rows: HashSet<&str> = raced
                 .iter()
                 .map(|(r, _)| r.receipt.receipt_id.as_str())
@@ -386,6 +431,7 @@ impl Store {
                 }));
             pending = raced;
         }
+        target.finish(&mut tx).await?;
         if !ledger.is_empty() {
             let ledger = sql::with_outcome(ledger, &outcome);
             sql::insert_ledger(&mut tx, &ledger, self.reporting).await?;
@@ -399,8 +445,15 @@ impl Store {
     }
 
     /// Inserts `rows` (and their items) in a transaction that is rolled back: would the
-    /// database take them? Leaves nothing behind.
+    /// database take them? Leaves nothing behind. For a procedure target the rows are not
+    /// used: the question is whether the procedure may be called at all (an empty call).
     pub async fn try_write(&self, rows: &[Row<'_>]) -> Result<(), StoreError> {
+        if let Target::Procedure(name) = &self.target {
+            let mut tx = self.begin_write().await?;
+            procedure::canary(&mut tx, name).await?;
+            tx.rollback().await?;
+            return Ok(());
+        }
         let rows: Vec<(Row<'_>, Fingerprint)> = dedup(rows)
             .into_iter()
             .map(|r| (r, r.receipt.fingerprint()))

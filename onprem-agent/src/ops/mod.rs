@@ -6,6 +6,7 @@
 //! | [`watchdog`] | readiness, then watchdog pings while the pipeline makes progress |
 //! | [`monitor`] | queue and DLQ depth as gauges |
 //! | [`dead_letter_check`] | the dead-letter queue checked at start-up (ARN, size), rechecked until it passes |
+//! | [`target_check`] | the write target checked at start-up (the procedure, its signature, EXECUTE) |
 //! | [`server`] | `/metrics`, `/healthz`, `/readyz`, `/v1/status` |
 //! | [`metrics`] | metric names and the Prometheus recorder |
 //! | [`live`] | the live figures `/v1/status` serves and `status` reads |
@@ -19,5 +20,6 @@ pub(crate) mod monitor;
 pub(crate) mod reload;
 pub(crate) mod sd_notify;
 pub(crate) mod server;
+pub(crate) mod target_check;
 pub mod telemetry;
 pub(crate) mod watchdog;

@@ -46,12 +46,17 @@ fn duplicates(l: &LedgerEntry) -> u32 {
         .saturating_sub(l.conflicts)
         .saturating_sub(l.rejected)
 }
+/// The built-in target's fingerprints, in `receipts` ([`stored_fingerprints`]).
+pub(super) const STORED_FINGERPRINTS: &str =
+    "SELECT receipt_id::text, content_sha256 FROM receipts WHERE receipt_id = ANY($1::uuid[])";
 
 /// The stored fingerprint of every id among `rows` that is stored (`None`: stored before
-/// fingerprints existed).
+/// fingerprints existed), read by `select` (the target's table: `$1` the ids, each row the id
+/// as text and its fingerprint).
 pub(super) async fn stored_fingerprints(
     tx: &mut sqlx::PgConnection,
     rows: &[Row<'_>],
+    select: &'static str,
 ) -> Result<HashMap<String, Option<Fingerprint>>, StoreError> {
     let ids: Vec<&str> = rows
         .iter()
@@ -59,12 +64,8 @@ pub(super) async fn stored_fingerprints(
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
-    let found: Vec<(String, Option<Vec<u8>>)> = sqlx::query_as(
-        "SELECT receipt_id::text, content_sha256 FROM receipts WHERE receipt_id = ANY($1::uuid[])",
-    )
-    .bind(ids)
-    .fetch_all(&mut *tx)
-    .await?;
+    let found: Vec<(String, Option<Vec<u8>>)> =
+        sqlx::query_as(select).bind(ids).fetch_all(&mut *tx).await?;
     Ok(found
         .into_iter()
         .map(|(id, fp)| (id, fp.as_deref().and_then(Fingerprint::from_slice)))
@@ -110,10 +111,14 @@ pub(super) async fn insert_receipts(
 ) -> Result<HashSet<String>, StoreError> {
     let sql = insert_receipts_sql();
     let ids = receipt_columns(&sql, rows).fetch_all(&mut *tx).await?;
-    Ok(ids
-        .iter()
+    Ok(returned_ids(&ids))
+}
+
+/// The ids an `INSERT … RETURNING receipt_id::text` returned.
+pub(super) fn returned_ids(rows: &[sqlx::postgres::PgRow]) -> HashSet<String> {
+    rows.iter()
         .filter_map(|r| r.try_get::<String, _>(0).ok())
-        .collect())
+        .collect()
 }
 
 pub(super) async fn update_receipts(

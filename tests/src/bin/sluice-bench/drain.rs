@@ -130,7 +130,7 @@ fn commit_rate(samples: &[(f64, f64)]) -> f64 {
     }
 }
 
-async fn upload_backlog(env: &TestEnv, n: usize) -> anyhow::Result<()> {
+pub(crate) async fn upload_backlog(env: &TestEnv, n: usize) -> anyhow::Result<()> {
     let ingest = env
         .start_ingest(&[
             ("SLUICE_MAX_RECEIPTS_PER_CHUNK", "500"),

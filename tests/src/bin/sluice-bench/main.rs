@@ -12,7 +12,9 @@
 //!    the rate is switched between windows by rewriting `agent.toml` and sending SIGHUP;
 //! 3. the agent's peak RSS (VmHWM) over the whole drain;
 //! 4. the agent's peak RSS draining a backlog of the largest valid receipts, against its byte
-//!    budget + 64 MiB (`memory`).
+//!    budget + 64 MiB (`memory`);
+//! 5. the drain rate into each write target, Sluice's own tables and the example customer
+//!    procedure (`targets`).
 //!
 //! `write_path` measures 1, `drain` measures 2 and 3 with `pgbench` as the foreground; the
 //! ingest rows come from the harness (`sluice_e2e::ingest_bench`).
@@ -21,6 +23,7 @@ mod drain;
 mod ingest_bomb;
 mod memory;
 mod pgbench;
+mod targets;
 mod write_path;
 
 use std::time::{Duration, Instant};
@@ -51,6 +54,12 @@ struct Args {
     /// Measure only the agent's memory against its byte budget (row 4), skipping the rest.
     #[arg(long)]
     only_memory: bool,
+    /// Receipts drained into each write target (default 100,000; 20,000 with --quick).
+    #[arg(long)]
+    target_receipts: Option<usize>,
+    /// Measure only the drain rate by write target (rows 5), skipping the rest.
+    #[arg(long)]
+    only_targets: bool,
 }
 
 /// Receipts per transaction: the agent's default `batch.max_rows`.
@@ -123,15 +132,25 @@ async fn run(args: Args) -> anyhow::Result<()> {
     println!("{}", machine(&version));
     println!();
 
-    if !args.only_memory {
+    if !args.only_memory && !args.only_targets {
         measure_throughput(&pg, &args, &mut table).await?;
     }
 
     // 3. Memory against the byte budget, with the largest receipts.
-    let memory_receipts = args
-        .memory_receipts
-        .unwrap_or(if args.quick { 90 } else { 300 });
-    memory::measure(&pg, memory_receipts, &mut table).await?;
+    if !args.only_targets {
+        let memory_receipts = args
+            .memory_receipts
+            .unwrap_or(if args.quick { 90 } else { 300 });
+        memory::measure(&pg, memory_receipts, &mut table).await?;
+    }
+
+    // 5. The drain rate by write target.
+    if !args.only_memory {
+        let receipts = args
+            .target_receipts
+            .unwrap_or(if args.quick { 20_000 } else { 100_000 });
+        targets::measure(&pg, receipts, &mut table).await?;
+    }
     drop(pg);
 
     println!();
