@@ -134,7 +134,9 @@ fn main() -> ExitCode {
             eprintln!("sluice-agent: {}", secret::scrub(&format!("{e:#}")));
             // A refusal that only a configuration change can lift: exit 64, which the unit's
             // RestartPreventExitStatus keeps from restarting in a loop.
-            if e.downcast_ref::<sluice_agent::StartRefused>().is_some() {
+            if e.downcast_ref::<sluice_agent::StartRefused>().is_some()
+                || e.downcast_ref::<sluice_agent::ProbeError>().is_some()
+            {
                 ExitCode::from(EXIT_CONFIG)
             } else {
                 ExitCode::FAILURE

@@ -19,8 +19,11 @@ use sqlx::{Executor, PgPool};
 use crate::config::{secret, DatabaseConfig, OnConflict};
 
 mod plan;
+mod probe;
 mod sql;
 mod timeouts;
+
+pub use probe::{ForegroundProbe, ProbeError, PROBE_STATEMENT_TIMEOUT};
 
 pub use timeouts::{is_lock_wait, WriteTimeouts};
 

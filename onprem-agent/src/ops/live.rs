@@ -7,7 +7,7 @@
 //! and `/v1/status` reads it without parsing `/metrics`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use metrics::{
     Counter, CounterFn, Gauge, GaugeFn, Histogram, Key, KeyName, Metadata, Recorder, SharedString,
@@ -37,6 +37,24 @@ pub struct LiveStatus {
     /// The conditions raised now (see `pipeline::health`); absent from older agents' answers.
     #[serde(default)]
     pub conditions: Vec<Condition>,
+    /// Why the rate is what it is, and the foreground probe's figures; absent from older
+    /// agents' answers.
+    #[serde(default)]
+    pub throttle: Option<RateExplained>,
+}
+
+/// Why the rate is what it is (`sluice_rate_reason`), with the foreground probe's figures in
+/// adaptive mode.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RateExplained {
+    /// The `reason` label: `fixed`, `probe_latency`, `climbing`, …
+    pub reason: String,
+    /// The same, in words, with the figures behind it.
+    pub detail: String,
+    pub probe_p50_seconds: Option<f64>,
+    pub probe_p99_seconds: Option<f64>,
+    pub probe_baseline_seconds: Option<f64>,
+    pub probe_limit_seconds: Option<f64>,
 }
 
 /// A gauge never set: `null` in [`LiveStatus`].
@@ -50,6 +68,7 @@ pub struct LiveFigures {
     rate_configured: AtomicU64,
     oldest_age: AtomicU64,
     ready: AtomicU64,
+    throttle: Mutex<Option<RateExplained>>,
 }
 
 impl Default for LiveFigures {
@@ -60,6 +79,7 @@ impl Default for LiveFigures {
             rate_configured: AtomicU64::new(UNSET),
             oldest_age: AtomicU64::new(UNSET),
             ready: AtomicU64::new(UNSET),
+            throttle: Mutex::new(None),
         }
     }
 }
@@ -77,6 +97,14 @@ impl LiveFigures {
             oldest_received_message_age_seconds: gauge(&self.oldest_age),
             ready: gauge(&self.ready).map(|r| r > 0.0),
             conditions: Vec::new(),
+            throttle: self.throttle.lock().map_or(None, |t| t.clone()),
+        }
+    }
+
+    /// Updates the rate's explanation (the throttle keeps it current).
+    pub fn explain_rate(&self, update: impl FnOnce(&mut RateExplained)) {
+        if let Ok(mut t) = self.throttle.lock() {
+            update(t.get_or_insert_with(RateExplained::default));
         }
     }
 
