@@ -360,23 +360,6 @@ fn rate_text(r: f64) -> String {
     }
 }
 
-/// `probe_latency: backing off: … · probe p50 0.40 ms, p99 2.10 ms · baseline 0.50 ms (limit 0.75 ms)`.
-pub fn rate_reason(t: &RateExplained) -> String {
-    let ms = |s: f64| format!("{:.2} ms", s * 1000.0);
-    let mut line = format!("{}: {}", t.reason, t.detail);
-    if let (Some(p50), Some(p99)) = (t.probe_p50_seconds, t.probe_p99_seconds) {
-        let _ = write!(line, " · probe p50 {}, p99 {}", ms(p50), ms(p99));
-    }
-    match (t.probe_baseline_seconds, t.probe_limit_seconds) {
-        (Some(b), Some(l)) => {
-            let _ = write!(line, " · baseline {} (limit {})", ms(b), ms(l));
-        }
-        _ if t.probe_p50_seconds.is_some() => line.push_str(" · baseline not learned yet"),
-        _ => {}
-    }
-    line
-}
-
 /// The one screen.
 pub fn render(s: &Status) -> String {
     let mut out = String::new();
@@ -469,7 +452,7 @@ pub fn render(s: &Status) -> String {
     };
     let _ = writeln!(out, "agent         {agent}");
     if let Some(t) = &s.agent.throttle {
-        let _ = writeln!(out, "rate reason   {}", rate_reason(t));
+        let _ = writeln!(out, "rate reason   {t}");
     }
     for c in &s.agent.conditions {
         let _ = writeln!(out, "condition     {}: {}", c.name, c.reason);
@@ -483,32 +466,6 @@ pub fn render(s: &Status) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_rate_reason_line_shows_the_probe_and_its_baseline() {
-        let mut t = RateExplained {
-            reason: "probe_latency".into(),
-            detail: "backing off: probe p95 3.00 ms above its limit 1.50 ms".into(),
-            probe_p50_seconds: Some(0.002),
-            probe_p99_seconds: Some(0.004),
-            probe_baseline_seconds: Some(0.001),
-            probe_limit_seconds: Some(0.0015),
-        };
-        assert_eq!(
-            rate_reason(&t),
-            "probe_latency: backing off: probe p95 3.00 ms above its limit 1.50 ms · \
-             probe p50 2.00 ms, p99 4.00 ms · baseline 1.00 ms (limit 1.50 ms)"
-        );
-        t.probe_baseline_seconds = None;
-        t.probe_limit_seconds = None;
-        assert!(rate_reason(&t).ends_with("baseline not learned yet"));
-        let fixed = RateExplained {
-            reason: "fixed".into(),
-            detail: "throttle.rows_per_second".into(),
-            ..RateExplained::default()
-        };
-        assert_eq!(rate_reason(&fixed), "fixed: throttle.rows_per_second");
-    }
 
     #[test]
     fn drain_time_is_backlog_over_rate_and_unknown_when_nothing_drains() {
