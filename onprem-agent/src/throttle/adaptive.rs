@@ -79,7 +79,8 @@ pub enum Reason {
         at_ceiling: bool,
     },
     Congested(Congestion),
-    /// No commits in the interval: no evidence, the rate holds.
+    /// No commits in the interval: no evidence, the rate holds. (Right after a cut, the cut
+    /// stays the reason.)
     Idle,
     /// The probe cannot judge (learning, refilling, failing): the rate holds.
     Holding(Verdict),
@@ -219,12 +220,19 @@ impl Aimd {
                 let to = self.rate();
                 (to != from).then_some(Adjustment::Decrease { from, to, cause })
             }
+            // A hold right after a cut (no commit yet at the lower rate, the probe's window
+            // refilling) keeps naming the cut: it is still why the rate is what it is.
             None if seen.commits == 0 => {
-                self.reason = Reason::Idle;
+                if !matches!(self.reason, Reason::Congested(_)) {
+                    self.reason = Reason::Idle;
+                }
                 None
             }
             None if probe_holds.is_some() => {
-                self.reason = probe_holds.map_or(Reason::Idle, Reason::Holding);
+                let settling = probe_holds == Some(Verdict::Settling);
+                if !(settling && matches!(self.reason, Reason::Congested(_))) {
+                    self.reason = probe_holds.map_or(Reason::Idle, Reason::Holding);
+                }
                 None
             }
             None => {
@@ -482,6 +490,22 @@ mod tests {
         t += SEC;
         c.tick(t);
         assert_eq!(c.reason().code(), "idle");
+        c.record_overload();
+        c.record_commit(Duration::from_millis(5));
+        t += SEC;
+        c.tick(t);
+        assert_eq!(c.reason().code(), "overload");
+        t += SEC;
+        c.tick(t);
+        c.record_probe(Verdict::Settling);
+        c.record_commit(Duration::from_millis(5));
+        t += SEC;
+        c.tick(t);
+        assert_eq!(
+            c.reason().code(),
+            "overload",
+            "a hold after a cut names the cut"
+        );
     }
 
     #[test]

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 /// Samples the probe's p95 is judged over (five seconds at the default five a second).
 pub const WINDOW: usize = 25;
 /// Fresh samples needed before the guard judges (after a start or a decrease).
-pub const MIN_JUDGED: usize = 10;
+pub const MIN_JUDGED: usize = 5;
 /// Idle samples per learning window.
 pub const LEARN_SAMPLES: usize = 20;
 /// Learning windows the baseline is the median of.
