@@ -26,7 +26,7 @@ pub(crate) async fn measure(
 ) -> anyhow::Result<()> {
     let env = backlog_env(pg).await?;
     eprintln!("bench: uploading a backlog of {backlog} receipts through the ingest API");
-    upload_backlog(&env, backlog).await?;
+    upload_backlog(&env, backlog, 2).await?;
     let oltp = Pgbench::init(pg).await?;
 
     eprintln!("bench: foreground alone");
@@ -106,7 +106,8 @@ pub(crate) async fn window_with(
     let in_force = agent.metric(RATE, &[]).await.unwrap_or(0.0);
     let (visible, _, _) = env.depth(&env.queue_url).await?;
     let ran_out = visible == 0;
-    let mut note = format!("agent commit {commit_ms:.0} ms mean; rate in force at the end {in_force:.0}/s");
+    let mut note =
+        format!("agent commit {commit_ms:.0} ms mean; rate in force at the end {in_force:.0}/s");
     if ran_out {
         note.push_str("; backlog ran out during the window: rate understated");
     }
@@ -157,7 +158,9 @@ fn commit_rate(samples: &[(f64, f64)]) -> f64 {
     }
 }
 
-async fn upload_backlog(env: &TestEnv, n: usize) -> anyhow::Result<()> {
+/// Uploads `n` receipts (from generator seed `seed`) through the ingest API, zstd messages of
+/// [`BATCH`].
+pub(crate) async fn upload_backlog(env: &TestEnv, n: usize, seed: u64) -> anyhow::Result<()> {
     let ingest = env
         .start_ingest(&[
             ("SLUICE_MAX_RECEIPTS_PER_CHUNK", "500"),
@@ -166,7 +169,7 @@ async fn upload_backlog(env: &TestEnv, n: usize) -> anyhow::Result<()> {
         .await?;
     // Under the API's 6 MB body limit.
     let per_request = 5_000;
-    let mut g = Generator::new(2);
+    let mut g = Generator::new(seed);
     let mut sent = 0;
     while sent < n {
         let k = per_request.min(n - sent);
@@ -185,7 +188,10 @@ async fn upload_backlog(env: &TestEnv, n: usize) -> anyhow::Result<()> {
 pub(crate) enum Throttle {
     Fixed(u32),
     /// Adaptive up to `ceiling`, the probe's p95 held within `ratio` × its baseline.
-    Adaptive { ratio: f64, ceiling: u32 },
+    Adaptive {
+        ratio: f64,
+        ceiling: u32,
+    },
 }
 
 impl Throttle {

@@ -14,7 +14,9 @@
 //!    switched between windows by rewriting `agent.toml` and sending SIGHUP;
 //! 3. the agent's peak RSS (VmHWM) over the whole drain (1,000,000 receipts by default);
 //! 4. the agent's peak RSS draining a backlog of the largest valid receipts, against its byte
-//!    budget + 64 MiB (`memory`).
+//!    budget + 64 MiB (`memory`);
+//! 5. end to end, unthrottled, no foreground: the agent's receipts/s and CPU per receipt
+//!    against raw COPY, and the Vector peer beside it when `VECTOR_BIN` is set (`peer`).
 //!
 //! `write_path` measures 1, `drain` measures 2 and 3 with `pgbench` as the foreground; the
 //! ingest rows come from the harness (`sluice_e2e::ingest_bench`).
@@ -22,6 +24,7 @@
 mod drain;
 mod ingest_bomb;
 mod memory;
+mod peer;
 mod pgbench;
 mod protect;
 mod write_path;
@@ -164,7 +167,7 @@ async fn measure_throughput(
         .unwrap_or(if args.quick { 10_000 } else { 50_000 });
 
     // 1. Write path.
-    write_path::measure(pg, write_rows, table).await?;
+    let raw_copy = write_path::measure(pg, write_rows, table).await?;
 
     // The ingest side: API throughput and billed SQS requests, by message compression.
     let ingest_receipts = if args.quick { 20_000 } else { 50_000 };
@@ -198,6 +201,10 @@ async fn measure_throughput(
     ingest_env.cleanup().await;
     eprintln!("bench: ingest peak RSS on a gzip bomb");
     ingest_bomb::measure(table).await?;
+
+    // End to end without a foreground, and the Vector peer beside the agent.
+    let peer_receipts = if args.quick { 50_000 } else { 200_000 };
+    peer::measure(pg, peer_receipts, raw_copy, table).await?;
 
     // 2. The drain, with pgbench alongside.
     drain::measure(pg, backlog, window, steps, table).await?;
