@@ -72,7 +72,7 @@ async fn agent_drain(pg: &PrivatePostgres, receipts: usize) -> anyhow::Result<Dr
     let t = Instant::now();
     let mut agent = env.spawn_agent("peer-agent", &agent_extra(Throttle::Fixed(1_000_000)))?;
     let pid = agent.pid().context("the agent exited")?;
-    let secs = wait_count(&env, "SELECT count(*) FROM sluice.receipts", receipts, t).await?;
+    let secs = wait_stored(&env, receipts, t).await?;
     let cpu = cpu_seconds(pid)?;
     agent.terminate(Duration::from_secs(60)).await?;
     env.cleanup().await;
@@ -123,21 +123,49 @@ async fn vector_drain(
     }
     let data_dir = env.dir().join("vector-data");
     std::fs::create_dir_all(&data_dir)?;
+    let config = env.dir().join("vector.toml");
+    let template = std::fs::read_to_string(repo_root().join("tests/bench/vector.toml"))?;
+    std::fs::write(
+        &config,
+        template
+            .replace("${VECTOR_DATA_DIR}", &data_dir.display().to_string())
+            .replace("${SQS_QUEUE_URL}", &env.queue_url)
+            .replace("${SQS_ENDPOINT}", &env.servers.sqs_endpoint)
+            .replace("${DATABASE_URL}", &env.database_url),
+    )?;
+    let log = env.dir().join("vector.log");
     let t = Instant::now();
     let mut child = tokio::process::Command::new(bin)
         .arg("--config")
-        .arg(repo_root().join("tests/bench/vector.toml"))
-        .env("VECTOR_DATA_DIR", &data_dir)
-        .env("SQS_QUEUE_URL", &env.queue_url)
-        .env("SQS_ENDPOINT", &env.servers.sqs_endpoint)
-        .env("DATABASE_URL", &env.database_url)
+        .arg(&config)
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log)?)
         .kill_on_drop(true)
         .spawn()
         .context("starting Vector (VECTOR_BIN)")?;
     let pid = child.id().context("Vector exited at once")?;
-    let secs = wait_count(&env, "SELECT count(*) FROM public.receipts_v", receipts, t).await;
+    let secs = loop {
+        let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM public.receipts_v")
+            .fetch_one(&env.pool)
+            .await
+            .unwrap_or(0);
+        if stored >= i64::try_from(receipts)? {
+            break Ok(t.elapsed().as_secs_f64());
+        }
+        if let Some(status) = child.try_wait()? {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(5).collect();
+            break Err(anyhow::anyhow!(
+                "Vector exited ({status}) with {stored} of {receipts} stored: {tail:?}"
+            ));
+        }
+        if t.elapsed() > DRAIN_LIMIT {
+            break Err(anyhow::anyhow!(
+                "Vector stored {stored} of {receipts} in {DRAIN_LIMIT:?}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let cpu = cpu_seconds(pid);
     child.kill().await.ok();
     env.cleanup().await;
@@ -148,10 +176,10 @@ async fn vector_drain(
     })
 }
 
-/// Seconds from `t` until `count_sql` reaches `n`.
-async fn wait_count(env: &TestEnv, count_sql: &str, n: usize, t: Instant) -> anyhow::Result<f64> {
+/// Seconds from `t` until the agent has stored `n` receipts.
+async fn wait_stored(env: &TestEnv, n: usize, t: Instant) -> anyhow::Result<f64> {
     loop {
-        let stored: i64 = sqlx::query_scalar(count_sql)
+        let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM sluice.receipts")
             .fetch_one(&env.pool)
             .await
             .unwrap_or(0);
@@ -159,7 +187,7 @@ async fn wait_count(env: &TestEnv, count_sql: &str, n: usize, t: Instant) -> any
             return Ok(t.elapsed().as_secs_f64());
         }
         if t.elapsed() > DRAIN_LIMIT {
-            bail!("{stored} of {n} stored after {DRAIN_LIMIT:?} ({count_sql})");
+            bail!("the agent stored {stored} of {n} in {DRAIN_LIMIT:?}");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
