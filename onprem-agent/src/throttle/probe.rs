@@ -190,6 +190,50 @@ async fn sleep_or_stop(d: Duration, stop: &CancellationToken) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::ThrottleMode;
+    use crate::throttle::schedule::{LocalTime, Weekday};
+
+    const NOON: LocalTime = LocalTime {
+        weekday: Weekday::Wed,
+        minute: 12 * 60,
+    };
+
+    /// The throttle with synthetic probe latencies: learns, climbs while the probe is within
+    /// its limit, cuts on a breach and says why.
+    #[test]
+    fn the_throttle_climbs_while_the_probe_is_fast_and_cuts_when_it_slows() {
+        let cfg = ThrottleConfig {
+            mode: ThrottleMode::Adaptive,
+            rows_per_second: 1000,
+            min_rows_per_second: 100,
+            increase_rows_per_second: Some(100),
+            ..ThrottleConfig::default()
+        };
+        let mut t = Instant::now();
+        let th = Throttle::new(&cfg, NOON, t).expect("valid");
+        let ms = Duration::from_millis;
+        assert!(th.probe_wants_pause(t), "no baseline yet");
+        th.probe_pausing(t);
+        for _ in 0..LEARN_SAMPLES {
+            t += ms(200);
+            th.observe_probe(ms(2), true, t);
+        }
+        assert_eq!(th.probe_baseline(), Some(ms(2)));
+        let mut second = |probe: Duration| {
+            for _ in 0..5 {
+                t += ms(200);
+                th.observe_probe(probe, false, t);
+            }
+            th.observe_commit(ms(10));
+            th.update(NOON, t);
+            th.rate()
+        };
+        assert_eq!(second(ms(2)), 200);
+        assert_eq!(second(ms(2)), 300);
+        assert_eq!(second(ms(9)), 150, "p95 9 ms above 1.5 × 2 ms: halved");
+        assert_eq!(th.lock().reason, Some("probe_latency"));
+        assert_eq!(second(ms(2)), 250, "fast again on fresh samples");
+    }
 
     fn problems(f: impl FnOnce(&mut ThrottleConfig)) -> Vec<String> {
         let mut cfg = ThrottleConfig::default();
