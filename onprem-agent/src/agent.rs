@@ -20,9 +20,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::AgentConfig;
+use crate::config::{AgentConfig, ThrottleMode};
 use crate::io::sqs::{self, DeadLetterProblem, Queue};
-use crate::io::store::Store;
+use crate::io::store::{ForegroundProbe, Store};
 use crate::ops::metrics as m;
 use crate::ops::reload::Reloader;
 use crate::ops::sd_notify::Notifier;
@@ -203,6 +203,14 @@ async fn pipeline(
     }
 
     metrics::gauge!(m::DB_UP).set(1.0);
+    // The foreground probe's own connection; its statement must run, read-only and fast,
+    // before the first write (a refusal names throttle.probe_sql; exit 64).
+    let foreground = ForegroundProbe::connect_lazy(&cfg.database)?;
+    if cfg.throttle.mode == ThrottleMode::Adaptive {
+        throttle::probe::verify(&foreground, &cfg.throttle)
+            .await
+            .map_err(|e| anyhow::Error::new(e).context("refusing to start"))?;
+    }
 
     let inflight = InFlight::new();
     // Operations: systemd readiness and watchdog (fed by the pollers' and writers' progress).
@@ -312,6 +320,11 @@ async fn pipeline(
     background.spawn(throttle::run(
         throttle.clone(),
         store.clone(),
+        heartbeat_stop.clone(),
+    ));
+    background.spawn(throttle::probe::run(
+        throttle.clone(),
+        foreground,
         heartbeat_stop.clone(),
     ));
 

@@ -8,7 +8,7 @@
 //! | [`config`] | `agent.toml` types, environment overrides, validation listing every problem |
 //! | `io` | the adapters: `sqs` (the only AWS SDK caller), `store` (the only SQL) |
 //! | `pipeline` | pollers → batcher → writers, in-flight messages and their heartbeat, liveness |
-//! | `throttle` | the token bucket, schedules, the adaptive controller, the transaction cap |
+//! | `throttle` | the token bucket, schedules, the adaptive controller and its foreground probe, the transaction cap |
 //! | `ops` | systemd notify and watchdog, queue monitor, HTTP server (`/metrics`, `/v1/status`), reload, logging |
 //! | [`cli`] | `sluice-agent status` and `sluice-agent dlq` |
 //! | `agent` | wiring, start-up and shutdown |
@@ -24,7 +24,9 @@ mod throttle;
 pub use agent::{run, start, Clients, RunningAgent, StartRefused};
 pub use config::AgentConfig;
 pub use io::sqs::{DeadLetterProblem, Queue, QueueFacts};
-pub use io::store::{LedgerEntry, Row, Store, TargetProblem, RECEIPTS_PER_MESSAGE, RECENT_RATE};
+pub use io::store::{
+    LedgerEntry, ProbeError, Row, Store, TargetProblem, RECEIPTS_PER_MESSAGE, RECENT_RATE,
+};
 pub use ops::reload::on_sighup;
 pub use ops::target_check::TargetRefused;
 pub use ops::telemetry;

@@ -145,6 +145,7 @@ fn main() -> ExitCode {
             // RestartPreventExitStatus keeps from restarting in a loop.
             if e.downcast_ref::<sluice_agent::StartRefused>().is_some()
                 || e.downcast_ref::<sluice_agent::TargetRefused>().is_some()
+                || e.downcast_ref::<sluice_agent::ProbeError>().is_some()
             {
                 ExitCode::from(EXIT_CONFIG)
             } else {

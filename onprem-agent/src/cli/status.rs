@@ -22,7 +22,7 @@ use crate::agent::Clients;
 use crate::config::{secret, AgentConfig};
 use crate::io::sqs::Depth;
 use crate::io::store::Store;
-use crate::ops::live::{self, LiveStatus};
+use crate::ops::live::{self, LiveStatus, RateExplained};
 use crate::pipeline::health::Condition;
 use crate::pipeline::report::ReportView;
 
@@ -98,6 +98,8 @@ pub struct AgentView {
     pub conditions: Vec<Condition>,
     /// Status reporting (`[status]`), when on and reachable.
     pub status_reports: Option<ReportView>,
+    /// Why its rate is what it is, with the foreground probe's figures, when reachable.
+    pub throttle: Option<RateExplained>,
 }
 
 /// Seconds to drain `backlog` receipts at `rate` per second; `None` when nothing drains.
@@ -232,6 +234,7 @@ impl Reporter {
             ready: None,
             conditions: Vec::new(),
             status_reports: None,
+            throttle: None,
         };
         let mut latest = None;
         let mut agent_rate = None;
@@ -254,6 +257,7 @@ impl Reporter {
                     agent.ready = now.live.ready;
                     agent.conditions = now.live.conditions.clone();
                     agent.status_reports = now.live.status_reports.clone();
+                    agent.throttle = now.live.throttle.clone();
                     latest = Some(now);
                 }
                 Err(e) => problems.push(format!(
@@ -452,6 +456,9 @@ pub fn render(s: &Status) -> String {
         (Some(u), false, _) => format!("{u}: not answering"),
     };
     let _ = writeln!(out, "agent         {agent}");
+    if let Some(t) = &s.agent.throttle {
+        let _ = writeln!(out, "rate reason   {t}");
+    }
     for c in &s.agent.conditions {
         let _ = writeln!(out, "condition     {}: {}", c.name, c.reason);
     }
@@ -548,6 +555,7 @@ mod tests {
                 ready: None,
                 conditions: vec![],
                 status_reports: None,
+                throttle: None,
             },
             problems: vec![],
         }

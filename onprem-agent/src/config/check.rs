@@ -232,6 +232,7 @@ impl ThrottleConfig {
             self.adjust_interval_ms,
             100..=60_000,
         );
+        crate::throttle::probe::check_config(self, p);
     }
 
     /// The schedule, parsed; or every problem, each with its key.

@@ -19,7 +19,8 @@ pub const ENV_PREFIX: &str = "SLUICE";
 pub const ENV_SEPARATOR: &str = "__";
 
 const SECTIONS: &[&str] = &[
-    "queue", "database", "throttle", "batch", "server", "log", "shutdown", "write", "status", "target",
+    "queue", "database", "throttle", "batch", "server", "log", "shutdown", "write", "status",
+    "target",
 ];
 
 impl AgentConfig {

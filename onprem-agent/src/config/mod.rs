@@ -179,6 +179,16 @@ pub struct ThrottleConfig {
     pub decrease_factor: f64,
     /// Adaptive mode: how often the rate is reconsidered.
     pub adjust_interval_ms: u64,
+    /// Adaptive mode: the foreground probe, one read-only statement run on its own connection
+    /// several times a second; what the database's other users see (see `throttle::probe`).
+    pub probe_sql: String,
+    /// Adaptive mode: back off while the probe's p95 is above this × its baseline (> 1).
+    pub target_latency_ratio: f64,
+    /// Adaptive mode: how often the probe runs.
+    pub probe_interval_ms: u64,
+    /// Adaptive mode: the probe's baseline is learned again (writes paused a few seconds)
+    /// when none was learned while idle for this long; 0: learn only while idle.
+    pub baseline_relearn_minutes: u32,
     /// `[[throttle.schedule]]`: rates by weekday and local time; first match wins.
     pub schedule: Vec<ScheduleWindowConfig>,
 }
@@ -199,6 +209,14 @@ impl Default for ThrottleConfig {
             // One second is several commits at any useful rate, so the mean latency means
             // something, and still quick to react.
             adjust_interval_ms: 1000,
+            // A trivial round trip: it sees a busy CPU and connection handling; an operator
+            // gives a real read of their application to see their tables too.
+            probe_sql: "SELECT 1".to_owned(),
+            target_latency_ratio: 1.5,
+            // Five a second: twenty-five samples in a five-second window, next to nothing for
+            // the database.
+            probe_interval_ms: 200,
+            baseline_relearn_minutes: 10,
             schedule: Vec::new(),
         }
     }

@@ -148,6 +148,55 @@ fn adaptive_mode_is_accepted_with_documented_defaults() {
 }
 
 #[test]
+fn the_foreground_probe_has_documented_defaults() {
+    let c = load(MINIMAL, &[]).expect("valid");
+    assert_eq!(c.throttle.probe_sql, "SELECT 1");
+    assert_eq!(c.throttle.target_latency_ratio, 1.5);
+    assert_eq!(c.throttle.probe_interval_ms, 200);
+    assert_eq!(c.throttle.baseline_relearn_minutes, 10);
+}
+
+#[test]
+fn bad_probe_keys_are_each_reported() {
+    let text = format!(
+        "{MINIMAL}\n[throttle]\nmode = \"adaptive\"\nprobe_sql = \"SELECT 1; DELETE FROM t\"\n\
+         target_latency_ratio = 1.0\nprobe_interval_ms = 5\nbaseline_relearn_minutes = 5000\n"
+    );
+    let err = load(&text, &[]).expect_err("invalid");
+    assert_eq!(
+        err.problems,
+        vec![
+            "throttle.probe_sql: \"SELECT 1; DELETE FROM t\" holds several statements; give one read-only statement",
+            "throttle.target_latency_ratio: 1 must be above 1 and at most 100",
+            "throttle.probe_interval_ms: 5 is out of range 20..=10000",
+            "throttle.baseline_relearn_minutes: 5000 is out of range 0..=1440 (0: learn only while idle)",
+        ]
+    );
+}
+
+#[test]
+fn an_empty_probe_or_a_negative_ratio_is_refused() {
+    let text = format!("{MINIMAL}\n[throttle]\nprobe_sql = \" ; \"\ntarget_latency_ratio = -2.0\n");
+    let err = load(&text, &[]).expect_err("invalid");
+    assert_eq!(
+        err.problems,
+        vec![
+            "throttle.probe_sql: must be one read-only SQL statement, not empty",
+            "throttle.target_latency_ratio: -2 must be above 1 and at most 100",
+        ]
+    );
+    let long = format!(
+        "{MINIMAL}\n[throttle]\nprobe_sql = \"SELECT {}1\"\n",
+        "1 + ".repeat(1100)
+    );
+    let err = load(&long, &[]).expect_err("invalid");
+    assert!(
+        err.problems[0].starts_with("throttle.probe_sql: 4408 characters is above 4096"),
+        "{err}"
+    );
+}
+
+#[test]
 fn unknown_throttle_mode_is_refused_naming_the_choices() {
     let text = format!("{MINIMAL}\n[throttle]\nmode = \"turbo\"\n");
     let err = load(&text, &[]).expect_err("invalid");

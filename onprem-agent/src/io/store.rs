@@ -21,12 +21,14 @@ use sqlx::{Executor, PgPool};
 use crate::config::{secret, DatabaseConfig, OnConflict, Target};
 
 mod plan;
+mod probe;
 mod procedure;
 mod sql;
 mod status;
 mod target;
 mod timeouts;
 
+pub use probe::{ForegroundProbe, ProbeError, PROBE_STATEMENT_TIMEOUT};
 pub use procedure::TargetProblem;
 
 pub use timeouts::{is_lock_wait, WriteTimeouts};
@@ -473,19 +475,19 @@ impl Store {
     /// Begins a write transaction with the statement and lock timeouts set for it alone (a
     /// pooled connection carries no setting to its next user).
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(SET_WRITE_TIMEOUTS)
-            .bind(format!("{}ms", self.timeouts.statement.as_millis()))
-            .bind(format!("{}ms", self.timeouts.lock.as_millis()))
-            .execute(&mut *tx)
-            .await?;
-        Ok(tx)
+        Ok(self.pool.begin_with(begin_write_sql(self.timeouts)).await?)
     }
 }
 
-/// The statement and lock timeouts of one write transaction, in one round trip.
-const SET_WRITE_TIMEOUTS: &str =
-    "SELECT set_config('statement_timeout', $1, true), set_config('lock_timeout', $2, true)";
+/// `BEGIN` with the statement and lock timeouts of one write transaction, in the same round
+/// trip (one simple query; the values are whole milliseconds from the validated config).
+fn begin_write_sql(t: WriteTimeouts) -> String {
+    format!(
+        "BEGIN; SET LOCAL statement_timeout = '{}ms'; SET LOCAL lock_timeout = '{}ms'",
+        t.statement.as_millis(),
+        t.lock.as_millis()
+    )
+}
 
 /// Receipts committed over the last `$1` seconds: the chunk ledger's rows committed in the
 /// window (index `chunks_committed_at_idx`), each counting the receipts it stored. The ledger

@@ -38,6 +38,17 @@ pub const RATE_CONFIGURED: &str = "sluice_rate_configured_rows_per_second";
 pub const RATE_CURRENT: &str = "sluice_rate_rows_per_second";
 /// Rate changes, by `cause` (start, schedule, reload, adaptive_increase, adaptive_decrease).
 pub const RATE_CHANGES: &str = "sluice_rate_changes_total";
+/// Why the rate is what it is: 1 for the `reason` in force (fixed, schedule, starting,
+/// climbing, ceiling, idle, probe_latency, overload, commit_latency, active_backends,
+/// probe_learning, probe_settling, probe_failing), 0 for the others seen before.
+pub const RATE_REASON: &str = "sluice_rate_reason";
+/// The foreground probe (adaptive mode): its latency over the recent window, by `quantile`
+/// (0.5, 0.95, 0.99), its learned baseline, and the limit its p95 is held under.
+pub const PROBE_LATENCY: &str = "sluice_probe_latency_seconds";
+pub const PROBE_BASELINE: &str = "sluice_probe_baseline_seconds";
+pub const PROBE_LIMIT: &str = "sluice_probe_limit_seconds";
+/// Probes that failed with an error (not a timeout: a slow probe counts as slow).
+pub const PROBE_ERRORS: &str = "sluice_probe_errors_total";
 /// Active client backends in `pg_stat_activity` (adaptive mode with `max_active_backends`).
 pub const ACTIVE_BACKENDS: &str = "sluice_active_backends";
 /// Configuration reloads (SIGHUP), by `result` (applied, refused).
@@ -89,6 +100,11 @@ pub struct Installed {
 }
 
 static HANDLE: OnceLock<Option<Installed>> = OnceLock::new();
+
+/// The live figures of the installed recorder, if any (for what is not a metric).
+pub fn live() -> Option<Arc<LiveFigures>> {
+    HANDLE.get()?.as_ref().map(|i| i.live.clone())
+}
 
 /// Installs the global recorder once per process and returns its handles (`None` if another
 /// recorder was installed first, e.g. by an embedding program).

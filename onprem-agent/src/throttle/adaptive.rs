@@ -2,19 +2,25 @@
 //! ceiling, driven by the database's own signals.
 //!
 //! Every `adjust_interval_ms` the controller looks at what it saw since the last look:
-//! - congested — an overload error (too many connections, lock or statement timeout,
-//!   serialization failure, deadlock), a mean commit latency above `target_commit_ms`, or more
-//!   active backends than `max_active_backends` — multiplies the rate by `decrease_factor`
-//!   (never below the floor);
-//! - healthy, with at least one commit — adds `increase_rows_per_second` (never above the
-//!   ceiling). With no commits there is no evidence either way, so the rate stays: an idle agent
-//!   does not creep up to the ceiling and then hit a busy database at full speed.
+//! - congested — the foreground probe's p95 above its limit ([`super::controller`]), an
+//!   overload error (too many connections, lock or statement timeout, serialization failure,
+//!   deadlock), a mean commit latency above `target_commit_ms`, or more active backends than
+//!   `max_active_backends` — multiplies the rate by `decrease_factor` (never below the floor);
+//! - healthy, with at least one commit and the probe within its limit — adds
+//!   `increase_rows_per_second` (never above the ceiling). With no commits there is no evidence
+//!   either way, so the rate stays: an idle agent does not creep up to the ceiling and then hit
+//!   a busy database at full speed. Nor does it climb while the probe cannot judge (no
+//!   baseline yet, a window refilling after a cut, a failing probe).
+//!
+//! [`Reason`] says why the rate is what it is, for `status` and `sluice_rate_reason`.
 //!
 //! It starts at the floor and climbs. Pure logic on injected time ([`Instant`]s passed in), so
 //! it is unit-tested without a clock or a database.
 
 use std::fmt;
 use std::time::{Duration, Instant};
+
+use super::controller::{ms, Verdict};
 
 /// The controller's settings, from `[throttle]`.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,6 +37,7 @@ pub struct AimdParams {
 /// Why the rate went down.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Congestion {
+    ProbeLatency { p95: Duration, limit: Duration },
     Overload { errors: u32 },
     CommitLatency { mean: Duration },
     ActiveBackends { active: u32 },
@@ -39,11 +46,71 @@ pub enum Congestion {
 impl fmt::Display for Congestion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Congestion::ProbeLatency { p95, limit } => {
+                write!(f, "probe p95 {} above its limit {}", ms(*p95), ms(*limit))
+            }
             Congestion::Overload { errors } => write!(f, "{errors} overload error(s)"),
             Congestion::CommitLatency { mean } => {
                 write!(f, "mean commit latency {} ms", mean.as_millis())
             }
             Congestion::ActiveBackends { active } => write!(f, "{active} active backends"),
+        }
+    }
+}
+
+impl Congestion {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Congestion::ProbeLatency { .. } => "probe_latency",
+            Congestion::Overload { .. } => "overload",
+            Congestion::CommitLatency { .. } => "commit_latency",
+            Congestion::ActiveBackends { .. } => "active_backends",
+        }
+    }
+}
+
+/// Why the rate is what it is after the controller's latest look.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Reason {
+    /// No look yet: the controller starts at the floor.
+    Starting,
+    /// Healthy: rising (or at the ceiling).
+    Climbing {
+        at_ceiling: bool,
+    },
+    Congested(Congestion),
+    /// No commits in the interval: no evidence, the rate holds. (Right after a cut, the cut
+    /// stays the reason.)
+    Idle,
+    /// The probe cannot judge (learning, refilling, failing): the rate holds.
+    Holding(Verdict),
+}
+
+impl Reason {
+    /// Low-cardinality: the `reason` label of `sluice_rate_reason`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Reason::Starting => "starting",
+            Reason::Climbing { at_ceiling: true } => "ceiling",
+            Reason::Climbing { at_ceiling: false } => "climbing",
+            Reason::Congested(c) => c.code(),
+            Reason::Idle => "idle",
+            Reason::Holding(Verdict::Failing { .. }) => "probe_failing",
+            Reason::Holding(Verdict::Settling) => "probe_settling",
+            Reason::Holding(_) => "probe_learning",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::Starting => write!(f, "starting at the floor"),
+            Reason::Climbing { at_ceiling: true } => write!(f, "healthy, at the ceiling"),
+            Reason::Climbing { at_ceiling: false } => write!(f, "healthy, climbing"),
+            Reason::Congested(c) => write!(f, "backing off: {c}"),
+            Reason::Idle => write!(f, "no commits: holding"),
+            Reason::Holding(v) => write!(f, "holding: {v}"),
         }
     }
 }
@@ -69,6 +136,8 @@ struct Observed {
     latency_sum: Duration,
     overloads: u32,
     max_active: Option<u32>,
+    /// The probe's latest verdict; `None` without a probe.
+    probe: Option<Verdict>,
 }
 
 /// The AIMD controller.
@@ -78,6 +147,7 @@ pub struct Aimd {
     rate: f64,
     seen: Observed,
     last_adjust: Instant,
+    reason: Reason,
 }
 
 impl Aimd {
@@ -89,6 +159,7 @@ impl Aimd {
             params,
             seen: Observed::default(),
             last_adjust: now,
+            reason: Reason::Starting,
         }
     }
 
@@ -119,6 +190,16 @@ impl Aimd {
         self.seen.max_active = Some(self.seen.max_active.map_or(active, |m| m.max(active)));
     }
 
+    /// The foreground probe's verdict now (the latest one counts at the interval's end).
+    pub fn record_probe(&mut self, verdict: Verdict) {
+        self.seen.probe = Some(verdict);
+    }
+
+    /// Why the rate is what it is.
+    pub fn reason(&self) -> Reason {
+        self.reason
+    }
+
     /// Adjusts the rate if an interval has passed since the last adjustment; returns the
     /// change, if the rate (in whole rows per second) moved.
     pub fn tick(&mut self, now: Instant) -> Option<Adjustment> {
@@ -128,24 +209,48 @@ impl Aimd {
         self.last_adjust = now;
         let seen = std::mem::take(&mut self.seen);
         let from = self.rate();
+        let probe_holds = seen
+            .probe
+            .filter(|v| !matches!(v, Verdict::Within { .. } | Verdict::Breach { .. }));
         match self.congestion(&seen) {
             Some(cause) => {
+                self.reason = Reason::Congested(cause);
                 self.rate =
                     (self.rate * self.params.decrease_factor).max(f64::from(self.params.floor));
                 let to = self.rate();
                 (to != from).then_some(Adjustment::Decrease { from, to, cause })
             }
-            None if seen.commits > 0 => {
+            // A hold right after a cut (no commit yet at the lower rate, the probe's window
+            // refilling) keeps naming the cut: it is still why the rate is what it is.
+            None if seen.commits == 0 => {
+                if !matches!(self.reason, Reason::Congested(_)) {
+                    self.reason = Reason::Idle;
+                }
+                None
+            }
+            None if probe_holds.is_some() => {
+                let settling = probe_holds == Some(Verdict::Settling);
+                if !(settling && matches!(self.reason, Reason::Congested(_))) {
+                    self.reason = probe_holds.map_or(Reason::Idle, Reason::Holding);
+                }
+                None
+            }
+            None => {
                 self.rate = (self.rate + f64::from(self.params.increase))
                     .min(f64::from(self.params.ceiling));
                 let to = self.rate();
+                self.reason = Reason::Climbing {
+                    at_ceiling: to >= self.params.ceiling,
+                };
                 (to != from).then_some(Adjustment::Increase { from, to })
             }
-            None => None,
         }
     }
 
     fn congestion(&self, seen: &Observed) -> Option<Congestion> {
+        if let Some(Verdict::Breach { p95, limit }) = seen.probe {
+            return Some(Congestion::ProbeLatency { p95, limit });
+        }
         if seen.overloads > 0 {
             return Some(Congestion::Overload {
                 errors: seen.overloads,
@@ -315,6 +420,92 @@ mod tests {
             healthy_second(&mut unbounded, &mut t),
             Some(Adjustment::Increase { .. })
         ));
+    }
+
+    fn within() -> Verdict {
+        Verdict::Within {
+            p95: Duration::from_millis(1),
+            limit: Duration::from_millis(3),
+        }
+    }
+
+    #[test]
+    fn a_probe_breach_backs_off_even_when_commits_are_fast_and_within_lets_it_climb() {
+        let mut t = Instant::now();
+        let mut c = Aimd::new(params(), t);
+        c.record_probe(within());
+        assert!(matches!(
+            healthy_second(&mut c, &mut t),
+            Some(Adjustment::Increase { from: 50, to: 150 })
+        ));
+        assert_eq!(c.reason().code(), "climbing");
+        let breach = Verdict::Breach {
+            p95: Duration::from_millis(9),
+            limit: Duration::from_millis(3),
+        };
+        c.record_probe(breach);
+        assert_eq!(
+            healthy_second(&mut c, &mut t),
+            Some(Adjustment::Decrease {
+                from: 150,
+                to: 75,
+                cause: Congestion::ProbeLatency {
+                    p95: Duration::from_millis(9),
+                    limit: Duration::from_millis(3)
+                }
+            })
+        );
+        assert_eq!(c.reason().code(), "probe_latency");
+        assert_eq!(
+            c.reason().to_string(),
+            "backing off: probe p95 9.00 ms above its limit 3.00 ms"
+        );
+    }
+
+    #[test]
+    fn the_rate_holds_while_the_probe_cannot_judge() {
+        for (verdict, code) in [
+            (Verdict::Learning, "probe_learning"),
+            (Verdict::Settling, "probe_settling"),
+            (Verdict::Failing { errors: 3 }, "probe_failing"),
+        ] {
+            let mut t = Instant::now();
+            let mut c = Aimd::new(params(), t);
+            c.record_probe(verdict);
+            assert_eq!(healthy_second(&mut c, &mut t), None, "{verdict:?}");
+            assert_eq!(c.rate(), 50);
+            assert_eq!(c.reason().code(), code);
+        }
+    }
+
+    #[test]
+    fn the_reason_names_the_ceiling_and_an_idle_spell() {
+        let mut t = Instant::now();
+        let mut c = Aimd::new(params(), t);
+        assert_eq!(c.reason().code(), "starting");
+        for _ in 0..12 {
+            healthy_second(&mut c, &mut t);
+        }
+        assert_eq!(c.reason().code(), "ceiling");
+        t += SEC;
+        c.tick(t);
+        assert_eq!(c.reason().code(), "idle");
+        c.record_overload();
+        c.record_commit(Duration::from_millis(5));
+        t += SEC;
+        c.tick(t);
+        assert_eq!(c.reason().code(), "overload");
+        t += SEC;
+        c.tick(t);
+        c.record_probe(Verdict::Settling);
+        c.record_commit(Duration::from_millis(5));
+        t += SEC;
+        c.tick(t);
+        assert_eq!(
+            c.reason().code(),
+            "overload",
+            "a hold after a cut names the cut"
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@
 
 use std::fmt;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -38,6 +39,17 @@ pub struct RowLimiter<C: Clock = DefaultClock> {
     current: RwLock<Arc<Bucket<C>>>,
     /// Bumped on every swap, so a waiter on the old bucket moves to the new one.
     changed: watch::Sender<u64>,
+    /// Callers inside [`RowLimiter::acquire`] now: work waiting on the rate.
+    waiting: AtomicU32,
+}
+
+/// Counts a caller inside `acquire` while it lives.
+struct Waiting<'a>(&'a AtomicU32);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl<C: Clock + Clone> fmt::Debug for RowLimiter<C> {
@@ -58,6 +70,8 @@ impl RowLimiter<DefaultClock> {
     /// Waits until `rows` tokens are available and takes them. If the rate changes meanwhile,
     /// the wait goes on at the new rate.
     pub async fn acquire(&self, rows: u32) {
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        let _waiting = Waiting(&self.waiting);
         let mut left = rows;
         let mut changes = self.changed.subscribe();
         while left > 0 {
@@ -90,7 +104,13 @@ impl<C: Clock + Clone> RowLimiter<C> {
             clock,
             current: RwLock::new(Arc::new(bucket)),
             changed: watch::Sender::new(0),
+            waiting: AtomicU32::new(0),
         }
+    }
+
+    /// Callers waiting for tokens now.
+    pub fn waiting(&self) -> u32 {
+        self.waiting.load(Ordering::Relaxed)
     }
 
     fn bucket(&self) -> Arc<Bucket<C>> {

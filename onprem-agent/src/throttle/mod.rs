@@ -9,10 +9,14 @@
 //!
 //! Writers feed it what they see: commit latencies and overload errors. With
 //! `max_active_backends` set (adaptive mode), [`run`] also polls `pg_stat_activity` once per
-//! adjustment interval.
+//! adjustment interval. In adaptive mode the foreground probe ([`probe`]) feeds it the latency
+//! a foreground client sees, judged by [`controller`]. Why the rate is what it is shows as
+//! `sluice_rate_reason` and in `status`.
 
 pub(crate) mod adaptive;
+pub(crate) mod controller;
 pub(crate) mod limiter;
+pub mod probe;
 pub(crate) mod schedule;
 
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -25,6 +29,7 @@ use crate::config::{ThrottleConfig, ThrottleMode};
 use crate::io::store::{Store, StoreError};
 use crate::ops::metrics as m;
 use adaptive::{Adjustment, Aimd, AimdParams};
+use controller::{GuardParams, LatencyGuard, IDLE_AFTER};
 use limiter::RowLimiter;
 use schedule::{LocalTime, Schedule};
 
@@ -71,6 +76,18 @@ struct State {
     ceiling: u32,
     aimd: Option<Aimd>,
     transactions: u32,
+    /// The foreground probe's judge (adaptive mode).
+    guard: Option<LatencyGuard>,
+    last_commit: Option<Instant>,
+    /// The `reason` label set to 1 now.
+    reason: Option<&'static str>,
+}
+
+/// What the probe task runs, and how often.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeSettings {
+    pub sql: String,
+    pub interval: Duration,
 }
 
 impl Throttle {
@@ -92,6 +109,9 @@ impl Throttle {
                 ceiling: cfg.rows_per_second,
                 aimd: None,
                 transactions: cfg.max_concurrent_transactions.max(1),
+                guard: None,
+                last_commit: None,
+                reason: None,
             }),
         };
         {
@@ -132,8 +152,90 @@ impl Throttle {
 
     /// A transaction committed after `latency`.
     pub fn observe_commit(&self, latency: Duration) {
-        if let Some(a) = self.lock().aimd.as_mut() {
+        let mut st = self.lock();
+        st.last_commit = Some(Instant::now());
+        if let Some(a) = st.aimd.as_mut() {
             a.record_commit(latency);
+        }
+    }
+
+    /// The probe's statement and interval; `None` outside adaptive mode.
+    pub fn probe_settings(&self) -> Option<ProbeSettings> {
+        let st = self.lock();
+        (st.cfg.mode == ThrottleMode::Adaptive).then(|| ProbeSettings {
+            sql: probe::statement(&st.cfg),
+            interval: Duration::from_millis(st.cfg.probe_interval_ms),
+        })
+    }
+
+    /// Transaction slots configured (all of them are held by a baseline pause).
+    pub fn transactions(&self) -> u32 {
+        self.lock().transactions
+    }
+
+    /// No transaction in flight, none waiting on the rate, none committed lately: what the
+    /// probe sees now is the database without this agent.
+    pub fn is_idle(&self, now: Instant) -> bool {
+        let st = self.lock();
+        self.slots.available_permits() >= st.transactions as usize
+            && self.limiter.waiting() == 0
+            && st
+                .last_commit
+                .is_none_or(|t| now.saturating_duration_since(t) >= IDLE_AFTER)
+    }
+
+    pub fn probe_wants_pause(&self, now: Instant) -> bool {
+        self.lock()
+            .guard
+            .as_ref()
+            .is_some_and(|g| g.wants_pause(now))
+    }
+
+    pub fn probe_pausing(&self, now: Instant) {
+        if let Some(g) = self.lock().guard.as_mut() {
+            g.pausing(now);
+        }
+    }
+
+    pub fn probe_baseline(&self) -> Option<Duration> {
+        self.lock().guard.as_ref().and_then(LatencyGuard::baseline)
+    }
+
+    /// A probe answered after `latency`; `idle`: the agent was idle throughout.
+    pub fn observe_probe(&self, latency: Duration, idle: bool, now: Instant) {
+        let mut st = self.lock();
+        let Some(g) = st.guard.as_mut() else { return };
+        g.record(latency, idle, now);
+        let secs = |d: Option<Duration>| d.map(|d| d.as_secs_f64());
+        let (p50, p95, p99) = (
+            secs(g.recent_quantile(0.5)),
+            secs(g.recent_quantile(0.95)),
+            secs(g.recent_quantile(0.99)),
+        );
+        let (baseline, limit) = (secs(g.baseline()), secs(g.limit()));
+        for (q, v) in [("0.5", p50), ("0.95", p95), ("0.99", p99)] {
+            if let Some(v) = v {
+                metrics::gauge!(m::PROBE_LATENCY, "quantile" => q).set(v);
+            }
+        }
+        if let (Some(b), Some(l)) = (baseline, limit) {
+            metrics::gauge!(m::PROBE_BASELINE).set(b);
+            metrics::gauge!(m::PROBE_LIMIT).set(l);
+        }
+        if let Some(live) = m::live() {
+            live.explain_rate(|e| {
+                e.probe_p50_seconds = p50;
+                e.probe_p99_seconds = p99;
+                e.probe_baseline_seconds = baseline;
+                e.probe_limit_seconds = limit;
+            });
+        }
+    }
+
+    /// A probe failed with an error (not a timeout).
+    pub fn observe_probe_failure(&self) {
+        if let Some(g) = self.lock().guard.as_mut() {
+            g.record_failure();
         }
     }
 
@@ -176,6 +278,10 @@ impl Throttle {
         let mut st = self.lock();
         if st.cfg.mode != cfg.mode {
             st.aimd = None;
+        }
+        if st.cfg.mode != cfg.mode || st.cfg.probe_sql != cfg.probe_sql {
+            // Another statement, another baseline.
+            st.guard = None;
         }
         st.cfg = cfg.clone();
         st.schedule = schedule;
@@ -239,14 +345,30 @@ impl Throttle {
         let rate = match st.cfg.mode {
             ThrottleMode::Fixed => {
                 st.aimd = None;
+                st.guard = None;
+                match index {
+                    Some(i) => {
+                        self.explain(st, "schedule", format!("window {i} of throttle.schedule"))
+                    }
+                    None => self.explain(st, "fixed", "throttle.rows_per_second".into()),
+                }
                 ceiling
             }
             ThrottleMode::Adaptive => {
                 let params = aimd_params(&st.cfg, ceiling);
+                let gparams = guard_params(&st.cfg);
+                let guard = st
+                    .guard
+                    .get_or_insert_with(|| LatencyGuard::new(gparams.clone()));
+                guard.set_params(gparams);
+                let verdict = guard.heard().then(|| guard.verdict());
                 let aimd = st
                     .aimd
                     .get_or_insert_with(|| Aimd::new(params.clone(), now));
                 aimd.set_params(params);
+                if let Some(v) = verdict {
+                    aimd.record_probe(v);
+                }
                 if cause == Cause::Schedule && !window_changed {
                     match aimd.tick(now) {
                         Some(Adjustment::Increase { .. }) => cause = Cause::AdaptiveIncrease,
@@ -257,7 +379,14 @@ impl Throttle {
                         None => {}
                     }
                 }
-                aimd.rate()
+                let (rate, reason) = (aimd.rate(), aimd.reason());
+                if cause == Cause::AdaptiveDecrease {
+                    if let Some(g) = st.guard.as_mut() {
+                        g.decreased();
+                    }
+                }
+                self.explain(st, reason.code(), reason.to_string());
+                rate
             }
         };
         let burst = st.cfg.burst;
@@ -279,6 +408,35 @@ impl Throttle {
             reason = %detail,
             "Rate changed."
         );
+    }
+}
+
+impl Throttle {
+    /// Publishes why the rate is what it is: `sluice_rate_reason{reason}` (1 for the one in
+    /// force) and the live figures `status` reads.
+    fn explain(&self, st: &mut State, code: &'static str, detail: String) {
+        if st.reason != Some(code) {
+            if let Some(old) = st.reason {
+                metrics::gauge!(m::RATE_REASON, "reason" => old).set(0.0);
+            }
+            metrics::gauge!(m::RATE_REASON, "reason" => code).set(1.0);
+            st.reason = Some(code);
+        }
+        if let Some(live) = m::live() {
+            live.explain_rate(|e| {
+                e.reason = code.to_owned();
+                e.detail = detail;
+            });
+        }
+    }
+}
+
+/// The probe judge's settings.
+pub fn guard_params(cfg: &ThrottleConfig) -> GuardParams {
+    GuardParams {
+        ratio: cfg.target_latency_ratio,
+        relearn: (cfg.baseline_relearn_minutes > 0)
+            .then(|| Duration::from_secs(u64::from(cfg.baseline_relearn_minutes) * 60)),
     }
 }
 

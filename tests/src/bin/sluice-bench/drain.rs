@@ -21,11 +21,12 @@ pub(crate) async fn measure(
     pg: &PrivatePostgres,
     backlog: usize,
     window: Duration,
+    steps: u32,
     table: &mut Table,
 ) -> anyhow::Result<()> {
     let env = backlog_env(pg).await?;
     eprintln!("bench: uploading a backlog of {backlog} receipts through the ingest API");
-    upload_backlog(&env, backlog).await?;
+    upload_backlog(&env, backlog, 2).await?;
     let oltp = Pgbench::init(pg).await?;
 
     eprintln!("bench: foreground alone");
@@ -36,72 +37,99 @@ pub(crate) async fn measure(
         format!("pgbench -N, {PGBENCH_CLIENTS} clients at {PGBENCH_TPS} tx/s"),
     );
 
-    let mut agent = spawn_agent(&env, Throttle::Fixed(FIXED_RATES[0])).await?;
-    let mut runs: Vec<(String, Latency, f64)> = Vec::new();
+    let agent = spawn_agent(&env, Throttle::Fixed(FIXED_RATES[0])).await?;
+    let mut runs: Vec<(u32, f64)> = Vec::new();
     // Cheapest on the backlog first, so the unthrottled window still has one.
-    let plan = FIXED_RATES
-        .iter()
-        .map(|r| Throttle::Fixed(*r))
-        .chain([Throttle::Adaptive, Throttle::Fixed(1_000_000)]);
-    for throttle in plan {
-        env.rewrite_agent_config(&agent, &agent_extra(throttle))?;
-        agent.signal(Signal::SIGHUP)?;
-        // Let the rate settle (adaptive: let the controller find its level).
-        let warmup = match throttle {
-            Throttle::Adaptive => window.min(Duration::from_secs(20)),
-            Throttle::Fixed(_) => Duration::from_secs(3),
-        };
-        tokio::time::sleep(warmup).await;
-        eprintln!("bench: foreground while draining, {}", throttle.label());
-        let before = counters(&agent).await;
-        let (latency, samples) = tokio::join!(oltp.run(window), sample_rows(&agent, window));
-        let latency = latency?;
-        let after = counters(&agent).await;
-        let rate = commit_rate(&samples);
-        let commit_ms = 1000.0 * (after.1 - before.1) / (after.2 - before.2).max(1.0);
-        let in_force = agent.metric(RATE, &[]).await.unwrap_or(0.0);
-        let (visible, _, _) = env.depth(&env.queue_url).await?;
-        let note = if visible == 0 {
-            "backlog ran out during the window: rate understated".to_owned()
-        } else {
-            String::new()
-        };
-        table.row(
-            format!("foreground p50 / p99, draining {}", throttle.label()),
-            latency.show(),
-            format!(
-                "{:.2} × idle p99; drain {rate:.0} receipts/s; agent commit {commit_ms:.0} ms mean; \
-                 rate in force at the end {in_force:.0}/s {note}",
-                latency.p99 / idle.p99
-            ),
-        );
-        if let Throttle::Fixed(r) = throttle {
-            if r < 1_000_000 {
-                runs.push((format!("{r}/s"), latency, rate));
-            }
-        }
-        if let Throttle::Adaptive = throttle {
-            runs.push(("adaptive".into(), latency, rate));
-        }
+    for rate in FIXED_RATES {
+        let w = window_with(&env, &agent, &oltp, Throttle::Fixed(rate), window).await?;
+        row(table, Throttle::Fixed(rate), &w, &idle);
+        runs.push((rate, w.drain));
     }
-    for (name, _, rate) in runs.iter().filter(|r| r.0 != "adaptive") {
-        let configured: f64 = name.trim_end_matches("/s").parse().unwrap_or(f64::NAN);
+    for (configured, rate) in &runs {
         table.row(
-            format!("rate accuracy at {name}"),
-            format!("{:.3}", rate / configured),
+            format!("rate accuracy at {configured}/s"),
+            format!("{:.3}", rate / f64::from(*configured)),
             format!("measured/configured over {} s", window.as_secs()),
         );
     }
+    crate::protect::measure(&env, &agent, &oltp, &idle, window, steps, table).await?;
+    let unthrottled = Throttle::Fixed(1_000_000);
+    let w = window_with(&env, &agent, &oltp, unthrottled, window).await?;
+    row(table, unthrottled, &w, &idle);
     let rss = peak_rss_kib(agent.pid().context("the agent exited")?)?;
     table.row(
         format!("agent peak RSS, draining a backlog of {backlog} receipts"),
         format!("{:.0} MiB", rss as f64 / 1024.0),
         "VmHWM; batch.max_in_flight_rows = 10000",
     );
+    let mut agent = agent;
     agent.terminate(Duration::from_secs(60)).await?;
     std::fs::remove_dir_all(&oltp.dir).ok();
     env.cleanup().await;
     Ok(())
+}
+
+/// One measured window: the foreground's latency and the drain beside it.
+pub(crate) struct Window {
+    pub(crate) latency: Latency,
+    /// Receipts/s committed over the window (commit to commit).
+    pub(crate) drain: f64,
+    /// The backlog ran out during the window: `drain` is understated.
+    pub(crate) ran_out: bool,
+    /// The agent's mean commit time and the rate in force at the end, in words.
+    pub(crate) note: String,
+}
+
+/// Switches the running agent to `throttle` (config rewritten, SIGHUP), lets the rate settle,
+/// then runs the foreground for `window` while sampling the drain.
+pub(crate) async fn window_with(
+    env: &TestEnv,
+    agent: &AgentProcess,
+    oltp: &Pgbench,
+    throttle: Throttle,
+    window: Duration,
+) -> anyhow::Result<Window> {
+    env.rewrite_agent_config(agent, &agent_extra(throttle))?;
+    agent.signal(Signal::SIGHUP)?;
+    // Let the rate settle (adaptive: let the controller learn its baseline and find its level).
+    let warmup = match throttle {
+        Throttle::Adaptive { .. } => window.min(Duration::from_secs(20)),
+        Throttle::Fixed(_) => Duration::from_secs(3),
+    };
+    tokio::time::sleep(warmup).await;
+    eprintln!("bench: foreground while draining, {}", throttle.label());
+    let before = counters(agent).await;
+    let (latency, samples) = tokio::join!(oltp.run(window), sample_rows(agent, window));
+    let latency = latency?;
+    let after = counters(agent).await;
+    let commit_ms = 1000.0 * (after.1 - before.1) / (after.2 - before.2).max(1.0);
+    let in_force = agent.metric(RATE, &[]).await.unwrap_or(0.0);
+    let (visible, _, _) = env.depth(&env.queue_url).await?;
+    let ran_out = visible == 0;
+    let mut note =
+        format!("agent commit {commit_ms:.0} ms mean; rate in force at the end {in_force:.0}/s");
+    if ran_out {
+        note.push_str("; backlog ran out during the window: rate understated");
+    }
+    Ok(Window {
+        latency,
+        drain: commit_rate(&samples),
+        ran_out,
+        note,
+    })
+}
+
+fn row(table: &mut Table, throttle: Throttle, w: &Window, idle: &Latency) {
+    table.row(
+        format!("foreground p50 / p99, draining {}", throttle.label()),
+        w.latency.show(),
+        format!(
+            "{:.2} × idle p99; drain {:.0} receipts/s; {}",
+            w.latency.p99 / idle.p99,
+            w.drain,
+            w.note
+        ),
+    );
 }
 
 /// A fresh database on `pg` and a queue pair whose visibility timeout (120 s) a backlog waits
@@ -130,7 +158,9 @@ fn commit_rate(samples: &[(f64, f64)]) -> f64 {
     }
 }
 
-pub(crate) async fn upload_backlog(env: &TestEnv, n: usize) -> anyhow::Result<()> {
+/// Uploads `n` receipts (from generator seed `seed`) through the ingest API, zstd messages of
+/// [`BATCH`].
+pub(crate) async fn upload_backlog(env: &TestEnv, n: usize, seed: u64) -> anyhow::Result<()> {
     let ingest = env
         .start_ingest(&[
             ("SLUICE_MAX_RECEIPTS_PER_CHUNK", "500"),
@@ -139,7 +169,7 @@ pub(crate) async fn upload_backlog(env: &TestEnv, n: usize) -> anyhow::Result<()
         .await?;
     // Under the API's 6 MB body limit.
     let per_request = 5_000;
-    let mut g = Generator::new(2);
+    let mut g = Generator::new(seed);
     let mut sent = 0;
     while sent < n {
         let k = per_request.min(n - sent);
@@ -155,9 +185,13 @@ pub(crate) async fn upload_backlog(env: &TestEnv, n: usize) -> anyhow::Result<()
 }
 
 #[derive(Debug, Clone, Copy)]
-enum Throttle {
+pub(crate) enum Throttle {
     Fixed(u32),
-    Adaptive,
+    /// Adaptive up to `ceiling`, the probe's p95 held within `ratio` × its baseline.
+    Adaptive {
+        ratio: f64,
+        ceiling: u32,
+    },
 }
 
 impl Throttle {
@@ -165,7 +199,7 @@ impl Throttle {
         match self {
             Throttle::Fixed(r) if *r >= 1_000_000 => "unthrottled".into(),
             Throttle::Fixed(r) => format!("at a fixed {r}/s"),
-            Throttle::Adaptive => "adaptive".into(),
+            Throttle::Adaptive { ratio, .. } => format!("adaptive (target_latency_ratio {ratio})"),
         }
     }
 
@@ -175,20 +209,21 @@ impl Throttle {
                 "[throttle]\nmode = \"fixed\"\nrows_per_second = {r}\nburst = {}\n",
                 (*r).max(1000)
             ),
-            Throttle::Adaptive => {
-                "[throttle]\nmode = \"adaptive\"\nrows_per_second = 20000\nburst = 2000\n\
-                 min_rows_per_second = 200\ntarget_commit_ms = 30\nincrease_rows_per_second = 250\n"
-                    .into()
-            }
+            Throttle::Adaptive { ratio, ceiling } => format!(
+                "[throttle]\nmode = \"adaptive\"\nrows_per_second = {ceiling}\nburst = 2000\n\
+                 min_rows_per_second = 200\nincrease_rows_per_second = 500\n\
+                 target_latency_ratio = {ratio}\n"
+            ),
         }
     }
 }
 
 /// The agent's settings besides the throttle: the backlog waits out a long visibility timeout,
-/// two connections, warnings only.
-fn agent_extra(t: Throttle) -> String {
+/// two connections and the two transactions in flight they allow, warnings only.
+pub(crate) fn agent_extra(t: Throttle) -> String {
     format!(
         "[queue]\nvisibility_timeout_seconds = 120\n[database]\nmax_connections = 2\n{}\
+         max_concurrent_transactions = 2\n\
          [batch]\nmax_rows = {BATCH}\nmax_wait_ms = 50\n[log]\nformat = \"json\"\nlevel = \"warn\"",
         t.toml()
     )

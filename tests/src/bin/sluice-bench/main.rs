@@ -7,14 +7,18 @@
 //!    raw `COPY` of the same rows into the same tables;
 //! 2. a backlog uploaded through the ingest API, drained by the real `sluice-agent` binary
 //!    (release build) while `pgbench` runs a fixed-rate OLTP workload alongside: foreground
-//!    p50/p99 idle, unthrottled, adaptive and at three fixed rates, with the drain rate each
-//!    achieves; the fixed-rate windows double as the rate-accuracy runs (measured/configured);
-//!    the rate is switched between windows by rewriting `agent.toml` and sending SIGHUP;
-//! 3. the agent's peak RSS (VmHWM) over the whole drain;
+//!    p50/p99 idle, unthrottled and at three fixed rates, with the drain rate each achieves;
+//!    the fixed-rate windows double as the rate-accuracy runs (measured/configured); then
+//!    (`protect`) the fastest fixed rate that keeps the foreground p99 within 1.5 × idle,
+//!    bisected, and adaptive mode with `target_latency_ratio = 1.5` beside it; the rate is
+//!    switched between windows by rewriting `agent.toml` and sending SIGHUP;
+//! 3. the agent's peak RSS (VmHWM) over the whole drain (1,000,000 receipts by default);
 //! 4. the agent's peak RSS draining a backlog of the largest valid receipts, against its byte
 //!    budget + 64 MiB (`memory`);
 //! 5. the drain rate into each write target, Sluice's own tables and the example customer
-//!    procedure (`targets`).
+//!    procedure (`targets`);
+//! 6. end to end, unthrottled, no foreground: the agent's receipts/s and CPU per receipt
+//!    against raw COPY, and the Vector peer beside it when `VECTOR_BIN` is set (`peer`).
 //!
 //! `write_path` measures 1, `drain` measures 2 and 3 with `pgbench` as the foreground; the
 //! ingest rows come from the harness (`sluice_e2e::ingest_bench`).
@@ -22,7 +26,9 @@
 mod drain;
 mod ingest_bomb;
 mod memory;
+mod peer;
 mod pgbench;
+mod protect;
 mod targets;
 mod write_path;
 
@@ -39,12 +45,16 @@ struct Args {
     /// Smaller backlog and 10 s windows (about 3 minutes instead of about 12).
     #[arg(long)]
     quick: bool,
-    /// Receipts in the backlog the agent drains (default 800,000; 200,000 with --quick).
+    /// Receipts in the backlog the agent drains (default 1,000,000; 200,000 with --quick).
     #[arg(long)]
     backlog: Option<usize>,
     /// Seconds per measured window (default 30; 10 with --quick).
     #[arg(long)]
     window: Option<u64>,
+    /// Bisection steps for the fastest fixed rate within the foreground target (default 5; 3
+    /// with --quick).
+    #[arg(long)]
+    steps: Option<u32>,
     /// Receipts per write-path candidate (default 50,000; 10,000 with --quick).
     #[arg(long)]
     write_rows: Option<usize>,
@@ -168,14 +178,15 @@ async fn measure_throughput(
 ) -> anyhow::Result<()> {
     let backlog = args
         .backlog
-        .unwrap_or(if args.quick { 200_000 } else { 800_000 });
+        .unwrap_or(if args.quick { 200_000 } else { 1_000_000 });
+    let steps = args.steps.unwrap_or(if args.quick { 3 } else { 5 });
     let window = Duration::from_secs(args.window.unwrap_or(if args.quick { 10 } else { 30 }));
     let write_rows = args
         .write_rows
         .unwrap_or(if args.quick { 10_000 } else { 50_000 });
 
     // 1. Write path.
-    write_path::measure(pg, write_rows, table).await?;
+    let raw_copy = write_path::measure(pg, write_rows, table).await?;
 
     // The ingest side: API throughput and billed SQS requests, by message compression.
     let ingest_receipts = if args.quick { 20_000 } else { 50_000 };
@@ -210,8 +221,12 @@ async fn measure_throughput(
     eprintln!("bench: ingest peak RSS on a gzip bomb");
     ingest_bomb::measure(table).await?;
 
+    // End to end without a foreground, and the Vector peer beside the agent.
+    let peer_receipts = if args.quick { 50_000 } else { 200_000 };
+    peer::measure(pg, peer_receipts, raw_copy, table).await?;
+
     // 2. The drain, with pgbench alongside.
-    drain::measure(pg, backlog, window, table).await?;
+    drain::measure(pg, backlog, window, steps, table).await?;
     Ok(())
 }
 

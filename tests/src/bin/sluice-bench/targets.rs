@@ -30,7 +30,7 @@ pub(crate) async fn measure(
         };
         let name = if procedure { "procedure" } else { "sluice" };
         eprintln!("bench: drain into target {name}, {backlog} receipts");
-        upload_backlog(&env, backlog).await?;
+        upload_backlog(&env, backlog, 2).await?;
         let rate = drain(&env, &target, backlog).await?;
         let note = if procedure {
             format!(

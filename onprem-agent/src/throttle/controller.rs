@@ -1,0 +1,364 @@
+//! The foreground probe's judgement ([`LatencyGuard`]): a rolling window of the probe's
+//! latencies, the baseline learned while the agent does not write, and whether the probe stays
+//! within `throttle.target_latency_ratio` × that baseline. The AIMD controller
+//! ([`super::adaptive`]) acts on its [`Verdict`]: a breach is congestion (multiplicative
+//! decrease), a probe within its limit lets the rate climb, anything else holds it.
+//!
+//! The baseline: samples taken while the agent is idle — no transaction in flight, none
+//! committed in the last [`IDLE_AFTER`], no batch waiting on the limiter — are gathered into
+//! learning windows of [`LEARN_SAMPLES`]; each full window gives its p95, and the baseline is
+//! the median of the last [`LEARNED_KEPT`] windows, so one noisy window (a foreground spike
+//! while the agent happened to be idle) moves it little. An agent with no backlog learns on
+//! its own; one that drains for long asks for a short pause of its writes ([`wants_pause`]:
+//! at start, and when no window was learned for `baseline_relearn_minutes`).
+//!
+//! Judging: the probe's p95 over the last [`WINDOW`] samples against the limit
+//! `max(ratio × baseline, baseline + MIN_SLACK)` (the slack keeps a sub-millisecond probe
+//! from reacting to scheduler noise). After a decrease the window is emptied and the guard
+//! waits for [`MIN_JUDGED`] fresh samples, so the rate is cut once per breach, not once per
+//! interval while old slow samples are still in the window. Pure logic on injected time.
+//!
+//! [`wants_pause`]: LatencyGuard::wants_pause
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+/// Samples the probe's p95 is judged over (five seconds at the default five a second).
+pub const WINDOW: usize = 25;
+/// Fresh samples needed before the guard judges (after a start or a decrease).
+pub const MIN_JUDGED: usize = 5;
+/// Idle samples per learning window.
+pub const LEARN_SAMPLES: usize = 20;
+/// Learning windows the baseline is the median of.
+pub const LEARNED_KEPT: usize = 5;
+/// The smallest margin above the baseline that counts as a breach.
+pub const MIN_SLACK: Duration = Duration::from_micros(500);
+/// The agent counts as idle this long after its last commit: a write's effects (WAL flush,
+/// dirty buffers) outlive its transaction a little.
+pub const IDLE_AFTER: Duration = Duration::from_secs(2);
+/// Between two learning pauses while no baseline could be learned (a failing probe).
+pub const PAUSE_RETRY: Duration = Duration::from_secs(60);
+
+/// The guard's settings, from `[throttle]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GuardParams {
+    pub ratio: f64,
+    /// `None`: learn only while idle.
+    pub relearn: Option<Duration>,
+}
+
+/// What the guard says about the probe now.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Verdict {
+    /// No baseline yet.
+    Learning,
+    /// Too few samples since the start or the last decrease.
+    Settling,
+    /// The last probe failed (not a timeout: an error); no evidence.
+    Failing {
+        errors: u32,
+    },
+    Within {
+        p95: Duration,
+        limit: Duration,
+    },
+    Breach {
+        p95: Duration,
+        limit: Duration,
+    },
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Verdict::Learning => write!(f, "probe baseline not learned yet"),
+            Verdict::Settling => write!(f, "probe window refilling"),
+            Verdict::Failing { errors } => write!(f, "probe failing ({errors} in a row)"),
+            Verdict::Within { p95, limit } => {
+                write!(f, "probe p95 {} within {}", ms(*p95), ms(*limit))
+            }
+            Verdict::Breach { p95, limit } => {
+                write!(f, "probe p95 {} above {}", ms(*p95), ms(*limit))
+            }
+        }
+    }
+}
+
+/// `1.25 ms`.
+pub fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// The probe's window, baseline and judgement.
+#[derive(Debug, Clone)]
+pub struct LatencyGuard {
+    params: GuardParams,
+    recent: VecDeque<Duration>,
+    learning: Vec<Duration>,
+    learned: VecDeque<Duration>,
+    last_learned: Option<Instant>,
+    last_pause: Option<Instant>,
+    failures: u32,
+    heard: bool,
+}
+
+impl LatencyGuard {
+    pub fn new(params: GuardParams) -> Self {
+        Self {
+            params,
+            recent: VecDeque::with_capacity(WINDOW),
+            learning: Vec::with_capacity(LEARN_SAMPLES),
+            learned: VecDeque::with_capacity(LEARNED_KEPT),
+            last_learned: None,
+            last_pause: None,
+            failures: 0,
+            heard: false,
+        }
+    }
+
+    pub fn set_params(&mut self, params: GuardParams) {
+        self.params = params;
+    }
+
+    /// A probe that answered after `latency` (a timeout counts, at the timeout); `idle`: the
+    /// agent was idle throughout.
+    pub fn record(&mut self, latency: Duration, idle: bool, now: Instant) {
+        self.heard = true;
+        self.failures = 0;
+        if self.recent.len() == WINDOW {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(latency);
+        if !idle {
+            return;
+        }
+        self.learning.push(latency);
+        if self.learning.len() >= LEARN_SAMPLES {
+            let p95 = quantile(&self.learning, 0.95).unwrap_or_default();
+            self.learning.clear();
+            if self.learned.len() == LEARNED_KEPT {
+                self.learned.pop_front();
+            }
+            self.learned.push_back(p95);
+            self.last_learned = Some(now);
+        }
+    }
+
+    /// A probe that failed with an error (not a timeout).
+    pub fn record_failure(&mut self) {
+        self.heard = true;
+        self.failures = self.failures.saturating_add(1);
+    }
+
+    /// Has a probe run (or tried to)? Until then the controller goes by its other signals.
+    pub fn heard(&self) -> bool {
+        self.heard
+    }
+
+    /// The median of the learned windows' p95.
+    pub fn baseline(&self) -> Option<Duration> {
+        let learned: Vec<Duration> = self.learned.iter().copied().collect();
+        quantile(&learned, 0.5)
+    }
+
+    /// The `q` quantile of the recent window.
+    pub fn recent_quantile(&self, q: f64) -> Option<Duration> {
+        let recent: Vec<Duration> = self.recent.iter().copied().collect();
+        quantile(&recent, q)
+    }
+
+    /// The latency above which the probe is in breach.
+    pub fn limit(&self) -> Option<Duration> {
+        self.baseline().map(|b| {
+            let scaled = b.mul_f64(self.params.ratio.max(1.0));
+            scaled.max(b + MIN_SLACK)
+        })
+    }
+
+    pub fn verdict(&self) -> Verdict {
+        if self.failures > 0 {
+            return Verdict::Failing {
+                errors: self.failures,
+            };
+        }
+        let Some(limit) = self.limit() else {
+            return Verdict::Learning;
+        };
+        if self.recent.len() < MIN_JUDGED {
+            return Verdict::Settling;
+        }
+        let p95 = self.recent_quantile(0.95).unwrap_or_default();
+        if p95 > limit {
+            Verdict::Breach { p95, limit }
+        } else {
+            Verdict::Within { p95, limit }
+        }
+    }
+
+    /// The rate was cut: judge again on fresh samples only.
+    pub fn decreased(&mut self) {
+        self.recent.clear();
+    }
+
+    /// Should the agent pause its writes now to learn the baseline? At start (no baseline),
+    /// and when none was learned for the relearn period; never more often than
+    /// [`PAUSE_RETRY`] while learning keeps failing.
+    pub fn wants_pause(&self, now: Instant) -> bool {
+        let since = |t: Option<Instant>| t.map(|t| now.saturating_duration_since(t));
+        let since_pause = since(self.last_pause);
+        if since_pause.is_some_and(|s| s < PAUSE_RETRY) {
+            return false;
+        }
+        match (self.baseline(), self.params.relearn) {
+            (None, _) => true,
+            (Some(_), Some(every)) => {
+                since(self.last_learned).is_none_or(|s| s >= every)
+                    && since_pause.is_none_or(|s| s >= every)
+            }
+            (Some(_), None) => false,
+        }
+    }
+
+    /// A learning pause starts now.
+    pub fn pausing(&mut self, now: Instant) {
+        self.heard = true;
+        self.last_pause = Some(now);
+        // The window learned in the pause is made of pause samples only.
+        self.learning.clear();
+    }
+}
+
+/// Nearest-rank quantile; `None` for no samples.
+pub fn quantile(samples: &[Duration], q: f64) -> Option<Duration> {
+    if samples.is_empty() {
+        return None;
+    }
+    let mut sorted = samples.to_vec();
+    sorted.sort_unstable();
+    let rank = (q.clamp(0.0, 1.0) * sorted.len() as f64).ceil() as usize;
+    sorted.get(rank.clamp(1, sorted.len()) - 1).copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn guard() -> LatencyGuard {
+        LatencyGuard::new(GuardParams {
+            ratio: 1.5,
+            relearn: Some(Duration::from_secs(600)),
+        })
+    }
+
+    fn feed(g: &mut LatencyGuard, latency: Duration, idle: bool, n: usize, t: &mut Instant) {
+        for _ in 0..n {
+            *t += Duration::from_millis(200);
+            g.record(latency, idle, *t);
+        }
+    }
+
+    #[test]
+    fn quantiles_take_the_nearest_rank() {
+        let s: Vec<Duration> = (1..=20).map(|i| MS * i).collect();
+        assert_eq!(quantile(&s, 0.5), Some(MS * 10));
+        assert_eq!(quantile(&s, 0.95), Some(MS * 19));
+        assert_eq!(quantile(&s, 0.99), Some(MS * 20));
+        assert_eq!(quantile(&s[..1], 0.0), Some(MS));
+        assert_eq!(quantile(&[], 0.5), None);
+    }
+
+    #[test]
+    fn it_learns_while_idle_and_judges_the_p95_against_ratio_times_baseline() {
+        let mut t = Instant::now();
+        let mut g = guard();
+        assert_eq!(g.verdict(), Verdict::Learning);
+        assert!(g.wants_pause(t), "no baseline: pause to learn one");
+        feed(&mut g, MS * 2, false, 50, &mut t);
+        assert_eq!(g.baseline(), None, "busy samples never teach the baseline");
+        feed(&mut g, MS * 2, true, LEARN_SAMPLES, &mut t);
+        assert_eq!(g.baseline(), Some(MS * 2));
+        assert_eq!(g.limit(), Some(MS * 3));
+        assert!(!g.wants_pause(t));
+        assert!(matches!(g.verdict(), Verdict::Within { .. }));
+        feed(&mut g, MS * 4, false, 1, &mut t);
+        assert!(
+            matches!(g.verdict(), Verdict::Within { .. }),
+            "1 slow of 25: above the p95"
+        );
+        feed(&mut g, MS * 4, false, 1, &mut t);
+        assert_eq!(
+            g.verdict(),
+            Verdict::Breach {
+                p95: MS * 4,
+                limit: MS * 3
+            }
+        );
+    }
+
+    #[test]
+    fn after_a_decrease_it_waits_for_fresh_samples() {
+        let mut t = Instant::now();
+        let mut g = guard();
+        feed(&mut g, MS, true, LEARN_SAMPLES, &mut t);
+        feed(&mut g, MS * 10, false, WINDOW, &mut t);
+        assert!(matches!(g.verdict(), Verdict::Breach { .. }));
+        g.decreased();
+        assert_eq!(g.verdict(), Verdict::Settling);
+        feed(&mut g, MS, false, MIN_JUDGED, &mut t);
+        assert!(matches!(g.verdict(), Verdict::Within { .. }));
+    }
+
+    #[test]
+    fn the_baseline_is_the_median_of_learned_windows_so_one_noisy_window_barely_moves_it() {
+        let mut t = Instant::now();
+        let mut g = guard();
+        for latency in [MS, MS, MS * 50, MS, MS] {
+            feed(&mut g, latency, true, LEARN_SAMPLES, &mut t);
+        }
+        assert_eq!(g.baseline(), Some(MS));
+    }
+
+    #[test]
+    fn a_sub_millisecond_probe_needs_more_than_scheduler_noise_to_breach() {
+        let mut t = Instant::now();
+        let mut g = guard();
+        let fast = Duration::from_micros(100);
+        feed(&mut g, fast, true, LEARN_SAMPLES, &mut t);
+        assert_eq!(g.limit(), Some(fast + MIN_SLACK));
+        feed(&mut g, Duration::from_micros(400), false, WINDOW, &mut t);
+        assert!(matches!(g.verdict(), Verdict::Within { .. }));
+    }
+
+    #[test]
+    fn failures_hold_and_a_timed_answer_clears_them() {
+        let mut t = Instant::now();
+        let mut g = guard();
+        feed(&mut g, MS, true, LEARN_SAMPLES, &mut t);
+        g.record_failure();
+        g.record_failure();
+        assert_eq!(g.verdict(), Verdict::Failing { errors: 2 });
+        feed(&mut g, MS, false, 1, &mut t);
+        assert!(matches!(g.verdict(), Verdict::Within { .. }));
+    }
+
+    #[test]
+    fn it_relearns_after_the_period_and_retries_a_failed_pause_only_after_a_while() {
+        let mut t = Instant::now();
+        let mut g = guard();
+        g.pausing(t);
+        assert!(!g.wants_pause(t + Duration::from_secs(30)), "retry later");
+        assert!(g.wants_pause(t + PAUSE_RETRY));
+        feed(&mut g, MS, true, LEARN_SAMPLES, &mut t);
+        assert!(!g.wants_pause(t + Duration::from_secs(599)));
+        assert!(g.wants_pause(t + Duration::from_secs(600)));
+        let mut idle_only = LatencyGuard::new(GuardParams {
+            ratio: 1.5,
+            relearn: None,
+        });
+        feed(&mut idle_only, MS, true, LEARN_SAMPLES, &mut t);
+        assert!(!idle_only.wants_pause(t + Duration::from_secs(86_400)));
+    }
+}

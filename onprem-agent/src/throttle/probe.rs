@@ -1,0 +1,259 @@
+//! The foreground probe as it runs (adaptive mode): `throttle.probe_sql` on its own connection
+//! every `throttle.probe_interval_ms`, each latency handed to the throttle's
+//! [`LatencyGuard`](super::controller::LatencyGuard) with whether the agent was idle.
+//!
+//! The baseline is learned while the agent is idle (no backlog: nothing to do); an agent that
+//! drains for long pauses its writes for a few seconds to learn it — at start, before its first
+//! write, and when no baseline was learned for `throttle.baseline_relearn_minutes`. A pause
+//! takes every transaction slot (so no new transaction starts and those in flight finish),
+//! lets the database settle for [`SETTLE`], then probes [`LEARN_SAMPLES`] times.
+//!
+//! Also here: the configuration checks of the probe's keys, and the check at start that the
+//! statement runs, read-only and fast, on the database (a refusal stops the start, naming
+//! the key).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use super::controller::LEARN_SAMPLES;
+use super::Throttle;
+use crate::config::ThrottleConfig;
+use crate::io::store::{ForegroundProbe, ProbeError, PROBE_STATEMENT_TIMEOUT};
+use crate::ops::metrics as m;
+
+/// After the last transaction of a pause finishes, before the first learning sample.
+const SETTLE: Duration = Duration::from_millis(500);
+/// How long a pause waits for the transactions in flight to finish before giving up.
+const PAUSE_WAIT: Duration = Duration::from_secs(10);
+/// While the throttle is in fixed mode, how often the probe looks whether it should run.
+const DORMANT: Duration = Duration::from_secs(1);
+/// The longest `probe_sql` accepted.
+const MAX_SQL_LEN: usize = 4096;
+
+/// The configuration checks of the probe's keys.
+pub fn check_config(cfg: &ThrottleConfig, p: &mut Vec<String>) {
+    let sql = cfg.probe_sql.trim();
+    let body = sql.strip_suffix(';').unwrap_or(sql).trim_end();
+    if body.is_empty() {
+        p.push("throttle.probe_sql: must be one read-only SQL statement, not empty".to_owned());
+    } else if body.contains(';') {
+        p.push(format!(
+            "throttle.probe_sql: {sql:?} holds several statements; give one read-only statement"
+        ));
+    } else if sql.len() > MAX_SQL_LEN {
+        p.push(format!(
+            "throttle.probe_sql: {} characters is above {MAX_SQL_LEN}; give a short read",
+            sql.len()
+        ));
+    }
+    let ratio = cfg.target_latency_ratio;
+    if !(ratio.is_finite() && ratio > 1.0 && ratio <= 100.0) {
+        p.push(format!(
+            "throttle.target_latency_ratio: {ratio} must be above 1 and at most 100"
+        ));
+    }
+    if !(20..=10_000).contains(&cfg.probe_interval_ms) {
+        p.push(format!(
+            "throttle.probe_interval_ms: {} is out of range 20..=10000",
+            cfg.probe_interval_ms
+        ));
+    }
+    if cfg.baseline_relearn_minutes > 1440 {
+        p.push(format!(
+            "throttle.baseline_relearn_minutes: {} is out of range 0..=1440 (0: learn only while idle)",
+            cfg.baseline_relearn_minutes
+        ));
+    }
+}
+
+/// The statement as it is run: without a trailing `;`.
+pub fn statement(cfg: &ThrottleConfig) -> String {
+    let sql = cfg.probe_sql.trim();
+    sql.strip_suffix(';').unwrap_or(sql).trim_end().to_owned()
+}
+
+/// At start: runs the probe once. `Err` when the statement itself is refused (a write, a
+/// syntax error, a missing table, too slow); an unreachable database is not the statement's
+/// fault and passes (the probe retries as it runs).
+pub async fn verify(probe: &ForegroundProbe, cfg: &ThrottleConfig) -> Result<(), ProbeError> {
+    match probe.run(&statement(cfg)).await {
+        Ok(_) | Err(ProbeError::Unavailable(_)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Probes until `stop`, while the throttle is adaptive.
+pub async fn run(throttle: Arc<Throttle>, probe: ForegroundProbe, stop: CancellationToken) {
+    let mut failing = false;
+    loop {
+        let Some(settings) = throttle.probe_settings() else {
+            if sleep_or_stop(DORMANT, &stop).await {
+                return;
+            }
+            continue;
+        };
+        if throttle.probe_wants_pause(Instant::now()) {
+            learn(&throttle, &probe, &settings.sql, settings.interval, &stop).await;
+            continue;
+        }
+        let started = Instant::now();
+        let idle_before = throttle.is_idle(started);
+        let answer = probe.run(&settings.sql).await;
+        let idle = idle_before && throttle.is_idle(Instant::now());
+        failing = observe(&throttle, answer, idle, failing);
+        if sleep_or_stop(settings.interval.saturating_sub(started.elapsed()), &stop).await {
+            return;
+        }
+    }
+}
+
+/// Hands one answer to the throttle; logs the first failure of a streak and its end. Returns
+/// whether the probe is failing now.
+fn observe(
+    throttle: &Throttle,
+    answer: Result<Duration, ProbeError>,
+    idle: bool,
+    was_failing: bool,
+) -> bool {
+    let now = Instant::now();
+    match answer {
+        Ok(took) => throttle.observe_probe(took, idle, now),
+        // Cancelled by its statement_timeout: at least that slow.
+        Err(ProbeError::TooSlow) => throttle.observe_probe(PROBE_STATEMENT_TIMEOUT, idle, now),
+        Err(e) => {
+            metrics::counter!(m::PROBE_ERRORS).increment(1);
+            if !was_failing {
+                tracing::warn!(error = %e, "The foreground probe failed; the adaptive rate holds until it answers.");
+            }
+            throttle.observe_probe_failure();
+            return true;
+        }
+    }
+    if was_failing {
+        tracing::info!("The foreground probe answers again.");
+    }
+    false
+}
+
+/// A learning pause: every transaction slot held, the database left to settle, then
+/// [`LEARN_SAMPLES`] idle samples.
+async fn learn(
+    throttle: &Throttle,
+    probe: &ForegroundProbe,
+    sql: &str,
+    interval: Duration,
+    stop: &CancellationToken,
+) {
+    throttle.probe_pausing(Instant::now());
+    let slots = throttle.slots();
+    let all = throttle.transactions();
+    let held = tokio::select! {
+        held = tokio::time::timeout(PAUSE_WAIT, slots.acquire_many_owned(all)) => held,
+        _ = stop.cancelled() => return,
+    };
+    let Ok(Ok(held)) = held else {
+        tracing::info!("Transactions did not finish in time for a baseline pause; trying later.");
+        return;
+    };
+    tracing::info!(
+        samples = LEARN_SAMPLES,
+        "Pausing writes for a few seconds to learn the foreground probe's baseline."
+    );
+    if sleep_or_stop(SETTLE, stop).await {
+        return;
+    }
+    let mut failing = false;
+    for _ in 0..LEARN_SAMPLES {
+        let started = Instant::now();
+        failing = observe(throttle, probe.run(sql).await, true, failing);
+        if sleep_or_stop(interval.saturating_sub(started.elapsed()), stop).await {
+            return;
+        }
+    }
+    drop(held);
+    tracing::info!(
+        baseline_ms = throttle.probe_baseline().map(|b| b.as_secs_f64() * 1000.0),
+        "Writes resume after the baseline pause."
+    );
+}
+
+/// Sleeps; `true` when stopped first.
+async fn sleep_or_stop(d: Duration, stop: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = stop.cancelled() => true,
+        _ = tokio::time::sleep(d) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ThrottleMode;
+    use crate::throttle::schedule::{LocalTime, Weekday};
+
+    const NOON: LocalTime = LocalTime {
+        weekday: Weekday::Wed,
+        minute: 12 * 60,
+    };
+
+    /// The throttle with synthetic probe latencies: learns, climbs while the probe is within
+    /// its limit, cuts on a breach and says why.
+    #[test]
+    fn the_throttle_climbs_while_the_probe_is_fast_and_cuts_when_it_slows() {
+        let cfg = ThrottleConfig {
+            mode: ThrottleMode::Adaptive,
+            rows_per_second: 1000,
+            min_rows_per_second: 100,
+            increase_rows_per_second: Some(100),
+            ..ThrottleConfig::default()
+        };
+        let mut t = Instant::now();
+        let th = Throttle::new(&cfg, NOON, t).expect("valid");
+        let ms = Duration::from_millis;
+        assert!(th.probe_wants_pause(t), "no baseline yet");
+        th.probe_pausing(t);
+        for _ in 0..LEARN_SAMPLES {
+            t += ms(200);
+            th.observe_probe(ms(2), true, t);
+        }
+        assert_eq!(th.probe_baseline(), Some(ms(2)));
+        let mut second = |probe: Duration| {
+            for _ in 0..5 {
+                t += ms(200);
+                th.observe_probe(probe, false, t);
+            }
+            th.observe_commit(ms(10));
+            th.update(NOON, t);
+            th.rate()
+        };
+        assert_eq!(second(ms(2)), 200);
+        assert_eq!(second(ms(2)), 300);
+        assert_eq!(second(ms(9)), 150, "p95 9 ms above 1.5 × 2 ms: halved");
+        assert_eq!(th.lock().reason, Some("probe_latency"));
+        assert_eq!(second(ms(2)), 250, "fast again on fresh samples");
+    }
+
+    fn problems(f: impl FnOnce(&mut ThrottleConfig)) -> Vec<String> {
+        let mut cfg = ThrottleConfig::default();
+        f(&mut cfg);
+        let mut p = Vec::new();
+        check_config(&cfg, &mut p);
+        p
+    }
+
+    #[test]
+    fn the_defaults_pass_and_a_trailing_semicolon_is_dropped() {
+        assert_eq!(problems(|_| {}), Vec::<String>::new());
+        let cfg = ThrottleConfig {
+            probe_sql: "  SELECT count(*) FROM app.orders ;  ".into(),
+            ..ThrottleConfig::default()
+        };
+        assert_eq!(statement(&cfg), "SELECT count(*) FROM app.orders");
+        assert_eq!(
+            problems(|c| c.probe_sql = cfg.probe_sql.clone()),
+            Vec::<String>::new()
+        );
+    }
+}
