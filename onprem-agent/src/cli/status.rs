@@ -11,6 +11,8 @@
 //! Depth is in messages; a message carries a chunk of up to `max_receipts_per_chunk` receipts,
 //! so backlog receipts and the time to drain are estimates, and say so.
 
+mod agents;
+
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -21,6 +23,7 @@ use serde::Serialize;
 use crate::agent::Clients;
 use crate::config::{secret, AgentConfig};
 use crate::io::sqs::Depth;
+use crate::io::store::agents::AgentRow;
 use crate::io::store::Store;
 use crate::ops::live::{self, LiveStatus};
 use crate::pipeline::health::Condition;
@@ -57,6 +60,8 @@ pub struct Status {
     /// Backlog receipts ÷ the limit: the best case.
     pub drain_seconds_at_limit: Option<f64>,
     pub agent: AgentView,
+    /// The agents sharing the budget (the `agents` table), live ones first.
+    pub agents: Vec<AgentRow>,
     /// What could not be read (the rest of the report stands).
     pub problems: Vec<String>,
 }
@@ -95,6 +100,8 @@ pub struct AgentView {
     pub ready: Option<bool>,
     /// The conditions the agent has raised (see `pipeline::health`), when reachable.
     pub conditions: Vec<Condition>,
+    /// Its part of the total rate across agents (0–1), when reachable.
+    pub rate_share: Option<f64>,
 }
 
 /// Seconds to drain `backlog` receipts at `rate` per second; `None` when nothing drains.
@@ -218,6 +225,7 @@ impl Reporter {
         };
 
         let (db_rate, per_message) = database_figures(&self.clients.store, &mut problems).await;
+        let agents = agents::read(&self.clients.store, &mut problems).await;
 
         let mut agent = AgentView {
             metrics_url: self
@@ -228,6 +236,7 @@ impl Reporter {
             reachable: false,
             ready: None,
             conditions: Vec::new(),
+            rate_share: None,
         };
         let mut latest = None;
         let mut agent_rate = None;
@@ -249,6 +258,7 @@ impl Reporter {
                     agent.reachable = true;
                     agent.ready = now.live.ready;
                     agent.conditions = now.live.conditions.clone();
+                    agent.rate_share = now.live.rate_share;
                     latest = Some(now);
                 }
                 Err(e) => problems.push(format!(
@@ -291,6 +301,7 @@ impl Reporter {
             drain_seconds_at_limit: backlog.and_then(|b| drain_seconds(b, Some(limit))),
             rate,
             agent,
+            agents,
             problems,
         })
     }
@@ -447,6 +458,7 @@ pub fn render(s: &Status) -> String {
         (Some(u), false, _) => format!("{u}: not answering"),
     };
     let _ = writeln!(out, "agent         {agent}");
+    agents::render(&mut out, &s.agents, s.agent.rate_share);
     for c in &s.agent.conditions {
         let _ = writeln!(out, "condition     {}: {}", c.name, c.reason);
     }
@@ -539,7 +551,9 @@ mod tests {
                 reachable: false,
                 ready: None,
                 conditions: vec![],
+                rate_share: None,
             },
+            agents: vec![],
             problems: vec![],
         }
     }

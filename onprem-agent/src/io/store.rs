@@ -18,6 +18,7 @@ use sqlx::{Executor, PgPool};
 
 use crate::config::{secret, DatabaseConfig, OnConflict};
 
+pub mod agents;
 mod plan;
 mod sql;
 mod timeouts;

@@ -32,6 +32,9 @@ pub struct LiveStatus {
     pub rate_configured_rows_per_second: Option<f64>,
     /// Age of the oldest message in the agent's latest receive.
     pub oldest_received_message_age_seconds: Option<f64>,
+    /// This agent's part of the total rate across agents (0–1); absent from older agents.
+    #[serde(default)]
+    pub rate_share: Option<f64>,
     /// PostgreSQL and SQS both answered the agent's last check and no condition was raised.
     pub ready: Option<bool>,
     /// The conditions raised now (see `pipeline::health`); absent from older agents' answers.
@@ -50,6 +53,7 @@ pub struct LiveFigures {
     rate_configured: AtomicU64,
     oldest_age: AtomicU64,
     ready: AtomicU64,
+    rate_share: AtomicU64,
 }
 
 impl Default for LiveFigures {
@@ -60,6 +64,7 @@ impl Default for LiveFigures {
             rate_configured: AtomicU64::new(UNSET),
             oldest_age: AtomicU64::new(UNSET),
             ready: AtomicU64::new(UNSET),
+            rate_share: AtomicU64::new(UNSET),
         }
     }
 }
@@ -76,6 +81,7 @@ impl LiveFigures {
             rate_configured_rows_per_second: gauge(&self.rate_configured),
             oldest_received_message_age_seconds: gauge(&self.oldest_age),
             ready: gauge(&self.ready).map(|r| r > 0.0),
+            rate_share: gauge(&self.rate_share),
             conditions: Vec::new(),
         }
     }
@@ -87,6 +93,7 @@ impl LiveFigures {
             m::RATE_CONFIGURED => Some(&self.rate_configured),
             m::OLDEST_RECEIVED_AGE_SECONDS => Some(&self.oldest_age),
             m::READY => Some(&self.ready),
+            m::RATE_SHARE => Some(&self.rate_share),
             _ => None,
         }
     }

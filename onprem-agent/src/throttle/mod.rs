@@ -10,10 +10,14 @@
 //! Writers feed it what they see: commit latencies and overload errors. With
 //! `max_active_backends` set (adaptive mode), [`run`] also polls `pg_stat_activity` once per
 //! adjustment interval.
+//!
+//! The figures in `[throttle]` are the database's total across agents: the throttle runs on
+//! this agent's part of them ([`share`]), which changes as agents join and leave.
 
 pub(crate) mod adaptive;
 pub(crate) mod limiter;
 pub(crate) mod schedule;
+pub(crate) mod share;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -27,6 +31,7 @@ use crate::ops::metrics as m;
 use adaptive::{Adjustment, Aimd, AimdParams};
 use limiter::RowLimiter;
 use schedule::{LocalTime, Schedule};
+use share::Share;
 
 /// How often the schedule and the adaptive controller are looked at. Schedules work in
 /// minutes; the controller keeps its own interval and only acts once it has passed.
@@ -40,6 +45,8 @@ pub enum Cause {
     Reload,
     AdaptiveIncrease,
     AdaptiveDecrease,
+    /// Another agent joined or left: this agent's part of the total changed.
+    Share,
 }
 
 impl Cause {
@@ -50,6 +57,7 @@ impl Cause {
             Cause::Reload => "reload",
             Cause::AdaptiveIncrease => "adaptive_increase",
             Cause::AdaptiveDecrease => "adaptive_decrease",
+            Cause::Share => "share",
         }
     }
 }
@@ -64,11 +72,18 @@ pub struct Throttle {
 
 #[derive(Debug)]
 struct State {
+    /// `[throttle]` as configured: the total across agents.
+    total: ThrottleConfig,
+    /// This agent's place among the live agents.
+    share: Share,
+    /// This agent's part of `total`: what the rest of the throttle runs on.
     cfg: ThrottleConfig,
     schedule: Schedule,
     /// The schedule window in force (its position), if any.
     window: Option<usize>,
     ceiling: u32,
+    /// The ceiling before the split: the total across agents.
+    total_ceiling: u32,
     aimd: Option<Aimd>,
     transactions: u32,
 }
@@ -86,10 +101,13 @@ impl Throttle {
                 cfg.max_concurrent_transactions.max(1) as usize
             )),
             state: Mutex::new(State {
+                total: cfg.clone(),
+                share: Share::ALONE,
                 cfg: cfg.clone(),
                 schedule,
                 window: None,
                 ceiling: cfg.rows_per_second,
+                total_ceiling: cfg.rows_per_second,
                 aimd: None,
                 transactions: cfg.max_concurrent_transactions.max(1),
             }),
@@ -124,6 +142,34 @@ impl Throttle {
     /// The configured (or scheduled) rate: the rate in fixed mode, the ceiling in adaptive.
     pub fn ceiling(&self) -> u32 {
         self.lock().ceiling
+    }
+
+    /// The ceiling before this agent's share was taken: the total across agents.
+    pub fn total_ceiling(&self) -> u32 {
+        self.lock().total_ceiling
+    }
+
+    /// This agent's place among the live agents ([`Share::ALONE`] until told otherwise).
+    pub fn share(&self) -> Share {
+        self.lock().share
+    }
+
+    /// Transactions this agent may have in flight (its share of the total).
+    pub fn transactions(&self) -> u32 {
+        self.lock().transactions
+    }
+
+    /// Takes a new share of the total (agents joined or left); `false` if it is the same.
+    pub fn set_share(&self, share: Share, at: LocalTime, now: Instant) -> bool {
+        let mut st = self.lock();
+        if st.share == share {
+            return false;
+        }
+        st.share = share;
+        st.cfg = share.apply(&st.total);
+        self.take_transactions(&mut st);
+        self.recompute(&mut st, at, now, Cause::Share);
+        true
     }
 
     pub fn mode(&self) -> ThrottleMode {
@@ -177,15 +223,21 @@ impl Throttle {
         if st.cfg.mode != cfg.mode {
             st.aimd = None;
         }
-        st.cfg = cfg.clone();
+        st.total = cfg.clone();
+        st.cfg = st.share.apply(cfg);
         st.schedule = schedule;
         // Re-announce the window, whatever it is, under the new schedule.
         st.window = None;
-        let want = cfg.max_concurrent_transactions.max(1);
-        self.resize_slots(st.transactions, want);
-        st.transactions = want;
+        self.take_transactions(&mut st);
         self.recompute(&mut st, at, now, Cause::Reload);
         Ok(())
+    }
+
+    /// Resizes the transaction slots to this agent's part of the cap.
+    fn take_transactions(&self, st: &mut State) {
+        let want = st.cfg.max_concurrent_transactions.max(1);
+        self.resize_slots(st.transactions, want);
+        st.transactions = want;
     }
 
     fn resize_slots(&self, have: u32, want: u32) {
@@ -210,7 +262,10 @@ impl Throttle {
     fn recompute(&self, st: &mut State, at: LocalTime, now: Instant, cause: Cause) {
         let window = st.schedule.window_at(at);
         let index = window.map(|(i, _)| i);
-        let ceiling = window.map_or(st.cfg.rows_per_second, |(_, w)| w.rows_per_second);
+        // The schedule holds the configured (total) rates; this agent runs on its part.
+        let total_ceiling = window.map_or(st.total.rows_per_second, |(_, w)| w.rows_per_second);
+        let ceiling = st.share.split(total_ceiling);
+        st.total_ceiling = total_ceiling;
         let window_changed = index != st.window;
         if window_changed {
             match window {
