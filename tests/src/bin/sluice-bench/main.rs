@@ -12,7 +12,8 @@
 //!    the rate is switched between windows by rewriting `agent.toml` and sending SIGHUP;
 //! 3. the agent's peak RSS (VmHWM) over the whole drain;
 //! 4. the agent's peak RSS draining a backlog of the largest valid receipts, against its byte
-//!    budget + 64 MiB (`memory`).
+//!    budget + 64 MiB (`memory`);
+//! 5. the rate accuracy of three agents sharing one budget (`shared_budget`).
 //!
 //! `write_path` measures 1, `drain` measures 2 and 3 with `pgbench` as the foreground; the
 //! ingest rows come from the harness (`sluice_e2e::ingest_bench`).
@@ -21,6 +22,7 @@ mod drain;
 mod ingest_bomb;
 mod memory;
 mod pgbench;
+mod shared_budget;
 mod write_path;
 
 use std::time::{Duration, Instant};
@@ -51,6 +53,9 @@ struct Args {
     /// Measure only the agent's memory against its byte budget (row 4), skipping the rest.
     #[arg(long)]
     only_memory: bool,
+    /// Measure only the rate accuracy of three agents sharing one budget (row 5).
+    #[arg(long)]
+    only_shared_budget: bool,
 }
 
 /// Receipts per transaction: the agent's default `batch.max_rows`.
@@ -61,6 +66,13 @@ pub(crate) const FIXED_RATES: [u32; 3] = [500, 1000, 2000];
 /// latency shows the database's headroom rather than pgbench's own saturation.
 pub(crate) const PGBENCH_TPS: u32 = 200;
 pub(crate) const PGBENCH_CLIENTS: u32 = 4;
+
+impl Args {
+    /// Seconds per measured window.
+    fn window(&self) -> Duration {
+        Duration::from_secs(self.window.unwrap_or(if self.quick { 10 } else { 30 }))
+    }
+}
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -123,8 +135,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
     println!("{}", machine(&version));
     println!();
 
-    if !args.only_memory {
+    let window = args.window();
+    if !args.only_memory && !args.only_shared_budget {
         measure_throughput(&pg, &args, &mut table).await?;
+    }
+    if !args.only_memory {
+        shared_budget::measure(window, &mut table).await?;
+    }
+    if args.only_shared_budget {
+        println!();
+        table.print();
+        return Ok(());
     }
 
     // 3. Memory against the byte budget, with the largest receipts.
@@ -150,7 +171,7 @@ async fn measure_throughput(
     let backlog = args
         .backlog
         .unwrap_or(if args.quick { 200_000 } else { 800_000 });
-    let window = Duration::from_secs(args.window.unwrap_or(if args.quick { 10 } else { 30 }));
+    let window = args.window();
     let write_rows = args
         .write_rows
         .unwrap_or(if args.quick { 10_000 } else { 50_000 });
