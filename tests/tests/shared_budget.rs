@@ -3,7 +3,8 @@
 //! third; after one is killed (-9), the two left take half each within seconds and again store
 //! 900/s together; nothing is lost or written twice. Rates are measured by the database's clock
 //! from `receipts.ingested_at` over 30 s windows taken after each rebalance, on a backlog large
-//! enough that no agent ever waits for work.
+//! enough that no agent ever waits for work. A second test checks the live set's rules against
+//! the database's clock with a row no agent heartbeats for.
 
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use serde_json::Value;
 use sluice_e2e::gen::Generator;
 use sluice_e2e::oracle::Oracle;
 use sluice_e2e::shared_budget::{fleet_toml, wait_live};
-use sluice_e2e::{Signal, TestEnv};
+use sluice_e2e::{wait_for, Signal, TestEnv};
 
 const TOTAL: u32 = 900;
 /// ± 5 % of the total.
@@ -129,6 +130,88 @@ async fn three_agents_share_one_budget_and_two_take_it_over_when_one_is_killed(
         .fetch_one(&env.pool)
         .await?;
     assert_eq!(left, 1, "only the killed agent's row is left");
+    env.cleanup().await;
+    Ok(())
+}
+
+/// A row of the agents table nobody heartbeats for: another host's agent, as the others see it.
+const GHOST: &str = "00000000-0000-4000-8000-000000000001";
+
+async fn ghost_heartbeat(env: &TestEnv, age: &str) -> anyhow::Result<()> {
+    sqlx::query(
+        "INSERT INTO sluice.agents (agent_id, host, pid, heartbeat_at) \
+         VALUES ($1::uuid, 'ghost', 1, now() - $2::interval) \
+         ON CONFLICT (agent_id) DO UPDATE SET heartbeat_at = EXCLUDED.heartbeat_at",
+    )
+    .bind(GHOST)
+    .bind(age)
+    .execute(&env.pool)
+    .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_live_set_is_judged_by_the_database_clock_and_long_expired_rows_are_pruned(
+) -> anyhow::Result<()> {
+    let env = TestEnv::new().await?;
+    let agent = env.launch_agent("agent", &fleet_toml(TOTAL)).await?;
+    wait_live(&[&agent], 1, TIMEOUT).await?;
+    let rate = || agent.metric("sluice_rate_rows_per_second", &[]);
+    assert_eq!(
+        rate().await,
+        Some(f64::from(TOTAL)),
+        "alone: the whole total"
+    );
+
+    // Another agent heartbeating (by the database's clock): the budget is split in two.
+    wait_for(
+        Duration::from_secs(30),
+        "the agent to take half",
+        || async {
+            ghost_heartbeat(&env, "0 s").await.ok()?;
+            (rate().await == Some(f64::from(TOTAL / 2))).then_some(())
+        },
+    )
+    .await?;
+    assert!(
+        agent.log_text().contains("Budget share changed."),
+        "{}",
+        agent.log_text()
+    );
+
+    // A heartbeat 6 s old is expired (5 s): the agent takes the whole total again.
+    ghost_heartbeat(&env, "6 s").await?;
+    wait_live(&[&agent], 1, Duration::from_secs(30)).await?;
+    assert_eq!(rate().await, Some(f64::from(TOTAL)));
+    let ghost: i64 = sqlx::query_scalar("SELECT count(*) FROM sluice.agents WHERE host = 'ghost'")
+        .fetch_one(&env.pool)
+        .await?;
+    assert_eq!(
+        ghost, 1,
+        "an expired row stays a while, shown as gone by status"
+    );
+
+    // Expired for over ten minutes: the next heartbeat deletes it.
+    ghost_heartbeat(&env, "11 min").await?;
+    wait_for(
+        Duration::from_secs(30),
+        "the long-expired row pruned",
+        || async {
+            let n: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM sluice.agents WHERE host = 'ghost'")
+                    .fetch_one(&env.pool)
+                    .await
+                    .ok()?;
+            (n == 0).then_some(())
+        },
+    )
+    .await?;
+
+    agent.stop().await?;
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM sluice.agents")
+        .fetch_one(&env.pool)
+        .await?;
+    assert_eq!(left, 0, "a clean stop leaves the table");
     env.cleanup().await;
     Ok(())
 }

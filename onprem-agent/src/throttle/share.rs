@@ -171,6 +171,7 @@ impl Member {
                     );
                 }
                 self.reachable = Some(false);
+                self.publish();
                 return;
             }
         };
