@@ -22,6 +22,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{AgentConfig, ThrottleMode};
 use crate::io::sqs::{self, DeadLetterProblem, Queue};
+use crate::io::store::agents::Registry;
 use crate::io::store::{ForegroundProbe, Store};
 use crate::ops::metrics as m;
 use crate::ops::reload::Reloader;
@@ -40,6 +41,7 @@ use crate::pipeline::refusal::Refusals;
 use crate::pipeline::report::Reporter;
 use crate::pipeline::writer::{self, WriterContext};
 use crate::throttle::schedule::LocalTime;
+use crate::throttle::share::{Identity, Member};
 use crate::throttle::{self, Throttle};
 
 /// Decoded bytes in one batch, at most (a larger message is a batch of its own): the largest
@@ -211,6 +213,13 @@ async fn pipeline(
             .await
             .map_err(|e| anyhow::Error::new(e).context("refusing to start"))?;
     }
+    // Join the other agents before the first write, so a newcomer starts at its share.
+    let mut member = Member::new(
+        throttle.clone(),
+        Registry::new(&store, store.timeouts().acquire),
+        Identity::of_this_process(),
+    );
+    member.beat().await;
 
     let inflight = InFlight::new();
     // Operations: systemd readiness and watchdog (fed by the pollers' and writers' progress).
@@ -316,6 +325,8 @@ async fn pipeline(
         burst = cfg.throttle.burst,
         "Agent running."
     );
+    // This agent's share of the budget; leaves the agents table after the writers stopped.
+    background.spawn(member.run(heartbeat_stop.clone()));
     // Schedules and the adaptive controller; stops with the heartbeat, after the writers.
     background.spawn(throttle::run(
         throttle.clone(),

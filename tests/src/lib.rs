@@ -33,6 +33,7 @@
 //! | [`oracle`] | the end-to-end verdict: acknowledged ⇒ stored once, intact; DLQ only the bad |
 //! | [`proxy`] | a TCP proxy that injects latency, refusals, resets and cuts around `COMMIT` |
 //! | [`sqs_proxy`] | an HTTP proxy that makes SQS batch calls half-fail inside a 200 |
+//! | [`shared_budget`] | agents sharing one budget, their rate together by the database's clock |
 
 mod agent;
 mod container;
@@ -54,6 +55,7 @@ pub mod ingest_bench;
 pub mod large;
 pub mod oracle;
 pub mod proxy;
+pub mod shared_budget;
 pub mod sqs_proxy;
 
 use std::time::{Duration, Instant};

@@ -11,6 +11,8 @@
 //! Depth is in messages; a message carries a chunk of up to `max_receipts_per_chunk` receipts,
 //! so backlog receipts and the time to drain are estimates, and say so.
 
+mod agents;
+
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -21,6 +23,7 @@ use serde::Serialize;
 use crate::agent::Clients;
 use crate::config::{secret, AgentConfig};
 use crate::io::sqs::Depth;
+use crate::io::store::agents::AgentRow;
 use crate::io::store::Store;
 use crate::ops::live::{self, LiveStatus, RateExplained};
 use crate::pipeline::health::Condition;
@@ -58,6 +61,8 @@ pub struct Status {
     /// Backlog receipts ÷ the limit: the best case.
     pub drain_seconds_at_limit: Option<f64>,
     pub agent: AgentView,
+    /// The agents sharing the budget (the `agents` table), live ones first.
+    pub agents: Vec<AgentRow>,
     /// What could not be read (the rest of the report stands).
     pub problems: Vec<String>,
 }
@@ -100,6 +105,8 @@ pub struct AgentView {
     pub status_reports: Option<ReportView>,
     /// Why its rate is what it is, with the foreground probe's figures, when reachable.
     pub throttle: Option<RateExplained>,
+    /// Its part of the total rate across agents (0–1), when reachable.
+    pub rate_share: Option<f64>,
 }
 
 /// Seconds to drain `backlog` receipts at `rate` per second; `None` when nothing drains.
@@ -223,6 +230,7 @@ impl Reporter {
         };
 
         let (db_rate, per_message) = database_figures(&self.clients.store, &mut problems).await;
+        let agents = agents::read(&self.clients.store, &mut problems).await;
 
         let mut agent = AgentView {
             metrics_url: self
@@ -235,6 +243,7 @@ impl Reporter {
             conditions: Vec::new(),
             status_reports: None,
             throttle: None,
+            rate_share: None,
         };
         let mut latest = None;
         let mut agent_rate = None;
@@ -258,6 +267,7 @@ impl Reporter {
                     agent.conditions = now.live.conditions.clone();
                     agent.status_reports = now.live.status_reports.clone();
                     agent.throttle = now.live.throttle.clone();
+                    agent.rate_share = now.live.rate_share;
                     latest = Some(now);
                 }
                 Err(e) => problems.push(format!(
@@ -300,6 +310,7 @@ impl Reporter {
             drain_seconds_at_limit: backlog.and_then(|b| drain_seconds(b, Some(limit))),
             rate,
             agent,
+            agents,
             problems,
         })
     }
@@ -459,6 +470,7 @@ pub fn render(s: &Status) -> String {
     if let Some(t) = &s.agent.throttle {
         let _ = writeln!(out, "rate reason   {t}");
     }
+    agents::render(&mut out, &s.agents, s.agent.rate_share);
     for c in &s.agent.conditions {
         let _ = writeln!(out, "condition     {}: {}", c.name, c.reason);
     }
@@ -556,7 +568,9 @@ mod tests {
                 conditions: vec![],
                 status_reports: None,
                 throttle: None,
+                rate_share: None,
             },
+            agents: vec![],
             problems: vec![],
         }
     }

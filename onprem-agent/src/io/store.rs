@@ -20,6 +20,7 @@ use sqlx::{Executor, PgPool};
 
 use crate::config::{secret, DatabaseConfig, OnConflict, Target};
 
+pub mod agents;
 mod plan;
 mod probe;
 mod procedure;

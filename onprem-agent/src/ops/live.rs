@@ -33,6 +33,9 @@ pub struct LiveStatus {
     pub rate_configured_rows_per_second: Option<f64>,
     /// Age of the oldest message in the agent's latest receive.
     pub oldest_received_message_age_seconds: Option<f64>,
+    /// This agent's part of the total rate across agents (0–1); absent from older agents.
+    #[serde(default)]
+    pub rate_share: Option<f64>,
     /// PostgreSQL and SQS both answered the agent's last check and no condition was raised.
     pub ready: Option<bool>,
     /// The conditions raised now (see `pipeline::health`); absent from older agents' answers.
@@ -90,6 +93,7 @@ pub struct LiveFigures {
     oldest_age: AtomicU64,
     ready: AtomicU64,
     throttle: Mutex<Option<RateExplained>>,
+    rate_share: AtomicU64,
 }
 
 impl Default for LiveFigures {
@@ -101,6 +105,7 @@ impl Default for LiveFigures {
             oldest_age: AtomicU64::new(UNSET),
             ready: AtomicU64::new(UNSET),
             throttle: Mutex::new(None),
+            rate_share: AtomicU64::new(UNSET),
         }
     }
 }
@@ -117,6 +122,7 @@ impl LiveFigures {
             rate_configured_rows_per_second: gauge(&self.rate_configured),
             oldest_received_message_age_seconds: gauge(&self.oldest_age),
             ready: gauge(&self.ready).map(|r| r > 0.0),
+            rate_share: gauge(&self.rate_share),
             conditions: Vec::new(),
             status_reports: None,
             throttle: self.throttle.lock().map_or(None, |t| t.clone()),
@@ -137,6 +143,7 @@ impl LiveFigures {
             m::RATE_CONFIGURED => Some(&self.rate_configured),
             m::OLDEST_RECEIVED_AGE_SECONDS => Some(&self.oldest_age),
             m::READY => Some(&self.ready),
+            m::RATE_SHARE => Some(&self.rate_share),
             _ => None,
         }
     }

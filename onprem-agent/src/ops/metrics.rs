@@ -32,11 +32,12 @@ pub const DEAD_LETTER_FAILURES: &str = "sluice_dead_letter_failures_total";
 /// Probe writes made while every write is refused (`write_refused`).
 pub const WRITE_PROBES: &str = "sluice_write_probes_total";
 /// The configured rate: `throttle.rows_per_second` or the schedule window's (the ceiling in
-/// adaptive mode).
+/// adaptive mode), this agent's share of it.
 pub const RATE_CONFIGURED: &str = "sluice_rate_configured_rows_per_second";
 /// The rate the token bucket refills at now.
 pub const RATE_CURRENT: &str = "sluice_rate_rows_per_second";
-/// Rate changes, by `cause` (start, schedule, reload, adaptive_increase, adaptive_decrease).
+/// Rate changes, by `cause` (start, schedule, reload, adaptive_increase, adaptive_decrease,
+/// share).
 pub const RATE_CHANGES: &str = "sluice_rate_changes_total";
 /// Why the rate is what it is: 1 for the `reason` in force (fixed, schedule, starting,
 /// climbing, ceiling, idle, probe_latency, overload, commit_latency, active_backends,
@@ -49,6 +50,11 @@ pub const PROBE_BASELINE: &str = "sluice_probe_baseline_seconds";
 pub const PROBE_LIMIT: &str = "sluice_probe_limit_seconds";
 /// Probes that failed with an error (not a timeout: a slow probe counts as slow).
 pub const PROBE_ERRORS: &str = "sluice_probe_errors_total";
+/// This agent's part of the total rate (0–1; 1 when it drains alone): `[throttle]` is the
+/// database's total across the live agents (`throttle::share`).
+pub const RATE_SHARE: &str = "sluice_rate_share";
+/// Agents whose heartbeat in the `agents` table is live, this one included.
+pub const AGENTS_LIVE: &str = "sluice_agents_live";
 /// Active client backends in `pg_stat_activity` (adaptive mode with `max_active_backends`).
 pub const ACTIVE_BACKENDS: &str = "sluice_active_backends";
 /// Configuration reloads (SIGHUP), by `result` (applied, refused).

@@ -12,12 +12,16 @@
 //! adjustment interval. In adaptive mode the foreground probe ([`probe`]) feeds it the latency
 //! a foreground client sees, judged by [`controller`]. Why the rate is what it is shows as
 //! `sluice_rate_reason` and in `status`.
+//!
+//! The figures in `[throttle]` are the database's total across agents: the throttle runs on
+//! this agent's part of them ([`share`]), which changes as agents join and leave.
 
 pub(crate) mod adaptive;
 pub(crate) mod controller;
 pub(crate) mod limiter;
 pub mod probe;
 pub(crate) mod schedule;
+pub(crate) mod share;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -32,6 +36,7 @@ use adaptive::{Adjustment, Aimd, AimdParams};
 use controller::{GuardParams, LatencyGuard, IDLE_AFTER};
 use limiter::RowLimiter;
 use schedule::{LocalTime, Schedule};
+use share::Share;
 
 /// How often the schedule and the adaptive controller are looked at. Schedules work in
 /// minutes; the controller keeps its own interval and only acts once it has passed.
@@ -45,6 +50,8 @@ pub enum Cause {
     Reload,
     AdaptiveIncrease,
     AdaptiveDecrease,
+    /// Another agent joined or left: this agent's part of the total changed.
+    Share,
 }
 
 impl Cause {
@@ -55,6 +62,7 @@ impl Cause {
             Cause::Reload => "reload",
             Cause::AdaptiveIncrease => "adaptive_increase",
             Cause::AdaptiveDecrease => "adaptive_decrease",
+            Cause::Share => "share",
         }
     }
 }
@@ -69,11 +77,18 @@ pub struct Throttle {
 
 #[derive(Debug)]
 struct State {
+    /// `[throttle]` as configured: the total across agents.
+    total: ThrottleConfig,
+    /// This agent's place among the live agents.
+    share: Share,
+    /// This agent's part of `total`: what the rest of the throttle runs on.
     cfg: ThrottleConfig,
     schedule: Schedule,
     /// The schedule window in force (its position), if any.
     window: Option<usize>,
     ceiling: u32,
+    /// The ceiling before the split: the total across agents.
+    total_ceiling: u32,
     aimd: Option<Aimd>,
     transactions: u32,
     /// The foreground probe's judge (adaptive mode).
@@ -103,10 +118,13 @@ impl Throttle {
                 cfg.max_concurrent_transactions.max(1) as usize
             )),
             state: Mutex::new(State {
+                total: cfg.clone(),
+                share: Share::ALONE,
                 cfg: cfg.clone(),
                 schedule,
                 window: None,
                 ceiling: cfg.rows_per_second,
+                total_ceiling: cfg.rows_per_second,
                 aimd: None,
                 transactions: cfg.max_concurrent_transactions.max(1),
                 guard: None,
@@ -146,6 +164,35 @@ impl Throttle {
         self.lock().ceiling
     }
 
+    /// The ceiling before this agent's share was taken: the total across agents.
+    pub fn total_ceiling(&self) -> u32 {
+        self.lock().total_ceiling
+    }
+
+    /// This agent's place among the live agents ([`Share::ALONE`] until told otherwise).
+    pub fn share(&self) -> Share {
+        self.lock().share
+    }
+
+    /// Transactions this agent may have in flight (its share of the total; a baseline pause
+    /// holds all of them).
+    pub fn transactions(&self) -> u32 {
+        self.lock().transactions
+    }
+
+    /// Takes a new share of the total (agents joined or left); `false` if it is the same.
+    pub fn set_share(&self, share: Share, at: LocalTime, now: Instant) -> bool {
+        let mut st = self.lock();
+        if st.share == share {
+            return false;
+        }
+        st.share = share;
+        st.cfg = share.apply(&st.total);
+        self.take_transactions(&mut st);
+        self.recompute(&mut st, at, now, Cause::Share);
+        true
+    }
+
     pub fn mode(&self) -> ThrottleMode {
         self.lock().cfg.mode
     }
@@ -166,11 +213,6 @@ impl Throttle {
             sql: probe::statement(&st.cfg),
             interval: Duration::from_millis(st.cfg.probe_interval_ms),
         })
-    }
-
-    /// Transaction slots configured (all of them are held by a baseline pause).
-    pub fn transactions(&self) -> u32 {
-        self.lock().transactions
     }
 
     /// No transaction in flight, none waiting on the rate, none committed lately: what the
@@ -279,19 +321,25 @@ impl Throttle {
         if st.cfg.mode != cfg.mode {
             st.aimd = None;
         }
-        if st.cfg.mode != cfg.mode || st.cfg.probe_sql != cfg.probe_sql {
+        if st.total.mode != cfg.mode || st.total.probe_sql != cfg.probe_sql {
             // Another statement, another baseline.
             st.guard = None;
         }
-        st.cfg = cfg.clone();
+        st.total = cfg.clone();
+        st.cfg = st.share.apply(cfg);
         st.schedule = schedule;
         // Re-announce the window, whatever it is, under the new schedule.
         st.window = None;
-        let want = cfg.max_concurrent_transactions.max(1);
-        self.resize_slots(st.transactions, want);
-        st.transactions = want;
+        self.take_transactions(&mut st);
         self.recompute(&mut st, at, now, Cause::Reload);
         Ok(())
+    }
+
+    /// Resizes the transaction slots to this agent's part of the cap.
+    fn take_transactions(&self, st: &mut State) {
+        let want = st.cfg.max_concurrent_transactions.max(1);
+        self.resize_slots(st.transactions, want);
+        st.transactions = want;
     }
 
     fn resize_slots(&self, have: u32, want: u32) {
@@ -316,7 +364,10 @@ impl Throttle {
     fn recompute(&self, st: &mut State, at: LocalTime, now: Instant, cause: Cause) {
         let window = st.schedule.window_at(at);
         let index = window.map(|(i, _)| i);
-        let ceiling = window.map_or(st.cfg.rows_per_second, |(_, w)| w.rows_per_second);
+        // The schedule holds the configured (total) rates; this agent runs on its part.
+        let total_ceiling = window.map_or(st.total.rows_per_second, |(_, w)| w.rows_per_second);
+        let ceiling = st.share.split(total_ceiling);
+        st.total_ceiling = total_ceiling;
         let window_changed = index != st.window;
         if window_changed {
             match window {

@@ -18,7 +18,8 @@
 //! 5. the drain rate into each write target, Sluice's own tables and the example customer
 //!    procedure (`targets`);
 //! 6. end to end, unthrottled, no foreground: the agent's receipts/s and CPU per receipt
-//!    against raw COPY, and the Vector peer beside it when `VECTOR_BIN` is set (`peer`).
+//!    against raw COPY, and the Vector peer beside it when `VECTOR_BIN` is set (`peer`);
+//! 7. the rate accuracy of three agents sharing one budget (`shared_budget`).
 //!
 //! `write_path` measures 1, `drain` measures 2 and 3 with `pgbench` as the foreground; the
 //! ingest rows come from the harness (`sluice_e2e::ingest_bench`).
@@ -29,6 +30,7 @@ mod memory;
 mod peer;
 mod pgbench;
 mod protect;
+mod shared_budget;
 mod targets;
 mod write_path;
 
@@ -70,6 +72,9 @@ struct Args {
     /// Measure only the drain rate by write target (rows 5), skipping the rest.
     #[arg(long)]
     only_targets: bool,
+    /// Measure only the rate accuracy of three agents sharing one budget (row 5).
+    #[arg(long)]
+    only_shared_budget: bool,
 }
 
 /// Receipts per transaction: the agent's default `batch.max_rows`.
@@ -80,6 +85,13 @@ pub(crate) const FIXED_RATES: [u32; 3] = [500, 1000, 2000];
 /// latency shows the database's headroom rather than pgbench's own saturation.
 pub(crate) const PGBENCH_TPS: u32 = 200;
 pub(crate) const PGBENCH_CLIENTS: u32 = 4;
+
+impl Args {
+    /// Seconds per measured window.
+    fn window(&self) -> Duration {
+        Duration::from_secs(self.window.unwrap_or(if self.quick { 10 } else { 30 }))
+    }
+}
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -142,8 +154,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
     println!("{}", machine(&version));
     println!();
 
-    if !args.only_memory && !args.only_targets {
+    let window = args.window();
+    if !args.only_memory && !args.only_targets && !args.only_shared_budget {
         measure_throughput(&pg, &args, &mut table).await?;
+    }
+    if !args.only_memory && !args.only_targets {
+        shared_budget::measure(window, &mut table).await?;
+    }
+    if args.only_shared_budget {
+        println!();
+        table.print();
+        return Ok(());
     }
 
     // 3. Memory against the byte budget, with the largest receipts.
@@ -180,7 +201,7 @@ async fn measure_throughput(
         .backlog
         .unwrap_or(if args.quick { 200_000 } else { 1_000_000 });
     let steps = args.steps.unwrap_or(if args.quick { 3 } else { 5 });
-    let window = Duration::from_secs(args.window.unwrap_or(if args.quick { 10 } else { 30 }));
+    let window = args.window();
     let write_rows = args
         .write_rows
         .unwrap_or(if args.quick { 10_000 } else { 50_000 });
