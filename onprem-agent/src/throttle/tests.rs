@@ -1,0 +1,93 @@
+//! Tests of the parent module.
+
+use super::*;
+use crate::config::ScheduleWindowConfig;
+use crate::throttle::schedule::Weekday;
+
+fn cfg(mode: ThrottleMode) -> ThrottleConfig {
+    ThrottleConfig {
+        mode,
+        rows_per_second: 1000,
+        burst: 1000,
+        min_rows_per_second: 100,
+        increase_rows_per_second: Some(100),
+        schedule: vec![ScheduleWindowConfig {
+            days: Some("Mon-Fri".into()),
+            hours: Some("08:00-18:00".into()),
+            rows_per_second: 300,
+        }],
+        ..ThrottleConfig::default()
+    }
+}
+
+const OFFICE: LocalTime = LocalTime {
+    weekday: Weekday::Tue,
+    minute: 10 * 60,
+};
+const NIGHT: LocalTime = LocalTime {
+    weekday: Weekday::Tue,
+    minute: 23 * 60,
+};
+
+#[test]
+fn a_schedule_window_sets_the_rate_and_leaving_it_restores_the_base_rate() {
+    let t = Instant::now();
+    let th = Throttle::new(&cfg(ThrottleMode::Fixed), OFFICE, t).expect("valid");
+    assert_eq!((th.rate(), th.ceiling()), (300, 300));
+    th.update(NIGHT, t);
+    assert_eq!(th.rate(), 1000);
+    th.update(OFFICE, t);
+    assert_eq!(th.rate(), 300);
+}
+
+#[tokio::test]
+async fn a_reload_applies_the_new_rate_burst_and_transaction_cap() {
+    let t = Instant::now();
+    let th = Throttle::new(&cfg(ThrottleMode::Fixed), NIGHT, t).expect("valid");
+    assert_eq!(th.slots().available_permits(), 1);
+    let mut new = cfg(ThrottleMode::Fixed);
+    new.rows_per_second = 40;
+    new.burst = 2000;
+    new.max_concurrent_transactions = 3;
+    th.reload(&new, NIGHT, t).expect("valid");
+    assert_eq!(th.limiter().quota(), (40, 2000));
+    assert_eq!(th.slots().available_permits(), 3);
+    new.max_concurrent_transactions = 2;
+    th.reload(&new, NIGHT, t).expect("valid");
+    assert_eq!(th.slots().available_permits(), 2);
+}
+
+#[test]
+fn adaptive_mode_starts_at_the_floor_climbs_to_the_scheduled_ceiling_and_backs_off() {
+    let mut t = Instant::now();
+    let th = Throttle::new(&cfg(ThrottleMode::Adaptive), OFFICE, t).expect("valid");
+    assert_eq!((th.rate(), th.ceiling()), (100, 300));
+    for _ in 0..5 {
+        th.observe_commit(Duration::from_millis(10));
+        t += Duration::from_secs(1);
+        th.update(OFFICE, t);
+    }
+    assert_eq!(th.rate(), 300, "capped by the schedule window");
+    th.observe_error(&StoreError::Overloaded {
+        code: "55P03".into(),
+        message: "lock timeout".into(),
+    });
+    t += Duration::from_secs(1);
+    th.update(OFFICE, t);
+    assert_eq!(th.rate(), 150);
+    th.observe_error(&StoreError::Unavailable("connection refused".into()));
+    th.observe_commit(Duration::from_millis(10));
+    t += Duration::from_secs(1);
+    th.update(OFFICE, t);
+    assert_eq!(th.rate(), 250, "an outage is not overload");
+}
+
+#[test]
+fn switching_to_fixed_mode_on_reload_goes_straight_to_the_rate() {
+    let t = Instant::now();
+    let th = Throttle::new(&cfg(ThrottleMode::Adaptive), NIGHT, t).expect("valid");
+    assert_eq!(th.rate(), 100);
+    th.reload(&cfg(ThrottleMode::Fixed), NIGHT, t)
+        .expect("valid");
+    assert_eq!(th.rate(), 1000);
+}
