@@ -34,7 +34,7 @@ pub use procedure::TargetProblem;
 
 pub use timeouts::{is_lock_wait, WriteTimeouts};
 
-/// Migrations embedded in the binary: the built-in target's (0001-0004 in `migrations/`).
+/// Migrations embedded in the binary: the built-in target's (0001-0005 in `migrations/`).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// The procedure target's migrations (`migrations/procedure/`, from 10001): the ledger and the

@@ -1,11 +1,6 @@
--- Sluice schema, version 4: the agents that drain one queue into this database register here,
--- so `throttle.rows_per_second` (and schedules, the adaptive ceiling and floor,
--- `max_concurrent_transactions`) is the database's total however many run. Each agent
--- upserts its row about once a second on a connection of its own; the agents whose
--- heartbeat (by this database's clock) is a few seconds old at most are the live set, and
--- each takes its share of the total. A clean stop deletes the row; a row long expired is
--- pruned by the next heartbeat of any agent.
-CREATE TABLE agents (
+-- Sluice schema for `target.kind = "procedure"`, version 4: the counterpart of the built-in
+-- target's 0005 (the agents sharing one budget), created only where missing.
+CREATE TABLE IF NOT EXISTS agents (
     agent_id        uuid        PRIMARY KEY,
     host            text        NOT NULL,
     pid             integer     NOT NULL,
