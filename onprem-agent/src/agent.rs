@@ -37,6 +37,7 @@ use crate::pipeline::health::Health;
 use crate::pipeline::inflight::{self, InFlight};
 use crate::pipeline::liveness::Liveness;
 use crate::pipeline::refusal::Refusals;
+use crate::pipeline::report::Reporter;
 use crate::pipeline::writer::{self, WriterContext};
 use crate::throttle::schedule::LocalTime;
 use crate::throttle::{self, Throttle};
@@ -129,6 +130,11 @@ pub async fn start(
             server_stop.clone(),
         ));
     }
+    let reporter = cfg
+        .status
+        .queue_url
+        .as_ref()
+        .map(|url| Reporter::new(clients.store.clone(), clients.queue.sibling(url.clone())));
     let mut server_addr = None;
     let mut server_task = None;
     if let Some(addr) = cfg.server.addr() {
@@ -141,6 +147,7 @@ pub async fn start(
             store: clients.store.clone(),
             queue: clients.queue.clone(),
             health: health.clone(),
+            reporter: reporter.clone(),
         });
         let stop = server_stop.clone();
         server_task = Some(tokio::spawn(async move {
@@ -153,7 +160,7 @@ pub async fn start(
         }));
     }
     let task = tokio::spawn(async move {
-        let result = pipeline(cfg, clients, throttle, health, shutdown).await;
+        let result = pipeline(cfg, clients, throttle, health, reporter, shutdown).await;
         server_stop.cancel();
         if let Some(server) = server_task {
             let _ = server.await;
@@ -172,6 +179,7 @@ async fn pipeline(
     clients: Clients,
     throttle: Arc<Throttle>,
     health: Health,
+    reporter: Option<Arc<Reporter>>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let Clients { store, queue } = clients;
@@ -233,14 +241,24 @@ async fn pipeline(
     let refusals = Refusals::new(health.clone());
     // Probes while every write is refused; stops with the heartbeat, after the writers.
     background.spawn(refusals.clone().run(store.clone(), heartbeat_stop.clone()));
+    // Reports every settled chunk from the ledger; stops with the heartbeat, after the
+    // writers, with one bounded flush.
+    let report = reporter.as_ref().map(|r| r.wake()).unwrap_or_default();
+    if let Some(r) = reporter {
+        background.spawn(r.run(heartbeat_stop.clone()));
+    }
     let writer_ctx = WriterContext {
-        store: store.clone().with_on_conflict(cfg.write.on_conflict),
+        store: store
+            .clone()
+            .with_on_conflict(cfg.write.on_conflict)
+            .with_status_reporting(cfg.status.enabled()),
         queue: queue.clone(),
         inflight: inflight.clone(),
         health: health.clone(),
         throttle: throttle.clone(),
         liveness: liveness.clone(),
         refusals,
+        report,
     };
     tracker.spawn(writer::run(
         writer_ctx,

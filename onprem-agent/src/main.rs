@@ -33,7 +33,7 @@ enum Command {
     ///
     /// With --online, also ask SQS: both queues answer, the dead-letter queue is not the main
     /// queue (same ARN) and takes messages as large as the main queue's (exit 64 if not; 69
-    /// when a queue cannot be read).
+    /// when a queue cannot be read), and the status queue (`[status] queue_url`) answers.
     CheckConfig(CheckConfigArgs),
     /// Queue and DLQ depth, oldest message age, receipts/s against the limit, time to drain.
     ///
@@ -165,8 +165,23 @@ fn check_queues(cfg: &AgentConfig) -> ExitCode {
     let checked = runtime.block_on(async {
         let clients = Clients::connect(cfg).await?;
         let main = clients.queue.facts().await;
-        anyhow::Ok((main, clients.queue.verify_dead_letter().await))
+        let status = match &cfg.status.queue_url {
+            Some(url) => Some(clients.queue.sibling(url.clone()).ping().await),
+            None => None,
+        };
+        anyhow::Ok((main, clients.queue.verify_dead_letter().await, status))
     });
+    let checked = match checked {
+        Ok((_, _, Some(Err(e)))) => {
+            eprintln!(
+                "sluice-agent: cannot read the status queue {}: {e}",
+                cfg.status.queue_url.as_deref().unwrap_or_default()
+            );
+            return ExitCode::from(EXIT_UNAVAILABLE);
+        }
+        Ok((main, dlq, _)) => Ok((main, dlq)),
+        Err(e) => Err(e),
+    };
     match checked {
         Err(e) => {
             eprintln!("sluice-agent: {e:#}");
@@ -193,6 +208,9 @@ fn check_queues(cfg: &AgentConfig) -> ExitCode {
                 println!(
                     "dead-letter queue {dlq} answers, is another queue and takes messages as large as the main queue's"
                 );
+            }
+            if let Some(status) = &cfg.status.queue_url {
+                println!("status queue {status} answers");
             }
             ExitCode::SUCCESS
         }

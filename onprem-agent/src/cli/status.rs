@@ -24,6 +24,7 @@ use crate::io::sqs::Depth;
 use crate::io::store::Store;
 use crate::ops::live::{self, LiveStatus};
 use crate::pipeline::health::Condition;
+use crate::pipeline::report::ReportView;
 
 /// The rate achieved is measured over this window of the chunk ledger's `committed_at`: long
 /// enough to smooth batches of hundreds of rows, short enough to say "now".
@@ -95,6 +96,8 @@ pub struct AgentView {
     pub ready: Option<bool>,
     /// The conditions the agent has raised (see `pipeline::health`), when reachable.
     pub conditions: Vec<Condition>,
+    /// Status reporting (`[status]`), when on and reachable.
+    pub status_reports: Option<ReportView>,
 }
 
 /// Seconds to drain `backlog` receipts at `rate` per second; `None` when nothing drains.
@@ -228,6 +231,7 @@ impl Reporter {
             reachable: false,
             ready: None,
             conditions: Vec::new(),
+            status_reports: None,
         };
         let mut latest = None;
         let mut agent_rate = None;
@@ -249,6 +253,7 @@ impl Reporter {
                     agent.reachable = true;
                     agent.ready = now.live.ready;
                     agent.conditions = now.live.conditions.clone();
+                    agent.status_reports = now.live.status_reports.clone();
                     latest = Some(now);
                 }
                 Err(e) => problems.push(format!(
@@ -450,6 +455,9 @@ pub fn render(s: &Status) -> String {
     for c in &s.agent.conditions {
         let _ = writeln!(out, "condition     {}: {}", c.name, c.reason);
     }
+    if let Some(r) = &s.agent.status_reports {
+        let _ = writeln!(out, "status queue  {}", r.line());
+    }
     for p in &s.problems {
         let _ = writeln!(out, "note          {p}");
     }
@@ -539,6 +547,7 @@ mod tests {
                 reachable: false,
                 ready: None,
                 conditions: vec![],
+                status_reports: None,
             },
             problems: vec![],
         }

@@ -10,8 +10,8 @@ use std::ops::RangeInclusive;
 
 use super::{
     valid_identifier, AgentConfig, BatchConfig, ConfigError, DatabaseConfig, LogConfig,
-    QueueConfig, ServerConfig, ShutdownConfig, ThrottleConfig, ThrottleMode, MAX_IN_FLIGHT_BYTES,
-    MIN_IN_FLIGHT_BYTES,
+    QueueConfig, ServerConfig, ShutdownConfig, StatusConfig, ThrottleConfig, ThrottleMode,
+    MAX_IN_FLIGHT_BYTES, MIN_IN_FLIGHT_BYTES,
 };
 use crate::throttle::schedule::{Days, Hours, Schedule, Window};
 
@@ -24,6 +24,7 @@ pub(super) struct Parsed<'a> {
     pub server: Option<&'a ServerConfig>,
     pub log: Option<&'a LogConfig>,
     pub shutdown: Option<&'a ShutdownConfig>,
+    pub status: Option<&'a StatusConfig>,
 }
 
 impl Parsed<'_> {
@@ -61,6 +62,9 @@ impl Parsed<'_> {
         if let Some(s) = self.shutdown {
             s.check(&mut p);
         }
+        if let Some(s) = self.status {
+            s.check(self.queue, &mut p);
+        }
         p
     }
 }
@@ -76,6 +80,7 @@ impl AgentConfig {
             server: Some(&self.server),
             log: Some(&self.log),
             shutdown: Some(&self.shutdown),
+            status: Some(&self.status),
         }
         .check();
         if problems.is_empty() {
@@ -378,7 +383,7 @@ fn check_range<T: PartialOrd + fmt::Display + fmt::Debug>(
 }
 
 /// `value` must be an http(s) URL.
-fn check_http_url(p: &mut Vec<String>, key: &str, value: &str) {
+pub(super) fn check_http_url(p: &mut Vec<String>, key: &str, value: &str) {
     let ok = (value.starts_with("https://") || value.starts_with("http://"))
         && value.len() > "https://".len()
         && !value.contains(char::is_whitespace);

@@ -10,7 +10,7 @@ use std::path::Path;
 use super::check::Parsed;
 use super::{
     AgentConfig, BatchConfig, ConfigError, DatabaseConfig, LogConfig, QueueConfig, ServerConfig,
-    ShutdownConfig, ThrottleConfig, WriteConfig,
+    ShutdownConfig, StatusConfig, ThrottleConfig, WriteConfig,
 };
 
 /// Prefix of environment overrides: `SLUICE__THROTTLE__ROWS_PER_SECOND=800`.
@@ -19,7 +19,7 @@ pub const ENV_PREFIX: &str = "SLUICE";
 pub const ENV_SEPARATOR: &str = "__";
 
 const SECTIONS: &[&str] = &[
-    "queue", "database", "throttle", "batch", "server", "log", "shutdown", "write",
+    "queue", "database", "throttle", "batch", "server", "log", "shutdown", "write", "status",
 ];
 
 impl AgentConfig {
@@ -98,6 +98,7 @@ impl AgentConfig {
         let log = reader.optional::<LogConfig>("log");
         let shutdown = reader.optional::<ShutdownConfig>("shutdown");
         let write = reader.optional::<WriteConfig>("write");
+        let status = reader.optional::<StatusConfig>("status");
 
         // Every section that parsed is checked, so the operator sees everything at once.
         let parsed = Parsed {
@@ -108,11 +109,12 @@ impl AgentConfig {
             server: server.as_ref(),
             log: log.as_ref(),
             shutdown: shutdown.as_ref(),
+            status: status.as_ref(),
         };
         problems.extend(parsed.check());
 
         match (
-            queue, database, throttle, batch, server, log, shutdown, write,
+            queue, database, throttle, batch, server, log, shutdown, write, status,
         ) {
             (
                 Some(queue),
@@ -123,6 +125,7 @@ impl AgentConfig {
                 Some(log),
                 Some(shutdown),
                 Some(write),
+                Some(status),
             ) if problems.is_empty() => Ok(AgentConfig {
                 queue,
                 database,
@@ -132,6 +135,7 @@ impl AgentConfig {
                 log,
                 shutdown,
                 write,
+                status,
             }),
             // A section that did not parse has its problem listed already.
             _ => Err(ConfigError { problems }),

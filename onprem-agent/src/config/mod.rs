@@ -12,6 +12,7 @@
 mod check;
 mod load;
 pub mod secret;
+mod status;
 #[cfg(test)]
 mod tests;
 
@@ -23,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 pub use load::{ENV_PREFIX, ENV_SEPARATOR};
 pub use secret::{redact_url, DatabaseUrl};
+pub use status::StatusConfig;
 
 /// The whole `agent.toml`.
 #[derive(Debug, Clone, Serialize)]
@@ -35,6 +37,7 @@ pub struct AgentConfig {
     pub log: LogConfig,
     pub shutdown: ShutdownConfig,
     pub write: WriteConfig,
+    pub status: StatusConfig,
 }
 
 /// `[queue]`: where messages come from and where the undecodable ones go. Required: `url` has

@@ -47,6 +47,7 @@ const BATCH_RETRY: BatchRetry = BatchRetry {
 
 mod admin;
 mod message;
+mod status;
 mod verify;
 
 pub use admin::Depth;

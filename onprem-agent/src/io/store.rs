@@ -9,9 +9,10 @@
 //! prepared once per connection). Decimals, dates and UUIDs are sent as text and cast by
 //! PostgreSQL, which keeps money exact and the dependency tree small.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+use sluice_protocol::status::Rejection;
 use sluice_protocol::{Fingerprint, Receipt};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Executor, PgPool};
@@ -20,6 +21,7 @@ use crate::config::{secret, DatabaseConfig, OnConflict};
 
 mod plan;
 mod sql;
+mod status;
 mod timeouts;
 
 pub use timeouts::{is_lock_wait, WriteTimeouts};
@@ -39,16 +41,28 @@ pub struct Row<'a> {
     pub chunk_index: u32,
 }
 
-/// One chunk-ledger row.
-#[derive(Debug, Clone)]
+/// One chunk-ledger row, with what became of the chunk's receipts. [`Store::write`] adds
+/// what its own transaction stored and refused as conflicts for the chunk, and counts the
+/// rest as duplicates: `receipts = stored + duplicates + conflicts + rejected`.
+#[derive(Debug, Clone, Default)]
 pub struct LedgerEntry {
     pub batch_id: String,
     pub chunk_index: u32,
     pub chunk_count: u32,
     pub receipts: u32,
+    /// Stored by earlier transactions (the commits of a bisection).
+    pub stored: u32,
+    /// Conflicts found by earlier transactions.
+    pub conflicts: u32,
+    /// Refused by the database (dead-lettered), conflicts not included.
     pub rejected: u32,
+    /// The refused receipts known so far, with the reason the dead-letter queue got.
+    pub rejections: Vec<Rejection>,
     pub message_id: String,
 }
+
+/// A chunk: its batch id and index.
+pub type ChunkKey = (String, u32);
 
 /// What one committed write did.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -63,6 +77,8 @@ pub struct WriteOutcome {
     /// Receipts not written because their id is stored with other content
     /// (`on_conflict = "reject"`); the chunk-ledger rows of this write count them as rejected.
     pub conflicts: Vec<Conflict>,
+    /// Receipts stored (inserted or replacing another version) per chunk.
+    pub stored_by_chunk: HashMap<ChunkKey, u32>,
 }
 
 /// An incoming receipt whose `receipt_id` is stored (or earlier in the same batch) with other
@@ -79,6 +95,17 @@ pub struct Conflict {
     pub incoming: Fingerprint,
 }
 
+impl Conflict {
+    /// The reason the dead-letter queue and the status report give: machine-readable first
+    /// word `conflict`, then both fingerprints.
+    pub fn reason(&self) -> String {
+        format!(
+            "conflict: receipt {} is stored with other content; stored_sha256={} incoming_sha256={} (write.on_conflict = \"reject\")",
+            self.receipt.receipt_id, self.stored, self.incoming
+        )
+    }
+}
+
 /// The database handle: the writers' pool, and a pool of one connection of its own for the
 /// readiness probe, so `/readyz` answers even while every writer connection is busy (or waits
 /// on a lock).
@@ -87,6 +114,11 @@ pub struct Store {
     pool: PgPool,
     on_conflict: OnConflict,
     probe: PgPool,
+    /// The status reporter's own connection (see [`status`]).
+    report: PgPool,
+    /// Whether new ledger rows wait for the status reporter (`[status]` is set); without it
+    /// they are written as reported, so the reporter's index stays empty.
+    reporting: bool,
     timeouts: WriteTimeouts,
 }
 
@@ -152,16 +184,20 @@ impl Store {
             // a failed batch.
             .test_before_acquire(true)
             .connect_lazy_with(opts.clone());
-        let probe = PgPoolOptions::new()
-            .max_connections(PROBE_CONNECTIONS)
-            .min_connections(0)
-            .acquire_timeout(timeouts.acquire)
-            .idle_timeout(Some(Duration::from_secs(300)))
-            .test_before_acquire(false)
-            .connect_lazy_with(opts.application_name("sluice-agent-probe"));
+        let one = |name: &str| {
+            PgPoolOptions::new()
+                .max_connections(PROBE_CONNECTIONS)
+                .min_connections(0)
+                .acquire_timeout(timeouts.acquire)
+                .idle_timeout(Some(Duration::from_secs(300)))
+                .test_before_acquire(false)
+                .connect_lazy_with(opts.clone().application_name(name))
+        };
         Ok(Self {
+            probe: one("sluice-agent-probe"),
+            report: one("sluice-agent-status"),
             pool,
-            probe,
+            reporting: false,
             timeouts,
             on_conflict: OnConflict::default(),
         })
@@ -172,7 +208,9 @@ impl Store {
     pub fn from_pool(pool: PgPool) -> Self {
         Self {
             probe: pool.clone(),
+            report: pool.clone(),
             pool,
+            reporting: false,
             timeouts: WriteTimeouts::default(),
             on_conflict: OnConflict::default(),
         }
@@ -181,6 +219,12 @@ impl Store {
     /// What [`Store::write`] does with a receipt stored under another fingerprint.
     pub fn with_on_conflict(mut self, on_conflict: OnConflict) -> Self {
         self.on_conflict = on_conflict;
+        self
+    }
+
+    /// Whether new ledger rows wait for the status reporter (`[status] queue_url` is set).
+    pub fn with_status_reporting(mut self, reporting: bool) -> Self {
+        self.reporting = reporting;
         self
     }
 
@@ -307,6 +351,19 @@ impl Store {
             let with_items: Vec<Row<'_>> =
                 updates.iter().chain(&written).map(|(r, _)| *r).collect();
             sql::replace_items(&mut tx, &updates, &with_items).await?;
+            let raced_rows: HashSet<&str> = raced
+                .iter()
+                .map(|(r, _)| r.receipt.receipt_id.as_str())
+                .collect();
+            for &i in &plan.stored {
+                let r = rows[i];
+                if !raced_rows.contains(r.receipt.receipt_id.as_str()) {
+                    *outcome
+                        .stored_by_chunk
+                        .entry((r.batch_id.to_owned(), r.chunk_index))
+                        .or_default() += 1;
+                }
+            }
             outcome.inserted += written.len() as u64;
             outcome.updated += plan.replaced;
             outcome
@@ -321,7 +378,8 @@ impl Store {
             pending = raced;
         }
         if !ledger.is_empty() {
-            sql::insert_ledger(&mut tx, &sql::with_conflicts(ledger, &outcome.conflicts)).await?;
+            let ledger = sql::with_outcome(ledger, &outcome);
+            sql::insert_ledger(&mut tx, &ledger, self.reporting).await?;
         }
         tx.commit().await?;
         // Still raced after every round: stored by another writer, counted as duplicates.

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ops::metrics as m;
 use crate::pipeline::health::Condition;
+use crate::pipeline::report::ReportView;
 
 /// Where the agent's HTTP server answers with [`LiveStatus`].
 pub const PATH: &str = "/v1/status";
@@ -37,6 +38,9 @@ pub struct LiveStatus {
     /// The conditions raised now (see `pipeline::health`); absent from older agents' answers.
     #[serde(default)]
     pub conditions: Vec<Condition>,
+    /// Status reporting (`[status]`): absent when off, and from older agents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_reports: Option<ReportView>,
 }
 
 /// A gauge never set: `null` in [`LiveStatus`].
@@ -77,6 +81,7 @@ impl LiveFigures {
             oldest_received_message_age_seconds: gauge(&self.oldest_age),
             ready: gauge(&self.ready).map(|r| r > 0.0),
             conditions: Vec::new(),
+            status_reports: None,
         }
     }
 

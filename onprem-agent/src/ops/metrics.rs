@@ -66,6 +66,14 @@ pub const OLDEST_RECEIVED_AGE_SECONDS: &str = "sluice_oldest_received_message_ag
 /// 1 when PostgreSQL and SQS both answered the monitor's last check (what `/readyz` says).
 pub const READY: &str = "sluice_ready";
 
+// Status reporting (`pipeline::report`).
+/// Chunk-ledger rows the status queue has not taken yet.
+pub const STATUS_UNREPORTED: &str = "sluice_status_unreported_chunks";
+/// Chunk reports the status queue took.
+pub const STATUS_REPORTS_SENT: &str = "sluice_status_reports_sent_total";
+/// Status sends (rounds) that failed, wholly or in part; what failed is re-sent.
+pub const STATUS_SEND_FAILURES: &str = "sluice_status_send_failures_total";
+
 /// How often histogram samples are folded into their buckets.
 const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 

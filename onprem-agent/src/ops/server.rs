@@ -3,6 +3,7 @@
 //! PostgreSQL is asked on the store's own probe connection, never a writer's)
 //! and `/v1/status` (the live figures `sluice-agent status` reads, as JSON).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::secret;
@@ -11,6 +12,7 @@ use crate::io::store::Store;
 use crate::ops::live;
 use crate::ops::metrics::Installed;
 use crate::pipeline::health::Health;
+use crate::pipeline::report::Reporter;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -26,6 +28,8 @@ pub struct ServerState {
     pub store: Store,
     pub queue: Queue,
     pub health: Health,
+    /// The status reporter, when `[status]` is set.
+    pub reporter: Option<Arc<Reporter>>,
 }
 
 pub fn router(state: ServerState) -> Router {
@@ -62,6 +66,7 @@ async fn live_status(State(s): State<ServerState>) -> Response {
         Some(h) => {
             let mut live = h.live.snapshot();
             live.conditions = s.health.conditions();
+            live.status_reports = s.reporter.as_ref().map(|r| r.view());
             Json(live).into_response()
         }
         None => not_installed(),

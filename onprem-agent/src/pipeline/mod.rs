@@ -14,6 +14,7 @@
 //! | [`health`] | database up/down, shared by writers and pollers |
 //! | [`liveness`] | progress reports from the loops, read by the watchdog |
 //! | [`backoff`] | the retry delays through an outage |
+//! | [`report`] | the status reporter: each settled chunk's figures, from the ledger, to the status queue |
 //! | [`unknown_version`] | envelope versions this agent does not read: released, reported |
 
 pub(crate) mod backoff;
@@ -25,6 +26,7 @@ pub(crate) mod inflight;
 pub(crate) mod isolate;
 pub(crate) mod liveness;
 pub(crate) mod refusal;
+pub(crate) mod report;
 pub(crate) mod settle;
 pub(crate) mod unknown_version;
 pub(crate) mod writer;

@@ -13,6 +13,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use sluice_protocol::envelope::{self, Chunk, Compression, ENVELOPE_VERSION};
+use sluice_protocol::status::{Rejection, MAX_REJECTIONS};
 use sluice_protocol::Receipt;
 
 use crate::io::sqs::SqsError;
@@ -69,7 +70,7 @@ pub async fn settle(ctx: &WriterContext, batch: &[Delivery]) -> Result<Settled, 
 /// rest and dead-letters each refused row with the database's reason.
 async fn commit(ctx: &WriterContext, batch: &[Delivery]) -> Result<Settled, WriteError> {
     let all: Vec<Row<'_>> = batch.iter().flat_map(rows_of).collect();
-    let ledger: Vec<LedgerEntry> = batch.iter().map(|d| ledger_entry(d, 0)).collect();
+    let ledger: Vec<LedgerEntry> = batch.iter().map(ledger_entry).collect();
     let started = Instant::now();
     let first_error = match ctx.store.write(&all, &ledger).await {
         Ok(outcome) => {
@@ -148,8 +149,7 @@ async fn commit(ctx: &WriterContext, batch: &[Delivery]) -> Result<Settled, Writ
             Disposition::Delete
         };
         if disposition == Disposition::Delete {
-            let conflicts = conflict::in_chunk(&settled.outcome.conflicts, d);
-            ledger.push(ledger_entry(d, mine.len() + conflicts));
+            ledger.push(isolated_entry(d, &settled.outcome, &mine, &refused));
         }
         settled.dispositions.push(disposition);
     }
@@ -157,6 +157,48 @@ async fn commit(ctx: &WriterContext, batch: &[Delivery]) -> Result<Settled, Writ
         ctx.store.write(&[], &ledger).await?;
     }
     Ok(settled)
+}
+
+/// The ledger row of a chunk settled by bisection: what the bisection's commits stored for
+/// it, its conflicts and its refused receipts (`mine`), each with the dead letter's reason.
+fn isolated_entry(
+    d: &Delivery,
+    outcome: &WriteOutcome,
+    mine: &[&str],
+    refused: &[(Row<'_>, StoreError)],
+) -> LedgerEntry {
+    let key = (d.chunk.batch_id.clone(), d.chunk.chunk_index);
+    let conflicts = conflict::of_chunk(&outcome.conflicts, d);
+    let mut rejections: Vec<Rejection> = conflicts
+        .iter()
+        .map(|c| Rejection {
+            receipt_id: c.receipt.receipt_id.clone(),
+            reason: c.reason(),
+        })
+        .collect();
+    rejections.extend(
+        refused
+            .iter()
+            .filter(|(r, _)| mine.contains(&r.receipt.receipt_id.as_str()))
+            .map(|(r, why)| Rejection {
+                receipt_id: r.receipt.receipt_id.clone(),
+                reason: refused_reason(&r.receipt.receipt_id, why),
+            }),
+    );
+    rejections.truncate(MAX_REJECTIONS);
+    let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    LedgerEntry {
+        stored: outcome.stored_by_chunk.get(&key).copied().unwrap_or(0),
+        conflicts: count(conflicts.len()),
+        rejected: count(mine.len()),
+        rejections,
+        ..ledger_entry(d)
+    }
+}
+
+/// The reason a receipt the database refused is dead-lettered (and reported) with.
+fn refused_reason(id: &str, why: &StoreError) -> String {
+    format!("receipt {id} refused by the database: {why}")
 }
 
 /// Dead-letters each refused receipt once (from the first message holding it); returns the
@@ -179,7 +221,7 @@ async fn dead_letter_refused<'a>(
         else {
             continue;
         };
-        let reason = format!("receipt {id} refused by the database: {why}");
+        let reason = refused_reason(id, why);
         match dead_letter_row(ctx, d, row.receipt, &reason).await {
             Ok(()) => {
                 settled.dead_lettered += 1;

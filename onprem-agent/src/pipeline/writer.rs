@@ -29,6 +29,7 @@ use crate::pipeline::health::{Health, DATABASE_LOCK_WAIT};
 use crate::pipeline::inflight::InFlight;
 use crate::pipeline::liveness::Liveness;
 use crate::pipeline::refusal::Refusals;
+use crate::pipeline::report::ReportWake;
 use crate::pipeline::settle::{settle, Disposition, Settled, WriteError};
 use crate::throttle::Throttle;
 
@@ -46,6 +47,8 @@ pub struct WriterContext {
     pub liveness: Liveness,
     /// Whether every write is refused, and the probe that retries them.
     pub refusals: Arc<Refusals>,
+    /// Wakes the status reporter after a commit (never waits).
+    pub report: ReportWake,
 }
 
 /// Receives batches until the batcher closes the channel. After `cancel`, batches not yet
@@ -107,6 +110,7 @@ async fn write_with_retry(ctx: &WriterContext, batch: Vec<Delivery>, cancel: &Ca
             Ok(settled) => {
                 ctx.health.db_up();
                 ctx.health.clear(DATABASE_LOCK_WAIT);
+                ctx.report.committed();
                 finish(ctx, batch, settled).await;
                 return;
             }
@@ -168,14 +172,15 @@ pub(crate) fn rows_of(d: &Delivery) -> impl Iterator<Item = Row<'_>> {
     })
 }
 
-pub(crate) fn ledger_entry(d: &Delivery, rejected: usize) -> LedgerEntry {
+/// The chunk's ledger row before anything is counted (the write adds what it did).
+pub(crate) fn ledger_entry(d: &Delivery) -> LedgerEntry {
     LedgerEntry {
         batch_id: d.chunk.batch_id.clone(),
         chunk_index: d.chunk.chunk_index,
         chunk_count: d.chunk.chunk_count,
         receipts: u32::try_from(d.chunk.receipts.len()).unwrap_or(u32::MAX),
-        rejected: u32::try_from(rejected).unwrap_or(u32::MAX),
         message_id: d.handle.message_id.clone(),
+        ..LedgerEntry::default()
     }
 }
 

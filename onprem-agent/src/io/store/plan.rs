@@ -27,6 +27,9 @@ pub(super) struct Plan {
     pub replaced: u64,
     /// Rows refused, with the fingerprint of the version they differ from.
     pub conflicts: Vec<(usize, Fingerprint)>,
+    /// Rows counted as stored: each row that became the version to write (a new id, or a
+    /// replacement), in row order. The others are duplicates or conflicts.
+    pub stored: Vec<usize>,
 }
 
 /// Where the current version of one id stands while the batch is planned.
@@ -66,6 +69,7 @@ pub(super) fn resolve(
                     target: None,
                 }),
                 None => {
+                    plan.stored.push(i);
                     e.insert(Slot {
                         current: Some(*fp),
                         target: Some(Target::Insert(i)),
@@ -93,6 +97,7 @@ pub(super) fn resolve(
                     _ => Target::Update(i),
                 });
                 plan.replaced += 1;
+                plan.stored.push(i);
             }
         }
     }

@@ -9,25 +9,45 @@ use sluice_protocol::Fingerprint;
 use sqlx::postgres::PgArguments;
 use sqlx::{Postgres, Row as _};
 
-use super::{Conflict, LedgerEntry, Row, StoreError};
+use sluice_protocol::status::{Rejection, MAX_REJECTIONS};
 
-/// The ledger rows with each chunk's conflicts added to its rejected count.
-pub(super) fn with_conflicts(ledger: &[LedgerEntry], conflicts: &[Conflict]) -> Vec<LedgerEntry> {
+use super::{LedgerEntry, Row, StoreError, WriteOutcome};
+
+/// The ledger rows with what this write did for each chunk added (its stored receipts, its
+/// conflicts and their reasons), and the rest of each chunk's receipts counted as duplicates.
+pub(super) fn with_outcome(ledger: &[LedgerEntry], outcome: &WriteOutcome) -> Vec<LedgerEntry> {
     ledger
         .iter()
         .map(|l| {
-            let n = conflicts
+            let mut l = l.clone();
+            let key = (l.batch_id.clone(), l.chunk_index);
+            l.stored = l
+                .stored
+                .saturating_add(outcome.stored_by_chunk.get(&key).copied().unwrap_or(0));
+            for c in outcome
+                .conflicts
                 .iter()
                 .filter(|c| c.batch_id == l.batch_id && c.chunk_index == l.chunk_index)
-                .count();
-            LedgerEntry {
-                rejected: l
-                    .rejected
-                    .saturating_add(u32::try_from(n).unwrap_or(u32::MAX)),
-                ..l.clone()
+            {
+                l.conflicts = l.conflicts.saturating_add(1);
+                if l.rejections.len() < MAX_REJECTIONS {
+                    l.rejections.push(Rejection {
+                        receipt_id: c.receipt.receipt_id.clone(),
+                        reason: c.reason(),
+                    });
+                }
             }
+            l
         })
         .collect()
+}
+
+/// A chunk's duplicates: its receipts neither stored nor refused.
+fn duplicates(l: &LedgerEntry) -> u32 {
+    l.receipts
+        .saturating_sub(l.stored)
+        .saturating_sub(l.conflicts)
+        .saturating_sub(l.rejected)
 }
 
 /// The stored fingerprint of every id among `rows` that is stored (`None`: stored before
@@ -258,16 +278,28 @@ impl<'a> ItemColumns<'a> {
     }
 }
 
+/// The ledger rows; `rejected` counts conflicts too (as it always has), `conflicts` names
+/// that part. `$11`: whether the rows wait for the status reporter (`reported_at` NULL).
 const INSERT_LEDGER: &str = "\
-INSERT INTO chunks (batch_id, chunk_index, chunk_count, receipts, rejected, message_id)
-SELECT * FROM UNNEST($1::uuid[], $2::int4[], $3::int4[], $4::int4[], $5::int4[], $6::text[])
+INSERT INTO chunks (batch_id, chunk_index, chunk_count, receipts, rejected, message_id,
+                    stored, duplicates, conflicts, rejections, reported_at)
+SELECT b, i, n, r, rj, m, s, d, c, rs, CASE WHEN $11::bool THEN NULL ELSE now() END
+FROM UNNEST($1::uuid[], $2::int4[], $3::int4[], $4::int4[], $5::int4[], $6::text[],
+            $7::int4[], $8::int4[], $9::int4[], $10::jsonb[]) AS u(b, i, n, r, rj, m, s, d, c, rs)
 ON CONFLICT (batch_id, chunk_index) DO NOTHING";
 
 pub(super) async fn insert_ledger(
     tx: &mut sqlx::PgConnection,
     ledger: &[LedgerEntry],
+    reporting: bool,
 ) -> Result<(), StoreError> {
     let to_i32 = |v: u32| i32::try_from(v).unwrap_or(i32::MAX);
+    let column =
+        |f: fn(&LedgerEntry) -> u32| -> Vec<i32> { ledger.iter().map(|l| to_i32(f(l))).collect() };
+    let rejections: Vec<String> = ledger
+        .iter()
+        .map(|l| serde_json::to_string(&l.rejections).unwrap_or_else(|_| "[]".to_owned()))
+        .collect();
     sqlx::query(INSERT_LEDGER)
         .bind(
             ledger
@@ -275,36 +307,21 @@ pub(super) async fn insert_ledger(
                 .map(|l| l.batch_id.as_str())
                 .collect::<Vec<_>>(),
         )
-        .bind(
-            ledger
-                .iter()
-                .map(|l| to_i32(l.chunk_index))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            ledger
-                .iter()
-                .map(|l| to_i32(l.chunk_count))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            ledger
-                .iter()
-                .map(|l| to_i32(l.receipts))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            ledger
-                .iter()
-                .map(|l| to_i32(l.rejected))
-                .collect::<Vec<_>>(),
-        )
+        .bind(column(|l| l.chunk_index))
+        .bind(column(|l| l.chunk_count))
+        .bind(column(|l| l.receipts))
+        .bind(column(|l| l.rejected.saturating_add(l.conflicts)))
         .bind(
             ledger
                 .iter()
                 .map(|l| l.message_id.as_str())
                 .collect::<Vec<_>>(),
         )
+        .bind(column(|l| l.stored))
+        .bind(column(duplicates))
+        .bind(column(|l| l.conflicts))
+        .bind(rejections)
+        .bind(reporting)
         .execute(&mut *tx)
         .await?;
     Ok(())

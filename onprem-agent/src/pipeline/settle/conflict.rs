@@ -21,7 +21,7 @@ pub(super) async fn settle(ctx: &WriterContext, batch: &[Delivery], settled: &mu
     metrics::counter!(m::RECEIPTS_UPDATED).increment(settled.outcome.updated);
     let conflicts = std::mem::take(&mut settled.outcome.conflicts);
     for c in &conflicts {
-        let reason = reason(c);
+        let reason = c.reason();
         let Some(first) = batch.iter().position(|d| from_chunk(d, c)) else {
             // Every written row comes from the batch; kept visible in case that ever breaks.
             tracing::error!(receipt_id = %c.receipt.receipt_id, reason = %reason, "Conflict from no message of the batch; nothing dead-lettered.");
@@ -62,9 +62,9 @@ fn mark(batch: &[Delivery], settled: &mut Settled, c: &Conflict, to: impl Fn() -
     }
 }
 
-/// Conflicts of `outcome` from the chunk `d` carries: what its ledger row counts as rejected.
-pub(super) fn in_chunk(conflicts: &[Conflict], d: &Delivery) -> usize {
-    conflicts.iter().filter(|c| from_chunk(d, c)).count()
+/// Conflicts of `outcome` from the chunk `d` carries: what its ledger row counts and names.
+pub(super) fn of_chunk<'c>(conflicts: &'c [Conflict], d: &Delivery) -> Vec<&'c Conflict> {
+    conflicts.iter().filter(|c| from_chunk(d, c)).collect()
 }
 
 fn from_chunk(d: &Delivery, c: &Conflict) -> bool {
@@ -75,12 +75,4 @@ fn from_chunk(d: &Delivery, c: &Conflict) -> bool {
 
 fn same(a: &Receipt, b: &Receipt) -> bool {
     a.receipt_id == b.receipt_id && a == b
-}
-
-/// The dead letter's reason: machine-readable first word `conflict`, then both fingerprints.
-pub(super) fn reason(c: &Conflict) -> String {
-    format!(
-        "conflict: receipt {} is stored with other content; stored_sha256={} incoming_sha256={} (write.on_conflict = \"reject\")",
-        c.receipt.receipt_id, c.stored, c.incoming
-    )
 }

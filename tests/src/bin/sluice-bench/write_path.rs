@@ -122,8 +122,8 @@ async fn batched(
             chunk_index: index,
             chunk_count: 1,
             receipts: u32::try_from(chunk.len())?,
-            rejected: 0,
             message_id: format!("m{i}"),
+            ..LedgerEntry::default()
         };
         inserted += match shape {
             Shape::Unnest => store.write(&rows, &[ledger]).await?.inserted,
