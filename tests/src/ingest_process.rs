@@ -34,6 +34,16 @@ impl TestEnv {
     /// table and local endpoints, logging to `log` in the test's directory; returns once it
     /// answers `/healthz`.
     pub async fn start_ingest_process(&self, log: &str) -> anyhow::Result<IngestProcess> {
+        self.start_ingest_process_with(log, &[]).await
+    }
+
+    /// [`Self::start_ingest_process`] with `vars` added to (or replacing in) its environment,
+    /// e.g. a proxy as `SLUICE_SQS_ENDPOINT`, or `SLUICE_STATUS_QUEUE_URL`.
+    pub async fn start_ingest_process_with(
+        &self,
+        log: &str,
+        vars: &[(&str, &str)],
+    ) -> anyhow::Result<IngestProcess> {
         let addr = free_local_addr()?;
         std::fs::create_dir_all(self.dir())?;
         let table = self.status_table();
@@ -51,6 +61,8 @@ impl TestEnv {
                 ("SLUICE_DYNAMODB_ENDPOINT", endpoint),
             ]
             .into_iter()
+            .filter(|(k, _)| !vars.iter().any(|(o, _)| o == k))
+            .chain(vars.iter().copied())
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect(),
             ..Launch::default()

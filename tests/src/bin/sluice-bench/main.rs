@@ -12,7 +12,10 @@
 //!    the rate is switched between windows by rewriting `agent.toml` and sending SIGHUP;
 //! 3. the agent's peak RSS (VmHWM) over the whole drain;
 //! 4. the agent's peak RSS draining a backlog of the largest valid receipts, against its byte
-//!    budget + 64 MiB (`memory`).
+//!    budget + 64 MiB (`memory`);
+//! 5. the status traffic: SQS and DynamoDB requests per million receipts that reporting an
+//!    upload's fate adds, beside the data path's, and the time from the agent's commit to
+//!    `stored` on the status endpoint (`status`).
 //!
 //! `write_path` measures 1, `drain` measures 2 and 3 with `pgbench` as the foreground; the
 //! ingest rows come from the harness (`sluice_e2e::ingest_bench`).
@@ -21,6 +24,7 @@ mod drain;
 mod ingest_bomb;
 mod memory;
 mod pgbench;
+mod status;
 mod write_path;
 
 use std::time::{Duration, Instant};
@@ -51,6 +55,13 @@ struct Args {
     /// Measure only the agent's memory against its byte budget (row 4), skipping the rest.
     #[arg(long)]
     only_memory: bool,
+    /// Receipts uploaded and drained for the status traffic (default 100,000; 50,000 with
+    /// --quick).
+    #[arg(long)]
+    status_receipts: Option<usize>,
+    /// Measure only the status traffic (row 5), skipping the rest.
+    #[arg(long, conflicts_with = "only_memory")]
+    only_status: bool,
 }
 
 /// Receipts per transaction: the agent's default `batch.max_rows`.
@@ -123,15 +134,25 @@ async fn run(args: Args) -> anyhow::Result<()> {
     println!("{}", machine(&version));
     println!();
 
-    if !args.only_memory {
+    if !args.only_memory && !args.only_status {
         measure_throughput(&pg, &args, &mut table).await?;
     }
 
     // 3. Memory against the byte budget, with the largest receipts.
-    let memory_receipts = args
-        .memory_receipts
-        .unwrap_or(if args.quick { 90 } else { 300 });
-    memory::measure(&pg, memory_receipts, &mut table).await?;
+    if !args.only_status {
+        let memory_receipts = args
+            .memory_receipts
+            .unwrap_or(if args.quick { 90 } else { 300 });
+        memory::measure(&pg, memory_receipts, &mut table).await?;
+    }
+
+    // 5. The status traffic beside the data path's.
+    if !args.only_memory {
+        let receipts = args
+            .status_receipts
+            .unwrap_or(if args.quick { 50_000 } else { 100_000 });
+        status::measure(&pg, receipts, &mut table).await?;
+    }
     drop(pg);
 
     println!();
