@@ -33,6 +33,31 @@ pub struct IngestConfig {
     /// `SLUICE_DYNAMODB_ENDPOINT`: a DynamoDB-API server instead of AWS's (local only); the
     /// table is then created when missing.
     pub dynamodb_endpoint: Option<String>,
+    /// `SLUICE_STATUS_TTL_DAYS`: days an upload's record and status are kept (default 30).
+    pub status_ttl_days: u64,
+    /// `SLUICE_LAMBDA_HANDLER`: on Lambda, which event this function serves.
+    pub handler: Handler,
+    /// `SLUICE_STATUS_QUEUE_URL`: the queue the agents report to. Locally the ingest folds it
+    /// in a background task; on Lambda (`SLUICE_LAMBDA_HANDLER=status`) webhook jobs go to it.
+    pub status_queue_url: Option<String>,
+    /// `SLUICE_WEBHOOK_QUEUE_URL`: another queue for webhook jobs (default: the status queue).
+    pub webhook_queue_url: Option<String>,
+    /// `SLUICE_WEBHOOK_SECRET`: signs webhooks; unset, `Sluice-Callback` is refused.
+    pub webhook_secret: Option<String>,
+    /// `SLUICE_WEBHOOK_ALLOW_INSECURE=1`: plain-HTTP callbacks to a loopback host (local use).
+    pub webhook_allow_insecure: bool,
+    /// `SLUICE_WEBHOOK_GIVE_UP_SECONDS`: retries stop this long after the batch became final.
+    pub webhook_give_up_seconds: u64,
+}
+
+/// What a Lambda function built from this binary serves (`SLUICE_LAMBDA_HANDLER`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Handler {
+    /// `api` (default): the HTTP API behind API Gateway.
+    #[default]
+    Api,
+    /// `status`: the status queue's SQS event source (folding and webhooks).
+    Status,
 }
 
 impl fmt::Debug for IngestConfig {
@@ -49,6 +74,16 @@ impl fmt::Debug for IngestConfig {
             .field("publish_concurrency", &self.publish_concurrency)
             .field("status_table", &self.status_table)
             .field("dynamodb_endpoint", &self.dynamodb_endpoint)
+            .field("status_ttl_days", &self.status_ttl_days)
+            .field("handler", &self.handler)
+            .field("status_queue_url", &self.status_queue_url)
+            .field("webhook_queue_url", &self.webhook_queue_url)
+            .field(
+                "webhook_secret",
+                &self.webhook_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("webhook_allow_insecure", &self.webhook_allow_insecure)
+            .field("webhook_give_up_seconds", &self.webhook_give_up_seconds)
             .finish()
     }
 }
@@ -63,6 +98,8 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
 /// SendMessageBatch calls in flight per request: enough to hide SQS latency, few enough not
 /// to trip SQS throttling from one request.
 pub const DEFAULT_PUBLISH_CONCURRENCY: usize = 8;
+/// A day of webhook retries.
+pub const DEFAULT_WEBHOOK_GIVE_UP_SECONDS: usize = 24 * 3600;
 
 /// Every problem found, listed at once.
 #[derive(Debug, thiserror::Error)]
@@ -87,12 +124,24 @@ impl IngestConfig {
     /// Reads settings through `get` (tests pass a map).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let mut problems = Vec::new();
+        let handler = match get("SLUICE_LAMBDA_HANDLER").as_deref() {
+            None | Some("") | Some("api") => Handler::Api,
+            Some("status") => Handler::Status,
+            Some(other) => {
+                problems.push(format!(
+                    "SLUICE_LAMBDA_HANDLER: {other:?} is not one of api, status"
+                ));
+                Handler::Api
+            }
+        };
         let queue_url = match get("SLUICE_QUEUE_URL") {
             Some(u) if u.starts_with("http://") || u.starts_with("https://") => u,
             Some(u) => {
                 problems.push(format!("SLUICE_QUEUE_URL: {u:?} is not an http(s) URL"));
                 String::new()
             }
+            // The status function sends no chunks.
+            None if handler == Handler::Status => String::new(),
             None => {
                 problems.push(
                     "SLUICE_QUEUE_URL: required (the SQS queue to send chunks to)".to_owned(),
@@ -111,6 +160,8 @@ impl IngestConfig {
         };
         let sqs_endpoint = endpoint("SLUICE_SQS_ENDPOINT");
         let dynamodb_endpoint = endpoint("SLUICE_DYNAMODB_ENDPOINT");
+        let status_queue_url = endpoint("SLUICE_STATUS_QUEUE_URL");
+        let webhook_queue_url = endpoint("SLUICE_WEBHOOK_QUEUE_URL");
         let status_table = get("SLUICE_STATUS_TABLE").filter(|s| !s.is_empty());
         if let Some(t) = &status_table {
             let ok = (3..=255).contains(&t.len())
@@ -168,6 +219,13 @@ impl IngestConfig {
             1,
             256,
         );
+        let status_ttl_days = number("SLUICE_STATUS_TTL_DAYS", 30, 1, 3650) as u64;
+        let webhook_give_up_seconds = number(
+            "SLUICE_WEBHOOK_GIVE_UP_SECONDS",
+            DEFAULT_WEBHOOK_GIVE_UP_SECONDS,
+            1,
+            14 * 24 * 3600,
+        ) as u64;
         let compression = match get("SLUICE_COMPRESSION") {
             None => Compression::None,
             Some(v) => v.parse().unwrap_or_else(|_| {
@@ -183,6 +241,27 @@ impl IngestConfig {
                 problems.push("SLUICE_API_TOKEN: use at least 16 characters".to_owned());
             }
         }
+        let webhook_allow_insecure = match get("SLUICE_WEBHOOK_ALLOW_INSECURE").as_deref() {
+            None | Some("") | Some("0") => false,
+            Some("1") => true,
+            Some(v) => {
+                problems.push(format!(
+                    "SLUICE_WEBHOOK_ALLOW_INSECURE: {v:?} is not 0 or 1"
+                ));
+                false
+            }
+        };
+        let webhook_secret = get("SLUICE_WEBHOOK_SECRET").filter(|t| !t.is_empty());
+        if webhook_secret.as_ref().is_some_and(|t| t.len() < 16) {
+            problems.push("SLUICE_WEBHOOK_SECRET: use at least 16 characters".to_owned());
+        }
+        if status_table.is_none() {
+            if status_queue_url.is_some() {
+                problems.push("SLUICE_STATUS_QUEUE_URL: needs SLUICE_STATUS_TABLE (the table the status is folded into)".to_owned());
+            } else if handler == Handler::Status {
+                problems.push("SLUICE_LAMBDA_HANDLER=status: needs SLUICE_STATUS_TABLE".to_owned());
+            }
+        }
         if problems.is_empty() {
             Ok(Self {
                 queue_url,
@@ -196,6 +275,13 @@ impl IngestConfig {
                 publish_concurrency,
                 status_table,
                 dynamodb_endpoint,
+                status_ttl_days,
+                handler,
+                status_queue_url,
+                webhook_queue_url,
+                webhook_secret,
+                webhook_allow_insecure,
+                webhook_give_up_seconds,
             })
         } else {
             Err(ConfigError(problems))
@@ -269,6 +355,47 @@ mod tests {
         ])
         .expect("valid");
         assert_eq!(ok.status_table.as_deref(), Some("sluice-uploads"));
+    }
+
+    #[test]
+    fn bad_status_and_webhook_settings_are_named() {
+        let err = load(&[
+            ("SLUICE_QUEUE_URL", "http://127.0.0.1:1/q"),
+            ("SLUICE_LAMBDA_HANDLER", "fold"),
+            ("SLUICE_STATUS_QUEUE_URL", "status-queue"),
+            ("SLUICE_STATUS_TTL_DAYS", "0"),
+            ("SLUICE_WEBHOOK_SECRET", "short"),
+            ("SLUICE_WEBHOOK_ALLOW_INSECURE", "yes"),
+            ("SLUICE_WEBHOOK_GIVE_UP_SECONDS", "forever"),
+        ])
+        .expect_err("invalid");
+        assert_eq!(
+            err.0,
+            [
+                r#"SLUICE_LAMBDA_HANDLER: "fold" is not one of api, status"#,
+                r#"SLUICE_STATUS_QUEUE_URL: "status-queue" is not an http(s) URL"#,
+                "SLUICE_STATUS_TTL_DAYS: 0 is out of range 1..=3650",
+                r#"SLUICE_WEBHOOK_GIVE_UP_SECONDS: "forever" is not a whole number"#,
+                r#"SLUICE_WEBHOOK_ALLOW_INSECURE: "yes" is not 0 or 1"#,
+                "SLUICE_WEBHOOK_SECRET: use at least 16 characters",
+                "SLUICE_STATUS_QUEUE_URL: needs SLUICE_STATUS_TABLE (the table the status is folded into)",
+            ]
+        );
+        let err = load(&[("SLUICE_LAMBDA_HANDLER", "status")]).expect_err("no table");
+        assert_eq!(
+            err.0,
+            ["SLUICE_LAMBDA_HANDLER=status: needs SLUICE_STATUS_TABLE"]
+        );
+        let ok = load(&[
+            ("SLUICE_LAMBDA_HANDLER", "status"),
+            ("SLUICE_STATUS_TABLE", "sluice-uploads"),
+            ("SLUICE_WEBHOOK_SECRET", "0123456789abcdef-secret"),
+        ])
+        .expect("the status function needs no chunk queue");
+        assert_eq!(ok.handler, Handler::Status);
+        assert_eq!(ok.status_ttl_days, 30);
+        assert_eq!(ok.webhook_give_up_seconds, 86_400);
+        assert!(!format!("{ok:?}").contains("0123456789abcdef"));
     }
 
     #[test]

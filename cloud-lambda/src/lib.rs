@@ -9,6 +9,7 @@
 //! | [`routes`] | the axum `Router` shared by Lambda and the local server; errors → HTTP status |
 //! | [`publish`] | SendMessageBatch: grouping, bounded parallel calls, per-entry retries |
 //! | [`records`] | the upload records in DynamoDB: an `Idempotency-Key` bound to its body |
+//! | [`status`] | the agents' chunk reports folded into the records; webhooks |
 //! | [`upload`] | the client: a large NDJSON file cut into parallel, retried requests |
 //!
 //! Validation and splitting are pure and live in `sluice-protocol`.
@@ -17,6 +18,7 @@ pub mod config;
 pub mod publish;
 pub mod records;
 pub mod routes;
+pub mod status;
 pub mod upload;
 
 use std::sync::Arc;

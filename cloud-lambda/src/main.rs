@@ -1,7 +1,9 @@
 //! `sluice-ingest`: the ingest API, and its uploader.
 //!
 //! * `sluice-ingest [--listen ADDR]`: on Lambda (`AWS_LAMBDA_RUNTIME_API` set) it serves the
-//!   router through `lambda_http::run`; elsewhere it listens on `--listen` until SIGTERM/SIGINT.
+//!   router through `lambda_http::run`, or with `SLUICE_LAMBDA_HANDLER=status` the status
+//!   queue's SQS events; elsewhere it listens on `--listen` until SIGTERM/SIGINT, folding the
+//!   status queue in the background when `SLUICE_STATUS_QUEUE_URL` is set.
 //! * `sluice-ingest upload FILE.ndjson --api URL [--wait]`: sends a large file through an API,
 //!   and with `--wait` follows its batches until they are stored, naming refused lines.
 //!
@@ -15,7 +17,11 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
+use std::sync::Arc;
+
+use sluice_cloud::config::Handler;
 use sluice_cloud::records::Records;
+use sluice_cloud::status::StatusService;
 use sluice_cloud::upload::outcome::{self, WaitReport};
 use sluice_cloud::upload::wait::{self, WaitOptions};
 use sluice_cloud::upload::{self, Progress, UploadOptions, UploadReport};
@@ -134,7 +140,8 @@ async fn serve(listen: SocketAddr, cfg: IngestConfig) -> anyhow::Result<()> {
         Some(table) => {
             let endpoint = cfg.dynamodb_endpoint.as_deref();
             let sdk = sluice_aws::shared_config(None, endpoint).await;
-            let records = Records::new(aws_sdk_dynamodb::Client::new(&sdk), table.clone());
+            let records = Records::new(aws_sdk_dynamodb::Client::new(&sdk), table.clone())
+                .with_ttl_days(cfg.status_ttl_days);
             if endpoint.is_some() {
                 records.create_if_missing().await?;
             }
@@ -145,8 +152,23 @@ async fn serve(listen: SocketAddr, cfg: IngestConfig) -> anyhow::Result<()> {
             None
         }
     };
+    let on_lambda = std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some();
+    let status = match &records {
+        Some(records) => Some(StatusService::new(&cfg, records.clone(), client.clone())?),
+        None => None,
+    };
+    match (status, &cfg.status_queue_url) {
+        (Some(status), _) if on_lambda && cfg.handler == Handler::Status => {
+            return sluice_cloud::status::lambda::run(status).await;
+        }
+        (Some(status), Some(queue)) if !on_lambda => {
+            let task = sluice_cloud::status::consumer::run(Arc::new(status), queue.clone());
+            tokio::spawn(task);
+        }
+        _ => {}
+    }
     let app = sluice_cloud::app(sluice_cloud::state(cfg, client, records));
-    if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
+    if on_lambda {
         return lambda_http::run(app)
             .await
             .map_err(|e| anyhow::anyhow!("Lambda runtime: {e}"));

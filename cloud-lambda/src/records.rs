@@ -1,11 +1,13 @@
 //! The upload records in DynamoDB (`SLUICE_STATUS_TABLE`): one item per accepted upload, keyed
 //! by its batch id, that binds an `Idempotency-Key` to the SHA-256 of the decompressed body.
 //!
-//! The item is written with a conditional PutItem *before* any chunk is sent: it succeeds when
-//! the batch id is new or was recorded with the same digest (a safe retry), and fails with
-//! [`RecordError::KeyReused`] when the same key came with another body, so the second body is
-//! never enqueued under the first one's batch id. Items expire through DynamoDB's TTL on
-//! `expires_at` ([`RECORD_TTL_SECONDS`] after the last write).
+//! The accept fields are written with a conditional UpdateItem *before* any chunk is sent: it
+//! succeeds when the batch id is new or was recorded with the same digest (a safe retry), and
+//! fails with [`RecordError::KeyReused`] when the same key came with another body, so the
+//! second body is never enqueued under the first one's batch id. Only the accept fields are
+//! set, so a retry never clobbers the counts the status folding (`crate::status`) has added to
+//! the same item. Items expire through DynamoDB's TTL on `expires_at` (30 days after the last
+//! accept by default, `SLUICE_STATUS_TTL_DAYS`).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -15,12 +17,12 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_dynamodb::Client;
 
-/// How long an upload's record (and so its key binding) is kept: a week of client retries.
-pub const RECORD_TTL_SECONDS: u64 = 7 * 24 * 3600;
+/// How long an upload's record (its key binding and its status) is kept by default, in days.
+pub const DEFAULT_TTL_DAYS: u64 = 30;
 /// The table's partition key.
-const KEY: &str = "batch_id";
+pub(crate) const KEY: &str = "batch_id";
 /// The TTL attribute (epoch seconds).
-const TTL_ATTRIBUTE: &str = "expires_at";
+pub(crate) const TTL_ATTRIBUTE: &str = "expires_at";
 
 /// One upload, as recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +34,10 @@ pub struct UploadRecord {
     pub body_sha256: String,
     pub receipts: usize,
     pub chunks: usize,
+    /// Who uploaded it, when the authentication names a caller (see `routes::identity`).
+    pub owner: Option<String>,
+    /// The `Sluice-Callback` URL to POST the final status to.
+    pub callback: Option<String>,
 }
 
 /// Why a record was not written.
@@ -41,46 +47,91 @@ pub enum RecordError {
     #[error("Idempotency-Key already used with another body")]
     KeyReused,
     /// DynamoDB did not answer (the full SDK error, for the log only).
-    #[error("DynamoDB PutItem on the upload records failed: {0}")]
+    #[error("DynamoDB UpdateItem on the upload records failed: {0}")]
     Unavailable(String),
 }
 
 /// The upload records table.
 #[derive(Debug, Clone)]
 pub struct Records {
-    client: Client,
-    table: String,
+    pub(crate) client: Client,
+    pub(crate) table: String,
+    /// Seconds an item is kept after its last accept.
+    pub(crate) ttl_seconds: u64,
+}
+
+/// Now, in Unix seconds.
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs()
+}
+
+/// A DynamoDB number.
+pub(crate) fn num(v: u64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
 }
 
 impl Records {
     pub fn new(client: Client, table: String) -> Self {
-        Records { client, table }
+        Records {
+            client,
+            table,
+            ttl_seconds: DEFAULT_TTL_DAYS * 24 * 3600,
+        }
     }
 
-    /// Records `rec`, unless its batch id is already bound to another digest.
+    /// Keeps items `days` after their last accept instead of [`DEFAULT_TTL_DAYS`].
+    pub fn with_ttl_days(mut self, days: u64) -> Self {
+        self.ttl_seconds = days * 24 * 3600;
+        self
+    }
+
+    /// Records `rec`'s accept fields, unless its batch id is already bound to another digest
+    /// (or, with an owner, to another owner). Counts folded into the item are left alone.
     pub async fn put(&self, rec: &UploadRecord) -> Result<(), RecordError> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or(Duration::ZERO)
-            .as_secs();
-        let n = |v: u64| AttributeValue::N(v.to_string());
-        let mut put = self
+        let now = unix_now();
+        let mut sets = vec![
+            "body_sha256 = :digest",
+            "receipts = :receipts",
+            "chunks = :chunks",
+            "accepted_at = if_not_exists(accepted_at, :now)",
+            "#ttl = :expires",
+        ];
+        let mut condition = "attribute_not_exists(body_sha256) OR body_sha256 = :digest".to_owned();
+        let mut update = self
             .client
-            .put_item()
+            .update_item()
             .table_name(&self.table)
-            .item(KEY, AttributeValue::S(rec.batch_id.clone()))
-            .item("body_sha256", AttributeValue::S(rec.body_sha256.clone()))
-            .item("receipts", n(rec.receipts as u64))
-            .item("chunks", n(rec.chunks as u64))
-            .item("accepted_at", n(now))
-            .item(TTL_ATTRIBUTE, n(now + RECORD_TTL_SECONDS))
-            .condition_expression("attribute_not_exists(#id) OR body_sha256 = :digest")
-            .expression_attribute_names("#id", KEY)
-            .expression_attribute_values(":digest", AttributeValue::S(rec.body_sha256.clone()));
+            .key(KEY, AttributeValue::S(rec.batch_id.clone()))
+            .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
+            .expression_attribute_values(":digest", AttributeValue::S(rec.body_sha256.clone()))
+            .expression_attribute_values(":receipts", num(rec.receipts as u64))
+            .expression_attribute_values(":chunks", num(rec.chunks as u64))
+            .expression_attribute_values(":now", num(now))
+            .expression_attribute_values(":expires", num(now + self.ttl_seconds));
         if let Some(key) = &rec.idempotency_key {
-            put = put.item("idempotency_key", AttributeValue::S(key.clone()));
+            sets.push("idempotency_key = :key");
+            update = update.expression_attribute_values(":key", AttributeValue::S(key.clone()));
         }
-        match put.send().await {
+        if let Some(owner) = &rec.owner {
+            sets.push("#owner = :owner");
+            condition =
+                format!("({condition}) AND (attribute_not_exists(#owner) OR #owner = :owner)");
+            update = update
+                .expression_attribute_names("#owner", "owner")
+                .expression_attribute_values(":owner", AttributeValue::S(owner.clone()));
+        }
+        if let Some(url) = &rec.callback {
+            sets.push("callback = :callback");
+            update =
+                update.expression_attribute_values(":callback", AttributeValue::S(url.clone()));
+        }
+        let update = update
+            .update_expression(format!("SET {}", sets.join(", ")))
+            .condition_expression(condition);
+        match update.send().await {
             Ok(_) => Ok(()),
             Err(e)
                 if e.as_service_error()

@@ -11,6 +11,9 @@
 //! about at startup) the batch id is derived from the key *and* the digest: two bodies never
 //! share a batch id, but reuse cannot be answered 422.
 //!
+//! `Sluice-Callback` names a URL the final status is POSTed to (see `crate::status::webhook`);
+//! `GET /v1/batches/{batch_id}` (module `batch_status`) answers an upload's status.
+//!
 //! 5xx answers carry a fixed message and a request id, never the SDK's error text (account
 //! ids, queue and role ARNs); the log line with the same request id keeps the full error.
 
@@ -35,6 +38,10 @@ use subtle::ConstantTimeEq as _;
 use crate::config::IngestConfig;
 use crate::publish::{PublishError, Publisher};
 use crate::records::{RecordError, Records, UploadRecord};
+use crate::status::webhook;
+
+pub(crate) mod batch_status;
+mod identity;
 
 /// Seconds a client should wait before retrying after a 503.
 const RETRY_AFTER_SECONDS: u32 = 5;
@@ -62,6 +69,7 @@ pub struct AppState {
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/v1/batches", post(create_batch))
+        .route("/v1/batches/{batch_id}", get(batch_status::get_batch))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/openapi.json", get(openapi))
         .layer(axum::middleware::from_fn(log_request))
@@ -133,6 +141,10 @@ pub enum IngestError {
     Unavailable(#[from] PublishError),
     #[error("{0}")]
     RecordsUnavailable(String),
+    #[error("invalid Sluice-Callback: {0}")]
+    BadCallback(String),
+    #[error("Sluice-Callback given, but webhooks are not configured on this API (SLUICE_WEBHOOK_SECRET and SLUICE_STATUS_TABLE); nothing was enqueued")]
+    WebhooksNotConfigured,
 }
 
 #[derive(Debug, Serialize)]
@@ -164,6 +176,8 @@ impl IngestError {
                 (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large")
             }
             BadBody(_) | BadIdempotencyKey(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            BadCallback(_) => (StatusCode::BAD_REQUEST, "bad_callback"),
+            WebhooksNotConfigured => (StatusCode::BAD_REQUEST, "webhooks_not_configured"),
             Batch(e) => match e {
                 BatchError::TooManyReceipts { .. } => {
                     (StatusCode::PAYLOAD_TOO_LARGE, "too_many_receipts")
@@ -279,6 +293,7 @@ enum Format {
 async fn create_batch(
     State(state): State<AppState>,
     headers: HeaderMap,
+    extensions: axum::http::Extensions,
     body: Body,
 ) -> Result<(StatusCode, Json<Accepted>), IngestError> {
     let cfg = &state.config;
@@ -286,6 +301,7 @@ async fn create_batch(
     let format = content_type(&headers)?;
     let gzip = content_encoding(&headers)?;
     let key = idempotency_key(&headers)?;
+    let callback = callback(&state, &headers)?;
     let raw = read_limited(body, cfg.max_body_bytes).await?;
     let (bytes, digest) = if gzip {
         let plain = gunzip(&raw, cfg.max_body_bytes)?;
@@ -339,6 +355,8 @@ async fn create_batch(
             body_sha256: digest,
             receipts: receipts.len(),
             chunks: messages.len(),
+            owner: identity::caller(&extensions),
+            callback,
         };
         records.put(&record).await.map_err(|e| match e {
             RecordError::KeyReused => IngestError::KeyReused(key.clone().unwrap_or_default()),
@@ -356,6 +374,22 @@ async fn create_batch(
             bytes: total_bytes,
         }),
     ))
+}
+
+/// The `Sluice-Callback` header, checked; refused when webhooks cannot be sent from here.
+fn callback(state: &AppState, headers: &HeaderMap) -> Result<Option<String>, IngestError> {
+    let Some(v) = headers.get(webhook::CALLBACK_HEADER) else {
+        return Ok(None);
+    };
+    if state.config.webhook_secret.is_none() || state.records.is_none() {
+        return Err(IngestError::WebhooksNotConfigured);
+    }
+    let raw = v
+        .to_str()
+        .map_err(|_| IngestError::BadCallback("not visible ASCII".to_owned()))?;
+    webhook::check_callback(raw.trim(), state.config.webhook_allow_insecure)
+        .map(Some)
+        .map_err(IngestError::BadCallback)
 }
 
 fn authorize(cfg: &IngestConfig, headers: &HeaderMap) -> Result<(), IngestError> {

@@ -196,6 +196,36 @@ pub struct BatchStatus {
     pub accepted_at: Option<String>,
     /// RFC 3339, UTC; set once the state is final.
     pub completed_at: Option<String>,
+    /// The webhook's delivery, when the upload named a `Sluice-Callback` (absent in webhook
+    /// bodies themselves).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookStatus>,
+}
+
+/// Where a webhook's delivery is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookState {
+    /// Not yet final, or being sent, or waiting for its next attempt.
+    Pending,
+    /// A 2xx answer was received.
+    Delivered,
+    /// Given up after the bounded retry time.
+    Failed,
+}
+
+/// A webhook's delivery, as the status endpoint shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookStatus {
+    pub state: WebhookState,
+    /// POSTs made so far.
+    pub attempts: u64,
+    /// Why the last attempt failed (HTTP status or connection error).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// RFC 3339, UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered_at: Option<String>,
 }
 
 #[cfg(test)]

@@ -44,6 +44,7 @@ fn status(id: &str, receipts: u64, done: (u64, u64), rejections: &[(&str, &str)]
         rejections_total: conflicts + rejected,
         accepted_at: None,
         completed_at: None,
+        webhook: None,
     }
 }
 

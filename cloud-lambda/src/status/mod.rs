@@ -1,0 +1,116 @@
+//! Upload status: the agents' chunk reports folded into the upload's item in the records
+//! table, and the webhooks sent when an upload becomes final.
+//!
+//! | module | job |
+//! |---|---|
+//! | [`store`] | the item's status attributes: fold once per chunk, complete, read, claim |
+//! | `fold` | one status-queue message: chunk reports checked and folded |
+//! | `deliver` | one webhook job: claimed, POSTed, recorded, re-queued with backoff |
+//! | [`webhook`] | the callback URL check, the signature, one POST |
+//! | [`consumer`] | locally: a background task that long-polls the status queue |
+//! | [`lambda`] | on Lambda (`SLUICE_LAMBDA_HANDLER=status`): the SQS event source |
+//!
+//! A message that cannot be read is a [`StatusError`] for which [`StatusError::is_malformed`]
+//! holds: it is logged and left on the queue (on Lambda, a batch item failure), so the status
+//! queue's redrive policy moves it to its DLQ. A DynamoDB or SQS failure leaves the message
+//! too, and it is retried after its visibility timeout.
+
+pub mod consumer;
+mod deliver;
+mod fold;
+pub mod lambda;
+pub mod store;
+pub mod webhook;
+
+use sluice_protocol::status::StatusDecodeError;
+
+use crate::records::Records;
+use crate::IngestConfig;
+pub use store::StoreError;
+
+/// Why a status-queue message was not consumed.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error("malformed status message: {0}")]
+    Malformed(#[from] StatusDecodeError),
+    #[error("malformed chunk report (batch {batch_id:?}, chunk {chunk_index}): {why}")]
+    BadReport {
+        batch_id: String,
+        chunk_index: u32,
+        why: String,
+    },
+    #[error("malformed webhook job: {0}")]
+    BadJob(String),
+    #[error("status message of unknown kind {0:?} (sluice-kind attribute)")]
+    UnknownKind(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("SQS SendMessage of a webhook job to {queue} failed: {detail}")]
+    Queue { queue: String, detail: String },
+    #[error("a webhook is due but no queue takes webhook jobs (set SLUICE_STATUS_QUEUE_URL or SLUICE_WEBHOOK_QUEUE_URL)")]
+    NoWebhookQueue,
+}
+
+impl StatusError {
+    /// The message itself is wrong: retrying cannot help, it belongs in the DLQ.
+    pub fn is_malformed(&self) -> bool {
+        matches!(
+            self,
+            StatusError::Malformed(_)
+                | StatusError::BadReport { .. }
+                | StatusError::BadJob(_)
+                | StatusError::UnknownKind(_)
+        )
+    }
+}
+
+/// Folds reports and delivers webhooks; shared by the local task and the Lambda handler.
+#[derive(Debug, Clone)]
+pub struct StatusService {
+    records: Records,
+    sqs: aws_sdk_sqs::Client,
+    /// Where webhook jobs go.
+    webhook_queue: Option<String>,
+    sender: webhook::Sender,
+}
+
+impl StatusService {
+    pub fn new(
+        cfg: &IngestConfig,
+        records: Records,
+        sqs: aws_sdk_sqs::Client,
+    ) -> anyhow::Result<Self> {
+        Ok(StatusService {
+            records,
+            sqs,
+            webhook_queue: cfg
+                .webhook_queue_url
+                .clone()
+                .or_else(|| cfg.status_queue_url.clone()),
+            sender: webhook::Sender::new(
+                cfg.webhook_secret.clone(),
+                cfg.webhook_allow_insecure,
+                cfg.webhook_give_up_seconds,
+            )?,
+        })
+    }
+
+    /// Consumes one message: a webhook job when its `sluice-kind` attribute says so, else a
+    /// status message of chunk reports.
+    pub async fn handle(&self, kind: Option<&str>, body: &str) -> Result<(), StatusError> {
+        match kind {
+            None => self.fold_message(body).await,
+            Some(webhook::KIND_WEBHOOK) => self.deliver(body).await,
+            Some(other) => Err(StatusError::UnknownKind(other.to_owned())),
+        }
+    }
+
+    /// Logs a message that was not consumed, with what identifies it.
+    pub(crate) fn log_failure(message_id: &str, e: &StatusError) {
+        if e.is_malformed() {
+            tracing::error!(message_id, error = %e, "Status message refused; it stays on the status queue, whose redrive policy moves it to the DLQ.");
+        } else {
+            tracing::warn!(message_id, error = %e, "Status message not consumed; retried after its visibility timeout.");
+        }
+    }
+}

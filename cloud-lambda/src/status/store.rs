@@ -1,0 +1,367 @@
+//! The status half of an upload's item in the records table: folding a chunk report into it
+//! (once per chunk, with a conditional UpdateItem), marking it complete, reading it back as a
+//! [`BatchStatus`], and the webhook's delivery claim and outcome.
+//!
+//! Attributes beside the accept fields of `crate::records`: `folded` (a number set of the
+//! chunk indexes folded), the counters `chunks_done`, `stored`, `duplicates`, `conflicts`,
+//! `rejected`, `reported_receipts` (ADDed), `rejections` (a list of `{receipt_id, reason}`,
+//! trimmed to the first [`MAX_REJECTIONS`]), `completed_at_ms`, and `webhook_*`.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use sluice_protocol::status::{
+    BatchState, BatchStatus, ChunkReport, Rejection, WebhookState, WebhookStatus, MAX_REJECTIONS,
+};
+
+use crate::records::{num, unix_now, Records, KEY, TTL_ATTRIBUTE};
+
+/// A DynamoDB call failed (the SDK's full text, for the log only).
+#[derive(Debug, thiserror::Error)]
+#[error("DynamoDB {op} on {table} failed: {detail}")]
+pub struct StoreError {
+    pub op: &'static str,
+    pub table: String,
+    pub detail: String,
+}
+
+type Item = HashMap<String, AttributeValue>;
+
+/// What folding one report did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Folded {
+    /// Counted now; the item after the update.
+    Counted(Box<Item>),
+    /// This chunk was folded before (a re-sent report): nothing changed.
+    Already,
+}
+
+/// A webhook delivery's claim.
+#[derive(Debug)]
+pub enum Claim {
+    /// This consumer sends; the item as claimed.
+    Won(Box<Item>),
+    /// Delivered or given up already, or no callback: nothing to do.
+    Done,
+    /// Another consumer holds the claim until this Unix second.
+    HeldUntil(u64),
+}
+
+/// Whether a call was refused by its condition (the one answer that is not a failure).
+fn is_conditional<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
+    e.code() == Some("ConditionalCheckFailedException")
+}
+
+impl Records {
+    fn store_error(&self, op: &'static str, e: impl std::error::Error + 'static) -> StoreError {
+        StoreError {
+            op,
+            table: self.table.clone(),
+            detail: format!("{}", aws_sdk_dynamodb::error::DisplayErrorContext(&e)),
+        }
+    }
+
+    /// Folds `r` once: counters added, its chunk index added to `folded`, its rejections
+    /// appended; a report of a chunk already folded changes nothing.
+    pub async fn fold(&self, r: &ChunkReport) -> Result<Folded, StoreError> {
+        let mut sets = vec![
+            "chunks = if_not_exists(chunks, :count)",
+            "#ttl = if_not_exists(#ttl, :expires)",
+        ];
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(KEY, AttributeValue::S(r.batch_id.clone()))
+            .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
+            .expression_attribute_values(":count", num(u64::from(r.chunk_count)))
+            .expression_attribute_values(":expires", num(unix_now() + self.ttl_seconds))
+            .expression_attribute_values(":idx", num(u64::from(r.chunk_index)))
+            .expression_attribute_values(
+                ":idxs",
+                AttributeValue::Ns(vec![r.chunk_index.to_string()]),
+            )
+            .expression_attribute_values(":one", num(1))
+            .expression_attribute_values(":stored", num(u64::from(r.stored)))
+            .expression_attribute_values(":dups", num(u64::from(r.duplicates)))
+            .expression_attribute_values(":conflicts", num(u64::from(r.conflicts)))
+            .expression_attribute_values(":rejected", num(u64::from(r.rejected)))
+            .expression_attribute_values(":receipts", num(u64::from(r.receipts)));
+        if !r.rejections.is_empty() {
+            sets.push("rejections = list_append(if_not_exists(rejections, :empty), :rej)");
+            let list = r
+                .rejections
+                .iter()
+                .take(MAX_REJECTIONS)
+                .map(|x| {
+                    AttributeValue::M(HashMap::from([
+                        (
+                            "receipt_id".to_owned(),
+                            AttributeValue::S(x.receipt_id.clone()),
+                        ),
+                        ("reason".to_owned(), AttributeValue::S(x.reason.clone())),
+                    ]))
+                })
+                .collect();
+            update = update
+                .expression_attribute_values(":empty", AttributeValue::L(vec![]))
+                .expression_attribute_values(":rej", AttributeValue::L(list));
+        }
+        let expression = format!(
+            "SET {} ADD folded :idxs, chunks_done :one, stored :stored, duplicates :dups, \
+             conflicts :conflicts, rejected :rejected, reported_receipts :receipts",
+            sets.join(", ")
+        );
+        let out = update
+            .update_expression(expression)
+            .condition_expression("NOT contains(folded, :idx)")
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        let item = match out {
+            Ok(o) => o.attributes.unwrap_or_default(),
+            Err(e) if is_conditional(&e) => return Ok(Folded::Already),
+            Err(e) => return Err(self.store_error("UpdateItem (fold)", e)),
+        };
+        let listed = match item.get("rejections") {
+            Some(AttributeValue::L(l)) => l.len(),
+            _ => 0,
+        };
+        if listed > MAX_REJECTIONS {
+            self.trim_rejections(&r.batch_id, listed).await?;
+        }
+        Ok(Folded::Counted(Box::new(item)))
+    }
+
+    /// Keeps the first [`MAX_REJECTIONS`] of `listed` named rejections.
+    async fn trim_rejections(&self, batch_id: &str, listed: usize) -> Result<(), StoreError> {
+        let drop: Vec<String> = (MAX_REJECTIONS..listed)
+            .map(|i| format!("rejections[{i}]"))
+            .collect();
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key(KEY, AttributeValue::S(batch_id.to_owned()))
+            .update_expression(format!("REMOVE {}", drop.join(", ")))
+            .send()
+            .await
+            .map_err(|e| self.store_error("UpdateItem (trim rejections)", e))?;
+        Ok(())
+    }
+
+    /// The item of `batch_id` (a consistent read), if any.
+    pub async fn get(&self, batch_id: &str) -> Result<Option<Item>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(KEY, AttributeValue::S(batch_id.to_owned()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| self.store_error("GetItem", e))?;
+        Ok(out.item)
+    }
+
+    /// Sets `completed_at_ms` once, when every chunk is folded; with a callback the webhook
+    /// becomes pending. `true` when this call made the batch complete.
+    pub async fn complete(&self, batch_id: &str, with_webhook: bool) -> Result<bool, StoreError> {
+        let mut expression = "SET completed_at_ms = :now".to_owned();
+        if with_webhook {
+            expression.push_str(", webhook_state = :pending, webhook_attempts = :zero");
+        }
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(KEY, AttributeValue::S(batch_id.to_owned()))
+            .update_expression(expression)
+            .condition_expression("attribute_not_exists(completed_at_ms) AND chunks_done >= chunks")
+            .expression_attribute_values(":now", num(now_ms()));
+        if with_webhook {
+            update = update
+                .expression_attribute_values(":pending", AttributeValue::S("pending".into()))
+                .expression_attribute_values(":zero", num(0));
+        }
+        match update.send().await {
+            Ok(_) => Ok(true),
+            Err(e) if is_conditional(&e) => Ok(false),
+            Err(e) => Err(self.store_error("UpdateItem (complete)", e)),
+        }
+    }
+
+    /// Claims the webhook of `batch_id` for `hold` seconds: only one consumer sends at a time,
+    /// and never after it was delivered or given up.
+    pub async fn claim_webhook(&self, batch_id: &str, hold: u64) -> Result<Claim, StoreError> {
+        let now = unix_now();
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(KEY, AttributeValue::S(batch_id.to_owned()))
+            .update_expression("SET webhook_state = :sending, webhook_claim_until = :until")
+            .condition_expression(
+                "attribute_exists(callback) AND attribute_exists(completed_at_ms) AND \
+                 (webhook_state = :pending OR (webhook_state = :sending AND webhook_claim_until < :now))",
+            )
+            .expression_attribute_values(":sending", AttributeValue::S("sending".into()))
+            .expression_attribute_values(":pending", AttributeValue::S("pending".into()))
+            .expression_attribute_values(":until", num(now + hold))
+            .expression_attribute_values(":now", num(now))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match out {
+            Ok(o) => Ok(Claim::Won(Box::new(o.attributes.unwrap_or_default()))),
+            Err(e) if is_conditional(&e) => {
+                let item = self.get(batch_id).await?.unwrap_or_default();
+                Ok(
+                    match (
+                        text(&item, "webhook_state"),
+                        number(&item, "webhook_claim_until"),
+                    ) {
+                        (Some("sending"), Some(until)) => Claim::HeldUntil(until),
+                        _ => Claim::Done,
+                    },
+                )
+            }
+            Err(e) => Err(self.store_error("UpdateItem (claim webhook)", e)),
+        }
+    }
+
+    /// Records one delivery attempt: `Ok` delivered; `Err(why)` failed, pending another try
+    /// unless `give_up`.
+    pub async fn record_webhook(
+        &self,
+        batch_id: &str,
+        attempts: u64,
+        outcome: Result<(), &str>,
+        give_up: bool,
+    ) -> Result<(), StoreError> {
+        let update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(KEY, AttributeValue::S(batch_id.to_owned()))
+            .expression_attribute_values(":n", num(attempts));
+        let update = match outcome {
+            Ok(()) => update
+                .update_expression(
+                    "SET webhook_state = :state, webhook_attempts = :n, webhook_delivered_at = :now \
+                     REMOVE webhook_claim_until, webhook_last_error",
+                )
+                .expression_attribute_values(":state", AttributeValue::S("delivered".into()))
+                .expression_attribute_values(":now", num(unix_now())),
+            Err(why) => update
+                .update_expression(
+                    "SET webhook_state = :state, webhook_attempts = :n, webhook_last_error = :why \
+                     REMOVE webhook_claim_until",
+                )
+                .expression_attribute_values(
+                    ":state",
+                    AttributeValue::S(if give_up { "failed" } else { "pending" }.into()),
+                )
+                .expression_attribute_values(":why", AttributeValue::S(why.to_owned())),
+        };
+        update
+            .send()
+            .await
+            .map_err(|e| self.store_error("UpdateItem (webhook outcome)", e))?;
+        Ok(())
+    }
+}
+
+/// Now, in Unix milliseconds.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A string attribute.
+pub(crate) fn text<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
+    match item.get(name) {
+        Some(AttributeValue::S(s)) => Some(s),
+        _ => None,
+    }
+}
+
+/// A number attribute (whole, non-negative).
+pub(crate) fn number(item: &Item, name: &str) -> Option<u64> {
+    match item.get(name) {
+        Some(AttributeValue::N(n)) => n.parse().ok(),
+        _ => None,
+    }
+}
+
+/// RFC 3339 (UTC) of Unix milliseconds.
+fn rfc3339_ms(ms: u64) -> Option<String> {
+    jiff::Timestamp::from_millisecond(i64::try_from(ms).ok()?)
+        .ok()
+        .map(|t| t.to_string())
+}
+
+/// Whether every chunk of the item is folded and `completed_at_ms` is not yet set.
+pub(crate) fn newly_final(item: &Item) -> bool {
+    let chunks = number(item, "chunks").unwrap_or(u64::MAX);
+    number(item, "chunks_done").unwrap_or(0) >= chunks && !item.contains_key("completed_at_ms")
+}
+
+/// The item as the status endpoint shows it (and, without `webhook`, as a webhook body).
+pub fn batch_status(batch_id: &str, item: &Item) -> BatchStatus {
+    let n = |k: &str| number(item, k).unwrap_or(0);
+    let (chunks, chunks_done, conflicts, rejected) =
+        (n("chunks"), n("chunks_done"), n("conflicts"), n("rejected"));
+    let receipts = number(item, "receipts").unwrap_or_else(|| n("reported_receipts"));
+    let rejections = match item.get("rejections") {
+        Some(AttributeValue::L(list)) => list
+            .iter()
+            .filter_map(|v| match v {
+                AttributeValue::M(m) => Some(Rejection {
+                    receipt_id: text(m, "receipt_id")?.to_owned(),
+                    reason: text(m, "reason").unwrap_or_default().to_owned(),
+                }),
+                _ => None,
+            })
+            .take(MAX_REJECTIONS)
+            .collect(),
+        _ => Vec::new(),
+    };
+    let webhook = text(item, "webhook_state").map(|state| WebhookStatus {
+        state: match state {
+            "delivered" => WebhookState::Delivered,
+            "failed" => WebhookState::Failed,
+            _ => WebhookState::Pending,
+        },
+        attempts: n("webhook_attempts"),
+        last_error: text(item, "webhook_last_error").map(str::to_owned),
+        delivered_at: number(item, "webhook_delivered_at")
+            .and_then(|s| rfc3339_ms(s.saturating_mul(1000))),
+    });
+    let webhook = webhook.or_else(|| {
+        item.contains_key("callback").then_some(WebhookStatus {
+            state: WebhookState::Pending,
+            attempts: 0,
+            last_error: None,
+            delivered_at: None,
+        })
+    });
+    BatchStatus {
+        batch_id: batch_id.to_owned(),
+        state: BatchState::of(chunks, chunks_done, conflicts + rejected),
+        receipts,
+        chunks,
+        chunks_done,
+        stored: n("stored"),
+        duplicates: n("duplicates"),
+        conflicts,
+        rejected,
+        rejections,
+        rejections_total: conflicts + rejected,
+        accepted_at: number(item, "accepted_at").and_then(|s| rfc3339_ms(s.saturating_mul(1000))),
+        completed_at: number(item, "completed_at_ms").and_then(rfc3339_ms),
+        webhook,
+    }
+}
