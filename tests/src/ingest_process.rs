@@ -37,12 +37,11 @@ impl TestEnv {
         self.start_ingest_process_with(log, &[]).await
     }
 
-    /// [`Self::start_ingest_process`] with `vars` added to (or replacing in) its environment,
-    /// e.g. a proxy as `SLUICE_SQS_ENDPOINT`, or `SLUICE_STATUS_QUEUE_URL`.
+    /// [`TestEnv::start_ingest_process`] with `extra` environment variables on top.
     pub async fn start_ingest_process_with(
         &self,
         log: &str,
-        vars: &[(&str, &str)],
+        extra: &[(&str, &str)],
     ) -> anyhow::Result<IngestProcess> {
         let addr = free_local_addr()?;
         std::fs::create_dir_all(self.dir())?;
@@ -61,8 +60,7 @@ impl TestEnv {
                 ("SLUICE_DYNAMODB_ENDPOINT", endpoint),
             ]
             .into_iter()
-            .filter(|(k, _)| !vars.iter().any(|(o, _)| o == k))
-            .chain(vars.iter().copied())
+            .chain(extra.iter().copied())
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect(),
             ..Launch::default()

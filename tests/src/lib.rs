@@ -22,6 +22,7 @@
 //! | `ingest` | [`IngestHandle`]: the ingest API in-process |
 //! | `records` | the ingest's upload records table (DynamoDB on the local server) |
 //! | `ingest_process` | [`IngestProcess`]: the real `sluice-ingest` binary |
+//! | `status` | the status queue, the status endpoint polled, a [`WebhookReceiver`] |
 //! | `sqs` | the SQS client for the local server and queue pairs with a redrive policy |
 //! | `postgres` | databases on a cluster, and [`PrivatePostgres`], a cluster a test may stop |
 //! | [`gen`] | realistic receipts, deterministic from a seed |
@@ -42,6 +43,7 @@ mod process;
 mod records;
 mod servers;
 mod sqs;
+mod status;
 
 pub mod gen;
 pub mod ingest_bench;
@@ -64,6 +66,7 @@ pub use process::{signal, ChildProcess, Launch};
 pub use records::dynamodb_client;
 pub use servers::{binary, free_local_addr, repo_root, servers, Servers};
 pub use sqs::{create_queue_pair, sqs_client, QueuePair};
+pub use status::{Delivery, WebhookReceiver, WEBHOOK_SECRET};
 
 /// Polls `check` every 100 ms until it returns `Some`, or fails after `timeout` with the last
 /// state described by `what`.

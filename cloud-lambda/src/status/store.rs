@@ -108,14 +108,26 @@ impl Records {
                 .expression_attribute_values(":empty", AttributeValue::L(vec![]))
                 .expression_attribute_values(":rej", AttributeValue::L(list));
         }
+        // Every counter through a name: some (`stored`) are DynamoDB reserved words.
+        for (alias, name) in [
+            ("#folded", "folded"),
+            ("#done", "chunks_done"),
+            ("#stored", "stored"),
+            ("#dups", "duplicates"),
+            ("#conflicts", "conflicts"),
+            ("#rejected", "rejected"),
+            ("#reported", "reported_receipts"),
+        ] {
+            update = update.expression_attribute_names(alias, name);
+        }
         let expression = format!(
-            "SET {} ADD folded :idxs, chunks_done :one, stored :stored, duplicates :dups, \
-             conflicts :conflicts, rejected :rejected, reported_receipts :receipts",
+            "SET {} ADD #folded :idxs, #done :one, #stored :stored, #dups :dups, \
+             #conflicts :conflicts, #rejected :rejected, #reported :receipts",
             sets.join(", ")
         );
         let out = update
             .update_expression(expression)
-            .condition_expression("NOT contains(folded, :idx)")
+            .condition_expression("NOT contains(#folded, :idx)")
             .return_values(ReturnValue::AllNew)
             .send()
             .await;

@@ -1,0 +1,167 @@
+//! Upload status in tests: the test's status queue (with its DLQ), a `sluice-ingest` process
+//! folding it and sending webhooks, the status endpoint read with bounded polls, and a
+//! loopback webhook receiver that records what it is sent.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode};
+
+use crate::{create_queue_pair, wait_for, IngestProcess, QueuePair, TestEnv};
+
+/// The webhook secret the status tests give the ingest.
+pub const WEBHOOK_SECRET: &str = "status-test-webhook-secret";
+
+impl TestEnv {
+    /// This test's status queue, `{name}-status` (the URL `{queue_url}-status`), with a DLQ
+    /// that takes a message on its third receive; messages hide 2 s once received.
+    pub async fn create_status_queue(&self) -> anyhow::Result<QueuePair> {
+        create_queue_pair(&self.sqs, &format!("{}-status", self.name), 2, 3).await
+    }
+
+    /// The status queue's URL, whether or not it exists yet.
+    pub fn status_queue_url(&self) -> String {
+        format!("{}-status", self.queue_url)
+    }
+
+    /// A `sluice-ingest` process that folds the status queue and sends webhooks (plain http
+    /// to loopback allowed), with `extra` variables on top.
+    pub async fn start_status_ingest(
+        &self,
+        log: &str,
+        extra: &[(&str, &str)],
+    ) -> anyhow::Result<IngestProcess> {
+        let status = self.status_queue_url();
+        let mut vars = vec![
+            ("SLUICE_STATUS_QUEUE_URL", status.as_str()),
+            ("SLUICE_WEBHOOK_SECRET", WEBHOOK_SECRET),
+            ("SLUICE_WEBHOOK_ALLOW_INSECURE", "1"),
+            ("SLUICE_LOG", "info,sluice_cloud=debug"),
+        ];
+        vars.extend_from_slice(extra);
+        self.start_ingest_process_with(log, &vars).await
+    }
+}
+
+impl IngestProcess {
+    /// POSTs `{"receipts": …}` with `headers`: status and JSON answer.
+    pub async fn upload(
+        &self,
+        receipts: &[serde_json::Value],
+        headers: &[(&str, &str)],
+    ) -> anyhow::Result<(u16, serde_json::Value)> {
+        let mut req = reqwest::Client::new()
+            .post(self.url("/v1/batches"))
+            .json(&serde_json::json!({ "receipts": receipts }));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let answer = req.send().await?;
+        let status = answer.status().as_u16();
+        Ok((status, answer.json().await?))
+    }
+
+    /// `GET /v1/batches/{batch_id}`: status and JSON answer.
+    pub async fn batch_status(&self, batch_id: &str) -> anyhow::Result<(u16, serde_json::Value)> {
+        let answer = reqwest::get(self.url(&format!("/v1/batches/{batch_id}"))).await?;
+        let status = answer.status().as_u16();
+        Ok((status, answer.json().await?))
+    }
+
+    /// Polls the status endpoint until `done` holds for the answer (bounded by `timeout`).
+    pub async fn wait_status(
+        &self,
+        batch_id: &str,
+        timeout: Duration,
+        what: &str,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> anyhow::Result<serde_json::Value> {
+        let last = Mutex::new(serde_json::Value::Null);
+        let found = wait_for(timeout, what, || async {
+            let (code, answer) = self.batch_status(batch_id).await.ok()?;
+            let ok = code == 200 && done(&answer);
+            *last.lock().ok()? = answer.clone();
+            ok.then_some(answer)
+        })
+        .await;
+        found.map_err(|e| {
+            let seen = last.lock().map(|l| l.to_string()).unwrap_or_default();
+            anyhow::anyhow!("{e}; last status: {seen}")
+        })
+    }
+}
+
+/// One POST a receiver got.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    /// What the receiver answered.
+    pub answered: u16,
+}
+
+/// A webhook receiver on a loopback port: answers the scripted statuses in turn (then 204)
+/// and records every POST.
+#[derive(Debug, Clone)]
+pub struct WebhookReceiver {
+    pub addr: SocketAddr,
+    deliveries: Arc<Mutex<Vec<Delivery>>>,
+    _stop: Arc<tokio_util::sync::DropGuard>,
+}
+
+impl WebhookReceiver {
+    pub async fn start(script: &[u16]) -> anyhow::Result<Self> {
+        let deliveries = Arc::new(Mutex::new(Vec::new()));
+        let answers = Arc::new(Mutex::new(
+            script.iter().copied().collect::<VecDeque<u16>>(),
+        ));
+        let (d, a) = (Arc::clone(&deliveries), Arc::clone(&answers));
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+                let (d, a) = (Arc::clone(&d), Arc::clone(&a));
+                async move {
+                    let answered = a.lock().ok().and_then(|mut a| a.pop_front()).unwrap_or(204);
+                    if let Ok(mut d) = d.lock() {
+                        d.push(Delivery {
+                            headers,
+                            body,
+                            answered,
+                        });
+                    }
+                    StatusCode::from_u16(answered).unwrap_or(StatusCode::NO_CONTENT)
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let stop = tokio_util::sync::CancellationToken::new();
+        let s = stop.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { s.cancelled().await })
+                .await;
+        });
+        Ok(WebhookReceiver {
+            addr,
+            deliveries,
+            _stop: Arc::new(stop.drop_guard()),
+        })
+    }
+
+    /// The URL to name in `Sluice-Callback`.
+    pub fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+
+    /// Every POST so far.
+    pub fn deliveries(&self) -> Vec<Delivery> {
+        self.deliveries
+            .lock()
+            .map(|d| d.clone())
+            .unwrap_or_default()
+    }
+}

@@ -1,0 +1,582 @@
+//! Issue #12, the cloud side: the agents' chunk reports folded into the status table by a real
+//! `sluice-ingest` process, `GET /v1/batches/{id}` answering them, and signed webhooks; end to
+//! end with the real agent, PostgreSQL and moto (SQS and DynamoDB).
+
+use std::time::Duration;
+
+use aws_sdk_sqs::types::MessageAttributeValue;
+use hmac::{Hmac, Mac as _};
+use serde_json::{json, Value};
+use sluice_e2e::gen::Generator;
+use sluice_e2e::oracle::Oracle;
+use sluice_e2e::{wait_for, AgentProcess, Delivery, TestEnv, WebhookReceiver, WEBHOOK_SECRET};
+use sluice_protocol::status::{encode_reports, ChunkReport, Rejection};
+
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+fn id_of(v: &Value) -> String {
+    v["receipt_id"].as_str().unwrap_or_default().to_owned()
+}
+
+/// The report of chunk `index` of `count`: `stored` stored, the rest refused as `refused`.
+fn report(batch: &str, index: u32, count: u32, stored: u32, refused: &[Rejection]) -> ChunkReport {
+    let conflicts = refused
+        .iter()
+        .filter(|r| r.reason.starts_with("conflict"))
+        .count() as u32;
+    let rejected = refused.len() as u32 - conflicts;
+    ChunkReport {
+        batch_id: batch.to_owned(),
+        chunk_index: index,
+        chunk_count: count,
+        receipts: stored + conflicts + rejected,
+        stored,
+        duplicates: 0,
+        conflicts,
+        rejected,
+        rejections: refused.to_vec(),
+        committed_at_ms: 1_790_000_000_000,
+    }
+}
+
+async fn send(env: &TestEnv, body: &str, kind: Option<&str>) -> anyhow::Result<()> {
+    let mut send = env
+        .sqs
+        .send_message()
+        .queue_url(env.status_queue_url())
+        .message_body(body);
+    if let Some(kind) = kind {
+        send = send.message_attributes(
+            "sluice-kind",
+            MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(kind)
+                .build()?,
+        );
+    }
+    send.send().await?;
+    Ok(())
+}
+
+async fn send_reports(env: &TestEnv, reports: &[ChunkReport]) -> anyhow::Result<()> {
+    for body in encode_reports(reports, 200 * 1024) {
+        send(env, &body, None).await?;
+    }
+    Ok(())
+}
+
+fn is_final(s: &Value) -> bool {
+    matches!(
+        s["state"].as_str(),
+        Some("stored" | "stored_with_rejections")
+    )
+}
+
+/// Checks `Sluice-Signature` with an HMAC computed here, and that `t` is recent.
+fn assert_signed(d: &Delivery) {
+    let header = d.headers["sluice-signature"].to_str().expect("ASCII");
+    let (t, v1) = header
+        .split_once(',')
+        .and_then(|(t, v)| Some((t.strip_prefix("t=")?, v.strip_prefix("v1=")?)))
+        .unwrap_or_else(|| panic!("signature header {header:?}"));
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(WEBHOOK_SECRET.as_bytes()).expect("key");
+    mac.update(format!("{t}.").as_bytes());
+    mac.update(&d.body);
+    let expected: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(v1, expected, "the signature verifies");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let t: u64 = t.parse().expect("t is a number");
+    assert!(
+        now.abs_diff(t) < 300,
+        "t={t} is within a 5-minute replay window"
+    );
+}
+
+async fn queue_empty(env: &TestEnv, url: &str) -> Option<()> {
+    let (visible, in_flight, delayed) = env.depth(url).await.ok()?;
+    (visible + in_flight + delayed == 0).then_some(())
+}
+
+/// Reports sent twice (the same message twice, and a chunk again in another message) are
+/// folded once; a safe retry of the upload keeps the folded counts; each malformed status
+/// message reaches the status DLQ; the endpoint refuses bad ids and unknown batches.
+#[tokio::test]
+async fn reports_are_folded_once_and_malformed_ones_reach_the_status_dlq() -> anyhow::Result<()> {
+    let env = TestEnv::new().await?;
+    let status = env.create_status_queue().await?;
+    let ingest = env
+        .start_status_ingest("ingest.log", &[("SLUICE_MAX_RECEIPTS_PER_CHUNK", "2")])
+        .await?;
+    let receipts = Generator::new(1301).receipts(5);
+    let key = [("idempotency-key", "status-fold-1")];
+    let (code, answer) = ingest.upload(&receipts, &key).await?;
+    assert_eq!(code, 202, "{answer}");
+    let batch = answer["batch_id"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(answer["chunks"], 3);
+    let accepted = ingest
+        .wait_status(&batch, TIMEOUT, "the accepted upload", |s| {
+            s["state"] == "accepted"
+        })
+        .await?;
+    assert_eq!(accepted["receipts"], 5);
+    assert!(accepted["accepted_at"].is_string(), "{accepted}");
+
+    let conflict = Rejection {
+        receipt_id: id_of(&receipts[2]),
+        reason: "conflict: receipt is stored with other content".into(),
+    };
+    let refused = Rejection {
+        receipt_id: id_of(&receipts[4]),
+        reason: "P0001: merchant is blocked".into(),
+    };
+    let first = vec![
+        report(&batch, 0, 3, 2, &[]),
+        report(&batch, 1, 3, 1, std::slice::from_ref(&conflict)),
+    ];
+    send_reports(&env, &first).await?;
+    send_reports(&env, &first).await?;
+    let storing = ingest
+        .wait_status(&batch, TIMEOUT, "two chunks folded", |s| {
+            s["chunks_done"] == 2
+        })
+        .await?;
+    assert_eq!(storing["state"], "storing");
+    // A safe retry of the same upload while it is storing changes no count.
+    let (code, again) = ingest.upload(&receipts, &key).await?;
+    assert_eq!(
+        (code, again["batch_id"].as_str()),
+        (202, Some(batch.as_str()))
+    );
+    let last = report(&batch, 2, 3, 0, std::slice::from_ref(&refused));
+    send_reports(&env, &[last.clone(), first[1].clone()]).await?;
+    let done = ingest
+        .wait_status(&batch, TIMEOUT, "the batch final", is_final)
+        .await?;
+    wait_for(TIMEOUT, "the status queue consumed", || {
+        queue_empty(&env, &status.queue_url)
+    })
+    .await?;
+    let done_again = ingest.batch_status(&batch).await?.1;
+    assert_eq!(done, done_again, "nothing folded after the batch was final");
+    for (field, want) in [
+        ("state", json!("stored_with_rejections")),
+        ("receipts", json!(5)),
+        ("chunks", json!(3)),
+        ("chunks_done", json!(3)),
+        ("stored", json!(3)),
+        ("duplicates", json!(0)),
+        ("conflicts", json!(1)),
+        ("rejected", json!(1)),
+        ("rejections_total", json!(2)),
+        (
+            "rejections",
+            serde_json::to_value(vec![conflict.clone(), refused.clone()])?,
+        ),
+    ] {
+        assert_eq!(done[field], want, "{field} in {done}");
+    }
+    assert!(done["completed_at"].is_string(), "{done}");
+    assert!(
+        done.get("webhook").is_none(),
+        "no callback was named: {done}"
+    );
+
+    // Each malformed message stays unconsumed until the redrive policy moves it to the DLQ.
+    let bad_report = report(&batch, 3, 3, 0, &[]);
+    let malformed: Vec<(String, Option<&str>)> = vec![
+        ("not base64 !".into(), None),
+        ("eyJ2IjoxfQ==".into(), None), // base64 of {"v":1}, not gzip
+        (encode_reports(&[bad_report], 1 << 20).remove(0), None),
+        ("{}".into(), Some("webhook")),
+        (format!("{{\"batch_id\":\"{batch}\"}}"), Some("telemetry")),
+    ];
+    for (body, kind) in &malformed {
+        send(&env, body, *kind).await?;
+    }
+    let dead = std::sync::Mutex::new(Vec::new());
+    wait_for(
+        TIMEOUT,
+        "every malformed message in the status DLQ",
+        || async {
+            let out = env
+                .sqs
+                .receive_message()
+                .queue_url(&status.dlq_url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(1)
+                .send()
+                .await
+                .ok()?;
+            for m in out.messages.unwrap_or_default() {
+                dead.lock().ok()?.push(m.body.unwrap_or_default());
+                let _ = env
+                    .sqs
+                    .delete_message()
+                    .queue_url(&status.dlq_url)
+                    .set_receipt_handle(m.receipt_handle)
+                    .send()
+                    .await;
+            }
+            (dead.lock().ok()?.len() >= malformed.len()).then_some(())
+        },
+    )
+    .await?;
+    let mut dead = dead.into_inner().unwrap_or_default();
+    dead.sort();
+    let mut sent: Vec<String> = malformed.into_iter().map(|(b, _)| b).collect();
+    sent.sort();
+    assert_eq!(dead, sent);
+    assert_eq!(
+        ingest.batch_status(&batch).await?.1,
+        done,
+        "malformed reports change nothing"
+    );
+    let log = std::fs::read_to_string(env.dir().join("ingest.log"))?;
+    for named in [
+        "malformed status message: status message is not base64",
+        "malformed status message: status message is not gzip",
+        "chunk_index 3 is not below chunk_count 3",
+        "malformed webhook job: missing field `batch_id`",
+        "status message of unknown kind \"telemetry\"",
+    ] {
+        assert!(log.contains(named), "the log names {named:?}");
+    }
+
+    // The endpoint: a malformed id, an unknown batch.
+    let (code, answer) = ingest.batch_status("batch-1").await?;
+    assert_eq!(
+        (code, answer["error"].as_str()),
+        (400, Some("bad_batch_id"))
+    );
+    let unknown = uuid::Uuid::new_v4().to_string();
+    let (code, answer) = ingest.batch_status(&unknown).await?;
+    assert_eq!((code, answer["error"].as_str()), (404, Some("not_found")));
+    assert_eq!(
+        answer["message"],
+        format!("no upload {unknown} is known here")
+    );
+    let _ = env
+        .sqs
+        .delete_queue()
+        .queue_url(&status.queue_url)
+        .send()
+        .await;
+    let _ = env
+        .sqs
+        .delete_queue()
+        .queue_url(&status.dlq_url)
+        .send()
+        .await;
+    env.cleanup().await;
+    Ok(())
+}
+
+/// A webhook whose receiver first answers 500 is retried, then delivered once, signed; a
+/// duplicate job for it sends nothing more.
+#[tokio::test]
+async fn a_webhook_is_retried_then_delivered_once_and_verifiably_signed() -> anyhow::Result<()> {
+    let env = TestEnv::new().await?;
+    let status = env.create_status_queue().await?;
+    let receiver = WebhookReceiver::start(&[500]).await?;
+    let ingest = env
+        .start_status_ingest("ingest.log", &[("SLUICE_MAX_RECEIPTS_PER_CHUNK", "2")])
+        .await?;
+    let receipts = Generator::new(1302).receipts(3);
+    let callback = receiver.url();
+    let (code, answer) = ingest
+        .upload(&receipts, &[("sluice-callback", callback.as_str())])
+        .await?;
+    assert_eq!(code, 202, "{answer}");
+    let batch = answer["batch_id"].as_str().unwrap_or_default().to_owned();
+    let pending = ingest.batch_status(&batch).await?.1;
+    assert_eq!(
+        pending["webhook"],
+        json!({"state": "pending", "attempts": 0})
+    );
+    send_reports(
+        &env,
+        &[report(&batch, 0, 2, 2, &[]), report(&batch, 1, 2, 1, &[])],
+    )
+    .await?;
+    let delivered = ingest
+        .wait_status(&batch, TIMEOUT, "the webhook delivered", |s| {
+            s["webhook"]["state"] == "delivered"
+        })
+        .await?;
+    assert_eq!(delivered["state"], "stored");
+    assert_eq!(delivered["webhook"]["attempts"], 2, "{delivered}");
+    assert!(delivered["webhook"]["delivered_at"].is_string());
+    assert_eq!(
+        delivered["webhook"]["last_error"],
+        Value::Null,
+        "cleared once delivered"
+    );
+    // A duplicate job (as a re-sent final report could queue) sends nothing more.
+    send(
+        &env,
+        &json!({"batch_id": batch}).to_string(),
+        Some("webhook"),
+    )
+    .await?;
+    wait_for(TIMEOUT, "the status queue consumed", || {
+        queue_empty(&env, &status.queue_url)
+    })
+    .await?;
+    let got = receiver.deliveries();
+    let answered: Vec<u16> = got.iter().map(|d| d.answered).collect();
+    assert_eq!(answered, [500, 204], "one failure, then one delivery");
+    for d in &got {
+        assert_signed(d);
+        let mut body: Value = serde_json::from_slice(&d.body)?;
+        assert_eq!(body["batch_id"], batch.as_str());
+        assert!(body.get("webhook").is_none(), "{body}");
+        let mut expected = delivered.clone();
+        expected.as_object_mut().map(|o| o.remove("webhook"));
+        body.as_object_mut().map(|o| o.remove("webhook"));
+        assert_eq!(body, expected, "the webhook carries the endpoint's answer");
+    }
+    let _ = env
+        .sqs
+        .delete_queue()
+        .queue_url(&status.queue_url)
+        .send()
+        .await;
+    let _ = env
+        .sqs
+        .delete_queue()
+        .queue_url(&status.dlq_url)
+        .send()
+        .await;
+    env.cleanup().await;
+    Ok(())
+}
+
+async fn launch(env: &TestEnv, name: &str, rate: u32) -> anyhow::Result<AgentProcess> {
+    env.launch_agent(
+        name,
+        &format!(
+            "[batch]\nmax_rows = 100\nmax_wait_ms = 50\n[throttle]\nrows_per_second = {rate}\nburst = {rate}\n[status]\nqueue_url = {:?}",
+            env.status_queue_url()
+        ),
+    )
+    .await
+}
+
+/// An upload with a duplicate, a conflicting version and a receipt the database refuses ends
+/// `stored_with_rejections` on the endpoint with exact counts and the DLQ's reasons, and its
+/// webhook arrives once, verifiably signed, carrying the same status.
+#[tokio::test]
+async fn an_agent_upload_ends_stored_with_rejections_and_its_webhook_arrives_once(
+) -> anyhow::Result<()> {
+    let env = TestEnv::new().await?;
+    sluice_agent::Store::from_pool(env.pool.clone())
+        .migrate("sluice")
+        .await?;
+    for statement in [
+        "CREATE FUNCTION sluice.block_merchant() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+           IF NEW.merchant = 'Blocked Merchant AG' THEN
+             RAISE EXCEPTION 'merchant % is blocked by the finance team', NEW.merchant;
+           END IF;
+           RETURN NEW;
+         END $$",
+        "CREATE TRIGGER block_merchant BEFORE INSERT ON sluice.receipts
+         FOR EACH ROW EXECUTE FUNCTION sluice.block_merchant()",
+    ] {
+        sqlx::query(statement).execute(&env.pool).await?;
+    }
+    let status = env.create_status_queue().await?;
+    let receiver = WebhookReceiver::start(&[]).await?;
+    let ingest = env
+        .start_status_ingest("ingest.log", &[("SLUICE_MAX_RECEIPTS_PER_CHUNK", "4")])
+        .await?;
+    let mut agent = launch(&env, "agent", 5000).await?;
+    let mut oracle = Oracle::new();
+
+    let first = Generator::new(1311).receipts(10);
+    let (code, a) = ingest.upload(&first, &[]).await?;
+    assert_eq!(code, 202, "{a}");
+    oracle.acknowledge(&first);
+    env.wait_drained(10, TIMEOUT).await?;
+    let a_id = a["batch_id"].as_str().unwrap_or_default().to_owned();
+    let a_done = ingest
+        .wait_status(&a_id, TIMEOUT, "the first upload stored", is_final)
+        .await?;
+    assert_eq!(
+        (a_done["state"].as_str(), a_done["stored"].as_u64()),
+        (Some("stored"), Some(10))
+    );
+
+    let mut fresh = Generator::new(1312).receipts(6);
+    fresh[3]["merchant"] = json!("Blocked Merchant AG");
+    let blocked = id_of(&fresh[3]);
+    let new: Vec<Value> = fresh
+        .iter()
+        .filter(|r| id_of(r) != blocked)
+        .cloned()
+        .collect();
+    let mut conflicting = first[1].clone();
+    conflicting["total"] = json!("1234.56");
+    conflicting["items"] = json!([{
+        "description": "Corrected line", "quantity": "1", "unit_price": "1234.56", "amount": "1234.56"
+    }]);
+    let second = vec![
+        new[0].clone(),
+        first[0].clone(),
+        new[1].clone(),
+        conflicting,
+        fresh[3].clone(),
+        new[2].clone(),
+        new[3].clone(),
+        new[4].clone(),
+    ];
+    let callback = receiver.url();
+    let (code, b) = ingest
+        .upload(&second, &[("sluice-callback", callback.as_str())])
+        .await?;
+    assert_eq!(code, 202, "{b}");
+    oracle.acknowledge(&new);
+    oracle.expect_dead_letter(&id_of(&first[1]), "conflict");
+    oracle.expect_dead_letter(&blocked, "P0001");
+    env.wait_drained(15, TIMEOUT).await?;
+    let b_id = b["batch_id"].as_str().unwrap_or_default().to_owned();
+    let done = ingest
+        .wait_status(&b_id, TIMEOUT, "the webhook delivered", |s| {
+            s["webhook"]["state"] == "delivered"
+        })
+        .await?;
+    let dead = oracle.verify(&env).await?;
+    let mut from_dlq: Vec<Rejection> = dead
+        .iter()
+        .map(|d| Rejection {
+            receipt_id: serde_json::from_str::<Value>(&d.body)
+                .ok()
+                .and_then(|c| c["receipts"][0]["receipt_id"].as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            reason: d.attributes["sluice-error"].clone(),
+        })
+        .collect();
+    from_dlq.sort_by(|x, y| x.receipt_id.cmp(&y.receipt_id));
+    let mut named: Vec<Rejection> = serde_json::from_value(done["rejections"].clone())?;
+    named.sort_by(|x, y| x.receipt_id.cmp(&y.receipt_id));
+    assert_eq!(named, from_dlq, "the endpoint names the DLQ's reasons");
+    for (field, want) in [
+        ("state", json!("stored_with_rejections")),
+        ("receipts", json!(8)),
+        ("chunks", json!(2)),
+        ("chunks_done", json!(2)),
+        ("stored", json!(5)),
+        ("duplicates", json!(1)),
+        ("conflicts", json!(1)),
+        ("rejected", json!(1)),
+        ("rejections_total", json!(2)),
+    ] {
+        assert_eq!(done[field], want, "{field} in {done}");
+    }
+    assert_eq!(done["webhook"]["attempts"], 1);
+    // Once the status queue is consumed, nothing more can be sent.
+    wait_for(TIMEOUT, "the status queue consumed", || {
+        queue_empty(&env, &status.queue_url)
+    })
+    .await?;
+    let got = receiver.deliveries();
+    assert_eq!(got.len(), 1, "the webhook arrives once");
+    assert_signed(&got[0]);
+    let mut body: Value = serde_json::from_slice(&got[0].body)?;
+    let mut expected = done.clone();
+    expected.as_object_mut().map(|o| o.remove("webhook"));
+    body.as_object_mut().map(|o| o.remove("webhook"));
+    assert_eq!(body, expected);
+    agent.terminate(Duration::from_secs(60)).await?;
+    let _ = env
+        .sqs
+        .delete_queue()
+        .queue_url(&status.queue_url)
+        .send()
+        .await;
+    let _ = env
+        .sqs
+        .delete_queue()
+        .queue_url(&status.dlq_url)
+        .send()
+        .await;
+    env.cleanup().await;
+    Ok(())
+}
+
+/// The status queue does not exist while the agent drains, and the agent is killed with
+/// SIGKILL mid-drain: once the queue exists, the re-sent reports bring the endpoint to the
+/// exact final status.
+#[tokio::test]
+async fn the_status_survives_a_status_queue_outage_and_an_agent_kill() -> anyhow::Result<()> {
+    let env = TestEnv::new().await?;
+    let ingest = env
+        .start_status_ingest("ingest.log", &[("SLUICE_MAX_RECEIPTS_PER_CHUNK", "50")])
+        .await?;
+    let mut agent = launch(&env, "first", 400).await?;
+    let mut oracle = Oracle::new();
+    let receipts = Generator::new(1313).receipts(1500);
+    let (code, answer) = ingest.upload(&receipts, &[]).await?;
+    assert_eq!(code, 202, "{answer}");
+    oracle.acknowledge(&receipts);
+    let batch = answer["batch_id"].as_str().unwrap_or_default().to_owned();
+    wait_for(TIMEOUT, "a part drained", || async {
+        (env.count_receipts().await.ok()? >= 300).then_some(())
+    })
+    .await?;
+    agent.kill().await?;
+    let stored_at_kill = env.count_receipts().await?;
+    assert!(stored_at_kill < 1500, "killed mid-drain ({stored_at_kill})");
+    let mut agent = launch(&env, "second", 5000).await?;
+    env.wait_drained(1500, TIMEOUT).await?;
+    let (_, before) = ingest.batch_status(&batch).await?;
+    assert_eq!(
+        before["chunks_done"], 0,
+        "no status while the queue is missing: {before}"
+    );
+    let status = env.create_status_queue().await?;
+    let done = ingest
+        .wait_status(
+            &batch,
+            TIMEOUT,
+            "the batch final once the queue exists",
+            is_final,
+        )
+        .await?;
+    for (field, want) in [
+        ("state", json!("stored")),
+        ("receipts", json!(1500)),
+        ("chunks", json!(30)),
+        ("chunks_done", json!(30)),
+        ("stored", json!(1500)),
+        ("duplicates", json!(0)),
+        ("conflicts", json!(0)),
+        ("rejected", json!(0)),
+    ] {
+        assert_eq!(done[field], want, "{field} in {done}");
+    }
+    oracle.verify(&env).await?;
+    agent.terminate(Duration::from_secs(60)).await?;
+    let _ = env
+        .sqs
+        .delete_queue()
+        .queue_url(&status.queue_url)
+        .send()
+        .await;
+    let _ = env
+        .sqs
+        .delete_queue()
+        .queue_url(&status.dlq_url)
+        .send()
+        .await;
+    env.cleanup().await;
+    Ok(())
+}
