@@ -142,6 +142,15 @@ pub(crate) async fn measure(
     let pct = |p: f64| lags[((lags.len() - 1) as f64 * p).round() as usize];
 
     let per_million = |n: u64| n as f64 * 1e6 / receipts as f64;
+    // What the status queue's requests were, for the note: `SendMessageBatch 40, …`.
+    let mut by_action: Vec<(String, u64)> = proxy
+        .requests()
+        .into_iter()
+        .filter(|((t, r), _)| t.starts_with(SQS) && *r == status_queue)
+        .map(|((t, _), n)| (t.trim_start_matches(SQS).to_owned(), n))
+        .collect();
+    by_action.sort();
+    let by_action: Vec<String> = by_action.iter().map(|(a, n)| format!("{a} {n}")).collect();
     let data_sqs = (after_drain.data_sqs - before_upload.data_sqs) as f64;
     let status_sqs = (after_drain.status_sqs - before_upload.status_sqs) as f64;
     let upload_dynamodb = after_upload.dynamodb - before_upload.dynamodb;
@@ -151,8 +160,9 @@ pub(crate) async fn measure(
         "status: SQS requests per million receipts",
         format!("{:.0}", per_million(status_sqs as u64)),
         format!(
-            "agent's reports + the ingest's fold (receive, delete); {:.2} % of the data path's \
-             {:.0}/M SQS requests in the same run (send, receive, delete; goal < 5 %)",
+            "agent's reports + the ingest's fold ({}); {:.2} % of the data path's {:.0}/M SQS \
+             requests in the same run (send, receive, delete; goal < 5 %)",
+            by_action.join(", "),
             100.0 * status_sqs / data_sqs.max(1.0),
             per_million(data_sqs as u64)
         ),
