@@ -223,7 +223,10 @@ async fn session(args: &Args, paths: &Paths, children: &mut Children) -> anyhow:
     detail("database", &format!("{DB_NAME} (fresh)"));
     detail(
         "queues",
-        &format!("{QUEUE_NAME}, {DLQ_NAME} (fresh, maxReceiveCount {MAX_RECEIVE_COUNT})"),
+        &format!(
+            "{QUEUE_NAME}, {DLQ_NAME} (fresh, maxReceiveCount {MAX_RECEIVE_COUNT}), \
+             {STATUS_QUEUE_NAME} (the agent's reports)"
+        ),
     );
 
     let Services {
