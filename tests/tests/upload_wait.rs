@@ -68,22 +68,10 @@ async fn upload_wait_exits_0_when_stored_and_1_naming_the_refused_lines() -> any
     ] {
         sqlx::query(statement).execute(&env.pool).await?;
     }
-    let status_url = env
-        .sqs
-        .create_queue()
-        .queue_name(format!("{}-status", env.name))
-        .send()
-        .await?
-        .queue_url
-        .unwrap_or_default();
+    let status_queues = env.create_status_queue().await?;
+    let status_url = status_queues.queue_url.clone();
     let mut ingest = env
-        .start_ingest_process_with(
-            "ingest.log",
-            &[
-                ("SLUICE_STATUS_QUEUE_URL", status_url.as_str()),
-                ("SLUICE_MAX_RECEIPTS_PER_CHUNK", "4"),
-            ],
-        )
+        .start_status_ingest("ingest.log", &[("SLUICE_MAX_RECEIPTS_PER_CHUNK", "4")])
         .await?;
     let api = ingest.url("");
     let mut agent = env
@@ -168,7 +156,9 @@ async fn upload_wait_exits_0_when_stored_and_1_naming_the_refused_lines() -> any
     let status = agent.terminate(Duration::from_secs(60)).await?;
     assert!(status.success(), "agent exited with {status}");
     ingest.stop().await?;
-    let _ = env.sqs.delete_queue().queue_url(&status_url).send().await;
+    for url in [&status_queues.queue_url, &status_queues.dlq_url] {
+        let _ = env.sqs.delete_queue().queue_url(url).send().await;
+    }
     env.cleanup().await;
     Ok(())
 }

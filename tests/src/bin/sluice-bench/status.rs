@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{bail, Context as _};
+use anyhow::bail;
 use futures_util::StreamExt as _;
 use sluice_e2e::gen::Generator;
 use sluice_e2e::sqs_proxy::SqsProxy;
@@ -65,14 +65,8 @@ pub(crate) async fn measure(
     table: &mut Table,
 ) -> anyhow::Result<()> {
     let env = backlog_env(pg).await?;
-    let status_queue = env
-        .sqs
-        .create_queue()
-        .queue_name(format!("{}-status", env.name))
-        .send()
-        .await?
-        .queue_url
-        .context("the status queue has no URL")?;
+    let status_pair = env.create_status_queue().await?;
+    let status_queue = status_pair.queue_url.clone();
     let proxy = SqsProxy::start(env.servers.sqs_addr()?).await?;
     let endpoint = proxy.endpoint();
     let mut ingest = env
@@ -186,6 +180,9 @@ pub(crate) async fn measure(
             POLL_INTERVAL.as_millis()
         ),
     );
+    for url in [&status_pair.queue_url, &status_pair.dlq_url] {
+        let _ = env.sqs.delete_queue().queue_url(url).send().await;
+    }
     env.cleanup().await;
     Ok(())
 }
