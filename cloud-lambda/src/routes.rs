@@ -247,16 +247,8 @@ impl IntoResponse for IngestError {
             }) => (Some(errors.as_slice()), Some(*total_errors)),
             _ => (None, None),
         };
-        let request_id = status
-            .is_server_error()
-            .then(|| uuid::Uuid::new_v4().to_string());
-        let message = match (self.public_message(), &request_id) {
-            (Some(fixed), Some(id)) => {
-                tracing::error!(request_id = %id, error = %self, "Upload not enqueued; answered {status}.");
-                format!("{fixed} (request id {id})")
-            }
-            _ => self.to_string(),
-        };
+        let (message, request_id) =
+            public_error(status, self.public_message(), &self, "Upload not enqueued");
         let body = ErrorBody {
             error: code,
             message,
@@ -281,6 +273,25 @@ impl IntoResponse for IngestError {
             _ => {}
         }
         resp
+    }
+}
+
+/// The message a client reads and the request id: for a 5xx with a `fixed` message, that
+/// message naming a fresh request id, and one ERROR line (`what`, the id, the full error);
+/// otherwise the error's own words.
+fn public_error(
+    status: StatusCode,
+    fixed: Option<&str>,
+    error: &dyn std::fmt::Display,
+    what: &str,
+) -> (String, Option<String>) {
+    match fixed.filter(|_| status.is_server_error()) {
+        Some(fixed) => {
+            let id = uuid::Uuid::new_v4().to_string();
+            tracing::error!(request_id = %id, error = %error, "{what}; answered {status}.");
+            (format!("{fixed} (request id {id})"), Some(id))
+        }
+        None => (error.to_string(), None),
     }
 }
 

@@ -580,3 +580,195 @@ async fn the_status_survives_a_status_queue_outage_and_an_agent_kill() -> anyhow
     env.cleanup().await;
     Ok(())
 }
+
+/// Through API Gateway's event (a JWT authorizer): the upload records its caller, who sees
+/// the status; another caller gets 404 as for an unknown id.
+#[tokio::test]
+async fn a_caller_named_by_the_authorizer_sees_only_its_own_uploads() -> anyhow::Result<()> {
+    use lambda_http::tower::ServiceExt as _;
+    let env = TestEnv::new().await?;
+    // The in-process ingest creates this test's table.
+    let _ingest = env.start_ingest(&[]).await?;
+    let table = env.status_table();
+    let cfg = sluice_cloud::IngestConfig::from_lookup(|k| match k {
+        "SLUICE_QUEUE_URL" => Some(env.queue_url.clone()),
+        "SLUICE_STATUS_TABLE" => Some(table.clone()),
+        _ => None,
+    })
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let records = sluice_cloud::records::Records::new(
+        sluice_e2e::dynamodb_client(&env.servers.sqs_endpoint),
+        table.clone(),
+    );
+    let app = sluice_cloud::app(sluice_cloud::state(
+        cfg,
+        sluice_e2e::sqs_client(&env.servers.sqs_endpoint),
+        Some(records),
+    ));
+    let fixture: Value = serde_json::from_str(include_str!("fixtures/apigw_v2_post_batches.json"))?;
+    let call = |method: &str, path: String, sub: &str, body: String| {
+        let mut event = fixture.clone();
+        event["routeKey"] = json!(format!("{method} {path}"));
+        event["rawPath"] = json!(path);
+        event["requestContext"]["http"]["method"] = json!(method);
+        event["requestContext"]["http"]["path"] = json!(path);
+        event["requestContext"]["authorizer"]["jwt"]["claims"]["sub"] = json!(sub);
+        event["body"] = Value::String(body);
+        let app = app.clone();
+        async move {
+            let request: lambda_http::request::LambdaRequest = serde_json::from_value(event)?;
+            let response = lambda_http::Adapter::from(app)
+                .oneshot(lambda_http::LambdaEvent::new(request, Default::default()))
+                .await?;
+            let response = serde_json::to_value(response)?;
+            let status = response["statusCode"].as_u64().unwrap_or(0) as u16;
+            let body: Value = serde_json::from_str(response["body"].as_str().unwrap_or(""))?;
+            anyhow::Ok((status, body))
+        }
+    };
+    let receipts = Generator::new(1321).receipts(3);
+    let body = json!({ "receipts": receipts }).to_string();
+    let (code, answer) = call("POST", "/v1/batches".into(), "alice", body).await?;
+    assert_eq!(code, 202, "{answer}");
+    let batch = answer["batch_id"].as_str().unwrap_or_default().to_owned();
+    let path = format!("/v1/batches/{batch}");
+    let (code, own) = call("GET", path.clone(), "alice", String::new()).await?;
+    assert_eq!(
+        (code, own["state"].as_str()),
+        (200, Some("accepted")),
+        "{own}"
+    );
+    assert_eq!(
+        env.upload_record(&batch).await?.expect("recorded")["owner"],
+        "alice"
+    );
+    let (code, other) = call("GET", path, "bob", String::new()).await?;
+    assert_eq!(
+        (code, other["error"].as_str()),
+        (404, Some("not_found")),
+        "{other}"
+    );
+    assert_eq!(other["message"], format!("no upload {batch} is known here"));
+    env.cleanup().await;
+    Ok(())
+}
+
+/// Folding straight through the service: the same report twice counts once, and more than
+/// 100 refusals keep the first 100 named with exact totals.
+#[tokio::test]
+async fn the_same_report_twice_counts_once_and_rejections_keep_the_first_hundred(
+) -> anyhow::Result<()> {
+    let env = TestEnv::new().await?;
+    let ingest = env.start_ingest(&[]).await?;
+    let cfg = sluice_cloud::IngestConfig::from_lookup(|k| match k {
+        "SLUICE_QUEUE_URL" => Some(env.queue_url.clone()),
+        "SLUICE_STATUS_TABLE" => Some(env.status_table()),
+        _ => None,
+    })
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let records = sluice_cloud::records::Records::new(
+        sluice_e2e::dynamodb_client(&env.servers.sqs_endpoint),
+        env.status_table(),
+    );
+    let service = sluice_cloud::status::StatusService::new(
+        &cfg,
+        records,
+        sluice_e2e::sqs_client(&env.servers.sqs_endpoint),
+    )?;
+    // A batch the ingest never accepted (no table at accept): chunks come from the reports.
+    let batch = uuid::Uuid::new_v4().to_string();
+    let refusals = |chunk: u32| -> Vec<Rejection> {
+        (0..60)
+            .map(|i| Rejection {
+                receipt_id: format!("{chunk}-{i:02}"),
+                reason: "P0001: refused".into(),
+            })
+            .collect()
+    };
+    let reports: Vec<ChunkReport> = (0..3)
+        .map(|c| report(&batch, c, 3, 40, &refusals(c)))
+        .collect();
+    for body in encode_reports(&reports[..1], 1 << 20) {
+        service.handle(None, &body).await?;
+        service.handle(None, &body).await?;
+    }
+    for body in encode_reports(&reports, 1 << 20) {
+        service.handle(None, &body).await?;
+    }
+    let answer = reqwest::get(ingest.url(&format!("/v1/batches/{batch}"))).await?;
+    assert_eq!(answer.status().as_u16(), 200);
+    let done: Value = answer.json().await?;
+    for (field, want) in [
+        ("state", json!("stored_with_rejections")),
+        ("receipts", json!(300)),
+        ("chunks", json!(3)),
+        ("chunks_done", json!(3)),
+        ("stored", json!(120)),
+        ("rejected", json!(180)),
+        ("rejections_total", json!(180)),
+        ("accepted_at", Value::Null),
+    ] {
+        assert_eq!(done[field], want, "{field}");
+    }
+    let named: Vec<Rejection> = serde_json::from_value(done["rejections"].clone())?;
+    let first: Vec<Rejection> = refusals(0)
+        .into_iter()
+        .chain(refusals(1))
+        .take(100)
+        .collect();
+    assert_eq!(named, first, "the first 100 named, in fold order");
+    env.cleanup().await;
+    Ok(())
+}
+
+/// A receiver that never answers 2xx: the webhook is given up after
+/// `SLUICE_WEBHOOK_GIVE_UP_SECONDS` and the status says so, with the last error.
+#[tokio::test]
+async fn a_webhook_never_accepted_is_given_up_and_recorded_failed() -> anyhow::Result<()> {
+    let env = TestEnv::new().await?;
+    let status = env.create_status_queue().await?;
+    let receiver = WebhookReceiver::start(&[503; 20]).await?;
+    let ingest = env
+        .start_status_ingest("ingest.log", &[("SLUICE_WEBHOOK_GIVE_UP_SECONDS", "1")])
+        .await?;
+    let callback = receiver.url();
+    let receipts = Generator::new(1322).receipts(2);
+    let (code, answer) = ingest
+        .upload(&receipts, &[("sluice-callback", callback.as_str())])
+        .await?;
+    assert_eq!(code, 202, "{answer}");
+    let batch = answer["batch_id"].as_str().unwrap_or_default().to_owned();
+    send_reports(&env, &[report(&batch, 0, 1, 2, &[])]).await?;
+    let failed = ingest
+        .wait_status(&batch, TIMEOUT, "the webhook given up", |s| {
+            s["webhook"]["state"] == "failed"
+        })
+        .await?;
+    assert_eq!(failed["state"], "stored");
+    assert_eq!(failed["webhook"]["last_error"], "answered HTTP 503");
+    let attempts = failed["webhook"]["attempts"].as_u64().unwrap_or(0);
+    assert!(attempts >= 1, "{failed}");
+    wait_for(TIMEOUT, "the status queue consumed", || {
+        queue_empty(&env, &status.queue_url)
+    })
+    .await?;
+    assert_eq!(
+        receiver.deliveries().len() as u64,
+        attempts,
+        "no POST after giving up"
+    );
+    let _ = env
+        .sqs
+        .delete_queue()
+        .queue_url(&status.queue_url)
+        .send()
+        .await;
+    let _ = env
+        .sqs
+        .delete_queue()
+        .queue_url(&status.dlq_url)
+        .send()
+        .await;
+    env.cleanup().await;
+    Ok(())
+}

@@ -351,9 +351,37 @@ async fn a_missing_status_queue_delays_reports_and_nothing_else() -> anyhow::Res
         ready, 200,
         "a status queue that is down is not a readiness failure: {body}"
     );
+    let config = agent.config().to_string_lossy().into_owned();
+    let out = env.agent_cli(&["status", "--config", &config]).await?;
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        screen.contains(&format!(
+            "status queue  {} chunks not yet reported; sends failing: SendMessageBatch to the status queue:",
+            batch.1
+        )),
+        "{screen}"
+    );
+    let out = env
+        .agent_cli(&["check-config", "--online", "--config", &config])
+        .await?;
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(69), "{said}");
+    assert!(
+        said.contains(&format!("cannot read the status queue {status_url}")),
+        "{said}"
+    );
     assert!(oracle.verify(&env).await?.is_empty());
 
     status_queue(&env, true).await?;
+    let out = env
+        .agent_cli(&["check-config", "--online", "--config", &config])
+        .await?;
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(
+        said.contains(&format!("status queue {status_url} answers")),
+        "{said}"
+    );
     let reports =
         collect_reports(&env, &status_url, &chunks_of(std::slice::from_ref(&batch))).await?;
     let s = sum(&reports, &batch.0);
@@ -423,4 +451,32 @@ async fn reports_not_sent_before_a_kill_go_after_the_restart() -> anyhow::Result
     .await?;
     assert!(oracle.verify(&env).await?.is_empty());
     stop(agent, env, &status_url).await
+}
+
+/// (d) SIGTERM right after the last commit: the reporter flushes before the agent exits, so a
+/// clean stop leaves no chunk unreported.
+#[tokio::test]
+async fn a_clean_stop_leaves_no_chunk_unreported() -> anyhow::Result<()> {
+    let env = TestEnv::new().await?;
+    let status_url = status_queue(&env, true).await?;
+    let ingest = env
+        .start_ingest(&[("SLUICE_MAX_RECEIPTS_PER_CHUNK", "10")])
+        .await?;
+    let mut agent = launch(&env, "stopped", &status_url).await?;
+    let mut oracle = Oracle::new();
+    let receipts = Generator::new(1205).receipts(60);
+    let batch = upload(&ingest, &receipts).await?;
+    oracle.acknowledge(&receipts);
+    env.wait_drained(60, TIMEOUT).await?;
+    let status = agent.terminate(Duration::from_secs(60)).await?;
+    anyhow::ensure!(status.success(), "agent exited with {status}");
+    assert_eq!(unreported(&env).await?, 0, "{}", agent.log_text());
+    let reports =
+        collect_reports(&env, &status_url, &chunks_of(std::slice::from_ref(&batch))).await?;
+    let s = sum(&reports, &batch.0);
+    assert_eq!((s.chunks, s.receipts, s.stored), (batch.1, 60, 60));
+    assert!(oracle.verify(&env).await?.is_empty());
+    let _ = env.sqs.delete_queue().queue_url(&status_url).send().await;
+    env.cleanup().await;
+    Ok(())
 }

@@ -12,7 +12,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use sluice_protocol::BatchStatus;
 
-use super::{authorize, identity, AppState, ErrorBody, IngestError, RETRY_AFTER_SECONDS};
+use super::{
+    authorize, identity, public_error, AppState, ErrorBody, IngestError, RETRY_AFTER_SECONDS,
+};
 use crate::status::store::{batch_status, text};
 
 /// Why a status was not answered.
@@ -48,16 +50,9 @@ impl IntoResponse for QueryError {
             return IngestError::Unauthorized.into_response();
         }
         let (status, code) = self.status_and_code();
-        let request_id = status
-            .is_server_error()
-            .then(|| uuid::Uuid::new_v4().to_string());
-        let message = match &request_id {
-            Some(id) => {
-                tracing::error!(request_id = %id, error = %self, "Status not read; answered {status}.");
-                format!("the upload status could not be read; retry shortly (request id {id})")
-            }
-            None => self.to_string(),
-        };
+        let fixed = matches!(self, QueryError::Unavailable(_))
+            .then_some("the upload status could not be read; retry shortly");
+        let (message, request_id) = public_error(status, fixed, &self, "Status not read");
         let body = ErrorBody {
             error: code,
             message,

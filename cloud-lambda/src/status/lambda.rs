@@ -50,3 +50,75 @@ pub async fn handle_event(service: &StatusService, event: SqsEvent) -> SqsBatchR
         .collect();
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::Records;
+
+    /// A service whose DynamoDB and SQS endpoints refuse connections.
+    fn closed_service() -> StatusService {
+        let cfg = crate::IngestConfig::from_lookup(|k| match k {
+            "SLUICE_LAMBDA_HANDLER" => Some("status".into()),
+            "SLUICE_STATUS_TABLE" => Some("uploads".into()),
+            _ => None,
+        })
+        .expect("valid");
+        let dynamodb = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+            .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+            .endpoint_url("http://127.0.0.1:1")
+            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+                "test", "test", None, None, "test",
+            ))
+            .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled())
+            .build();
+        let sqs = aws_sdk_sqs::Config::builder()
+            .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+            .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+            .endpoint_url("http://127.0.0.1:1")
+            .build();
+        StatusService::new(
+            &cfg,
+            Records::new(
+                aws_sdk_dynamodb::Client::from_conf(dynamodb),
+                "uploads".into(),
+            ),
+            aws_sdk_sqs::Client::from_conf(sqs),
+        )
+        .expect("service")
+    }
+
+    #[tokio::test]
+    async fn messages_not_consumed_are_the_batch_item_failures() {
+        let report = sluice_protocol::ChunkReport {
+            batch_id: "0f8fad5b-d9cb-469f-a165-70867728950e".into(),
+            chunk_index: 0,
+            chunk_count: 1,
+            receipts: 1,
+            stored: 1,
+            duplicates: 0,
+            conflicts: 0,
+            rejected: 0,
+            rejections: vec![],
+            committed_at_ms: 0,
+        };
+        let good = sluice_protocol::status::encode_reports(&[report], 1 << 20).remove(0);
+        let event: SqsEvent = serde_json::from_value(serde_json::json!({"Records": [
+            {"messageId": "m-bad", "body": "not base64 !"},
+            {"messageId": "m-unknown", "body": "{}", "messageAttributes": {
+                "sluice-kind": {"stringValue": "telemetry", "dataType": "String"}}},
+            {"messageId": "m-db-down", "body": good},
+        ]}))
+        .expect("an SQS event");
+        let response = handle_event(&closed_service(), event).await;
+        let failed: Vec<&str> = response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_str())
+            .collect();
+        assert_eq!(failed, ["m-bad", "m-unknown", "m-db-down"]);
+        let json = serde_json::to_value(&response).expect("serializable");
+        assert_eq!(json["batchItemFailures"][0]["itemIdentifier"], "m-bad");
+    }
+}

@@ -2,7 +2,8 @@
 //! migrations, the one write the agent makes — a batch of receipts with their items and
 //! chunk-ledger rows in one transaction, idempotent by `receipt_id`, a receipt stored under
 //! another content fingerprint handled by `[write] on_conflict` (decided in [`plan`], its
-//! statements in [`sql`]) — and the few reads that readiness, the throttle and `status` make.
+//! statements in [`sql`]) — and the few reads that readiness, the throttle and `status` make,
+//! and the status reporter's reads and marks of the ledger ([`status`]).
 //!
 //! Rows travel as arrays, one per column, through `INSERT … SELECT FROM UNNEST(…)`: one round
 //! trip per table whatever the batch size, and a statement text that never changes (so it is
@@ -103,6 +104,14 @@ impl Conflict {
             "conflict: receipt {} is stored with other content; stored_sha256={} incoming_sha256={} (write.on_conflict = \"reject\")",
             self.receipt.receipt_id, self.stored, self.incoming
         )
+    }
+
+    /// The conflict as a status report names it.
+    pub fn rejection(&self) -> Rejection {
+        Rejection {
+            receipt_id: self.receipt.receipt_id.clone(),
+            reason: self.reason(),
+        }
     }
 }
 

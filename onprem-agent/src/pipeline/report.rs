@@ -41,6 +41,9 @@ pub const DEBOUNCE: Duration = Duration::from_millis(500);
 pub const RESEND_INTERVAL: Duration = Duration::from_secs(10);
 /// The bound on the flush at shutdown.
 pub const FLUSH_AT_STOP: Duration = Duration::from_secs(5);
+/// The bound on one flush while running: an SQS or PostgreSQL call that hangs ends as a
+/// failed send, tried again later.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
 /// Ledger rows read per round (each round is one or a few SendMessageBatch calls).
 const PAGE: i64 = 2000;
 
@@ -120,7 +123,13 @@ impl Reporter {
         let mut delays = outage_backoff();
         let mut failing = false;
         loop {
-            let delay = match self.flush().await {
+            let flushed = tokio::select! {
+                f = tokio::time::timeout(FLUSH_TIMEOUT, self.flush()) => f.unwrap_or_else(|_| {
+                    Err(format!("no answer within {FLUSH_TIMEOUT:?}"))
+                }),
+                _ = stop.cancelled() => break,
+            };
+            let delay = match flushed {
                 Ok(Flushed { failed: None, sent }) => {
                     if failing {
                         tracing::info!(sent, "Status reports are sent again.");
@@ -280,6 +289,20 @@ mod tests {
         let expected: Vec<u32> = (0..10).chain(20..40).collect();
         assert_eq!(indexes, expected);
         assert_eq!(taken_reports(&bodies, &[]).len(), 40);
+    }
+
+    #[test]
+    fn the_status_line_names_the_backlog_and_the_last_error() {
+        let mut v = ReportView {
+            unreported_chunks: 12,
+            last_error: None,
+        };
+        assert_eq!(v.line(), "12 chunks not yet reported");
+        v.last_error = Some("SendMessageBatch to the status queue: QueueDoesNotExist".into());
+        assert_eq!(
+            v.line(),
+            "12 chunks not yet reported; sends failing: SendMessageBatch to the status queue: QueueDoesNotExist"
+        );
     }
 
     #[test]

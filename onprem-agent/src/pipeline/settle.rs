@@ -169,13 +169,7 @@ fn isolated_entry(
 ) -> LedgerEntry {
     let key = (d.chunk.batch_id.clone(), d.chunk.chunk_index);
     let conflicts = conflict::of_chunk(&outcome.conflicts, d);
-    let mut rejections: Vec<Rejection> = conflicts
-        .iter()
-        .map(|c| Rejection {
-            receipt_id: c.receipt.receipt_id.clone(),
-            reason: c.reason(),
-        })
-        .collect();
+    let mut rejections: Vec<Rejection> = conflicts.iter().map(|c| c.rejection()).collect();
     rejections.extend(
         refused
             .iter()

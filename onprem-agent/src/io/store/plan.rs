@@ -197,6 +197,18 @@ mod tests {
     }
 
     #[test]
+    fn stored_rows_are_the_new_ids_and_the_replacements() {
+        let a = receipt(1, "12.50");
+        let b = receipt(1, "13.00");
+        let c = receipt(2, "1.00");
+        let rows = [a.clone(), b.clone(), c.clone(), c.clone()];
+        assert_eq!(plan(&rows, &[], OnConflict::Reject).stored, vec![0, 2]);
+        assert_eq!(plan(&rows, &[], OnConflict::Update).stored, vec![0, 1, 2]);
+        assert_eq!(plan(&rows, &[&a], OnConflict::Update).stored, vec![1, 2]);
+        assert_eq!(plan(&rows, &[&a], OnConflict::Ignore).stored, vec![2]);
+    }
+
+    #[test]
     fn a_stored_row_without_a_fingerprint_is_a_quiet_duplicate() {
         let b = receipt(1, "13.00");
         let rows = [Row {
