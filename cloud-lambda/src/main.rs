@@ -4,7 +4,12 @@
 //!   router through `lambda_http::run`, or with `SLUICE_LAMBDA_HANDLER=status` the status
 //!   queue's SQS events; elsewhere it listens on `--listen` until SIGTERM/SIGINT, folding the
 //!   status queue in the background when `SLUICE_STATUS_QUEUE_URL` is set.
-//! * `sluice-ingest upload FILE.ndjson --api URL`: sends a large file through an API.
+//! * `sluice-ingest upload FILE.ndjson --api URL [--wait]`: sends a large file through an API,
+//!   and with `--wait` follows its batches until they are stored, naming refused lines.
+//!
+//! Exit codes of `upload`: 0 all accepted (with `--wait`: all stored), 1 something refused,
+//! 2 bad flags, 64 bad `--api`, 66 unreadable file; with `--wait` also 69 no status endpoint
+//! (404 for every batch), 75 `--wait-timeout` passed, 130 Ctrl-C.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,7 +22,9 @@ use std::sync::Arc;
 use sluice_cloud::config::Handler;
 use sluice_cloud::records::Records;
 use sluice_cloud::status::StatusService;
-use sluice_cloud::upload::{self, Progress, UploadOptions};
+use sluice_cloud::upload::outcome::{self, WaitReport};
+use sluice_cloud::upload::wait::{self, WaitOptions};
+use sluice_cloud::upload::{self, Progress, UploadOptions, UploadReport};
 use sluice_cloud::IngestConfig;
 
 /// Exit code for an invalid configuration (EX_USAGE).
@@ -64,9 +71,16 @@ struct UploadArgs {
     /// Send bodies uncompressed.
     #[arg(long)]
     no_gzip: bool,
-    /// Print the report as JSON on stdout.
+    /// Print the report as JSON on stdout (with --wait, the batches' final statuses too).
     #[arg(long)]
     json: bool,
+    /// After uploading, follow the batches on GET /v1/batches/{id} until they are stored,
+    /// then name the refused receipts by file line.
+    #[arg(long)]
+    wait: bool,
+    /// How long --wait follows before giving up (exit 75): 90, 90s, 15m, 2h. Default 30m.
+    #[arg(long, requires = "wait", value_parser = wait::parse_timeout)]
+    wait_timeout: Option<std::time::Duration>,
 }
 
 fn main() -> ExitCode {
@@ -187,9 +201,10 @@ async fn stop_signal() {
 }
 
 async fn upload(args: UploadArgs) -> ExitCode {
+    let token = args.token.filter(|t| !t.is_empty());
     let opts = UploadOptions {
-        api: args.api,
-        token: args.token.filter(|t| !t.is_empty()),
+        api: args.api.clone(),
+        token: token.clone(),
         receipts_per_request: args.receipts_per_request as usize,
         parallel: usize::from(args.parallel),
         gzip: !args.no_gzip,
@@ -217,10 +232,39 @@ async fn upload(args: UploadArgs) -> ExitCode {
         }
     };
     eprintln!();
+    let waited = match args.wait {
+        true => {
+            let opts = WaitOptions {
+                api: args.api.clone(),
+                token,
+                timeout: args.wait_timeout.unwrap_or(wait::DEFAULT_WAIT_TIMEOUT),
+                ..WaitOptions::default()
+            };
+            match follow(&args.file, &report, &opts).await {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    eprintln!("sluice-ingest: {e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            }
+        }
+        false => None,
+    };
     if args.json {
+        #[derive(serde::Serialize)]
+        struct Json<'a> {
+            #[serde(flatten)]
+            upload: &'a UploadReport,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            wait: Option<&'a WaitReport>,
+        }
+        let json = Json {
+            upload: &report,
+            wait: waited.as_ref(),
+        };
         println!(
             "{}",
-            serde_json::to_string_pretty(&report).unwrap_or_default()
+            serde_json::to_string_pretty(&json).unwrap_or_default()
         );
     } else {
         for r in &report.requests {
@@ -243,9 +287,85 @@ async fn upload(args: UploadArgs) -> ExitCode {
         report.refused,
         started.elapsed().as_secs_f64()
     );
+    if let Some(w) = &waited {
+        if !args.json {
+            for r in &w.refused {
+                println!("{}", outcome::describe_refused(r));
+            }
+            for u in &w.unlisted {
+                println!(
+                    "batch {}: {} more refused receipts (the status names the first {})",
+                    u.batch_id,
+                    u.count,
+                    sluice_protocol::status::MAX_REJECTIONS
+                );
+            }
+        }
+        if let Some(e) = &w.last_error {
+            eprintln!("sluice-ingest: the status endpoint's last error: {e}");
+        }
+        eprintln!(
+            "sluice-ingest: {}",
+            outcome::describe_totals(&w.totals, w.end)
+        );
+        return ExitCode::from(outcome::exit_code(report.refused, w.end, &w.totals));
+    }
     if report.ok() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// `--wait`: follows the batches with a progress line on stderr (redrawn on a terminal, a
+/// plain line every 10 s otherwise), then looks the refused receipts up in the file.
+async fn follow(
+    file: &std::path::Path,
+    report: &UploadReport,
+    opts: &WaitOptions,
+) -> Result<WaitReport, upload::UploadError> {
+    use std::io::IsTerminal as _;
+    let mut batches = outcome::batches_of(report);
+    let tty = std::io::stderr().is_terminal();
+    let started = Instant::now();
+    let mut last_plain: Option<Instant> = None;
+    let mut last_final = usize::MAX;
+    let draw = |batches: &[outcome::FollowedBatch]| {
+        let t = outcome::totals(batches);
+        let line = outcome::progress_line(&t, 30);
+        let elapsed = started.elapsed().as_secs_f64();
+        if tty {
+            eprint!("\rsluice-ingest: {line}, {elapsed:.0} s\x1b[K");
+        } else if last_final != t.batches_final
+            || last_plain.is_none_or(|at| at.elapsed() >= std::time::Duration::from_secs(10))
+        {
+            eprintln!("sluice-ingest: {line}, {elapsed:.0} s");
+            last_plain = Some(Instant::now());
+            last_final = t.batches_final;
+        }
+    };
+    let stop = async {
+        // Without a handler Ctrl-C kills outright; with one the summary is still printed.
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let result = wait::follow(&mut batches, opts, draw, stop).await?;
+    if tty {
+        eprintln!();
+    }
+    let read = |source| upload::UploadError::Read {
+        path: file.to_owned(),
+        source,
+    };
+    let reader = std::io::BufReader::new(std::fs::File::open(file).map_err(read)?);
+    let (refused, unlisted) = outcome::refused_lines(reader, &batches).map_err(read)?;
+    Ok(WaitReport {
+        end: result.end,
+        totals: outcome::totals(&batches),
+        batches,
+        refused,
+        unlisted,
+        last_error: result.last_error,
+    })
 }

@@ -6,6 +6,9 @@
 //! content (so a retry, or a later run over the same file, names the same batch), and receipts
 //! are idempotent by `receipt_id` in the database. The file is read as a stream: at most
 //! `parallel + 1` requests are held in memory, whatever the file's size.
+//!
+//! With `--wait`, [`wait`] then follows the batches on the status endpoint until they are
+//! final, and [`outcome`] names the refused receipts by file line.
 
 use std::io::{BufRead, Write as _};
 use std::path::{Path, PathBuf};
@@ -15,6 +18,9 @@ use std::time::Duration;
 use backon::BackoffBuilder as _;
 use serde::Serialize;
 use tokio::sync::mpsc;
+
+pub mod outcome;
+pub mod wait;
 
 /// Namespace for request keys (UUID v5 of the request body), fixed forever so that the same
 /// lines always make the same key.
@@ -56,6 +62,8 @@ impl Default for UploadOptions {
 pub struct RequestOutcome {
     /// 1-based line of the file where the request's first receipt is.
     pub first_line: usize,
+    /// 1-based line of the file where the request's last receipt is.
+    pub last_line: usize,
     /// Receipts in the request.
     pub receipts: usize,
     /// The `Idempotency-Key` sent.
@@ -132,10 +140,7 @@ pub async fn upload_file(
         path: path.to_owned(),
         source,
     })?;
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .map_err(|e| UploadError::Client(e.to_string()))?;
+    let client = http_client()?;
     let url = format!("{}/v1/batches", opts.api.trim_end_matches('/'));
 
     let parallel = opts.parallel.max(1);
@@ -201,6 +206,14 @@ pub async fn upload_file(
     Ok(report)
 }
 
+/// The HTTP client of the uploader and of `--wait`.
+pub(crate) fn http_client() -> Result<reqwest::Client, UploadError> {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .map_err(|e| UploadError::Client(e.to_string()))
+}
+
 /// Cuts the file into parts of `per_request` receipts and sends them down `tx`.
 fn read_parts(
     file: std::fs::File,
@@ -258,6 +271,7 @@ async fn send_part(
     };
     let mut outcome = RequestOutcome {
         first_line: part.lines.first().copied().unwrap_or(0),
+        last_line: part.lines.last().copied().unwrap_or(0),
         receipts: part.lines.len(),
         idempotency_key: key.clone(),
         batch_id: None,

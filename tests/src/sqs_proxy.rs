@@ -8,6 +8,10 @@
 //! bodies with `Content-Length`): each request goes to the server on a fresh connection with
 //! `Connection: close`, and its answer is read to the end, rewritten, and returned with a
 //! correct `Content-Length`.
+//!
+//! It also counts every request it forwards by action and by the queue or table it names
+//! ([`SqsProxy::requests`]), for the bench's request counts; DynamoDB's JSON protocol passes
+//! through it the same way.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -25,6 +29,8 @@ struct Shared {
     armed: Mutex<HashMap<String, u32>>,
     /// Entries withheld and reported failed, in all.
     withheld: AtomicU64,
+    /// Requests forwarded, by (`X-Amz-Target`, `QueueUrl` or `TableName`).
+    requests: Mutex<HashMap<(String, String), u64>>,
 }
 
 /// A running proxy; stops when dropped.
@@ -81,6 +87,30 @@ impl SqsProxy {
     pub fn withheld(&self) -> u64 {
         self.shared.withheld.load(Ordering::SeqCst)
     }
+
+    /// Requests forwarded so far, by (`X-Amz-Target`, e.g. `AmazonSQS.ReceiveMessage` or
+    /// `DynamoDB_20120810.UpdateItem`; the `QueueUrl` or `TableName` in the body, or "").
+    pub fn requests(&self) -> HashMap<(String, String), u64> {
+        self.shared
+            .requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// The queue or table a JSON-protocol request names.
+fn resource(body: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Names {
+        queue_url: Option<String>,
+        table_name: Option<String>,
+    }
+    serde_json::from_slice::<Names>(body)
+        .ok()
+        .and_then(|n| n.queue_url.or(n.table_name))
+        .unwrap_or_default()
 }
 
 /// One HTTP message: head lines and body.
@@ -180,6 +210,13 @@ async fn serve(shared: Arc<Shared>, client: TcpStream, target: SocketAddr) -> st
     let (read, mut write) = client.into_split();
     let mut reader = BufReader::new(read);
     while let Some(mut request) = read_request(&mut reader).await? {
+        let target_header = request.header("x-amz-target").unwrap_or("").to_owned();
+        *shared
+            .requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((target_header, resource(&request.body)))
+            .or_default() += 1;
         let action = request
             .header("x-amz-target")
             .and_then(|t| t.strip_prefix("AmazonSQS."))

@@ -19,7 +19,10 @@
 //!    procedure (`targets`);
 //! 6. end to end, unthrottled, no foreground: the agent's receipts/s and CPU per receipt
 //!    against raw COPY, and the Vector peer beside it when `VECTOR_BIN` is set (`peer`);
-//! 7. the rate accuracy of three agents sharing one budget (`shared_budget`).
+//! 7. the rate accuracy of three agents sharing one budget (`shared_budget`);
+//! 8. the status traffic: SQS and DynamoDB requests per million receipts that reporting an
+//!    upload's fate adds, beside the data path's, and the time from the agent's commit to
+//!    `stored` on the status endpoint (`status`).
 //!
 //! `write_path` measures 1, `drain` measures 2 and 3 with `pgbench` as the foreground; the
 //! ingest rows come from the harness (`sluice_e2e::ingest_bench`).
@@ -31,6 +34,7 @@ mod peer;
 mod pgbench;
 mod protect;
 mod shared_budget;
+mod status;
 mod targets;
 mod write_path;
 
@@ -72,9 +76,16 @@ struct Args {
     /// Measure only the drain rate by write target (rows 5), skipping the rest.
     #[arg(long)]
     only_targets: bool,
-    /// Measure only the rate accuracy of three agents sharing one budget (row 5).
+    /// Measure only the rate accuracy of three agents sharing one budget (row 7).
     #[arg(long)]
     only_shared_budget: bool,
+    /// Receipts uploaded and drained for the status traffic (default 100,000; 50,000 with
+    /// --quick).
+    #[arg(long)]
+    status_receipts: Option<usize>,
+    /// Measure only the status traffic (row 8), skipping the rest.
+    #[arg(long)]
+    only_status: bool,
 }
 
 /// Receipts per transaction: the agent's default `batch.max_rows`.
@@ -86,7 +97,30 @@ pub(crate) const FIXED_RATES: [u32; 3] = [500, 1000, 2000];
 pub(crate) const PGBENCH_TPS: u32 = 200;
 pub(crate) const PGBENCH_CLIENTS: u32 = 4;
 
+/// The parts of the bench, each one or more rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    /// Rows 1, 2, 3 and 6: the write path, the ingest, the drain beside pgbench, the peer.
+    Throughput,
+    Memory,
+    Targets,
+    SharedBudget,
+    Status,
+}
+
 impl Args {
+    /// Whether `part` runs: every part, unless one `--only-…` flag names one.
+    fn runs(&self, part: Part) -> bool {
+        let only = [
+            (self.only_memory, Part::Memory),
+            (self.only_targets, Part::Targets),
+            (self.only_shared_budget, Part::SharedBudget),
+            (self.only_status, Part::Status),
+        ];
+        let chosen: Vec<Part> = only.iter().filter(|(on, _)| *on).map(|(_, p)| *p).collect();
+        chosen.is_empty() || chosen.contains(&part)
+    }
+
     /// Seconds per measured window.
     fn window(&self) -> Duration {
         Duration::from_secs(self.window.unwrap_or(if self.quick { 10 } else { 30 }))
@@ -155,20 +189,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
     println!();
 
     let window = args.window();
-    if !args.only_memory && !args.only_targets && !args.only_shared_budget {
+    if args.runs(Part::Throughput) {
         measure_throughput(&pg, &args, &mut table).await?;
     }
-    if !args.only_memory && !args.only_targets {
+    if args.runs(Part::SharedBudget) {
         shared_budget::measure(window, &mut table).await?;
-    }
-    if args.only_shared_budget {
-        println!();
-        table.print();
-        return Ok(());
     }
 
     // 3. Memory against the byte budget, with the largest receipts.
-    if !args.only_targets {
+    if args.runs(Part::Memory) {
         let memory_receipts = args
             .memory_receipts
             .unwrap_or(if args.quick { 90 } else { 300 });
@@ -176,11 +205,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
 
     // 5. The drain rate by write target.
-    if !args.only_memory {
+    if args.runs(Part::Targets) {
         let receipts = args
             .target_receipts
             .unwrap_or(if args.quick { 20_000 } else { 100_000 });
         targets::measure(&pg, receipts, &mut table).await?;
+    }
+
+    // 8. The status traffic beside the data path's.
+    if args.runs(Part::Status) {
+        let receipts = args
+            .status_receipts
+            .unwrap_or(if args.quick { 50_000 } else { 100_000 });
+        status::measure(&pg, receipts, &mut table).await?;
     }
     drop(pg);
 

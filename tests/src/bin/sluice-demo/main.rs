@@ -3,8 +3,9 @@
 //! reads a summary back from the database and stops everything cleanly.
 //!
 //! It owns:
-//! - the demo world, recreated on every run: database `sluice_demo`, queues `sluice-demo` and
-//!   `sluice-demo-dlq`, and the directory `.sluice-dev/demo/` (`agent.toml`, `agent.log`,
+//! - the demo world, recreated on every run: database `sluice_demo`, queues `sluice-demo`,
+//!   `sluice-demo-dlq` and `sluice-demo-status` (the agent's reports, which the ingest folds
+//!   into the upload's status), and the directory `.sluice-dev/demo/` (`agent.toml`, `agent.log`,
 //!   `ingest.log`, pid files);
 //! - the two child processes, `sluice-agent run` and `sluice-ingest`, which it starts in their
 //!   own process groups (so Ctrl-C reaches only the demo) and always stops itself;
@@ -17,12 +18,14 @@
 //!
 //! In order of a run: `paths` (the demo's directory, the binaries), `world` (database, queues,
 //! the agent's config), `children` (the two processes, the stop signals), `upload`, `drain`
-//! (the live view), `summary` (read back from PostgreSQL), `format` (figures on screen).
+//! (the live view) beside `status` (each batch followed on `GET /v1/batches/{id}` from
+//! accepted to stored), `summary` (read back from PostgreSQL), `format` (figures on screen).
 
 mod children;
 mod drain;
 mod format;
 mod paths;
+mod status;
 mod summary;
 mod upload;
 mod world;
@@ -45,6 +48,10 @@ use world::{agent_toml, World};
 pub(crate) const DB_NAME: &str = "sluice_demo";
 pub(crate) const QUEUE_NAME: &str = "sluice-demo";
 pub(crate) const DLQ_NAME: &str = "sluice-demo-dlq";
+pub(crate) const STATUS_QUEUE_NAME: &str = "sluice-demo-status";
+/// How long the batches' status may lag behind the database once the drain is done: the
+/// agent's report, then the ingest's fold.
+const STATUS_LAG_TIMEOUT: Duration = Duration::from_secs(60);
 /// Receives before SQS moves a message to the DLQ: enough to survive a few agent restarts or
 /// moto's occasional double delivery, few enough that a poison message shows up quickly.
 pub(crate) const MAX_RECEIVE_COUNT: u32 = 5;
@@ -216,7 +223,10 @@ async fn session(args: &Args, paths: &Paths, children: &mut Children) -> anyhow:
     detail("database", &format!("{DB_NAME} (fresh)"));
     detail(
         "queues",
-        &format!("{QUEUE_NAME}, {DLQ_NAME} (fresh, maxReceiveCount {MAX_RECEIVE_COUNT})"),
+        &format!(
+            "{QUEUE_NAME}, {DLQ_NAME} (fresh, maxReceiveCount {MAX_RECEIVE_COUNT}), \
+             {STATUS_QUEUE_NAME} (the agent's reports)"
+        ),
     );
 
     let Services {
@@ -237,7 +247,29 @@ async fn session(args: &Args, paths: &Paths, children: &mut Children) -> anyhow:
         "Draining into PostgreSQL at up to {} receipts/s",
         thousands(u64::from(args.rate))
     ));
-    let drain = watch_drain(&world, children, upload.receipts, args.rate, paths).await?;
+    let (drain_failed, failed) = tokio::sync::oneshot::channel::<()>();
+    let drain = async {
+        let drain = watch_drain(&world, children, upload.receipts, args.rate, paths).await;
+        if drain.is_err() {
+            let _ = drain_failed.send(());
+        }
+        drain
+    };
+    let expected_drain = Duration::from_secs(upload.receipts / u64::from(args.rate.max(1)));
+    let status = status::watch_status(
+        &ingest_url,
+        &upload.batches,
+        upload.started,
+        expected_drain * 2 + STATUS_LAG_TIMEOUT,
+        async {
+            // Stop following when the drain failed; otherwise until every batch is final.
+            if failed.await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        },
+    );
+    let (drain, status) = tokio::join!(drain, status);
+    let drain = drain?;
     println!(
         "  all {} stored {} after the upload began",
         thousands(upload.receipts),
@@ -245,10 +277,15 @@ async fn session(args: &Args, paths: &Paths, children: &mut Children) -> anyhow:
     );
     wait_queue_empty(&world).await;
 
+    step("Upload status (GET /v1/batches/{id}, from the agent's reports)");
+    let status = status?;
+    status.print();
+
     step(&format!(
         "Summary (read from PostgreSQL, database {DB_NAME})"
     ));
-    let problems = summarize(&world, &receipts, &upload, args).await?;
+    let mut problems = summarize(&world, &receipts, &upload, args).await?;
+    problems.extend(status.problems());
     println!("  demo time {}", secs(started.elapsed()));
     Ok(Report {
         problems,

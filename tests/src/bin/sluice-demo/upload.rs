@@ -20,6 +20,8 @@ pub(crate) struct UploadStats {
     pub(crate) elapsed: Duration,
     pub(crate) receipts: u64,
     pub(crate) requests: u64,
+    /// The batch ids the API answered, in file order.
+    pub(crate) batches: Vec<String>,
     chunks: u64,
     bytes: u64,
     retries: u64,
@@ -102,6 +104,10 @@ pub(crate) async fn upload(
         elapsed: started.elapsed(),
         receipts: report.accepted as u64,
         requests: report.requests.len() as u64,
+        batches: sluice_cloud::upload::outcome::batches_of(&report)
+            .into_iter()
+            .map(|b| b.batch_id)
+            .collect(),
         chunks: report.requests.iter().map(|r| r.chunks).sum(),
         bytes: report.requests.iter().map(|r| r.bytes).sum(),
         retries: report

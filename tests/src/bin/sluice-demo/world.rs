@@ -1,11 +1,13 @@
-//! The demo world, recreated on every run: database `sluice_demo`, queues `sluice-demo` and
-//! `sluice-demo-dlq`, the agent's configuration for them, and what they hold.
+//! The demo world, recreated on every run: database `sluice_demo`, queues `sluice-demo`,
+//! `sluice-demo-dlq` and `sluice-demo-status`, the agent's configuration for them, and what they hold.
 
 use anyhow::Context as _;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 
-use crate::{Args, BATCH_MAX_ROWS, DB_NAME, DLQ_NAME, MAX_RECEIVE_COUNT, QUEUE_NAME};
+use crate::{
+    Args, BATCH_MAX_ROWS, DB_NAME, DLQ_NAME, MAX_RECEIVE_COUNT, QUEUE_NAME, STATUS_QUEUE_NAME,
+};
 
 /// The main queue's visibility timeout, and the agent's.
 const VISIBILITY_TIMEOUT_SECONDS: u32 = 60;
@@ -19,6 +21,8 @@ pub(crate) struct World {
     pub(crate) sqs_endpoint: String,
     pub(crate) queue_url: String,
     pub(crate) dlq_url: String,
+    /// The agent's chunk reports, folded by the ingest into the upload's status.
+    pub(crate) status_queue_url: String,
 }
 
 impl World {
@@ -34,7 +38,7 @@ impl World {
 
         let sqs = sluice_e2e::sqs_client(&servers.sqs_endpoint);
         // Delete first: creating a queue that exists with other attributes is an error.
-        for name in [QUEUE_NAME, DLQ_NAME] {
+        for name in [QUEUE_NAME, DLQ_NAME, STATUS_QUEUE_NAME] {
             if let Ok(found) = sqs.get_queue_url().queue_name(name).send().await {
                 if let Some(url) = found.queue_url {
                     sqs.delete_queue()
@@ -52,6 +56,14 @@ impl World {
             MAX_RECEIVE_COUNT,
         )
         .await?;
+        let status_queue_url = sqs
+            .create_queue()
+            .queue_name(STATUS_QUEUE_NAME)
+            .send()
+            .await
+            .context("creating the status queue")?
+            .queue_url
+            .context("the status queue has no URL")?;
         Ok(Self {
             database_url,
             pool,
@@ -59,6 +71,7 @@ impl World {
             sqs_endpoint: servers.sqs_endpoint.clone(),
             queue_url: queues.queue_url,
             dlq_url: queues.dlq_url,
+            status_queue_url,
         })
     }
 
@@ -75,6 +88,8 @@ impl World {
             // The ingest's upload records (Idempotency-Key binding) on the same local server.
             ("SLUICE_STATUS_TABLE", "sluice-demo-uploads"),
             ("SLUICE_DYNAMODB_ENDPOINT", &self.sqs_endpoint),
+            // The ingest folds the agent's reports into that table.
+            ("SLUICE_STATUS_QUEUE_URL", &self.status_queue_url),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -122,6 +137,9 @@ burst = {burst}
 max_rows = {BATCH_MAX_ROWS}
 max_wait_ms = 250
 
+[status]
+queue_url = {status:?}
+
 [server]
 listen = {listen:?}
 
@@ -131,6 +149,7 @@ level = "warn"
 "#,
         queue = world.queue_url,
         dlq = world.dlq_url,
+        status = world.status_queue_url,
         endpoint = world.sqs_endpoint,
         db = world.database_url,
         rate = args.rate,
