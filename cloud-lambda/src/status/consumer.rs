@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_sqs::types::MessageSystemAttributeName;
+use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
 
 use super::webhook::KIND_ATTRIBUTE;
 use super::StatusService;
@@ -43,7 +43,6 @@ pub async fn run(service: Arc<StatusService>, queue_url: String) {
         };
         let work = messages.into_iter().map(|m| {
             let service = Arc::clone(&service);
-            let queue_url = queue_url.clone();
             async move {
                 let id = m.message_id.clone().unwrap_or_default();
                 let kind = m
@@ -53,22 +52,64 @@ pub async fn run(service: Arc<StatusService>, queue_url: String) {
                     .and_then(|v| v.string_value.clone());
                 let body = m.body.as_deref().unwrap_or_default();
                 match service.handle(kind.as_deref(), body).await {
-                    Ok(()) => {
-                        if let Err(e) = service
-                            .sqs
-                            .delete_message()
-                            .queue_url(&queue_url)
-                            .set_receipt_handle(m.receipt_handle.clone())
-                            .send()
-                            .await
-                        {
-                            tracing::warn!(message_id = %id, error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "Cannot delete a folded status message; folding it again is harmless.");
-                        }
+                    Ok(()) => Some((id, m.receipt_handle)),
+                    Err(e) => {
+                        StatusService::log_failure(&id, &e);
+                        None
                     }
-                    Err(e) => StatusService::log_failure(&id, &e),
                 }
             }
         });
-        futures_util::future::join_all(work).await;
+        let consumed: Vec<(String, Option<String>)> = futures_util::future::join_all(work)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        delete_consumed(&service, &queue_url, consumed).await;
+    }
+}
+
+/// Deletes what was consumed in one DeleteMessageBatch (a receive holds at most 10); a delete
+/// that fails only means the message is folded again, which is harmless.
+async fn delete_consumed(
+    service: &StatusService,
+    queue_url: &str,
+    consumed: Vec<(String, Option<String>)>,
+) {
+    if consumed.is_empty() {
+        return;
+    }
+    let entries: Vec<DeleteMessageBatchRequestEntry> = consumed
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (_, handle))| {
+            DeleteMessageBatchRequestEntry::builder()
+                .id(i.to_string())
+                .set_receipt_handle(handle.clone())
+                .build()
+                .ok()
+        })
+        .collect();
+    let sent = service
+        .sqs
+        .delete_message_batch()
+        .queue_url(queue_url)
+        .set_entries(Some(entries))
+        .send()
+        .await;
+    let failed: Vec<String> = match sent {
+        Ok(out) => out
+            .failed
+            .iter()
+            .filter_map(|f| f.id.parse::<usize>().ok())
+            .filter_map(|i| consumed.get(i).map(|(id, _)| id.clone()))
+            .collect(),
+        Err(e) => {
+            tracing::warn!(messages = consumed.len(), error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "Cannot delete folded status messages; folding them again is harmless.");
+            return;
+        }
+    };
+    for id in failed {
+        tracing::warn!(message_id = %id, "Cannot delete a folded status message; folding it again is harmless.");
     }
 }

@@ -35,8 +35,11 @@ use crate::io::store::Store;
 use crate::ops::metrics as m;
 use crate::pipeline::backoff::outage_backoff;
 
-/// After a wake-up, how long the reporter lets commits gather before it sends.
-pub const DEBOUNCE: Duration = Duration::from_millis(500);
+/// After a wake-up, how long the reporter lets commits gather before it sends: what keeps
+/// the status traffic a small share of the data path's (one SendMessageBatch, and one receive
+/// and delete on the cloud side, per 5 s of draining however fast it drains: about 20 rounds
+/// per million receipts at 10,000/s), at the cost of status lagging commits by up to 5 s.
+pub const DEBOUNCE: Duration = Duration::from_secs(5);
 /// How often the reporter looks for unreported rows without being woken.
 pub const RESEND_INTERVAL: Duration = Duration::from_secs(10);
 /// The bound on the flush at shutdown.
