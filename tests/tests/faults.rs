@@ -87,7 +87,14 @@ async fn a_connection_cut_around_commit_leads_to_no_delete_and_the_redelivery_is
     let mut oracle = Oracle::new();
     env.upload_acknowledged(&mut oracle, &Generator::new(63).receipts(3_000), "250")
         .await?;
-    // Migrations commit too: let the agent start, then arm the cuts.
+    // Migrations commit too: let the agent apply every one of them, then arm the cuts.
+    let migrations = std::fs::read_dir(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../onprem-agent/migrations"
+    ))?
+    .filter_map(Result::ok)
+    .filter(|e| e.path().extension().is_some_and(|x| x == "sql"))
+    .count();
     let agent = env
         .launch_agent(
             "commit-cut",
@@ -97,13 +104,20 @@ async fn a_connection_cut_around_commit_leads_to_no_delete_and_the_redelivery_is
             ),
         )
         .await?;
-    wait_for(Duration::from_secs(30), "the schema", || async {
-        sqlx::query("SELECT 1 FROM sluice.chunks LIMIT 1")
-            .fetch_optional(&env.pool)
+    wait_for(
+        Duration::from_secs(30),
+        "every migration applied",
+        || async {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM sluice._sqlx_migrations WHERE success",
+            )
+            .fetch_one(&env.pool)
             .await
             .ok()
+            .filter(|&n| usize::try_from(n).is_ok_and(|n| n >= migrations))
             .map(|_| ())
-    })
+        },
+    )
     .await?;
     proxy.cut_commits(CommitCut::AfterForwarding, 2);
     wait_for(
