@@ -360,9 +360,17 @@ pub fn batch_status(batch_id: &str, item: &Item) -> BatchStatus {
             delivered_at: None,
         })
     });
+    // Every chunk is folded a moment before `completed_at_ms` is set (a second conditional
+    // update): until then the batch is still settling, so a final state and its
+    // `completed_at` are only ever seen together.
+    let completed_at = number(item, "completed_at_ms").and_then(rfc3339_ms);
+    let state = match BatchState::of(chunks, chunks_done, conflicts + rejected) {
+        s if s.is_final() && completed_at.is_none() => BatchState::Storing,
+        s => s,
+    };
     BatchStatus {
         batch_id: batch_id.to_owned(),
-        state: BatchState::of(chunks, chunks_done, conflicts + rejected),
+        state,
         receipts,
         chunks,
         chunks_done,
@@ -373,7 +381,34 @@ pub fn batch_status(batch_id: &str, item: &Item) -> BatchStatus {
         rejections,
         rejections_total: conflicts + rejected,
         accepted_at: number(item, "accepted_at").and_then(|s| rfc3339_ms(s.saturating_mul(1000))),
-        completed_at: number(item, "completed_at_ms").and_then(rfc3339_ms),
+        completed_at,
         webhook,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(v: u64) -> AttributeValue {
+        AttributeValue::N(v.to_string())
+    }
+
+    #[test]
+    fn a_final_state_is_shown_only_with_its_completed_at() {
+        let mut item: Item = [
+            ("chunks".to_owned(), n(3)),
+            ("chunks_done".to_owned(), n(3)),
+            ("stored".to_owned(), n(5)),
+        ]
+        .into_iter()
+        .collect();
+        let settling = batch_status("b", &item);
+        assert_eq!(settling.state, BatchState::Storing);
+        assert_eq!(settling.completed_at, None);
+        item.insert("completed_at_ms".to_owned(), n(1_790_000_000_000));
+        let done = batch_status("b", &item);
+        assert_eq!(done.state, BatchState::Stored);
+        assert!(done.completed_at.is_some());
     }
 }
