@@ -73,7 +73,7 @@ pub use process::{signal, ChildProcess, Launch};
 pub use records::dynamodb_client;
 pub use servers::{binary, free_local_addr, repo_root, servers, Servers};
 pub use sqs::{create_queue_pair, sqs_client, QueuePair};
-pub use status::{Delivery, WebhookReceiver, WEBHOOK_SECRET};
+pub use status::{block_merchant, Delivery, WebhookReceiver, WEBHOOK_SECRET};
 
 /// Polls `check` every 100 ms until it returns `Some`, or fails after `timeout` with the last
 /// state described by `what`.

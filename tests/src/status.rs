@@ -165,3 +165,22 @@ impl WebhookReceiver {
             .unwrap_or_default()
     }
 }
+
+/// Installs a trigger on `sluice.receipts` that refuses (P0001) every receipt whose merchant is
+/// `Blocked Merchant AG`: a customer's rule that refuses one row, not the table.
+pub async fn block_merchant(env: &TestEnv) -> anyhow::Result<()> {
+    for statement in [
+        "CREATE FUNCTION sluice.block_merchant() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+           IF NEW.merchant = 'Blocked Merchant AG' THEN
+             RAISE EXCEPTION 'merchant % is blocked by the finance team', NEW.merchant;
+           END IF;
+           RETURN NEW;
+         END $$",
+        "CREATE TRIGGER block_merchant BEFORE INSERT ON sluice.receipts
+         FOR EACH ROW EXECUTE FUNCTION sluice.block_merchant()",
+    ] {
+        sqlx::query(statement).execute(&env.pool).await?;
+    }
+    Ok(())
+}

@@ -9,7 +9,9 @@ use hmac::{Hmac, Mac as _};
 use serde_json::{json, Value};
 use sluice_e2e::gen::Generator;
 use sluice_e2e::oracle::Oracle;
-use sluice_e2e::{wait_for, AgentProcess, Delivery, TestEnv, WebhookReceiver, WEBHOOK_SECRET};
+use sluice_e2e::{
+    block_merchant, wait_for, AgentProcess, Delivery, TestEnv, WebhookReceiver, WEBHOOK_SECRET,
+};
 use sluice_protocol::status::{encode_reports, ChunkReport, Rejection};
 
 const TIMEOUT: Duration = Duration::from_secs(120);
@@ -380,19 +382,7 @@ async fn an_agent_upload_ends_stored_with_rejections_and_its_webhook_arrives_onc
     sluice_agent::Store::from_pool(env.pool.clone())
         .migrate("sluice")
         .await?;
-    for statement in [
-        "CREATE FUNCTION sluice.block_merchant() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN
-           IF NEW.merchant = 'Blocked Merchant AG' THEN
-             RAISE EXCEPTION 'merchant % is blocked by the finance team', NEW.merchant;
-           END IF;
-           RETURN NEW;
-         END $$",
-        "CREATE TRIGGER block_merchant BEFORE INSERT ON sluice.receipts
-         FOR EACH ROW EXECUTE FUNCTION sluice.block_merchant()",
-    ] {
-        sqlx::query(statement).execute(&env.pool).await?;
-    }
+    block_merchant(&env).await?;
     let status = env.create_status_queue().await?;
     let receiver = WebhookReceiver::start(&[]).await?;
     let ingest = env

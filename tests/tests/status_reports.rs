@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use sluice_e2e::gen::Generator;
 use sluice_e2e::oracle::Oracle;
-use sluice_e2e::{wait_for, AgentProcess, IngestHandle, TestEnv};
+use sluice_e2e::{block_merchant, wait_for, AgentProcess, IngestHandle, TestEnv};
 use sluice_protocol::status::{decode_message, ChunkReport, Rejection};
 
 const TIMEOUT: Duration = Duration::from_secs(120);
@@ -186,19 +186,7 @@ fn id_of(v: &Value) -> String {
 async fn reports_count_every_receipt_and_name_each_refusal_with_its_reason() -> anyhow::Result<()> {
     let env = TestEnv::new().await?;
     migrate(&env).await?;
-    for statement in [
-        "CREATE FUNCTION sluice.block_merchant() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN
-           IF NEW.merchant = 'Blocked Merchant AG' THEN
-             RAISE EXCEPTION 'merchant % is blocked by the finance team', NEW.merchant;
-           END IF;
-           RETURN NEW;
-         END $$",
-        "CREATE TRIGGER block_merchant BEFORE INSERT ON sluice.receipts
-         FOR EACH ROW EXECUTE FUNCTION sluice.block_merchant()",
-    ] {
-        sqlx::query(statement).execute(&env.pool).await?;
-    }
+    block_merchant(&env).await?;
     let status_url = status_queue(&env, true).await?;
     let ingest = env
         .start_ingest(&[("SLUICE_MAX_RECEIPTS_PER_CHUNK", "4")])

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use sluice_e2e::gen::Generator;
 use sluice_e2e::oracle::Oracle;
-use sluice_e2e::TestEnv;
+use sluice_e2e::{block_merchant, TestEnv};
 
 const TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -55,19 +55,7 @@ async fn upload_wait_exits_0_when_stored_and_1_naming_the_refused_lines() -> any
     sluice_agent::Store::from_pool(env.pool.clone())
         .migrate("sluice")
         .await?;
-    for statement in [
-        "CREATE FUNCTION sluice.block_merchant() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN
-           IF NEW.merchant = 'Blocked Merchant AG' THEN
-             RAISE EXCEPTION 'merchant % is blocked by the finance team', NEW.merchant;
-           END IF;
-           RETURN NEW;
-         END $$",
-        "CREATE TRIGGER block_merchant BEFORE INSERT ON sluice.receipts
-         FOR EACH ROW EXECUTE FUNCTION sluice.block_merchant()",
-    ] {
-        sqlx::query(statement).execute(&env.pool).await?;
-    }
+    block_merchant(&env).await?;
     let status_queues = env.create_status_queue().await?;
     let status_url = status_queues.queue_url.clone();
     let mut ingest = env
