@@ -25,7 +25,8 @@ pub use agent::{run, start, Clients, RunningAgent, StartRefused};
 pub use config::AgentConfig;
 pub use io::sqs::{DeadLetterProblem, Queue, QueueFacts};
 pub use io::store::{
-    LedgerEntry, ProbeError, Row, Store, TargetProblem, RECEIPTS_PER_MESSAGE, RECENT_RATE,
+    LedgerEntry, ProbeError, Row, Store, TargetProblem, WriteOutcome, RECEIPTS_PER_MESSAGE,
+    RECENT_RATE,
 };
 pub use ops::reload::on_sighup;
 pub use ops::target_check::TargetRefused;

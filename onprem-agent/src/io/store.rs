@@ -161,9 +161,10 @@ impl std::fmt::Debug for Store {
     }
 }
 
-/// Rounds of one write: an id another writer inserts between this write's read of the stored
-/// fingerprints and its insert is read again and planned once more.
-const WRITE_ROUNDS: usize = 3;
+/// Rounds of one write: the first inserts without reading (every id taken for new), and an id
+/// found taken then (stored before, or inserted by another writer between this write's read of
+/// the stored fingerprints and its insert) is read and planned once more.
+const WRITE_ROUNDS: usize = 4;
 
 /// Connection options for `cfg`, with the password from its file or the environment and the
 /// search path set to the agent's schema. Every password found is registered with
@@ -383,12 +384,19 @@ impl Store {
             rows.iter().map(|r| (*r, r.receipt.fingerprint())).collect();
         let mut tx = self.begin_write().await?;
         let mut target = target::Writes::new(&self.target);
-        for _ in 0..WRITE_ROUNDS {
+        for round in 0..WRITE_ROUNDS {
             if pending.is_empty() {
                 break;
             }
             let (rows, fps): (Vec<Row<'_>>, Vec<Fingerprint>) = pending.iter().copied().unzip();
-            let stored = target.stored_fingerprints(&mut tx, &rows).await?;
+            // The first round plans as if no id were stored (the common case: a backlog of new
+            // receipts), saving a read of every id; an id the insert finds taken is read and
+            // planned again in the next round, like an id raced by another writer.
+            let stored = if round == 0 {
+                HashMap::new()
+            } else {
+                target.stored_fingerprints(&mut tx, &rows).await?
+            };
             let plan = plan::resolve(&rows, &fps, &stored, self.on_conflict);
             let pick = |idx: &[usize]| -> Vec<(Row<'_>, Fingerprint)> {
                 idx.iter().map(|&i| (rows[i], fps[i])).collect()
@@ -403,26 +411,25 @@ impl Store {
             } else {
                 target.insert(&mut tx, &inserts).await?
             };
-            // An insert that found the id taken was raced by another writer: planned again.
-            let (written, raced): (Vec<_>, Vec<_>) = inserts
+            let (written, taken): (Vec<_>, Vec<_>) = inserts
                 .into_iter()
                 .partition(|(r, _)| inserted.contains(&r.receipt.receipt_id));
             target.contents(&mut tx, &updates, &written).await?;
-            let raced_rows: HashSet<&str> = raced
+            // Every row of an id found taken goes to the next round; this round counts the rest.
+            let taken: HashSet<&str> = taken
                 .iter()
                 .map(|(r, _)| r.receipt.receipt_id.as_str())
                 .collect();
+            let plan = plan.without(&rows, &taken);
             for &i in &plan.stored {
                 let r = rows[i];
-                if !raced_rows.contains(r.receipt.receipt_id.as_str()) {
-                    *outcome
-                        .stored_by_chunk
-                        .entry((r.batch_id.to_owned(), r.chunk_index))
-                        .or_default() += 1;
-                }
+                *outcome
+                    .stored_by_chunk
+                    .entry((r.batch_id.to_owned(), r.chunk_index))
+                    .or_default() += 1;
             }
             outcome.inserted += written.len() as u64;
-            outcome.updated += plan.replaced;
+            outcome.updated += plan.replaced.len() as u64;
             outcome
                 .conflicts
                 .extend(plan.conflicts.iter().map(|&(i, stored)| Conflict {
@@ -432,7 +439,7 @@ impl Store {
                     stored,
                     incoming: fps[i],
                 }));
-            pending = raced;
+            pending.retain(|(r, _)| taken.contains(r.receipt.receipt_id.as_str()));
         }
         target.finish(&mut tx).await?;
         if !ledger.is_empty() {

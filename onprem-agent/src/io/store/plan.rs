@@ -23,8 +23,9 @@ pub(super) struct Plan {
     pub inserts: Vec<usize>,
     /// Rows whose content replaces the stored row of their id, in row order.
     pub updates: Vec<usize>,
-    /// Rows that replaced another version (stored, or earlier in the batch): `updated`.
-    pub replaced: u64,
+    /// Rows that replaced another version (stored, or earlier in the batch): `updated`, in
+    /// row order.
+    pub replaced: Vec<usize>,
     /// Rows refused, with the fingerprint of the version they differ from.
     pub conflicts: Vec<(usize, Fingerprint)>,
     /// Rows counted as stored: each row that became the version to write (a new id, or a
@@ -96,7 +97,7 @@ pub(super) fn resolve(
                     Some(Target::Insert(_)) => Target::Insert(i),
                     _ => Target::Update(i),
                 });
-                plan.replaced += 1;
+                plan.replaced.push(i);
                 plan.stored.push(i);
             }
         }
@@ -112,6 +113,29 @@ pub(super) fn resolve(
         }
     }
     plan
+}
+
+impl Plan {
+    /// The plan without every row whose id is in `ids`: what stands when those ids turned out
+    /// to be taken at insert time and are planned again, every row of them, in the next round.
+    pub(super) fn without(self, rows: &[Row<'_>], ids: &HashSet<&str>) -> Plan {
+        if ids.is_empty() {
+            return self;
+        }
+        let keep = |i: &usize| !ids.contains(rows[*i].receipt.receipt_id.as_str());
+        let only = |v: Vec<usize>| v.into_iter().filter(keep).collect();
+        Plan {
+            inserts: only(self.inserts),
+            updates: only(self.updates),
+            replaced: only(self.replaced),
+            conflicts: self
+                .conflicts
+                .into_iter()
+                .filter(|(i, _)| keep(i))
+                .collect(),
+            stored: only(self.stored),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -159,7 +183,7 @@ mod tests {
                 Plan::default()
             );
             let p = plan(&[a.clone(), again.clone()], &[], policy);
-            assert_eq!((p.inserts, p.replaced), (vec![0], 0));
+            assert_eq!((p.inserts, p.replaced), (vec![0], vec![]));
         }
     }
 
@@ -171,7 +195,7 @@ mod tests {
         assert_eq!(p.conflicts, vec![(0, a.fingerprint())]);
         assert!(p.inserts.is_empty() && p.updates.is_empty());
         let p = plan(std::slice::from_ref(&b), &[&a], OnConflict::Update);
-        assert_eq!((p.updates, p.replaced), (vec![0], 1));
+        assert_eq!((p.updates, p.replaced), (vec![0], vec![0]));
         assert_eq!(plan(&[b], &[&a], OnConflict::Ignore), Plan::default());
     }
 
@@ -189,7 +213,7 @@ mod tests {
         let p = plan(&[a.clone(), b.clone()], &[], OnConflict::Update);
         assert_eq!(
             (p.inserts, p.replaced),
-            (vec![1], 1),
+            (vec![1], vec![1]),
             "the later version is written"
         );
         let p = plan(&[a, b], &[], OnConflict::Ignore);
@@ -221,6 +245,40 @@ mod tests {
             assert_eq!(
                 resolve(&rows, &[b.fingerprint()], &stored, policy),
                 Plan::default()
+            );
+        }
+    }
+
+    #[test]
+    fn without_drops_every_row_of_the_ids_given_and_keeps_the_rest() {
+        let a = receipt(1, "12.50");
+        let b = receipt(1, "13.00");
+        let c = receipt(2, "1.00");
+        let receipts = [a.clone(), b, c.clone(), c];
+        let rows: Vec<Row<'_>> = receipts
+            .iter()
+            .map(|r| Row {
+                receipt: r,
+                batch_id: "b",
+                chunk_index: 0,
+            })
+            .collect();
+        let fps: Vec<Fingerprint> = receipts.iter().map(Receipt::fingerprint).collect();
+        for policy in [OnConflict::Reject, OnConflict::Update] {
+            let full = resolve(&rows, &fps, &HashMap::new(), policy);
+            let taken = HashSet::from([a.receipt_id.as_str()]);
+            let rest = resolve(&rows[2..], &fps[2..], &HashMap::new(), policy);
+            let shifted = |v: Vec<usize>| v.into_iter().map(|i| i + 2).collect::<Vec<_>>();
+            assert_eq!(
+                full.without(&rows, &taken),
+                Plan {
+                    inserts: shifted(rest.inserts),
+                    updates: shifted(rest.updates),
+                    replaced: shifted(rest.replaced),
+                    conflicts: vec![],
+                    stored: shifted(rest.stored),
+                },
+                "{policy:?}"
             );
         }
     }

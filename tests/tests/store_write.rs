@@ -1,0 +1,147 @@
+//! The agent's one write (`Store::write`) against the real PostgreSQL: the first round inserts
+//! without reading the stored fingerprints, so a redelivery, a batch that repeats its ids and
+//! two writers racing for the same ids must still come out exactly once, with every receipt
+//! counted once as inserted, updated, a duplicate or a conflict.
+
+use serde_json::json;
+use sluice_agent::config::OnConflict;
+use sluice_agent::{LedgerEntry, Row, Store, WriteOutcome};
+use sluice_e2e::gen::Generator;
+use sluice_e2e::TestEnv;
+use sluice_protocol::Receipt;
+
+fn receipts(seed: u64, n: usize) -> Vec<Receipt> {
+    Generator::new(seed)
+        .receipts(n)
+        .into_iter()
+        .map(|v| serde_json::from_value(v).unwrap_or_else(|e| panic!("generated receipt: {e}")))
+        .collect()
+}
+
+fn rows<'a>(receipts: &'a [Receipt], batch_id: &'a str, chunk_index: u32) -> Vec<Row<'a>> {
+    receipts
+        .iter()
+        .map(|r| Row {
+            receipt: r,
+            batch_id,
+            chunk_index,
+        })
+        .collect()
+}
+
+/// (receipts, item rows) stored.
+async fn stored(env: &TestEnv) -> anyhow::Result<(i64, i64)> {
+    Ok(sqlx::query_as(
+        "SELECT (SELECT count(*) FROM receipts), (SELECT count(*) FROM receipt_items)",
+    )
+    .fetch_one(&env.pool)
+    .await?)
+}
+
+fn item_rows(receipts: &[Receipt]) -> i64 {
+    receipts.iter().map(|r| r.items.len() as i64).sum()
+}
+
+fn figures(o: &WriteOutcome) -> (u64, u64, u64, usize) {
+    (o.inserted, o.updated, o.duplicates, o.conflicts.len())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivery_and_repeats_within_a_batch_are_counted_once_each() -> anyhow::Result<()> {
+    let env = TestEnv::new().await?;
+    let store = Store::from_pool(env.pool.clone());
+    store.migrate("sluice").await?;
+    let batch = uuid::Uuid::new_v4().to_string();
+    let first = receipts(31, 200);
+    let o = store.write(&rows(&first, &batch, 0), &[]).await?;
+    assert_eq!(figures(&o), (200, 0, 0, 0));
+
+    // The same 200 again, 50 of them twice, 50 new ones, and one stored id with other content.
+    let mut again: Vec<Receipt> = first.clone();
+    again.extend_from_slice(&first[..50]);
+    let new = receipts(32, 50);
+    again.extend_from_slice(&new);
+    let mut changed = first[7].clone();
+    changed.total = serde_json::from_value(json!("999.99"))?;
+    again.push(changed.clone());
+    let o = store.write(&rows(&again, &batch, 0), &[]).await?;
+    assert_eq!(figures(&o), (50, 0, 250, 1), "reject: {o:?}");
+    assert_eq!(o.conflicts[0].incoming, changed.fingerprint());
+    assert_eq!(o.conflicts[0].stored, first[7].fingerprint());
+    let all: Vec<Receipt> = first.iter().chain(&new).cloned().collect();
+    assert_eq!(stored(&env).await?, (250, item_rows(&all)));
+
+    // Under "update" the changed version replaces the stored one, its items with it.
+    let store = store.with_on_conflict(OnConflict::Update);
+    let o = store
+        .write(&rows(&[first[8].clone(), changed.clone()], &batch, 0), &[])
+        .await?;
+    assert_eq!(figures(&o), (0, 1, 1, 0), "update: {o:?}");
+    let total: String =
+        sqlx::query_scalar("SELECT total::text FROM receipts WHERE receipt_id = $1::uuid")
+            .bind(&changed.receipt_id)
+            .fetch_one(&env.pool)
+            .await?;
+    assert_eq!(total, "999.9900");
+    env.cleanup().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writers_racing_for_the_same_ids_store_each_once() -> anyhow::Result<()> {
+    let env = TestEnv::new().await?;
+    let store = Store::from_pool(env.pool.clone());
+    store.migrate("sluice").await?;
+    let shared = receipts(41, 300);
+    let batch = uuid::Uuid::new_v4().to_string();
+    // Four writers, each with all 300 shared receipts in its own order and 20 of its own, with
+    // a ledger row each, at once on four connections.
+    let mut batches = Vec::new();
+    for w in 0..4u64 {
+        let mut mine = shared.clone();
+        mine.rotate_left(usize::try_from(w * 75)?);
+        mine.extend(receipts(50 + w, 20));
+        batches.push(mine);
+    }
+    let writes = batches.iter().enumerate().map(|(i, mine)| {
+        let (store, batch) = (store.clone(), batch.clone());
+        async move {
+            let ledger = LedgerEntry {
+                batch_id: batch.clone(),
+                chunk_index: u32::try_from(i)?,
+                chunk_count: 4,
+                receipts: u32::try_from(mine.len())?,
+                message_id: format!("m{i}"),
+                ..LedgerEntry::default()
+            };
+            let chunk_index = ledger.chunk_index;
+            anyhow::Ok(
+                store
+                    .write(&rows(mine, &batch, chunk_index), &[ledger])
+                    .await?,
+            )
+        }
+    });
+    let outcomes = futures_util::future::try_join_all(writes).await?;
+    let inserted: u64 = outcomes.iter().map(|o| o.inserted).sum();
+    let duplicates: u64 = outcomes.iter().map(|o| o.duplicates).sum();
+    assert_eq!((inserted, duplicates), (380, 3 * 300), "{outcomes:?}");
+    assert!(outcomes
+        .iter()
+        .all(|o| o.conflicts.is_empty() && o.updated == 0));
+    let all: Vec<Receipt> = batches.iter().flatten().cloned().collect();
+    let distinct: std::collections::HashMap<&str, &Receipt> =
+        all.iter().map(|r| (r.receipt_id.as_str(), r)).collect();
+    let distinct: Vec<Receipt> = distinct.into_values().cloned().collect();
+    assert_eq!(stored(&env).await?, (380, item_rows(&distinct)));
+    // Each ledger row says what its own write stored; together, every receipt once.
+    let ledger: (i64, i64) = sqlx::query_as(
+        "SELECT sum(stored)::int8, sum(duplicates)::int8 FROM chunks WHERE batch_id = $1::uuid",
+    )
+    .bind(&batch)
+    .fetch_one(&env.pool)
+    .await?;
+    assert_eq!(ledger, (380, 900));
+    env.cleanup().await;
+    Ok(())
+}
