@@ -77,6 +77,29 @@ fn decode_measured_reports_the_decompressed_json_length_whatever_the_compression
 }
 
 #[test]
+fn chunks_either_side_of_the_whole_decode_size_decode_alike() {
+    // A few receipts (decompressed whole) and enough to pass WHOLE_DECODE_BYTES (parsed off
+    // the decompressor): the same chunk and length either way.
+    let per_receipt = serde_json::to_string(&full(0)).expect("json").len();
+    let over = WHOLE_DECODE_BYTES / per_receipt + 10;
+    for n in [3, over] {
+        let original = chunk(n);
+        let json_len = serde_json::to_string(&original).expect("json").len();
+        assert_eq!(
+            json_len > WHOLE_DECODE_BYTES,
+            n == over,
+            "{n} receipts: {json_len} B"
+        );
+        for c in [Compression::Gzip, Compression::Zstd] {
+            let message = encode(&original, c).expect("encodes");
+            let decoded = decode_measured(&message.body, message.encoding).expect("decodes");
+            assert_eq!(decoded.json_bytes, json_len, "{c}, {n} receipts");
+            assert_eq!(decoded.chunk, original, "{c}, {n} receipts");
+        }
+    }
+}
+
+#[test]
 fn a_plain_body_is_the_chunk_json_and_compressed_bodies_are_base64() {
     let original = chunk(2);
     let plain = encode(&original, Compression::None).expect("encodes");
