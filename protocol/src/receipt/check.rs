@@ -219,6 +219,18 @@ impl Checker {
         }
     }
 
+    /// [`Checker::keep`] for the field `name` of the object at `base`; the pointer is only
+    /// written out for an error (this runs for every field of every receipt drained).
+    fn keep_at<T>(&mut self, base: &str, name: &str, result: Result<T, String>) -> Option<T> {
+        match result {
+            Ok(v) => Some(v),
+            Err(reason) => {
+                self.report(format!("{base}/{name}"), reason);
+                None
+            }
+        }
+    }
+
     /// Reports every key of `obj` not in `known`.
     fn unknown_fields(&mut self, obj: &Map<String, Value>, known: &[&str], base: &str) {
         for key in obj.keys().filter(|k| !known.contains(&k.as_str())) {
@@ -253,7 +265,6 @@ impl Checker {
         need: Need,
         rule: impl FnOnce(&str) -> Result<String, String>,
     ) -> Option<Option<String>> {
-        let pointer = format!("{base}/{name}");
         let result = Self::field(obj, name, need).and_then(|v| match v {
             None => Ok(None),
             Some(Value::String(s)) => {
@@ -262,7 +273,7 @@ impl Checker {
             }
             Some(other) => Err(format!("must be a string, not {}", kind(other))),
         });
-        self.keep(&pointer, result)
+        self.keep_at(base, name, result)
     }
 
     /// A required string field.
@@ -284,7 +295,6 @@ impl Checker {
         name: &str,
         need: Need,
     ) -> Option<Option<Decimal>> {
-        let pointer = format!("{base}/{name}");
         let result = Self::field(obj, name, need).and_then(|v| match v {
             None => Ok(None),
             Some(Value::String(s)) => {
@@ -296,7 +306,7 @@ impl Checker {
                 kind(other)
             )),
         });
-        self.keep(&pointer, result)
+        self.keep_at(base, name, result)
     }
 
     fn receipt(&mut self, value: &Value) -> Option<Receipt> {

@@ -25,6 +25,22 @@ impl Decimal {
     /// `"12.50"`, `"12.5"` and `"012.5000"` are all `"12.5"`, as PostgreSQL `numeric` compares
     /// them.
     pub fn canonical(&self) -> String {
+        let (negative, int, frac) = self.canonical_parts();
+        let mut out = String::with_capacity(self.0.len());
+        if negative {
+            out.push('-');
+        }
+        out.push_str(int);
+        if !frac.is_empty() {
+            out.push('.');
+            out.push_str(frac);
+        }
+        out
+    }
+
+    /// [`Decimal::canonical`] in parts, borrowed from the text: whether it has a `-`, its
+    /// integer digits, its fraction digits (empty: no `.`).
+    pub(crate) fn canonical_parts(&self) -> (bool, &str, &str) {
         let (negative, unsigned) = match self.0.strip_prefix('-') {
             Some(rest) => (true, rest),
             None => (false, self.0.as_str()),
@@ -35,16 +51,7 @@ impl Decimal {
             digits => digits,
         };
         let frac = frac.trim_end_matches('0');
-        let mut out = String::with_capacity(self.0.len());
-        if negative && !(int == "0" && frac.is_empty()) {
-            out.push('-');
-        }
-        out.push_str(int);
-        if !frac.is_empty() {
-            out.push('.');
-            out.push_str(frac);
-        }
-        out
+        (negative && !(int == "0" && frac.is_empty()), int, frac)
     }
 
     /// Checks `s` against the decimal rule; the error is a plain reason ("must have at most 4

@@ -10,7 +10,7 @@
 
 use std::fmt;
 
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::{Decimal, Receipt};
@@ -52,87 +52,153 @@ impl fmt::Debug for Fingerprint {
 impl Receipt {
     /// The fingerprint of this receipt's whole content (every field, items included).
     pub fn fingerprint(&self) -> Fingerprint {
-        let mut text = String::new();
-        write_canonical(&self.canonical_value(), &mut text);
+        let mut text = Vec::with_capacity(512);
+        self.write_canonical(&mut text);
         let mut hasher = Sha256::new();
         hasher.update(FORM);
-        hasher.update(text.as_bytes());
+        hasher.update(&text);
         Fingerprint(hasher.finalize().into())
     }
 
-    /// The receipt as JSON with every field present and decimals canonical.
-    fn canonical_value(&self) -> Value {
-        let decimal = |d: &Decimal| Value::String(d.canonical());
-        let items: Vec<Value> = self
-            .items
-            .iter()
-            .map(|i| {
-                json!({
-                    "description": i.description,
-                    "quantity": decimal(&i.quantity),
-                    "unit_price": decimal(&i.unit_price),
-                    "amount": decimal(&i.amount),
-                })
-            })
-            .collect();
-        json!({
-            "receipt_id": self.receipt_id.to_ascii_lowercase(),
-            "tenant_id": self.tenant_id,
-            "submitted_by": self.submitted_by,
-            "merchant": self.merchant,
-            "issued_on": self.issued_on,
-            "currency": self.currency,
-            "total": decimal(&self.total),
-            "tax": self.tax.as_ref().map(decimal),
-            "category": self.category,
-            "image": self.image.as_ref().map(|i| json!({
-                "key": i.key,
-                "sha256": i.sha256.to_ascii_lowercase(),
-                "bytes": i.bytes,
-            })),
-            "items": items,
-            "metadata": self.metadata.clone().map(Value::Object).unwrap_or(Value::Null),
-        })
+    /// The canonical form, written field by field with the keys in sorted order (no JSON tree
+    /// is built: this runs once per receipt drained).
+    fn write_canonical(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"category\":");
+        opt_str(out, self.category.as_deref());
+        out.extend_from_slice(b",\"currency\":");
+        string(out, &self.currency);
+        out.extend_from_slice(b",\"image\":");
+        match &self.image {
+            None => out.extend_from_slice(b"null"),
+            Some(i) => {
+                out.extend_from_slice(b"{\"bytes\":");
+                out.extend_from_slice(i.bytes.to_string().as_bytes());
+                out.extend_from_slice(b",\"key\":");
+                string(out, &i.key);
+                out.extend_from_slice(b",\"sha256\":");
+                lowercase(out, &i.sha256);
+                out.push(b'}');
+            }
+        }
+        out.extend_from_slice(b",\"issued_on\":");
+        string(out, &self.issued_on);
+        out.extend_from_slice(b",\"items\":[");
+        for (n, i) in self.items.iter().enumerate() {
+            if n > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"{\"amount\":");
+            decimal(out, &i.amount);
+            out.extend_from_slice(b",\"description\":");
+            string(out, &i.description);
+            out.extend_from_slice(b",\"quantity\":");
+            decimal(out, &i.quantity);
+            out.extend_from_slice(b",\"unit_price\":");
+            decimal(out, &i.unit_price);
+            out.push(b'}');
+        }
+        out.extend_from_slice(b"],\"merchant\":");
+        string(out, &self.merchant);
+        out.extend_from_slice(b",\"metadata\":");
+        match &self.metadata {
+            None => out.extend_from_slice(b"null"),
+            Some(m) => write_object(m, out),
+        }
+        out.extend_from_slice(b",\"receipt_id\":");
+        lowercase(out, &self.receipt_id);
+        out.extend_from_slice(b",\"submitted_by\":");
+        opt_str(out, self.submitted_by.as_deref());
+        out.extend_from_slice(b",\"tax\":");
+        match &self.tax {
+            None => out.extend_from_slice(b"null"),
+            Some(t) => decimal(out, t),
+        }
+        out.extend_from_slice(b",\"tenant_id\":");
+        string(out, &self.tenant_id);
+        out.extend_from_slice(b",\"total\":");
+        decimal(out, &self.total);
+        out.push(b'}');
     }
+}
+
+/// A JSON string, escaped by serde_json's own writer.
+fn string(out: &mut Vec<u8>, s: &str) {
+    // Writing a `&str` into a `Vec` cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+fn opt_str(out: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        None => out.extend_from_slice(b"null"),
+        Some(s) => string(out, s),
+    }
+}
+
+/// An id or hash in lowercase (ASCII: validation allows nothing else in them).
+fn lowercase(out: &mut Vec<u8>, s: &str) {
+    if s.bytes().any(|b| b.is_ascii_uppercase()) {
+        string(out, &s.to_ascii_lowercase());
+    } else {
+        string(out, s);
+    }
+}
+
+/// A decimal in its canonical spelling, as a JSON string (digits, `-` and `.` need no
+/// escaping).
+fn decimal(out: &mut Vec<u8>, d: &Decimal) {
+    let (negative, int, frac) = d.canonical_parts();
+    out.push(b'"');
+    if negative {
+        out.push(b'-');
+    }
+    out.extend_from_slice(int.as_bytes());
+    if !frac.is_empty() {
+        out.push(b'.');
+        out.extend_from_slice(frac.as_bytes());
+    }
+    out.push(b'"');
 }
 
 /// Compact JSON with object keys sorted at every depth.
-fn write_canonical(value: &Value, out: &mut String) {
+fn write_value(value: &Value, out: &mut Vec<u8>) {
     match value {
         Value::Object(map) => write_object(map, out),
         Value::Array(list) => {
-            out.push('[');
+            out.push(b'[');
             for (i, v) in list.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
-                write_canonical(v, out);
+                write_value(v, out);
             }
-            out.push(']');
+            out.push(b']');
         }
         // Strings are escaped by serde_json's own writer; numbers, booleans and null as given.
-        scalar => out.push_str(&scalar.to_string()),
+        scalar => {
+            let _ = serde_json::to_writer(&mut *out, scalar);
+        }
     }
 }
 
-fn write_object(map: &Map<String, Value>, out: &mut String) {
+fn write_object(map: &Map<String, Value>, out: &mut Vec<u8>) {
     let mut entries: Vec<(&String, &Value)> = map.iter().collect();
     entries.sort_by(|a, b| a.0.cmp(b.0));
-    out.push('{');
+    out.push(b'{');
     for (i, (k, v)) in entries.into_iter().enumerate() {
         if i > 0 {
-            out.push(',');
+            out.push(b',');
         }
-        out.push_str(&Value::String(k.clone()).to_string());
-        out.push(':');
-        write_canonical(v, out);
+        string(out, k);
+        out.push(b':');
+        write_value(v, out);
     }
-    out.push('}');
+    out.push(b'}');
 }
 
 #[cfg(test)]
 mod tests {
     use serde_json::{json, Value};
+    use sha2::Digest as _;
 
     use crate::receipt::{Decimal, Receipt};
     use crate::test_support::{full, full_json};
@@ -253,5 +319,100 @@ mod tests {
             .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
         assert_eq!(super::Fingerprint::from_slice(fp.as_bytes()), Some(fp));
         assert_eq!(super::Fingerprint::from_slice(&[0; 31]), None);
+    }
+
+    /// The canonical form as first written: a JSON tree with every field, keys sorted at
+    /// every depth. The streaming writer must give exactly these bytes, or every stored
+    /// fingerprint would stop matching its redelivery.
+    fn tree_form(r: &Receipt) -> Vec<u8> {
+        let decimal = |d: &Decimal| Value::String(d.canonical());
+        let items: Vec<Value> = r
+            .items
+            .iter()
+            .map(|i| {
+                json!({
+                    "description": i.description,
+                    "quantity": decimal(&i.quantity),
+                    "unit_price": decimal(&i.unit_price),
+                    "amount": decimal(&i.amount),
+                })
+            })
+            .collect();
+        let tree = json!({
+            "receipt_id": r.receipt_id.to_ascii_lowercase(),
+            "tenant_id": r.tenant_id,
+            "submitted_by": r.submitted_by,
+            "merchant": r.merchant,
+            "issued_on": r.issued_on,
+            "currency": r.currency,
+            "total": decimal(&r.total),
+            "tax": r.tax.as_ref().map(decimal),
+            "category": r.category,
+            "image": r.image.as_ref().map(|i| json!({
+                "key": i.key,
+                "sha256": i.sha256.to_ascii_lowercase(),
+                "bytes": i.bytes,
+            })),
+            "items": items,
+            "metadata": r.metadata.clone().map(Value::Object).unwrap_or(Value::Null),
+        });
+        let mut out = Vec::new();
+        super::write_value(&tree, &mut out);
+        out
+    }
+
+    fn streamed(r: &Receipt) -> Vec<u8> {
+        let mut out = Vec::new();
+        r.write_canonical(&mut out);
+        out
+    }
+
+    #[test]
+    fn the_streamed_form_is_the_tree_form_byte_for_byte() {
+        for i in 0..20 {
+            let r = full(i);
+            assert_eq!(
+                String::from_utf8_lossy(&streamed(&r)),
+                String::from_utf8_lossy(&tree_form(&r))
+            );
+        }
+        let mut odd = full(1);
+        odd.receipt_id = odd.receipt_id.to_ascii_uppercase();
+        odd.merchant = "Caf\u{e9} \"quoted\" \\ back\nline\t\u{1}".into();
+        odd.tax = None;
+        odd.image = None;
+        odd.items.clear();
+        assert_eq!(streamed(&odd), tree_form(&odd));
+    }
+
+    /// A fingerprint pinned: the form may not drift.
+    #[test]
+    fn a_known_receipt_keeps_its_fingerprint() {
+        let v = json!({
+            "receipt_id": "5D1C2A10-3B4E-4F60-9A7B-8C9D0E1F2A3B", "tenant_id": "t-1",
+            "merchant": "Caf\u{e9} \"Nord\"", "issued_on": "2024-03-01", "currency": "EUR",
+            "total": "012.50", "tax": "2.0",
+            "image": {"key": "k.jpg", "sha256": "AB".repeat(32), "bytes": 1234},
+            "items": [{"description": "tea", "quantity": "1", "unit_price": "12.5", "amount": "12.50"}],
+            "metadata": {"z": [1, "two", null], "a": {"y": true, "b": 1.5}}
+        });
+        let r = receipt(&v);
+        let mut hasher = sha2::Sha256::new();
+        sha2::Digest::update(&mut hasher, super::FORM);
+        sha2::Digest::update(&mut hasher, tree_form(&r));
+        let want: [u8; 32] = sha2::Digest::finalize(hasher).into();
+        assert_eq!(r.fingerprint().as_bytes(), &want);
+        // Computed apart from this code, from the form's description (sorted keys, compact).
+        assert_eq!(
+            r.fingerprint().to_string(),
+            "d006b0e6b85eec7f677288028c9b3b3ffd1371aa133f521a85d8a7372236d788"
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_valid_receipt_streams_to_its_tree_form(r in crate::test_support::receipt()) {
+            proptest::prop_assert_eq!(streamed(&r), tree_form(&r));
+        }
     }
 }
