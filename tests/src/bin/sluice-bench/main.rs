@@ -86,6 +86,14 @@ struct Args {
     /// Measure only the status traffic (row 8), skipping the rest.
     #[arg(long)]
     only_status: bool,
+    /// Measure only the speed rows: the write path against raw COPY, and the end-to-end
+    /// drain (with the Vector peer when `VECTOR_BIN` is set).
+    #[arg(long)]
+    only_speed: bool,
+    /// Measure only the protection rows: the drain beside pgbench (bisected fixed rate and
+    /// adaptive).
+    #[arg(long)]
+    only_protection: bool,
 }
 
 /// Receipts per transaction: the agent's default `batch.max_rows`.
@@ -100,8 +108,12 @@ pub(crate) const PGBENCH_CLIENTS: u32 = 4;
 /// The parts of the bench, each one or more rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Part {
-    /// Rows 1, 2, 3 and 6: the write path, the ingest, the drain beside pgbench, the peer.
-    Throughput,
+    /// The write path against raw COPY, and the end-to-end drain beside the peer.
+    Speed,
+    /// The ingest API's throughput and billed SQS requests.
+    Ingest,
+    /// The drain beside pgbench: bisected fixed rate, adaptive.
+    Protection,
     Memory,
     Targets,
     SharedBudget,
@@ -116,6 +128,8 @@ impl Args {
             (self.only_targets, Part::Targets),
             (self.only_shared_budget, Part::SharedBudget),
             (self.only_status, Part::Status),
+            (self.only_speed, Part::Speed),
+            (self.only_protection, Part::Protection),
         ];
         let chosen: Vec<Part> = only.iter().filter(|(on, _)| *on).map(|(_, p)| *p).collect();
         chosen.is_empty() || chosen.contains(&part)
@@ -189,8 +203,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
     println!();
 
     let window = args.window();
-    if args.runs(Part::Throughput) {
-        measure_throughput(&pg, &args, &mut table).await?;
+    if args.runs(Part::Speed) {
+        measure_speed(&pg, &args, &mut table).await?;
+    }
+    if args.runs(Part::Ingest) {
+        measure_ingest(&args, &mut table).await?;
+    }
+    if args.runs(Part::Protection) {
+        let backlog = args
+            .backlog
+            .unwrap_or(if args.quick { 200_000 } else { 1_000_000 });
+        let steps = args.steps.unwrap_or(if args.quick { 3 } else { 5 });
+        drain::measure(&pg, backlog, window, steps, &mut table).await?;
     }
     if args.runs(Part::SharedBudget) {
         shared_budget::measure(window, &mut table).await?;
@@ -228,25 +252,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Rows 1 and 2: the write path, the ingest and the drain with pgbench alongside.
-async fn measure_throughput(
-    pg: &PrivatePostgres,
-    args: &Args,
-    table: &mut Table,
-) -> anyhow::Result<()> {
-    let backlog = args
-        .backlog
-        .unwrap_or(if args.quick { 200_000 } else { 1_000_000 });
-    let steps = args.steps.unwrap_or(if args.quick { 3 } else { 5 });
-    let window = args.window();
+/// The write path against raw COPY, then the end-to-end drain (and the peer) against it.
+async fn measure_speed(pg: &PrivatePostgres, args: &Args, table: &mut Table) -> anyhow::Result<()> {
     let write_rows = args
         .write_rows
         .unwrap_or(if args.quick { 10_000 } else { 50_000 });
-
-    // 1. Write path.
     let raw_copy = write_path::measure(pg, write_rows, table).await?;
+    let peer_receipts = if args.quick { 50_000 } else { 200_000 };
+    peer::measure(pg, peer_receipts, raw_copy, table).await
+}
 
-    // The ingest side: API throughput and billed SQS requests, by message compression.
+/// The ingest side: API throughput and billed SQS requests, by message compression.
+async fn measure_ingest(args: &Args, table: &mut Table) -> anyhow::Result<()> {
     let ingest_receipts = if args.quick { 20_000 } else { 50_000 };
     eprintln!("bench: ingest API, {ingest_receipts} receipts per compression");
     let ingest_env = TestEnv::new().await?;
@@ -277,15 +294,7 @@ async fn measure_throughput(
     drop(receipts);
     ingest_env.cleanup().await;
     eprintln!("bench: ingest peak RSS on a gzip bomb");
-    ingest_bomb::measure(table).await?;
-
-    // End to end without a foreground, and the Vector peer beside the agent.
-    let peer_receipts = if args.quick { 50_000 } else { 200_000 };
-    peer::measure(pg, peer_receipts, raw_copy, table).await?;
-
-    // 2. The drain, with pgbench alongside.
-    drain::measure(pg, backlog, window, steps, table).await?;
-    Ok(())
+    ingest_bomb::measure(table).await
 }
 
 fn machine(pg_version: &str) -> String {
