@@ -23,22 +23,36 @@ pub(crate) async fn measure(
 ) -> anyhow::Result<f64> {
     eprintln!("bench: write path, {write_rows} receipts per candidate");
     let receipts = generate(write_rows, 1);
-    let raw = raw_copy(pg, &receipts).await?;
-    let unnest = batched(pg, &receipts, Shape::Unnest, BATCH).await?;
+    // A run takes a second or two on this kind of shared machine, so one run of each is
+    // mostly noise: the ceiling and the two kept shapes run ROUNDS times, interleaved, and
+    // their medians are compared.
+    let (mut raws, mut unnests, mut parallels) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        raws.push(raw_copy(pg, &receipts).await?);
+        unnests.push(batched(pg, &receipts, Shape::Unnest, BATCH).await?);
+        parallels.push(in_parallel(pg, &receipts, BATCH, 2).await?);
+    }
+    let (raw, unnest, parallel) = (median(&raws), median(&unnests), median(&parallels));
     let staged = batched(pg, &receipts, Shape::CopyStaging, BATCH).await?;
     let unnest_big = batched(pg, &receipts, Shape::Unnest, 4 * BATCH).await?;
-    let parallel = in_parallel(pg, &receipts, BATCH, 2).await?;
     table.row(
         "write path: raw COPY (receipts + items, one stream)",
         format!("{raw:.0}/s"),
-        "no conflict handling, no ledger: the ceiling",
+        format!(
+            "no conflict handling, no ledger: the ceiling; median of {ROUNDS} ({})",
+            spread(&raws)
+        ),
     );
     table.row(
         format!(
             "write path: INSERT … SELECT FROM UNNEST … ON CONFLICT (kept), {BATCH} per transaction"
         ),
         format!("{unnest:.0}/s"),
-        format!("{:.2} × raw COPY", unnest / raw),
+        format!(
+            "{:.2} × raw COPY; median of {ROUNDS} ({})",
+            unnest / raw,
+            spread(&unnests)
+        ),
     );
     table.row(
         format!(
@@ -60,11 +74,29 @@ pub(crate) async fn measure(
         format!("write path: UNNEST, {BATCH} per transaction, 2 transactions in flight"),
         format!("{parallel:.0}/s"),
         format!(
-            "{:.2} × raw COPY (throttle.max_concurrent_transactions = 2, as two connections allow)",
-            parallel / raw
+            "{:.2} × raw COPY (throttle.max_concurrent_transactions = 2, as two connections \
+             allow); median of {ROUNDS} ({})",
+            parallel / raw,
+            spread(&parallels)
         ),
     );
     Ok(raw)
+}
+
+/// Runs of the ceiling and of the kept shapes.
+const ROUNDS: usize = 3;
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// The runs' lowest and highest, e.g. `24100–38200/s`.
+fn spread(v: &[f64]) -> String {
+    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = v.iter().copied().fold(0.0, f64::max);
+    format!("{lo:.0}–{hi:.0}/s")
 }
 
 fn generate(n: usize, seed: u64) -> Vec<Receipt> {
