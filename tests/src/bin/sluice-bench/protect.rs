@@ -73,11 +73,22 @@ pub(crate) async fn measure(
     };
     // `window_with` lets the controller learn its baseline and find its level first.
     let w = window_with(env, agent, oltp, adaptive, window).await?;
+    let seconds = |v: Option<f64>| v.map_or("-".to_owned(), |s| format!("{:.2} ms", s * 1000.0));
+    let probe = format!(
+        "probe p95 {} against baseline {} (limit {})",
+        seconds(
+            agent
+                .metric("sluice_probe_latency_seconds", &[("quantile", "0.95")])
+                .await
+        ),
+        seconds(agent.metric("sluice_probe_baseline_seconds", &[]).await),
+        seconds(agent.metric("sluice_probe_limit_seconds", &[]).await),
+    );
     table.row(
         format!("adaptive, target_latency_ratio = {TARGET_RATIO}: drain"),
         format!("{:.0} receipts/s", w.drain),
         format!(
-            "{:.0} % of the bisected fixed rate; foreground p99 {:.2} × idle ({}); {}",
+            "{:.0} % of the bisected fixed rate; foreground p99 {:.2} × idle ({}); {}; {probe}",
             100.0 * w.drain / fixed.drain.max(1.0),
             w.latency.p99 / idle.p99,
             w.latency.show(),
