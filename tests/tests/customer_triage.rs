@@ -93,23 +93,7 @@ async fn a_trigger_refusing_one_receipt_dead_letters_it_and_stores_the_1499_othe
 ) -> anyhow::Result<()> {
     let env = TestEnv::new().await?;
     migrate(&env).await?;
-    sql(
-        &env,
-        "CREATE FUNCTION sluice.block_merchant() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN
-           IF NEW.merchant = 'Blocked Merchant AG' THEN
-             RAISE EXCEPTION 'merchant % is blocked by the finance team', NEW.merchant;
-           END IF;
-           RETURN NEW;
-         END $$",
-    )
-    .await?;
-    sql(
-        &env,
-        "CREATE TRIGGER block_merchant BEFORE INSERT ON sluice.receipts
-         FOR EACH ROW EXECUTE FUNCTION sluice.block_merchant()",
-    )
-    .await?;
+    sluice_e2e::block_merchant(&env).await?;
     let mut first = Generator::new(111).receipts(1_000);
     first[421]["merchant"] = json!("Blocked Merchant AG");
     let bad_id = first[421]["receipt_id"]

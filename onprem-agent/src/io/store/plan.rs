@@ -156,8 +156,9 @@ mod tests {
         }
     }
 
-    fn plan(receipts: &[Receipt], stored: &[&Receipt], policy: OnConflict) -> Plan {
-        let rows: Vec<Row<'_>> = receipts
+    /// `receipts` as the rows of one chunk, with their fingerprints.
+    fn rows(receipts: &[Receipt]) -> (Vec<Row<'_>>, Vec<Fingerprint>) {
+        let rows = receipts
             .iter()
             .map(|r| Row {
                 receipt: r,
@@ -165,7 +166,11 @@ mod tests {
                 chunk_index: 0,
             })
             .collect();
-        let fps: Vec<Fingerprint> = receipts.iter().map(Receipt::fingerprint).collect();
+        (rows, receipts.iter().map(Receipt::fingerprint).collect())
+    }
+
+    fn plan(receipts: &[Receipt], stored: &[&Receipt], policy: OnConflict) -> Plan {
+        let (rows, fps) = rows(receipts);
         let stored = stored
             .iter()
             .map(|r| (r.receipt_id.clone(), Some(r.fingerprint())))
@@ -255,15 +260,7 @@ mod tests {
         let b = receipt(1, "13.00");
         let c = receipt(2, "1.00");
         let receipts = [a.clone(), b, c.clone(), c];
-        let rows: Vec<Row<'_>> = receipts
-            .iter()
-            .map(|r| Row {
-                receipt: r,
-                batch_id: "b",
-                chunk_index: 0,
-            })
-            .collect();
-        let fps: Vec<Fingerprint> = receipts.iter().map(Receipt::fingerprint).collect();
+        let (rows, fps) = rows(&receipts);
         for policy in [OnConflict::Reject, OnConflict::Update] {
             let full = resolve(&rows, &fps, &HashMap::new(), policy);
             let taken = HashSet::from([a.receipt_id.as_str()]);
