@@ -208,19 +208,9 @@ impl Checker {
         self.problems.push((pointer, reason.into()));
     }
 
-    /// Records `result`'s error at `pointer`, returning the value on success.
-    fn keep<T>(&mut self, pointer: &str, result: Result<T, String>) -> Option<T> {
-        match result {
-            Ok(v) => Some(v),
-            Err(reason) => {
-                self.report(pointer.to_owned(), reason);
-                None
-            }
-        }
-    }
-
-    /// [`Checker::keep`] for the field `name` of the object at `base`; the pointer is only
-    /// written out for an error (this runs for every field of every receipt drained).
+    /// Records `result`'s error at the field `name` of the object at `base`, returning the value
+    /// on success. The pointer is only written out for an error (this runs for every field of
+    /// every receipt drained).
     fn keep_at<T>(&mut self, base: &str, name: &str, result: Result<T, String>) -> Option<T> {
         match result {
             Ok(v) => Some(v),
@@ -412,7 +402,7 @@ impl Checker {
             Some(other) => Err(format!("must be a whole number, not {}", kind(other))),
             None => Err("is required".into()),
         });
-        let bytes = self.keep(&format!("{p}/bytes"), bytes_result);
+        let bytes = self.keep_at(p, "bytes", bytes_result);
         self.unknown_fields(img, IMAGE_FIELDS, p);
         Some(Some(Image {
             key: key?,

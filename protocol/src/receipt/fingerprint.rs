@@ -72,7 +72,8 @@ impl Receipt {
             None => out.extend_from_slice(b"null"),
             Some(i) => {
                 out.extend_from_slice(b"{\"bytes\":");
-                out.extend_from_slice(i.bytes.to_string().as_bytes());
+                // A number, written as serde_json writes one: no `String` in between.
+                let _ = serde_json::to_writer(&mut *out, &i.bytes);
                 out.extend_from_slice(b",\"key\":");
                 string(out, &i.key);
                 out.extend_from_slice(b",\"sha256\":");
