@@ -403,20 +403,14 @@ pub fn decode_measured(body: &str, encoding: Option<&str>) -> Result<Decoded, De
             let compressed = base64::engine::general_purpose::STANDARD
                 .decode(body)
                 .map_err(|e| DecodeError::Base64(e.to_string()))?;
-            // A chunk of the usual size is decompressed whole and parsed from memory (several
-            // times faster than off a reader). A larger one is parsed straight off the
-            // decompressor, so its JSON (up to 16 MiB) is never held whole next to the
-            // receipts. A body that does not parse is decompressed again in full, to name its
-            // fault as exactly as a plain one's.
-            match whole_if_small(&compressed, compression) {
-                Some(json) => (parse(&json)?, json.len()),
-                None => match parse_streaming(&compressed, compression) {
-                    Some(parsed) => parsed,
-                    None => {
-                        let json = decompress(&compressed, compression)?;
-                        (parse(&json)?, json.len())
-                    }
-                },
+            // A body that does not parse is decompressed again in full, to name its fault as
+            // exactly as a plain one's.
+            match parse_compressed(&compressed, compression) {
+                Some(parsed) => parsed,
+                None => {
+                    let json = decompress(&compressed, compression)?;
+                    (parse(&json)?, json.len())
+                }
             }
         }
     };
@@ -465,24 +459,25 @@ fn parse(json: &[u8]) -> Result<RawChunk, DecodeError> {
 /// to the byte budget's 16 MiB minimum.
 const WHOLE_DECODE_BYTES: usize = 1024 * 1024;
 
-/// The JSON of `compressed` when it decompresses to at most [`WHOLE_DECODE_BYTES`]; `None`
-/// when it is longer or does not decompress (the streaming path then decides).
-fn whole_if_small(compressed: &[u8], compression: Compression) -> Option<Vec<u8>> {
-    let limit = u64::try_from(WHOLE_DECODE_BYTES).ok()?.saturating_add(1);
-    let mut out = Vec::with_capacity(compressed.len().saturating_mul(4).min(WHOLE_DECODE_BYTES));
-    decompressor(compressed, compression)
-        .ok()?
-        .take(limit)
-        .read_to_end(&mut out)
-        .ok()?;
-    (out.len() <= WHOLE_DECODE_BYTES).then_some(out)
-}
-
-/// Parses the chunk as it is decompressed, with the JSON's length; `None` when anything fails
-/// (a decompression or JSON error, or more than [`MAX_DECODED_BYTES`]).
-fn parse_streaming(compressed: &[u8], compression: Compression) -> Option<(RawChunk, usize)> {
+/// Parses a compressed chunk, with its JSON's length; `None` when anything fails (a
+/// decompression or JSON error, or more than [`MAX_DECODED_BYTES`]).
+///
+/// The first [`WHOLE_DECODE_BYTES`] are decompressed into memory. A chunk that ends there
+/// (every default-sized one) is parsed from that slice, several times faster than off a
+/// reader. A longer one is parsed from those bytes followed by the rest of the decompressor,
+/// so its JSON (up to 16 MiB) is never held whole next to the receipts, and nothing is
+/// decompressed twice.
+fn parse_compressed(compressed: &[u8], compression: Compression) -> Option<(RawChunk, usize)> {
+    let mut rest = decompressor(compressed, compression).ok()?.take(cap());
+    let mut head = Vec::with_capacity(compressed.len().saturating_mul(4).min(WHOLE_DECODE_BYTES));
+    let whole = u64::try_from(WHOLE_DECODE_BYTES).ok()?.saturating_add(1);
+    (&mut rest).take(whole).read_to_end(&mut head).ok()?;
+    if head.len() <= WHOLE_DECODE_BYTES {
+        let raw = serde_json::from_slice(&head).ok()?;
+        return Some((raw, head.len()));
+    }
     let mut counted = Counted {
-        inner: decompressor(compressed, compression).ok()?.take(cap()),
+        inner: std::io::Cursor::new(head).chain(rest),
         bytes: 0,
     };
     // serde_json reads a byte at a time: buffer the decompressor's output.
