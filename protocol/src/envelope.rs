@@ -14,6 +14,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use crate::receipt::{parse_uuid, FieldError, Receipt};
+use read::{Accepted, RawChunk, Validated};
 
 /// Version written in every envelope's `v`; [`decode`] refuses any other.
 ///
@@ -310,53 +311,6 @@ pub(crate) fn finish(
     })
 }
 
-/// The envelope as read off the queue. No `deny_unknown_fields`: an optional field added by a
-/// newer ingest is ignored.
-#[derive(Deserialize)]
-struct RawChunk {
-    v: u32,
-    batch_id: String,
-    chunk_index: u32,
-    chunk_count: u32,
-    receipts: Validated,
-}
-
-/// The `receipts` array, each receipt validated as soon as it is parsed: only one receipt's
-/// JSON tree is alive at a time, never the whole chunk's next to the receipts built from it.
-#[derive(Default)]
-struct Validated {
-    receipts: Vec<Receipt>,
-    errors: Vec<FieldError>,
-    count: usize,
-}
-
-impl<'de> Deserialize<'de> for Validated {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Each;
-        impl<'de> serde::de::Visitor<'de> for Each {
-            type Value = Validated;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a sequence")
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<Validated, A::Error> {
-                let mut out = Validated::default();
-                while let Some(value) = seq.next_element::<serde_json::Value>()? {
-                    match Receipt::from_value(&value, out.count) {
-                        Ok(receipt) => out.receipts.push(receipt),
-                        Err(mut errs) => out.errors.append(&mut errs),
-                    }
-                    out.count += 1;
-                }
-                Ok(out)
-            }
-        }
-        deserializer.deserialize_seq(Each)
-    }
-}
-
 /// Just the version, read when the full envelope does not parse: a newer envelope should be
 /// reported as [`DecodeError::UnsupportedVersion`], not as a JSON error.
 #[derive(Deserialize)]
@@ -439,7 +393,10 @@ pub fn decode_measured(body: &str, encoding: Option<&str>) -> Result<Decoded, De
 
 /// Parses a chunk's JSON; a body that is not a version-1 envelope but says it is another
 /// version is [`DecodeError::UnsupportedVersion`].
-fn parse(json: &[u8]) -> Result<RawChunk, DecodeError> {
+fn parse(json: &[u8]) -> Result<RawChunk<Validated>, DecodeError> {
+    if let Ok(quick) = serde_json::from_slice::<RawChunk<Accepted>>(json) {
+        return Ok(quick.into());
+    }
     serde_json::from_slice(json).map_err(|err| {
         if let Ok(probe) = serde_json::from_slice::<VersionProbe>(json) {
             if probe.v != ENVELOPE_VERSION {
@@ -460,30 +417,36 @@ fn parse(json: &[u8]) -> Result<RawChunk, DecodeError> {
 const WHOLE_DECODE_BYTES: usize = 1024 * 1024;
 
 /// Parses a compressed chunk, with its JSON's length; `None` when anything fails (a
-/// decompression or JSON error, or more than [`MAX_DECODED_BYTES`]).
+/// decompression or JSON error, more than [`MAX_DECODED_BYTES`], or, for a long chunk, a
+/// receipt the quick path does not accept).
 ///
 /// The first [`WHOLE_DECODE_BYTES`] are decompressed into memory. A chunk that ends there
 /// (every default-sized one) is parsed from that slice, several times faster than off a
-/// reader. A longer one is parsed from those bytes followed by the rest of the decompressor,
-/// so its JSON (up to 16 MiB) is never held whole next to the receipts, and nothing is
-/// decompressed twice.
-fn parse_compressed(compressed: &[u8], compression: Compression) -> Option<(RawChunk, usize)> {
+/// reader. A longer one is parsed the quick way from those bytes followed by the rest of the
+/// decompressor, so its JSON (up to 16 MiB) is never held whole next to the receipts. Only a
+/// long chunk that fails, which the caller decompresses again to name its faults, is held
+/// whole.
+fn parse_compressed(
+    compressed: &[u8],
+    compression: Compression,
+) -> Option<(RawChunk<Validated>, usize)> {
     let mut rest = decompressor(compressed, compression).ok()?.take(cap());
     let mut head = Vec::with_capacity(compressed.len().saturating_mul(4).min(WHOLE_DECODE_BYTES));
     let whole = u64::try_from(WHOLE_DECODE_BYTES).ok()?.saturating_add(1);
     (&mut rest).take(whole).read_to_end(&mut head).ok()?;
     if head.len() <= WHOLE_DECODE_BYTES {
-        let raw = serde_json::from_slice(&head).ok()?;
+        let raw = parse(&head).ok()?;
         return Some((raw, head.len()));
     }
     let mut counted = Counted {
         inner: std::io::Cursor::new(head).chain(rest),
         bytes: 0,
     };
-    // serde_json reads a byte at a time: buffer the decompressor's output.
-    let raw =
-        serde_json::from_reader(std::io::BufReader::with_capacity(64 * 1024, &mut counted)).ok()?;
-    (counted.bytes <= MAX_DECODED_BYTES).then_some((raw, counted.bytes))
+    // serde_json reads a byte at a time: buffer the decompressor's output. Only the quick
+    // path streams; a chunk it does not accept is decompressed again by the caller, whole.
+    let reader = std::io::BufReader::with_capacity(64 * 1024, &mut counted);
+    let raw = serde_json::from_reader::<_, RawChunk<Accepted>>(reader).ok()?;
+    (counted.bytes <= MAX_DECODED_BYTES).then(|| (raw.into(), counted.bytes))
 }
 
 /// A reader that counts the bytes read through it.
@@ -537,5 +500,6 @@ fn decompress(raw: &[u8], compression: Compression) -> Result<Vec<u8>, DecodeErr
     Ok(out)
 }
 
+mod read;
 #[cfg(test)]
 mod tests;

@@ -19,12 +19,15 @@ use serde_json::{Map, Value};
 mod check;
 mod decimal;
 mod fingerprint;
+mod rules;
+mod typed;
 
-pub(crate) use check::parse_uuid;
-#[cfg(test)]
-pub(crate) use check::sqs_allows;
 pub use decimal::Decimal;
 pub use fingerprint::Fingerprint;
+pub(crate) use rules::parse_uuid;
+#[cfg(test)]
+pub(crate) use rules::sqs_allows;
+pub(crate) use typed::{accept, Object};
 
 /// Longest `tenant_id`, in characters. It is a key in the on-prem schema, kept short.
 pub const MAX_TENANT_ID_CHARS: usize = 64;
@@ -118,10 +121,18 @@ pub struct Receipt {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub category: Option<String>,
     /// Where the photo lives.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "typed::optional_object"
+    )]
     pub image: Option<Image>,
     /// At most 500 line items.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "typed::objects"
+    )]
     pub items: Vec<Item>,
     /// Free-form JSON object, at most 8 KiB once serialized.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -332,6 +332,53 @@ fn a_compressed_body_fails_as_its_plain_json_would() {
     }
 }
 
+#[test]
+fn a_chunk_of_valid_receipts_is_read_the_quick_way() {
+    let json = serde_json::to_vec(&chunk(4)).expect("json");
+    let quick = serde_json::from_slice::<RawChunk<Accepted>>(&json).expect("quick path");
+    assert_eq!(quick.receipts.0, chunk(4).receipts);
+}
+
+#[test]
+fn a_long_compressed_chunk_with_one_bad_receipt_names_it_as_a_short_one_would() {
+    // Past WHOLE_DECODE_BYTES the quick path streams; the bad receipt sends the chunk to the
+    // walk, which must still name it exactly.
+    let per_receipt = serde_json::to_string(&full(0)).expect("json").len();
+    let mut receipts: Vec<Value> = (0..WHOLE_DECODE_BYTES / per_receipt + 10)
+        .map(full_json)
+        .collect();
+    let last = receipts.len() - 1;
+    receipts[last]["currency"] = json!("eur");
+    let json = plain(&envelope_json(receipts));
+    assert!(json.len() > WHOLE_DECODE_BYTES);
+    let expected = decode(&json, None);
+    match &expected {
+        Err(DecodeError::InvalidReceipts(errors)) => {
+            assert_eq!(errors.len(), 1);
+            assert_eq!(errors[0].pointer, format!("/receipts/{last}/currency"));
+        }
+        other => panic!("expected InvalidReceipts, got {other:?}"),
+    }
+    let zstd_body = b64(&zstd::bulk::compress(json.as_bytes(), 3).expect("zstd"));
+    assert_eq!(decode(&b64(&gzip(json.as_bytes())), Some("gzip")), expected);
+    assert_eq!(decode(&zstd_body, Some("zstd")), expected);
+}
+
+#[test]
+fn a_receipt_with_a_repeated_key_decodes_as_the_walk_reads_it() {
+    // serde refuses a repeated field; the walk keeps the last, as `serde_json::Value` does.
+    let receipt = format!(
+        r#"{{"receipt_id":"{}","receipt_id":"{}","tenant_id":"t","merchant":"m","issued_on":"2024-01-01","currency":"EUR","total":"1"}}"#,
+        id(1),
+        id(2)
+    );
+    let json = format!(
+        r#"{{"v":1,"batch_id":"{BATCH}","chunk_index":0,"chunk_count":1,"receipts":[{receipt}]}}"#
+    );
+    let decoded = decode(&json, None).expect("decodes");
+    assert_eq!(decoded.receipts[0].receipt_id, id(2));
+}
+
 // -- property: decode never panics ------------------------------------------------------------------
 
 proptest! {

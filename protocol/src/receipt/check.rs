@@ -3,6 +3,7 @@
 
 use serde_json::{Map, Value};
 
+use super::rules::{check_chars, check_date, check_len, parse_uuid};
 use super::*;
 
 /// Validates one receipt given as a JSON value (see [`Receipt::from_value`]).
@@ -43,46 +44,6 @@ fn receipt_id_of(value: &Value) -> Option<String> {
         .and_then(|s| parse_uuid(s).ok())
 }
 
-/// Parses a hyphenated UUID in any case and returns its canonical lowercase form.
-pub(crate) fn parse_uuid(s: &str) -> Result<String, String> {
-    let reason = || r#"must be a UUID like "123e4567-e89b-12d3-a456-426614174000""#.to_owned();
-    // Only the 36-character hyphenated form: `Uuid::try_parse` also takes braces, `urn:uuid:`
-    // and the bare 32-digit form, which would make two spellings of one idempotency key.
-    if s.len() != 36 {
-        return Err(reason());
-    }
-    uuid::Uuid::try_parse(s)
-        .map(|u| u.hyphenated().to_string())
-        .map_err(|_| reason())
-}
-
-/// Whether SQS accepts `c` in a message: #x9 #xA #xD #x20–#xD7FF #xE000–#xFFFD
-/// #x10000–#x10FFFF (surrogates cannot occur in a Rust `char`).
-pub(crate) fn sqs_allows(c: char) -> bool {
-    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
-}
-
-/// Checks the SQS character rule on one string.
-fn check_chars(s: &str) -> Result<(), String> {
-    match s.chars().enumerate().find(|(_, c)| !sqs_allows(*c)) {
-        Some((pos, c)) => Err(format!(
-            "contains the character U+{:04X} at position {}, which SQS does not accept",
-            u32::from(c),
-            pos + 1
-        )),
-        None => Ok(()),
-    }
-}
-
-/// How a character is shown inside a reason: quoted when printable, as U+XXXX otherwise.
-fn show_char(c: char) -> String {
-    if c.is_alphanumeric() || c.is_ascii_punctuation() {
-        format!("'{c}'")
-    } else {
-        format!("U+{:04X}", u32::from(c))
-    }
-}
-
 /// What kind of JSON value `v` is, with its article: "a number", "an array".
 fn kind(v: &Value) -> &'static str {
     match v {
@@ -98,59 +59,6 @@ fn kind(v: &Value) -> &'static str {
 /// RFC 6901 escaping of one pointer segment.
 fn escape_pointer(segment: &str) -> String {
     segment.replace('~', "~0").replace('/', "~1")
-}
-
-fn days_in_month(year: u32, month: u32) -> u32 {
-    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-    match month {
-        2 if leap => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Checks `YYYY-MM-DD`, a real date with year 0001..=9999.
-fn check_date(s: &str) -> Result<(), String> {
-    let b = s.as_bytes();
-    let shape_ok = b.len() == 10
-        && b[4] == b'-'
-        && b[7] == b'-'
-        && b.iter()
-            .enumerate()
-            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
-    if !shape_ok {
-        return Err(r#"must be a date as YYYY-MM-DD, like "2024-02-29""#.into());
-    }
-    let num = |r: std::ops::Range<usize>| {
-        b[r].iter()
-            .fold(0u32, |acc, d| acc * 10 + u32::from(d - b'0'))
-    };
-    let (year, month, day) = (num(0..4), num(5..7), num(8..10));
-    if year == 0 {
-        return Err("is not a real date: the year must be 0001 to 9999".into());
-    }
-    if !(1..=12).contains(&month) {
-        return Err("is not a real date: the month must be 01 to 12".into());
-    }
-    let last = days_in_month(year, month);
-    if day == 0 || day > last {
-        return Err(format!(
-            "is not a real date: {year:04}-{month:02} has {last} days"
-        ));
-    }
-    Ok(())
-}
-
-fn check_len(s: &str, min: usize, max: usize) -> Result<(), String> {
-    if min > 0 && s.is_empty() {
-        return Err("must not be empty".into());
-    }
-    let n = s.chars().count();
-    if n > max {
-        return Err(format!("must be at most {max} characters (got {n})"));
-    }
-    Ok(())
 }
 
 /// Collects the problems of one receipt.
@@ -308,19 +216,7 @@ impl Checker {
         let b = base.as_str();
         let receipt_id = self.required(obj, b, "receipt_id", parse_uuid);
         let tenant_id = self.required(obj, b, "tenant_id", |s| {
-            check_len(s, 1, MAX_TENANT_ID_CHARS)?;
-            let bad = s
-                .chars()
-                .enumerate()
-                .find(|(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')));
-            match bad {
-                Some((pos, c)) => Err(format!(
-                    "may contain only letters A-Z a-z, digits, '.', '_' and '-' (found {} at position {})",
-                    show_char(c),
-                    pos + 1
-                )),
-                None => Ok(s.to_owned()),
-            }
+            rules::tenant_id(s).map(|()| s.to_owned())
         });
         let submitted_by = self.string(obj, b, "submitted_by", Need::Optional, |s| {
             check_len(s, 0, MAX_SUBMITTED_BY_CHARS).map(|()| s.to_owned())
@@ -332,11 +228,7 @@ impl Checker {
             check_date(s).map(|()| s.to_owned())
         });
         let currency = self.required(obj, b, "currency", |s| {
-            if s.len() == 3 && s.bytes().all(|c| c.is_ascii_uppercase()) {
-                Ok(s.to_owned())
-            } else {
-                Err(r#"must be 3 uppercase letters (an ISO 4217 code like "EUR")"#.into())
-            }
+            rules::currency(s).map(|()| s.to_owned())
         });
         let total = self.decimal(obj, b, "total", Need::Required).flatten();
         let tax = self.decimal(obj, b, "tax", Need::Optional);
@@ -389,11 +281,7 @@ impl Checker {
             check_len(s, 1, MAX_IMAGE_KEY_CHARS).map(|()| s.to_owned())
         });
         let sha256 = self.required(img, p, "sha256", |s| {
-            if s.len() == 64 && s.bytes().all(|c| c.is_ascii_hexdigit()) {
-                Ok(s.to_ascii_lowercase())
-            } else {
-                Err("must be exactly 64 hexadecimal characters (a SHA-256 digest)".into())
-            }
+            rules::sha256(s).map(|()| s.to_ascii_lowercase())
         });
         let bytes_result = Self::field(img, "bytes", Need::Required).and_then(|v| match v {
             Some(Value::Number(n)) => n
@@ -494,6 +382,12 @@ impl Checker {
                 return None;
             }
         };
+        self.metadata_map(&pointer, map).then(|| Some(map.clone()))
+    }
+
+    /// Checks a metadata object's size and every key and string inside it; `pointer` is where
+    /// it sits.
+    fn metadata_map(&mut self, pointer: &str, map: &Map<String, Value>) -> bool {
         let mut ok = true;
         match serde_json::to_string(map) {
             Ok(text) if text.len() <= MAX_METADATA_BYTES => {}
@@ -502,17 +396,20 @@ impl Checker {
                     "must be at most {MAX_METADATA_BYTES} bytes once serialized (got {})",
                     text.len()
                 );
-                self.report(pointer.clone(), reason);
+                self.report(pointer.to_owned(), reason);
                 ok = false;
             }
             Err(err) => {
-                self.report(pointer.clone(), format!("could not be serialized: {err}"));
+                self.report(
+                    pointer.to_owned(),
+                    format!("could not be serialized: {err}"),
+                );
                 ok = false;
             }
         }
         // Every key and string inside, walked with an explicit stack (no recursion limit).
         let mut stack: Vec<(String, &Value)> = Vec::new();
-        ok &= push_members(&mut stack, &mut self.problems, &pointer, map);
+        ok &= push_members(&mut stack, &mut self.problems, pointer, map);
         while let Some((p, v)) = stack.pop() {
             match v {
                 Value::String(s) => {
@@ -530,8 +427,14 @@ impl Checker {
                 Value::Null | Value::Bool(_) | Value::Number(_) => {}
             }
         }
-        ok.then(|| Some(map.clone()))
+        ok
     }
+}
+
+/// Whether a metadata object passes the metadata rule (size, and the SQS character rule on
+/// every key and string inside).
+pub(super) fn metadata_ok(map: &Map<String, Value>) -> bool {
+    Checker::new(0).metadata_map("", map)
 }
 
 /// Checks the keys of `map` and queues its values (in order) for the metadata walk.

@@ -1,0 +1,133 @@
+//! The rules for a receipt's text fields, each a function from the field's text to `Ok` or a
+//! plain reason. The validation walk (`check`) and the typed check of an already-parsed
+//! receipt (`typed`) both call these, so a rule is written once.
+
+use super::*;
+
+/// Parses a hyphenated UUID in any case and returns its canonical lowercase form.
+pub(crate) fn parse_uuid(s: &str) -> Result<String, String> {
+    let reason = || r#"must be a UUID like "123e4567-e89b-12d3-a456-426614174000""#.to_owned();
+    // Only the 36-character hyphenated form: `Uuid::try_parse` also takes braces, `urn:uuid:`
+    // and the bare 32-digit form, which would make two spellings of one idempotency key.
+    if s.len() != 36 {
+        return Err(reason());
+    }
+    uuid::Uuid::try_parse(s)
+        .map(|u| u.hyphenated().to_string())
+        .map_err(|_| reason())
+}
+
+/// Whether SQS accepts `c` in a message: #x9 #xA #xD #x20–#xD7FF #xE000–#xFFFD
+/// #x10000–#x10FFFF (surrogates cannot occur in a Rust `char`).
+pub(crate) fn sqs_allows(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
+}
+
+/// Checks the SQS character rule on one string.
+pub(super) fn check_chars(s: &str) -> Result<(), String> {
+    match s.chars().enumerate().find(|(_, c)| !sqs_allows(*c)) {
+        Some((pos, c)) => Err(format!(
+            "contains the character U+{:04X} at position {}, which SQS does not accept",
+            u32::from(c),
+            pos + 1
+        )),
+        None => Ok(()),
+    }
+}
+
+/// How a character is shown inside a reason: quoted when printable, as U+XXXX otherwise.
+fn show_char(c: char) -> String {
+    if c.is_alphanumeric() || c.is_ascii_punctuation() {
+        format!("'{c}'")
+    } else {
+        format!("U+{:04X}", u32::from(c))
+    }
+}
+
+fn days_in_month(year: u32, month: u32) -> u32 {
+    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    match month {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Checks `YYYY-MM-DD`, a real date with year 0001..=9999.
+pub(super) fn check_date(s: &str) -> Result<(), String> {
+    let b = s.as_bytes();
+    let shape_ok = b.len() == 10
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
+    if !shape_ok {
+        return Err(r#"must be a date as YYYY-MM-DD, like "2024-02-29""#.into());
+    }
+    let num = |r: std::ops::Range<usize>| {
+        b[r].iter()
+            .fold(0u32, |acc, d| acc * 10 + u32::from(d - b'0'))
+    };
+    let (year, month, day) = (num(0..4), num(5..7), num(8..10));
+    if year == 0 {
+        return Err("is not a real date: the year must be 0001 to 9999".into());
+    }
+    if !(1..=12).contains(&month) {
+        return Err("is not a real date: the month must be 01 to 12".into());
+    }
+    let last = days_in_month(year, month);
+    if day == 0 || day > last {
+        return Err(format!(
+            "is not a real date: {year:04}-{month:02} has {last} days"
+        ));
+    }
+    Ok(())
+}
+
+pub(super) fn check_len(s: &str, min: usize, max: usize) -> Result<(), String> {
+    if min > 0 && s.is_empty() {
+        return Err("must not be empty".into());
+    }
+    let n = s.chars().count();
+    if n > max {
+        return Err(format!("must be at most {max} characters (got {n})"));
+    }
+    Ok(())
+}
+
+/// `tenant_id`: 1 to 64 of `[A-Za-z0-9._-]`.
+pub(super) fn tenant_id(s: &str) -> Result<(), String> {
+    check_len(s, 1, MAX_TENANT_ID_CHARS)?;
+    let bad = s
+        .chars()
+        .enumerate()
+        .find(|(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')));
+    match bad {
+        Some((pos, c)) => Err(format!(
+            "may contain only letters A-Z a-z, digits, '.', '_' and '-' (found {} at position {})",
+            show_char(c),
+            pos + 1
+        )),
+        None => Ok(()),
+    }
+}
+
+/// `currency`: an ISO 4217 code.
+pub(super) fn currency(s: &str) -> Result<(), String> {
+    if s.len() == 3 && s.bytes().all(|c| c.is_ascii_uppercase()) {
+        Ok(())
+    } else {
+        Err(r#"must be 3 uppercase letters (an ISO 4217 code like "EUR")"#.into())
+    }
+}
+
+/// `image.sha256`: 64 hex digits in either case (stored lowercase).
+pub(super) fn sha256(s: &str) -> Result<(), String> {
+    if s.len() == 64 && s.bytes().all(|c| c.is_ascii_hexdigit()) {
+        Ok(())
+    } else {
+        Err("must be exactly 64 hexadecimal characters (a SHA-256 digest)".into())
+    }
+}
