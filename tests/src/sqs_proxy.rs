@@ -9,6 +9,9 @@
 //! `Connection: close`, and its answer is read to the end, rewritten, and returned with a
 //! correct `Content-Length`.
 //!
+//! It can also hold back `ReceiveMessage` answers that carry messages
+//! ([`SqsProxy::hold_receives`]), to cut a client off while an answer is on its way.
+//!
 //! It also counts every request it forwards by action and by the queue or table it names
 //! ([`SqsProxy::requests`]), for the bench's request counts; DynamoDB's JSON protocol passes
 //! through it the same way.
@@ -17,6 +20,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
@@ -31,6 +35,10 @@ struct Shared {
     withheld: AtomicU64,
     /// Requests forwarded, by (`X-Amz-Target`, `QueueUrl` or `TableName`).
     requests: Mutex<HashMap<(String, String), u64>>,
+    /// How long to hold back a `ReceiveMessage` answer that carries messages.
+    hold_receives: Mutex<Option<Duration>>,
+    /// Such answers held back so far.
+    held: AtomicU64,
 }
 
 /// A running proxy; stops when dropped.
@@ -81,6 +89,22 @@ impl SqsProxy {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(action.to_owned(), calls);
+    }
+
+    /// Holds back every `ReceiveMessage` answer that carries messages for `delay` before
+    /// passing it on: a client cut off meanwhile drops an answer the server has already given,
+    /// whose messages are then hidden for their visibility timeout.
+    pub fn hold_receives(&self, delay: Duration) {
+        *self
+            .shared
+            .hold_receives
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(delay);
+    }
+
+    /// `ReceiveMessage` answers with messages held back so far (see [`Self::hold_receives`]).
+    pub fn held(&self) -> u64 {
+        self.shared.held.load(Ordering::SeqCst)
     }
 
     /// Entries withheld and reported failed so far.
@@ -281,6 +305,18 @@ async fn serve(shared: Arc<Shared>, client: TcpStream, target: SocketAddr) -> st
                         .fetch_add(withheld.len() as u64, Ordering::SeqCst);
                 }
                 response.set_body(serde_json::to_vec(&body)?);
+            }
+        }
+        let hold = *shared
+            .hold_receives
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let (Some(delay), "ReceiveMessage") = (hold, action.as_str()) {
+            let carries = serde_json::from_slice::<Value>(&response.body)
+                .is_ok_and(|b| b["Messages"].as_array().is_some_and(|m| !m.is_empty()));
+            if carries {
+                shared.held.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(delay).await;
             }
         }
         write.write_all(&response.to_bytes()).await?;

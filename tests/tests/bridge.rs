@@ -417,6 +417,41 @@ async fn sigterm_mid_drain_exits_0_and_nothing_is_lost() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// SIGTERM while a receive is being answered: SQS has already hidden the messages it hands
+/// over, so the agent lets the answer arrive and releases them. Dropping it would leave them
+/// invisible for their whole visibility timeout.
+#[tokio::test]
+async fn sigterm_while_a_receive_is_answered_releases_what_it_brings() -> anyhow::Result<()> {
+    use sluice_e2e::sqs_proxy::SqsProxy;
+    let env = TestEnv::new().await?;
+    let proxy = SqsProxy::start(env.servers.sqs_addr()?).await?;
+    proxy.hold_receives(Duration::from_millis(1_000));
+    let ingest = env.start_ingest(&[]).await?;
+    let (status, answer) = ingest.upload_json(&Generator::new(13).receipts(50)).await?;
+    assert_eq!(status, 202, "{answer}");
+
+    let mut agent = env.spawn_agent(
+        "cut-off",
+        &format!("[queue]\nendpoint = \"{}\"", proxy.endpoint()),
+    )?;
+    wait_for(DRAIN_TIMEOUT, "a receive answer held back", || async {
+        (proxy.held() >= 1).then_some(())
+    })
+    .await?;
+    let exit = agent.terminate(Duration::from_secs(30)).await?;
+    assert_eq!(exit.code(), Some(0), "log:\n{}", agent.log_text());
+    let (visible, in_flight, _) = env.depth(&env.queue_url).await?;
+    assert_eq!(
+        (visible, in_flight),
+        (1, 0),
+        "the message is visible again at once; log:\n{}",
+        agent.log_text()
+    );
+    assert_eq!(env.count_receipts_or_zero().await, 0);
+    env.cleanup().await;
+    Ok(())
+}
+
 /// `sluice-ingest upload` (the real binary) cuts a file into parallel requests; running it
 /// twice over the same file names the same batches and stores nothing twice, and a bad line is
 /// reported by its line number in the file.

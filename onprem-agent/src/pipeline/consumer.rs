@@ -2,7 +2,8 @@
 //!
 //! A poller receives only while the database is up, receiving is not paused (every write
 //! refused), and the in-flight budget (receipts and decoded bytes, see `budget`) has room; each
-//! decoded message then waits for its share. Only the receive itself races against shutdown; a
+//! decoded message then waits for its share. Only the receive itself races against shutdown, and
+//! a receive cut short still gets a moment to answer so that what it brings is released; a
 //! message already received is either passed on or released (visibility 0), never dropped
 //! silently. An undecodable message goes to the dead-letter queue with its reason; one in an
 //! envelope version this agent does not read is released with a delay instead (see
@@ -75,9 +76,16 @@ pub async fn poll(ctx: PollerContext, out: mpsc::Sender<Delivery>, cancel: Cance
             _ = cancel.cancelled() => return,
             _ = ctx.budget.room() => {}
         }
+        let receive = ctx
+            .queue
+            .receive(ctx.wait_seconds, ctx.visibility_timeout_seconds);
+        tokio::pin!(receive);
         let received = tokio::select! {
-            _ = cancel.cancelled() => return,
-            r = ctx.queue.receive(ctx.wait_seconds, ctx.visibility_timeout_seconds) => r,
+            r = &mut receive => r,
+            _ = cancel.cancelled() => {
+                release_cut_off(&ctx, receive).await;
+                return;
+            }
         };
         ctx.liveness.beat();
         ctx.versions.tick(&ctx.health, Instant::now());
@@ -194,6 +202,33 @@ async fn dead_letter_undecodable(ctx: &PollerContext, msg: &RawMessage, reason: 
         }
     }
     ctx.inflight.untrack([&msg.handle]);
+}
+
+/// How long a receive cut off by shutdown may still take to answer. SQS hides messages as it
+/// answers, so an answer dropped on the way leaves them invisible for the whole visibility
+/// timeout; one already on its way arrives within milliseconds. A long poll still waiting
+/// after this has found nothing to hide.
+const RECEIVE_GRACE: Duration = Duration::from_secs(2);
+
+/// Lets a receive that shutdown cut off finish (for at most [`RECEIVE_GRACE`]) and releases
+/// whatever it brings, so those messages are visible again at once.
+async fn release_cut_off<E>(
+    ctx: &PollerContext,
+    receive: impl std::future::Future<Output = Result<Vec<RawMessage>, E>>,
+) {
+    let Ok(Ok(messages)) = tokio::time::timeout(RECEIVE_GRACE, receive).await else {
+        return;
+    };
+    for msg in &messages {
+        ctx.inflight.track(&msg.handle);
+        release(ctx, &msg.handle).await;
+    }
+    if !messages.is_empty() {
+        tracing::debug!(
+            messages = messages.len(),
+            "Released what a receive cut off by shutdown brought."
+        );
+    }
 }
 
 async fn release(ctx: &PollerContext, handle: &Handle) {
