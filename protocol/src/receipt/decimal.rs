@@ -57,6 +57,14 @@ impl Decimal {
     /// Checks `s` against the decimal rule; the error is a plain reason ("must have at most 4
     /// fraction digits") meant to follow a field name.
     pub fn parse(s: &str) -> Result<Decimal, String> {
+        if well_formed(s) {
+            return Ok(Decimal(s.to_owned()));
+        }
+        Decimal::diagnose(s)
+    }
+
+    /// The rule checked step by step, so that a refusal says what is wrong.
+    fn diagnose(s: &str) -> Result<Decimal, String> {
         if s.is_empty() {
             return Err(r#"must be a decimal string like "42.50", not an empty string"#.into());
         }
@@ -102,6 +110,19 @@ impl Decimal {
     }
 }
 
+/// Whether `s` is `-?[0-9]{1,12}(\.[0-9]{1,4})?`, exactly the text [`Decimal::parse`] accepts,
+/// checked in one pass over the bytes; the checks after it in `parse` only name what is wrong.
+fn well_formed(s: &str) -> bool {
+    let unsigned = s.strip_prefix('-').unwrap_or(s).as_bytes();
+    let (int, frac) = match unsigned.iter().position(|&b| b == b'.') {
+        Some(dot) => (&unsigned[..dot], Some(&unsigned[dot + 1..])),
+        None => (unsigned, None),
+    };
+    let digits =
+        |t: &[u8], max: usize| !t.is_empty() && t.len() <= max && t.iter().all(u8::is_ascii_digit);
+    digits(int, MAX_INTEGER_DIGITS) && frac.is_none_or(|f| digits(f, MAX_FRACTION_DIGITS))
+}
+
 impl fmt::Display for Decimal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -141,5 +162,49 @@ impl<'de> Deserialize<'de> for Decimal {
             }
         }
         deserializer.deserialize_str(DecimalVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn the_one_pass_check_accepts_exactly_what_the_step_by_step_rule_accepts(
+            s in "[-+0-9.eE naif]{0,18}",
+        ) {
+            prop_assert_eq!(well_formed(&s), Decimal::diagnose(&s).is_ok(), "{:?}", s);
+        }
+    }
+
+    #[test]
+    fn the_one_pass_check_holds_at_the_edges() {
+        for s in [
+            "0",
+            "-0",
+            "000000000000",
+            "999999999999.9999",
+            "1.0000",
+            "-1.5",
+        ] {
+            assert!(well_formed(s) && Decimal::diagnose(s).is_ok(), "{s}");
+        }
+        for s in [
+            "",
+            "-",
+            ".",
+            "1.",
+            ".5",
+            "1.00000",
+            "1000000000000",
+            "--1",
+            "1.2.3",
+            "+1",
+        ] {
+            assert!(!well_formed(s) && Decimal::diagnose(s).is_err(), "{s}");
+        }
     }
 }

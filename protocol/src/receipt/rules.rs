@@ -25,6 +25,19 @@ pub(crate) fn sqs_allows(c: char) -> bool {
 
 /// Checks the SQS character rule on one string.
 pub(super) fn check_chars(s: &str) -> Result<(), String> {
+    // In UTF-8 the only characters SQS refuses are the C0 controls other than tab, LF and CR
+    // (one byte below 0x20) and U+FFFE / U+FFFF (EF BF BE / EF BF BF): a byte scan clears
+    // almost every string, and only one that fails is walked by character for its position.
+    let b = s.as_bytes();
+    let clean = b.iter().enumerate().all(|(i, &c)| match c {
+        b'\t' | b'\n' | b'\r' => true,
+        0..0x20 => false,
+        0xEF => !(b.get(i + 1) == Some(&0xBF) && matches!(b.get(i + 2), Some(0xBE | 0xBF))),
+        _ => true,
+    });
+    if clean {
+        return Ok(());
+    }
     match s.chars().enumerate().find(|(_, c)| !sqs_allows(*c)) {
         Some((pos, c)) => Err(format!(
             "contains the character U+{:04X} at position {}, which SQS does not accept",
@@ -129,5 +142,32 @@ pub(super) fn sha256(s: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err("must be exactly 64 hexadecimal characters (a SHA-256 digest)".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn the_byte_scan_clears_exactly_the_strings_sqs_accepts(
+            s in proptest::collection::vec(
+                prop_oneof![
+                    any::<char>(),
+                    Just('\u{FFFE}'),
+                    Just('\u{FFFF}'),
+                    Just('\u{FFFD}'),
+                    Just('\u{EFFF}'),
+                    Just('\u{1F}'),
+                    Just('\t'),
+                ],
+                0..12,
+            ).prop_map(|c| c.into_iter().collect::<String>()),
+        ) {
+            prop_assert_eq!(check_chars(&s).is_ok(), s.chars().all(sqs_allows), "{:?}", s);
+        }
     }
 }
