@@ -30,10 +30,11 @@ pub(crate) async fn measure(
         format!("end to end, unthrottled, no foreground: agent ({receipts} receipts)"),
         format!("{:.0} receipts/s", agent.rate),
         format!(
-            "{:.2} × raw COPY; {:.1} µs agent CPU per receipt; from the local SQS server, \
+            "{:.2} × raw COPY; {:.1} µs agent CPU per receipt{}; from the local SQS server, \
              ingest-made zstd messages of {BATCH}",
             agent.rate / raw_copy,
-            agent.cpu_us
+            agent.cpu_us,
+            agent.steady_note()
         ),
     );
     match std::env::var_os("VECTOR_BIN") {
@@ -48,10 +49,11 @@ pub(crate) async fn measure(
                 format!("end to end: Vector peer ({receipts} receipts)"),
                 format!("{:.0} receipts/s", v.rate),
                 format!(
-                    "{:.2} × the agent; {:.1} µs Vector CPU per receipt; plain JSON messages of \
-                     {BATCH}, no idempotency, items as jsonb (tests/bench/vector.toml)",
+                    "{:.2} × the agent; {:.1} µs Vector CPU per receipt{}; plain JSON messages \
+                     of {BATCH}, no idempotency, items as jsonb (tests/bench/vector.toml)",
                     v.rate / agent.rate.max(1.0),
-                    v.cpu_us
+                    v.cpu_us,
+                    v.steady_note()
                 ),
             );
         }
@@ -61,7 +63,33 @@ pub(crate) async fn measure(
 
 struct Drained {
     rate: f64,
+    /// CPU per receipt from the process's start to the last receipt stored.
     cpu_us: f64,
+    /// CPU per receipt after the first receipts were seen stored, and the CPU seconds spent
+    /// until then (start-up, connecting, the first batch): the cost of the drain itself.
+    steady: Option<(f64, f64)>,
+}
+
+impl Drained {
+    /// From `receipts` stored in `secs` at `cpu` seconds of CPU, `first` = (receipts seen
+    /// stored first, CPU seconds then).
+    fn new(receipts: usize, secs: f64, cpu: f64, first: Option<(i64, f64)>) -> Drained {
+        let n = receipts as f64;
+        Drained {
+            rate: n / secs,
+            cpu_us: cpu * 1e6 / n,
+            steady: first
+                .filter(|&(stored, _)| (stored as f64) < n)
+                .map(|(stored, at)| ((cpu - at) * 1e6 / (n - stored as f64), at)),
+        }
+    }
+
+    /// " (12.3 µs once the first receipts are stored; 0.21 s of CPU before them)", or nothing.
+    fn steady_note(&self) -> String {
+        self.steady.map_or(String::new(), |(us, before)| {
+            format!(" ({us:.1} µs once the first receipts are stored; {before:.2} s of CPU before them)")
+        })
+    }
 }
 
 /// The release agent on a fresh backlog: from its start to the last receipt stored.
@@ -72,14 +100,11 @@ async fn agent_drain(pg: &PrivatePostgres, receipts: usize) -> anyhow::Result<Dr
     let t = Instant::now();
     let mut agent = env.spawn_agent("peer-agent", &agent_extra(Throttle::Fixed(1_000_000)))?;
     let pid = agent.pid().context("the agent exited")?;
-    let secs = wait_stored(&env, receipts, t).await?;
+    let (secs, first) = wait_stored(&env, receipts, t, pid).await?;
     let cpu = cpu_seconds(pid)?;
     agent.terminate(Duration::from_secs(60)).await?;
     env.cleanup().await;
-    Ok(Drained {
-        rate: receipts as f64 / secs,
-        cpu_us: cpu * 1e6 / receipts as f64,
-    })
+    Ok(Drained::new(receipts, secs, cpu, first))
 }
 
 /// Vector on the same receipts, sent as plain JSON messages of [`BATCH`].
@@ -144,11 +169,15 @@ async fn vector_drain(
         .spawn()
         .context("starting Vector (VECTOR_BIN)")?;
     let pid = child.id().context("Vector exited at once")?;
+    let mut first = None;
     let secs = loop {
         let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM public.receipts_v")
             .fetch_one(&env.pool)
             .await
             .unwrap_or(0);
+        if stored > 0 && first.is_none() {
+            first = Some((stored, cpu_seconds(pid)?));
+        }
         if stored >= i64::try_from(receipts)? {
             break Ok(t.elapsed().as_secs_f64());
         }
@@ -169,25 +198,31 @@ async fn vector_drain(
     let cpu = cpu_seconds(pid);
     child.kill().await.ok();
     env.cleanup().await;
-    let (secs, cpu) = (secs?, cpu?);
-    Ok(Drained {
-        rate: receipts as f64 / secs,
-        cpu_us: cpu * 1e6 / receipts as f64,
-    })
+    Ok(Drained::new(receipts, secs?, cpu?, first))
 }
 
 /// Seconds from `t` until the agent has stored `n` receipts, read from its chunk ledger (a
 /// row per 500 receipts): counting the receipts table every 50 ms would load the database the
-/// drain is measured on.
-async fn wait_stored(env: &TestEnv, n: usize, t: Instant) -> anyhow::Result<f64> {
+/// drain is measured on. Also the receipts first seen stored and the agent's (`pid`) CPU
+/// seconds then.
+async fn wait_stored(
+    env: &TestEnv,
+    n: usize,
+    t: Instant,
+    pid: u32,
+) -> anyhow::Result<(f64, Option<(i64, f64)>)> {
+    let mut first = None;
     loop {
         let stored: i64 =
             sqlx::query_scalar("SELECT coalesce(sum(stored), 0)::int8 FROM sluice.chunks")
                 .fetch_one(&env.pool)
                 .await
                 .unwrap_or(0);
+        if stored > 0 && first.is_none() {
+            first = Some((stored, cpu_seconds(pid)?));
+        }
         if stored >= i64::try_from(n)? {
-            return Ok(t.elapsed().as_secs_f64());
+            return Ok((t.elapsed().as_secs_f64(), first));
         }
         if t.elapsed() > DRAIN_LIMIT {
             bail!("the agent stored {stored} of {n} in {DRAIN_LIMIT:?}");
