@@ -49,6 +49,16 @@ pub(crate) fn minimal_json(i: usize) -> Value {
     })
 }
 
+/// A minimal receipt as JSON text with `receipt_id` given twice, ids `first` then `second`:
+/// text a `serde_json::Value` cannot hold.
+pub(crate) fn repeated_id_json(first: usize, second: usize) -> String {
+    format!(
+        r#"{{"receipt_id":"{}","receipt_id":"{}","tenant_id":"t","merchant":"m","issued_on":"2024-01-01","currency":"EUR","total":"1"}}"#,
+        id(first),
+        id(second)
+    )
+}
+
 /// [`full_json`] as a typed receipt.
 pub(crate) fn full(i: usize) -> Receipt {
     match Receipt::from_value(&full_json(i), i) {

@@ -5,7 +5,7 @@ use proptest::prelude::*;
 use serde_json::{json, Value};
 
 use super::*;
-use crate::test_support::{full, full_json, id, minimal_json};
+use crate::test_support::{full, full_json, id, minimal_json, repeated_id_json};
 
 const BATCH: &str = "5d1c2a10-3b4e-4f60-9a7b-8c9d0e1f2a3b";
 
@@ -367,11 +367,7 @@ fn a_long_compressed_chunk_with_one_bad_receipt_names_it_as_a_short_one_would() 
 #[test]
 fn a_receipt_with_a_repeated_key_decodes_as_the_walk_reads_it() {
     // serde refuses a repeated field; the walk keeps the last, as `serde_json::Value` does.
-    let receipt = format!(
-        r#"{{"receipt_id":"{}","receipt_id":"{}","tenant_id":"t","merchant":"m","issued_on":"2024-01-01","currency":"EUR","total":"1"}}"#,
-        id(1),
-        id(2)
-    );
+    let receipt = repeated_id_json(1, 2);
     let json = format!(
         r#"{{"v":1,"batch_id":"{BATCH}","chunk_index":0,"chunk_count":1,"receipts":[{receipt}]}}"#
     );

@@ -6,7 +6,7 @@ use proptest::prelude::*;
 use serde_json::{json, Value};
 
 use super::*;
-use crate::test_support::{self, full_json, id, minimal_json};
+use crate::test_support::{self, full_json, id, minimal_json, repeated_id_json};
 
 /// The quick path on one receipt's JSON text.
 fn quick(json: &str) -> Option<Receipt> {
@@ -193,11 +193,7 @@ fn shapes_serde_would_read_but_the_walk_refuses_are_left_to_the_walk() {
 
 #[test]
 fn a_repeated_key_is_left_to_the_walk_which_keeps_the_last() {
-    let text = format!(
-        r#"{{"receipt_id":"{}","receipt_id":"{}","tenant_id":"t","merchant":"m","issued_on":"2024-01-01","currency":"EUR","total":"1"}}"#,
-        id(1),
-        id(2)
-    );
+    let text = repeated_id_json(1, 2);
     assert_eq!(quick(&text), None);
     assert_eq!(walk(&text).expect("valid").receipt_id, id(2));
 }
