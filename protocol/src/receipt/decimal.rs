@@ -12,13 +12,36 @@ use super::{MAX_FRACTION_DIGITS, MAX_INTEGER_DIGITS};
 /// Rule: an optional leading `-`, 1 to 12 integer digits, optionally a `.` followed by 1 to 4
 /// digits. No `+`, no exponent, no spaces, no `NaN`/`Infinity`. Money never passes through a
 /// float: the text goes to PostgreSQL `numeric` as is.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Decimal(String);
+///
+/// The text is held inline (at most [`MAX_TEXT`] bytes), not on the heap: a drained receipt
+/// carries up to three per item, and an allocation each showed in the agent's profile.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Decimal {
+    /// The text's bytes, zero after `len` (so the derived comparisons compare the text).
+    text: [u8; MAX_TEXT],
+    len: u8,
+}
+
+/// The longest decimal text: a sign, 12 integer digits, a point and 4 fraction digits.
+const MAX_TEXT: usize = 1 + MAX_INTEGER_DIGITS + 1 + MAX_FRACTION_DIGITS;
 
 impl Decimal {
     /// The decimal as written, e.g. `"42.50"`.
     pub fn as_str(&self) -> &str {
-        &self.0
+        // Only ASCII text the rule accepted is ever stored.
+        std::str::from_utf8(&self.text[..usize::from(self.len)]).unwrap_or_default()
+    }
+
+    /// Holds `s`, text the rule accepted (so at most [`MAX_TEXT`] bytes).
+    fn holding(s: &str) -> Result<Decimal, String> {
+        let mut text = [0; MAX_TEXT];
+        match (text.get_mut(..s.len()), u8::try_from(s.len())) {
+            (Some(slot), Ok(len)) => {
+                slot.copy_from_slice(s.as_bytes());
+                Ok(Decimal { text, len })
+            }
+            _ => Err(format!("must be at most {MAX_TEXT} characters long")),
+        }
     }
 
     /// The value in one spelling: no leading zeros, no trailing fraction zeros, no `-0`.
@@ -26,7 +49,7 @@ impl Decimal {
     /// them.
     pub fn canonical(&self) -> String {
         let (negative, int, frac) = self.canonical_parts();
-        let mut out = String::with_capacity(self.0.len());
+        let mut out = String::with_capacity(usize::from(self.len));
         if negative {
             out.push('-');
         }
@@ -41,9 +64,10 @@ impl Decimal {
     /// [`Decimal::canonical`] in parts, borrowed from the text: whether it has a `-`, its
     /// integer digits, its fraction digits (empty: no `.`).
     pub(crate) fn canonical_parts(&self) -> (bool, &str, &str) {
-        let (negative, unsigned) = match self.0.strip_prefix('-') {
+        let text = self.as_str();
+        let (negative, unsigned) = match text.strip_prefix('-') {
             Some(rest) => (true, rest),
-            None => (false, self.0.as_str()),
+            None => (false, text),
         };
         let (int, frac) = unsigned.split_once('.').unwrap_or((unsigned, ""));
         let int = match int.trim_start_matches('0') {
@@ -58,7 +82,7 @@ impl Decimal {
     /// fraction digits") meant to follow a field name.
     pub fn parse(s: &str) -> Result<Decimal, String> {
         if well_formed(s) {
-            return Ok(Decimal(s.to_owned()));
+            return Decimal::holding(s);
         }
         Decimal::diagnose(s)
     }
@@ -106,7 +130,7 @@ impl Decimal {
                 "must have at most {MAX_FRACTION_DIGITS} fraction digits"
             ));
         }
-        Ok(Decimal(s.to_owned()))
+        Decimal::holding(s)
     }
 }
 
@@ -123,9 +147,15 @@ fn well_formed(s: &str) -> bool {
     digits(int, MAX_INTEGER_DIGITS) && frac.is_none_or(|f| digits(f, MAX_FRACTION_DIGITS))
 }
 
+impl fmt::Debug for Decimal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Decimal").field(&self.as_str()).finish()
+    }
+}
+
 impl fmt::Display for Decimal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
@@ -139,13 +169,13 @@ impl FromStr for Decimal {
 
 impl AsRef<str> for Decimal {
     fn as_ref(&self) -> &str {
-        &self.0
+        self.as_str()
     }
 }
 
 impl Serialize for Decimal {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.0)
+        serializer.serialize_str(self.as_str())
     }
 }
 
@@ -177,6 +207,9 @@ mod tests {
             s in "[-+0-9.eE naif]{0,18}",
         ) {
             prop_assert_eq!(well_formed(&s), Decimal::diagnose(&s).is_ok(), "{:?}", s);
+            if let Ok(d) = Decimal::parse(&s) {
+                prop_assert_eq!(d.as_str(), s.as_str());
+            }
         }
     }
 
@@ -186,12 +219,18 @@ mod tests {
             "0",
             "-0",
             "000000000000",
-            "999999999999.9999",
+            "-999999999999.9999",
             "1.0000",
             "-1.5",
         ] {
             assert!(well_formed(s) && Decimal::diagnose(s).is_ok(), "{s}");
+            let held = Decimal::parse(s).expect("valid");
+            assert_eq!((held.as_str(), held.to_string()), (s, s.to_owned()));
         }
+        assert_eq!(
+            format!("{:?}", Decimal::parse("4.2").expect("valid")),
+            r#"Decimal("4.2")"#
+        );
         for s in [
             "",
             "-",
