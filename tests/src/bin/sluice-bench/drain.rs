@@ -211,7 +211,7 @@ impl Throttle {
             ),
             Throttle::Adaptive { ratio, ceiling } => format!(
                 "[throttle]\nmode = \"adaptive\"\nrows_per_second = {ceiling}\nburst = 2000\n\
-                 min_rows_per_second = 200\nincrease_rows_per_second = 500\n\
+                 min_rows_per_second = 50\nincrease_rows_per_second = 500\n\
                  target_latency_ratio = {ratio}\n"
             ),
         }

@@ -16,7 +16,7 @@ use crate::Table;
 pub(crate) const TARGET_RATIO: f64 = 1.5;
 /// The bisection's bounds, receipts/s: the lowest rate tried, and a rate above any this kind of
 /// machine drains at.
-const LOW: f64 = 250.0;
+const LOW: f64 = 50.0;
 const HIGH: f64 = 32_000.0;
 
 /// Bisects the fixed rate (geometrically: rates span two orders of magnitude), then runs
@@ -74,13 +74,11 @@ pub(crate) async fn measure(
     // `window_with` lets the controller learn its baseline and find its level first.
     let w = window_with(env, agent, oltp, adaptive, window).await?;
     let seconds = |v: Option<f64>| v.map_or("-".to_owned(), |s| format!("{:.2} ms", s * 1000.0));
+    const PROBE: &str = "sluice_probe_latency_seconds";
     let probe = format!(
-        "probe p95 {} against baseline {} (limit {})",
-        seconds(
-            agent
-                .metric("sluice_probe_latency_seconds", &[("quantile", "0.95")])
-                .await
-        ),
+        "probe p95 {} (p99 {}) against baseline {} (limit {})",
+        seconds(agent.metric(PROBE, &[("quantile", "0.95")]).await),
+        seconds(agent.metric(PROBE, &[("quantile", "0.99")]).await),
         seconds(agent.metric("sluice_probe_baseline_seconds", &[]).await),
         seconds(agent.metric("sluice_probe_limit_seconds", &[]).await),
     );
