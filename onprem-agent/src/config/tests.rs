@@ -152,6 +152,7 @@ fn the_foreground_probe_has_documented_defaults() {
     let c = load(MINIMAL, &[]).expect("valid");
     assert_eq!(c.throttle.probe_sql, "SELECT 1");
     assert_eq!(c.throttle.target_latency_ratio, 1.5);
+    assert_eq!(c.throttle.probe_quantile, 0.95);
     assert_eq!(c.throttle.probe_interval_ms, 200);
     assert_eq!(c.throttle.baseline_relearn_minutes, 10);
 }
@@ -160,7 +161,8 @@ fn the_foreground_probe_has_documented_defaults() {
 fn bad_probe_keys_are_each_reported() {
     let text = format!(
         "{MINIMAL}\n[throttle]\nmode = \"adaptive\"\nprobe_sql = \"SELECT 1; DELETE FROM t\"\n\
-         target_latency_ratio = 1.0\nprobe_interval_ms = 5\nbaseline_relearn_minutes = 5000\n"
+         target_latency_ratio = 1.0\nprobe_quantile = 0.999\nprobe_interval_ms = 5\n\
+         baseline_relearn_minutes = 5000\n"
     );
     let err = load(&text, &[]).expect_err("invalid");
     assert_eq!(
@@ -168,6 +170,7 @@ fn bad_probe_keys_are_each_reported() {
         vec![
             "throttle.probe_sql: \"SELECT 1; DELETE FROM t\" holds several statements; give one read-only statement",
             "throttle.target_latency_ratio: 1 must be above 1 and at most 100",
+            "throttle.probe_quantile: 0.999 is out of range 0.5..=0.99 (0.99 judges the p99)",
             "throttle.probe_interval_ms: 5 is out of range 20..=10000",
             "throttle.baseline_relearn_minutes: 5000 is out of range 0..=1440 (0: learn only while idle)",
         ]

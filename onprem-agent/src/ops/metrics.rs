@@ -44,7 +44,8 @@ pub const RATE_CHANGES: &str = "sluice_rate_changes_total";
 /// probe_learning, probe_settling, probe_failing), 0 for the others seen before.
 pub const RATE_REASON: &str = "sluice_rate_reason";
 /// The foreground probe (adaptive mode): its latency over the recent window, by `quantile`
-/// (0.5, 0.95, 0.99), its learned baseline, and the limit its p95 is held under.
+/// (0.5, 0.95, 0.99), its learned baseline, and the limit its judged quantile
+/// (`throttle.probe_quantile`) is held under.
 pub const PROBE_LATENCY: &str = "sluice_probe_latency_seconds";
 pub const PROBE_BASELINE: &str = "sluice_probe_baseline_seconds";
 pub const PROBE_LIMIT: &str = "sluice_probe_limit_seconds";

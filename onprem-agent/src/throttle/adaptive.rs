@@ -2,7 +2,7 @@
 //! ceiling, driven by the database's own signals.
 //!
 //! Every `adjust_interval_ms` the controller looks at what it saw since the last look:
-//! - congested — the foreground probe's p95 above its limit ([`super::controller`]), an
+//! - congested — the foreground probe's judged quantile above its limit ([`super::controller`]), an
 //!   overload error (too many connections, lock or statement timeout, serialization failure,
 //!   deadlock), a mean commit latency above `target_commit_ms`, or more active backends than
 //!   `max_active_backends` — multiplies the rate by `decrease_factor` (never below the floor);
@@ -37,17 +37,37 @@ pub struct AimdParams {
 /// Why the rate went down.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Congestion {
-    ProbeLatency { p95: Duration, limit: Duration },
-    Overload { errors: u32 },
-    CommitLatency { mean: Duration },
-    ActiveBackends { active: u32 },
+    ProbeLatency {
+        latency: Duration,
+        quantile: f64,
+        limit: Duration,
+    },
+    Overload {
+        errors: u32,
+    },
+    CommitLatency {
+        mean: Duration,
+    },
+    ActiveBackends {
+        active: u32,
+    },
 }
 
 impl fmt::Display for Congestion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Congestion::ProbeLatency { p95, limit } => {
-                write!(f, "probe p95 {} above its limit {}", ms(*p95), ms(*limit))
+            Congestion::ProbeLatency {
+                latency,
+                quantile,
+                limit,
+            } => {
+                let q = super::controller::label(*quantile);
+                write!(
+                    f,
+                    "probe {q} {} above its limit {}",
+                    ms(*latency),
+                    ms(*limit)
+                )
             }
             Congestion::Overload { errors } => write!(f, "{errors} overload error(s)"),
             Congestion::CommitLatency { mean } => {
@@ -248,8 +268,17 @@ impl Aimd {
     }
 
     fn congestion(&self, seen: &Observed) -> Option<Congestion> {
-        if let Some(Verdict::Breach { p95, limit }) = seen.probe {
-            return Some(Congestion::ProbeLatency { p95, limit });
+        if let Some(Verdict::Breach {
+            latency,
+            quantile,
+            limit,
+        }) = seen.probe
+        {
+            return Some(Congestion::ProbeLatency {
+                latency,
+                quantile,
+                limit,
+            });
         }
         if seen.overloads > 0 {
             return Some(Congestion::Overload {
@@ -424,7 +453,8 @@ mod tests {
 
     fn within() -> Verdict {
         Verdict::Within {
-            p95: Duration::from_millis(1),
+            latency: Duration::from_millis(1),
+            quantile: 0.99,
             limit: Duration::from_millis(3),
         }
     }
@@ -440,7 +470,8 @@ mod tests {
         ));
         assert_eq!(c.reason().code(), "climbing");
         let breach = Verdict::Breach {
-            p95: Duration::from_millis(9),
+            latency: Duration::from_millis(9),
+            quantile: 0.99,
             limit: Duration::from_millis(3),
         };
         c.record_probe(breach);
@@ -450,7 +481,8 @@ mod tests {
                 from: 150,
                 to: 75,
                 cause: Congestion::ProbeLatency {
-                    p95: Duration::from_millis(9),
+                    latency: Duration::from_millis(9),
+                    quantile: 0.99,
                     limit: Duration::from_millis(3)
                 }
             })
@@ -458,7 +490,7 @@ mod tests {
         assert_eq!(c.reason().code(), "probe_latency");
         assert_eq!(
             c.reason().to_string(),
-            "backing off: probe p95 9.00 ms above its limit 3.00 ms"
+            "backing off: probe p99 9.00 ms above its limit 3.00 ms"
         );
     }
 

@@ -6,16 +6,17 @@
 //!
 //! The baseline: samples taken while the agent is idle — no transaction in flight, none
 //! committed in the last [`IDLE_AFTER`], no batch waiting on the limiter — are gathered into
-//! learning windows of [`LEARN_SAMPLES`]; each full window gives its p95, and the baseline is
+//! learning windows as long as the judged window; each full window gives its quantile, and the baseline is
 //! the median of the last [`LEARNED_KEPT`] windows, so one noisy window (a foreground spike
 //! while the agent happened to be idle) moves it little. An agent with no backlog learns on
 //! its own; one that drains for long asks for a short pause of its writes ([`wants_pause`]:
 //! at start, and when no window was learned for `baseline_relearn_minutes`).
 //!
-//! Judging: the probe's p95 over the last [`WINDOW`] samples against the limit
+//! Judging: the probe's `throttle.probe_quantile` (p99 by default) over the samples of the last
+//! [`WINDOW_SPAN`] against the limit
 //! `max(ratio × baseline, baseline + MIN_SLACK)` (the slack keeps a sub-millisecond probe
 //! from reacting to scheduler noise). After a decrease the window is emptied and the guard
-//! waits for [`MIN_JUDGED`] fresh samples, so the rate is cut once per breach, not once per
+//! waits for a fifth of a window of fresh samples, so the rate is cut once per breach, not once per
 //! interval while old slow samples are still in the window. Pure logic on injected time.
 //!
 //! [`wants_pause`]: LatencyGuard::wants_pause
@@ -24,12 +25,13 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::time::{Duration, Instant};
 
-/// Samples the probe's p95 is judged over (five seconds at the default five a second).
+/// How long a span of samples the probe is judged over (and learned over).
+pub const WINDOW_SPAN: Duration = Duration::from_secs(5);
+/// Fewest samples judged (and per learning window), whatever the interval.
 pub const WINDOW: usize = 25;
-/// Fresh samples needed before the guard judges (after a start or a decrease).
+/// Fewest fresh samples needed before the guard judges (after a start or a decrease); a fifth
+/// of the window when that is more.
 pub const MIN_JUDGED: usize = 5;
-/// Idle samples per learning window.
-pub const LEARN_SAMPLES: usize = 20;
 /// Learning windows the baseline is the median of.
 pub const LEARNED_KEPT: usize = 5;
 /// The smallest margin above the baseline that counts as a breach. 0.5 ms let a trivial
@@ -48,6 +50,29 @@ pub struct GuardParams {
     pub ratio: f64,
     /// `None`: learn only while idle.
     pub relearn: Option<Duration>,
+    /// The quantile judged and learned, e.g. 0.99.
+    pub quantile: f64,
+    /// Samples judged, and per learning window: [`WINDOW_SPAN`] of them at the probe's
+    /// interval, at least [`WINDOW`].
+    pub window: usize,
+}
+
+impl GuardParams {
+    /// Samples in [`WINDOW_SPAN`] at one probe per `interval`, at least [`WINDOW`].
+    pub fn window_for(interval: Duration) -> usize {
+        let per_span = WINDOW_SPAN.as_millis() / interval.as_millis().max(1);
+        usize::try_from(per_span).unwrap_or(usize::MAX).max(WINDOW)
+    }
+
+    /// Fresh samples needed before judging.
+    fn min_judged(&self) -> usize {
+        (self.window / 5).max(MIN_JUDGED)
+    }
+}
+
+/// `p99` for 0.99.
+pub fn label(quantile: f64) -> String {
+    format!("p{}", (quantile * 100.0).round())
 }
 
 /// What the guard says about the probe now.
@@ -58,15 +83,15 @@ pub enum Verdict {
     /// Too few samples since the start or the last decrease.
     Settling,
     /// The last probe failed (not a timeout: an error); no evidence.
-    Failing {
-        errors: u32,
-    },
+    Failing { errors: u32 },
     Within {
-        p95: Duration,
+        latency: Duration,
+        quantile: f64,
         limit: Duration,
     },
     Breach {
-        p95: Duration,
+        latency: Duration,
+        quantile: f64,
         limit: Duration,
     },
 }
@@ -77,11 +102,21 @@ impl fmt::Display for Verdict {
             Verdict::Learning => write!(f, "probe baseline not learned yet"),
             Verdict::Settling => write!(f, "probe window refilling"),
             Verdict::Failing { errors } => write!(f, "probe failing ({errors} in a row)"),
-            Verdict::Within { p95, limit } => {
-                write!(f, "probe p95 {} within {}", ms(*p95), ms(*limit))
+            Verdict::Within {
+                latency,
+                quantile,
+                limit,
+            } => {
+                let q = label(*quantile);
+                write!(f, "probe {q} {} within {}", ms(*latency), ms(*limit))
             }
-            Verdict::Breach { p95, limit } => {
-                write!(f, "probe p95 {} above {}", ms(*p95), ms(*limit))
+            Verdict::Breach {
+                latency,
+                quantile,
+                limit,
+            } => {
+                let q = label(*quantile);
+                write!(f, "probe {q} {} above {}", ms(*latency), ms(*limit))
             }
         }
     }
@@ -108,9 +143,9 @@ pub struct LatencyGuard {
 impl LatencyGuard {
     pub fn new(params: GuardParams) -> Self {
         Self {
+            recent: VecDeque::with_capacity(params.window),
+            learning: Vec::with_capacity(params.window),
             params,
-            recent: VecDeque::with_capacity(WINDOW),
-            learning: Vec::with_capacity(LEARN_SAMPLES),
             learned: VecDeque::with_capacity(LEARNED_KEPT),
             last_learned: None,
             last_pause: None,
@@ -120,6 +155,13 @@ impl LatencyGuard {
     }
 
     pub fn set_params(&mut self, params: GuardParams) {
+        if params.window != self.params.window || params.quantile != self.params.quantile {
+            // Samples and windows learned at another interval or quantile measure another
+            // thing: start over.
+            self.recent.clear();
+            self.learning.clear();
+            self.learned.clear();
+        }
         self.params = params;
     }
 
@@ -128,7 +170,7 @@ impl LatencyGuard {
     pub fn record(&mut self, latency: Duration, idle: bool, now: Instant) {
         self.heard = true;
         self.failures = 0;
-        if self.recent.len() == WINDOW {
+        while self.recent.len() >= self.params.window {
             self.recent.pop_front();
         }
         self.recent.push_back(latency);
@@ -136,13 +178,13 @@ impl LatencyGuard {
             return;
         }
         self.learning.push(latency);
-        if self.learning.len() >= LEARN_SAMPLES {
-            let p95 = quantile(&self.learning, 0.95).unwrap_or_default();
+        if self.learning.len() >= self.params.window {
+            let learned = quantile(&self.learning, self.params.quantile).unwrap_or_default();
             self.learning.clear();
             if self.learned.len() == LEARNED_KEPT {
                 self.learned.pop_front();
             }
-            self.learned.push_back(p95);
+            self.learned.push_back(learned);
             self.last_learned = Some(now);
         }
     }
@@ -158,7 +200,7 @@ impl LatencyGuard {
         self.heard
     }
 
-    /// The median of the learned windows' p95.
+    /// The median of the learned windows' quantile.
     pub fn baseline(&self) -> Option<Duration> {
         let learned: Vec<Duration> = self.learned.iter().copied().collect();
         quantile(&learned, 0.5)
@@ -187,14 +229,23 @@ impl LatencyGuard {
         let Some(limit) = self.limit() else {
             return Verdict::Learning;
         };
-        if self.recent.len() < MIN_JUDGED {
+        if self.recent.len() < self.params.min_judged() {
             return Verdict::Settling;
         }
-        let p95 = self.recent_quantile(0.95).unwrap_or_default();
-        if p95 > limit {
-            Verdict::Breach { p95, limit }
+        let quantile = self.params.quantile;
+        let latency = self.recent_quantile(quantile).unwrap_or_default();
+        if latency > limit {
+            Verdict::Breach {
+                latency,
+                quantile,
+                limit,
+            }
         } else {
-            Verdict::Within { p95, limit }
+            Verdict::Within {
+                latency,
+                quantile,
+                limit,
+            }
         }
     }
 
@@ -252,6 +303,8 @@ mod tests {
         LatencyGuard::new(GuardParams {
             ratio: 1.5,
             relearn: Some(Duration::from_secs(600)),
+            quantile: 0.95,
+            window: WINDOW,
         })
     }
 
@@ -280,7 +333,7 @@ mod tests {
         assert!(g.wants_pause(t), "no baseline: pause to learn one");
         feed(&mut g, MS * 2, false, 50, &mut t);
         assert_eq!(g.baseline(), None, "busy samples never teach the baseline");
-        feed(&mut g, MS * 2, true, LEARN_SAMPLES, &mut t);
+        feed(&mut g, MS * 2, true, WINDOW, &mut t);
         assert_eq!(g.baseline(), Some(MS * 2));
         assert_eq!(g.limit(), Some(MS * 3));
         assert!(!g.wants_pause(t));
@@ -294,7 +347,8 @@ mod tests {
         assert_eq!(
             g.verdict(),
             Verdict::Breach {
-                p95: MS * 4,
+                latency: MS * 4,
+                quantile: 0.95,
                 limit: MS * 3
             }
         );
@@ -304,7 +358,7 @@ mod tests {
     fn after_a_decrease_it_waits_for_fresh_samples() {
         let mut t = Instant::now();
         let mut g = guard();
-        feed(&mut g, MS, true, LEARN_SAMPLES, &mut t);
+        feed(&mut g, MS, true, WINDOW, &mut t);
         feed(&mut g, MS * 10, false, WINDOW, &mut t);
         assert!(matches!(g.verdict(), Verdict::Breach { .. }));
         g.decreased();
@@ -318,7 +372,7 @@ mod tests {
         let mut t = Instant::now();
         let mut g = guard();
         for latency in [MS, MS, MS * 50, MS, MS] {
-            feed(&mut g, latency, true, LEARN_SAMPLES, &mut t);
+            feed(&mut g, latency, true, WINDOW, &mut t);
         }
         assert_eq!(g.baseline(), Some(MS));
     }
@@ -328,7 +382,7 @@ mod tests {
         let mut t = Instant::now();
         let mut g = guard();
         let fast = Duration::from_micros(100);
-        feed(&mut g, fast, true, LEARN_SAMPLES, &mut t);
+        feed(&mut g, fast, true, WINDOW, &mut t);
         assert_eq!(g.limit(), Some(fast + MIN_SLACK));
         feed(&mut g, Duration::from_micros(280), false, WINDOW, &mut t);
         assert!(matches!(g.verdict(), Verdict::Within { .. }));
@@ -340,7 +394,7 @@ mod tests {
     fn failures_hold_and_a_timed_answer_clears_them() {
         let mut t = Instant::now();
         let mut g = guard();
-        feed(&mut g, MS, true, LEARN_SAMPLES, &mut t);
+        feed(&mut g, MS, true, WINDOW, &mut t);
         g.record_failure();
         g.record_failure();
         assert_eq!(g.verdict(), Verdict::Failing { errors: 2 });
@@ -355,14 +409,82 @@ mod tests {
         g.pausing(t);
         assert!(!g.wants_pause(t + Duration::from_secs(30)), "retry later");
         assert!(g.wants_pause(t + PAUSE_RETRY));
-        feed(&mut g, MS, true, LEARN_SAMPLES, &mut t);
+        feed(&mut g, MS, true, WINDOW, &mut t);
         assert!(!g.wants_pause(t + Duration::from_secs(599)));
         assert!(g.wants_pause(t + Duration::from_secs(600)));
         let mut idle_only = LatencyGuard::new(GuardParams {
-            ratio: 1.5,
             relearn: None,
+            ..guard().params
         });
-        feed(&mut idle_only, MS, true, LEARN_SAMPLES, &mut t);
+        feed(&mut idle_only, MS, true, WINDOW, &mut t);
         assert!(!idle_only.wants_pause(t + Duration::from_secs(86_400)));
+    }
+
+    #[test]
+    fn the_window_spans_five_seconds_of_samples_at_least_twenty_five() {
+        assert_eq!(GuardParams::window_for(Duration::from_millis(50)), 100);
+        assert_eq!(GuardParams::window_for(Duration::from_millis(20)), 250);
+        assert_eq!(GuardParams::window_for(Duration::from_millis(200)), WINDOW);
+        assert_eq!(GuardParams::window_for(Duration::from_secs(1)), WINDOW);
+        assert_eq!(label(0.99), "p99");
+        assert_eq!(label(0.95), "p95");
+    }
+
+    /// The p99 of a hundred samples sees what touches one in fifty: the tail a foreground
+    /// client's p99 feels, which a p95 misses.
+    #[test]
+    fn judging_the_p99_over_a_hundred_samples_catches_a_tail_the_p95_misses() {
+        let mut t = Instant::now();
+        let mut g = LatencyGuard::new(GuardParams {
+            quantile: 0.99,
+            window: 100,
+            ..guard().params
+        });
+        feed(&mut g, MS, true, 100, &mut t);
+        assert_eq!(g.baseline(), Some(MS));
+        feed(&mut g, MS, false, 99, &mut t);
+        feed(&mut g, MS * 5, false, 1, &mut t);
+        assert!(matches!(g.verdict(), Verdict::Within { .. }), "1 in 100");
+        feed(&mut g, MS * 5, false, 1, &mut t);
+        assert_eq!(
+            g.verdict(),
+            Verdict::Breach {
+                latency: MS * 5,
+                quantile: 0.99,
+                limit: Duration::from_micros(1500)
+            },
+            "2 in 100: the p99"
+        );
+        assert_eq!(g.recent_quantile(0.95), Some(MS), "the p95 never saw it");
+        assert_eq!(g.verdict().to_string(), "probe p99 5.00 ms above 1.50 ms");
+        g.decreased();
+        feed(&mut g, MS, false, 19, &mut t);
+        assert_eq!(
+            g.verdict(),
+            Verdict::Settling,
+            "a fifth of the window first"
+        );
+        feed(&mut g, MS, false, 1, &mut t);
+        assert!(matches!(g.verdict(), Verdict::Within { .. }));
+    }
+
+    #[test]
+    fn a_reload_to_another_quantile_or_interval_learns_again() {
+        let mut t = Instant::now();
+        let mut g = guard();
+        feed(&mut g, MS, true, WINDOW, &mut t);
+        assert_eq!(g.baseline(), Some(MS));
+        g.set_params(GuardParams {
+            ratio: 2.0,
+            ..guard().params
+        });
+        assert_eq!(g.baseline(), Some(MS), "a new ratio keeps what was learned");
+        g.set_params(GuardParams {
+            quantile: 0.99,
+            window: 100,
+            ..guard().params
+        });
+        assert_eq!(g.baseline(), None, "another statistic: learned again");
+        assert!(g.wants_pause(t));
     }
 }

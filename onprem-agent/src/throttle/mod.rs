@@ -488,6 +488,8 @@ pub fn guard_params(cfg: &ThrottleConfig) -> GuardParams {
         ratio: cfg.target_latency_ratio,
         relearn: (cfg.baseline_relearn_minutes > 0)
             .then(|| Duration::from_secs(u64::from(cfg.baseline_relearn_minutes) * 60)),
+        quantile: cfg.probe_quantile,
+        window: GuardParams::window_for(Duration::from_millis(cfg.probe_interval_ms)),
     }
 }
 

@@ -6,7 +6,8 @@
 //! drains for long pauses its writes for a few seconds to learn it — at start, before its first
 //! write, and when no baseline was learned for `throttle.baseline_relearn_minutes`. A pause
 //! takes every transaction slot (so no new transaction starts and those in flight finish),
-//! lets the database settle for [`SETTLE`], then probes [`LEARN_SAMPLES`] times.
+//! lets the database settle for [`SETTLE`], then probes one learning window's worth of times
+//! (five seconds of samples).
 //!
 //! Also here: the configuration checks of the probe's keys, and the check at start that the
 //! statement runs, read-only and fast, on the database (a refusal stops the start, naming
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use super::controller::LEARN_SAMPLES;
+use super::controller::GuardParams;
 use super::Throttle;
 use crate::config::ThrottleConfig;
 use crate::io::store::{ForegroundProbe, ProbeError, PROBE_STATEMENT_TIMEOUT};
@@ -52,6 +53,12 @@ pub fn check_config(cfg: &ThrottleConfig, p: &mut Vec<String>) {
     if !(ratio.is_finite() && ratio > 1.0 && ratio <= 100.0) {
         p.push(format!(
             "throttle.target_latency_ratio: {ratio} must be above 1 and at most 100"
+        ));
+    }
+    if !(0.5..=0.99).contains(&cfg.probe_quantile) {
+        p.push(format!(
+            "throttle.probe_quantile: {} is out of range 0.5..=0.99 (0.99 judges the p99)",
+            cfg.probe_quantile
         ));
     }
     if !(20..=10_000).contains(&cfg.probe_interval_ms) {
@@ -137,8 +144,8 @@ fn observe(
     false
 }
 
-/// A learning pause: every transaction slot held, the database left to settle, then
-/// [`LEARN_SAMPLES`] idle samples.
+/// A learning pause: every transaction slot held, the database left to settle, then one
+/// learning window of idle samples.
 async fn learn(
     throttle: &Throttle,
     probe: &ForegroundProbe,
@@ -157,15 +164,16 @@ async fn learn(
         tracing::info!("Transactions did not finish in time for a baseline pause; trying later.");
         return;
     };
+    let samples = GuardParams::window_for(interval);
     tracing::info!(
-        samples = LEARN_SAMPLES,
+        samples,
         "Pausing writes for a few seconds to learn the foreground probe's baseline."
     );
     if sleep_or_stop(SETTLE, stop).await {
         return;
     }
     let mut failing = false;
-    for _ in 0..LEARN_SAMPLES {
+    for _ in 0..samples {
         let started = Instant::now();
         failing = observe(throttle, probe.run(sql).await, true, failing);
         if sleep_or_stop(interval.saturating_sub(started.elapsed()), stop).await {
@@ -214,14 +222,14 @@ mod tests {
         let ms = Duration::from_millis;
         assert!(th.probe_wants_pause(t), "no baseline yet");
         th.probe_pausing(t);
-        for _ in 0..LEARN_SAMPLES {
-            t += ms(200);
+        for _ in 0..GuardParams::window_for(ms(cfg.probe_interval_ms)) {
+            t += ms(cfg.probe_interval_ms);
             th.observe_probe(ms(2), true, t);
         }
         assert_eq!(th.probe_baseline(), Some(ms(2)));
         let mut second = |probe: Duration| {
-            for _ in 0..5 {
-                t += ms(200);
+            for _ in 0..1000 / cfg.probe_interval_ms {
+                t += ms(cfg.probe_interval_ms);
                 th.observe_probe(probe, false, t);
             }
             th.observe_commit(ms(10));
@@ -230,7 +238,7 @@ mod tests {
         };
         assert_eq!(second(ms(2)), 200);
         assert_eq!(second(ms(2)), 300);
-        assert_eq!(second(ms(9)), 150, "p95 9 ms above 1.5 × 2 ms: halved");
+        assert_eq!(second(ms(9)), 150, "p99 9 ms above 1.5 × 2 ms: halved");
         assert_eq!(th.lock().reason, Some("probe_latency"));
         assert_eq!(second(ms(2)), 250, "fast again on fresh samples");
     }
