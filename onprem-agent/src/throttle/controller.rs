@@ -6,18 +6,18 @@
 //!
 //! The baseline: samples taken while the agent is idle — no transaction in flight, none
 //! committed in the last [`IDLE_AFTER`], no batch waiting on the limiter — are gathered into
-//! learning windows as long as the judged window; each full window gives its quantile, and the baseline is
-//! the median of the last [`LEARNED_KEPT`] windows, so one noisy window (a foreground spike
-//! while the agent happened to be idle) moves it little. An agent with no backlog learns on
+//! learning windows as long as the judged window; each full window gives its quantile, and the
+//! baseline is the median of the last [`LEARNED_KEPT`] windows, so one noisy window (a
+//! foreground spike while the agent happened to be idle) moves it little. An agent with no backlog learns on
 //! its own; one that drains for long asks for a short pause of its writes ([`wants_pause`]:
 //! at start, and when no window was learned for `baseline_relearn_minutes`).
 //!
-//! Judging: the probe's `throttle.probe_quantile` (p99 by default) over the samples of the last
-//! [`WINDOW_SPAN`] against the limit
-//! `max(ratio × baseline, baseline + MIN_SLACK)` (the slack keeps a sub-millisecond probe
-//! from reacting to scheduler noise). After a decrease the window is emptied and the guard
-//! waits for a fifth of a window of fresh samples, so the rate is cut once per breach, not once per
-//! interval while old slow samples are still in the window. Pure logic on injected time.
+//! Judging: the probe's `throttle.probe_quantile` (the p95 by default) over the samples of the
+//! last [`WINDOW_SPAN`] against the limit `max(ratio × baseline, baseline + MIN_SLACK)` (the
+//! slack keeps a sub-millisecond probe from reacting to scheduler noise). After a decrease the
+//! window is emptied and the guard waits for a fifth of a window of fresh samples (at least
+//! [`MIN_JUDGED`]), so the rate is cut once per breach, not once per interval while old slow
+//! samples are still in the window. Pure logic on injected time.
 //!
 //! [`wants_pause`]: LatencyGuard::wants_pause
 
