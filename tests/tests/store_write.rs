@@ -95,12 +95,17 @@ async fn writers_racing_for_the_same_ids_store_each_once() -> anyhow::Result<()>
     let shared = receipts(41, 300);
     let batch = uuid::Uuid::new_v4().to_string();
     // Four writers, each with all 300 shared receipts and 20 of its own, with a ledger row
-    // each, at once on four connections. The shared ones come in the same order to each: in
-    // different orders two writers can deadlock on each other's ids (PostgreSQL then aborts
-    // one with 40P01, which the agent's writer retries, but this calls the store directly).
+    // each, at once on four connections, each in another order (two reversed). The store
+    // takes ids in one order whatever the batch's, so no two writers deadlock (PostgreSQL
+    // would abort one with 40P01; the agent's writer would retry it, but this calls the store
+    // directly, so a deadlock fails the test).
     let mut batches = Vec::new();
     for w in 0..4u64 {
         let mut mine = shared.clone();
+        mine.rotate_left(75 * usize::try_from(w)?);
+        if w % 2 == 1 {
+            mine.reverse();
+        }
         mine.extend(receipts(50 + w, 20));
         batches.push(mine);
     }
@@ -143,6 +148,61 @@ async fn writers_racing_for_the_same_ids_store_each_once() -> anyhow::Result<()>
     .fetch_one(&env.pool)
     .await?;
     assert_eq!(ledger, (380, 900));
+    env.cleanup().await;
+    Ok(())
+}
+
+/// Two writers with the same ids in opposite orders, both held up at the middle id, which
+/// another transaction has inserted and not committed. When it rolls back, each would next
+/// need a row the other has taken, a deadlock PostgreSQL breaks by aborting one (40P01),
+/// unless both take their ids in one order. The store sorts them, so both finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writers_with_the_same_ids_in_opposite_orders_do_not_deadlock() -> anyhow::Result<()> {
+    let env = TestEnv::new().await?;
+    let store = Store::from_pool(env.pool.clone());
+    store.migrate("sluice").await?;
+    let mut up = receipts(61, 41);
+    up.sort_by(|a, b| a.receipt_id.cmp(&b.receipt_id));
+    let mut down = up.clone();
+    down.reverse();
+    let batch = uuid::Uuid::new_v4().to_string();
+    let mut holder = env.pool.begin().await?;
+    sqlx::query(
+        "INSERT INTO receipts (receipt_id, tenant_id, merchant, issued_on, currency, total, \
+         batch_id, chunk_index) VALUES ($1::uuid, 't', 'm', '2024-01-01', 'EUR', 1, $2::uuid, 9)",
+    )
+    .bind(&up[20].receipt_id)
+    .bind(&batch)
+    .execute(&mut *holder)
+    .await?;
+    let write = |mine: Vec<Receipt>, chunk_index: u32| {
+        let (store, batch) = (store.clone(), batch.clone());
+        tokio::spawn(async move { store.write(&rows(&mine, &batch, chunk_index), &[]).await })
+    };
+    let (a, b) = (write(down, 0), write(up, 1));
+    // Both writers wait on a lock (the held id, or each other's first id) before it goes.
+    sluice_e2e::wait_for(
+        std::time::Duration::from_secs(30),
+        "both writers waiting on a lock",
+        || async {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .fetch_one(&env.pool)
+            .await
+            .unwrap_or(0);
+            (waiting >= 2).then_some(())
+        },
+    )
+    .await?;
+    holder.rollback().await?;
+    let (a, b) = (a.await??, b.await??);
+    assert_eq!(
+        (a.inserted + b.inserted, a.duplicates + b.duplicates),
+        (41, 41),
+        "{a:?} {b:?}"
+    );
     env.cleanup().await;
     Ok(())
 }

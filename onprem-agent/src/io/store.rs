@@ -382,6 +382,10 @@ impl Store {
         let mut outcome = WriteOutcome::default();
         let mut pending: Vec<(Row<'_>, Fingerprint)> =
             rows.iter().map(|r| (*r, r.receipt.fingerprint())).collect();
+        // Every writer takes its ids' row locks in one order, so agents sharing a database
+        // wait for each other instead of deadlocking (40P01) on ids in two batches at once. A
+        // stable sort: rows of one id keep their order, which the plan's "first wins" reads.
+        pending.sort_by(|(a, _), (b, _)| a.receipt.receipt_id.cmp(&b.receipt.receipt_id));
         let mut tx = self.begin_write().await?;
         let mut target = target::Writes::new(&self.target);
         for round in 0..WRITE_ROUNDS {
@@ -443,7 +447,9 @@ impl Store {
         }
         target.finish(&mut tx).await?;
         if !ledger.is_empty() {
-            let ledger = sql::with_outcome(ledger, &outcome);
+            let mut ledger = sql::with_outcome(ledger, &outcome);
+            // In one order too, for a message two agents hold at once (a redelivery).
+            ledger.sort_by(|a, b| (&a.batch_id, a.chunk_index).cmp(&(&b.batch_id, b.chunk_index)));
             sql::insert_ledger(&mut tx, &ledger, self.reporting).await?;
         }
         tx.commit().await?;
