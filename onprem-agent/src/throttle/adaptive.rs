@@ -20,7 +20,7 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use super::controller::{ms, Verdict};
+use super::controller::{Reading, Verdict};
 
 /// The controller's settings, from `[throttle]`.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,38 +37,16 @@ pub struct AimdParams {
 /// Why the rate went down.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Congestion {
-    ProbeLatency {
-        latency: Duration,
-        quantile: f64,
-        limit: Duration,
-    },
-    Overload {
-        errors: u32,
-    },
-    CommitLatency {
-        mean: Duration,
-    },
-    ActiveBackends {
-        active: u32,
-    },
+    ProbeLatency(Reading),
+    Overload { errors: u32 },
+    CommitLatency { mean: Duration },
+    ActiveBackends { active: u32 },
 }
 
 impl fmt::Display for Congestion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Congestion::ProbeLatency {
-                latency,
-                quantile,
-                limit,
-            } => {
-                let q = super::controller::label(*quantile);
-                write!(
-                    f,
-                    "probe {q} {} above its limit {}",
-                    ms(*latency),
-                    ms(*limit)
-                )
-            }
+            Congestion::ProbeLatency(reading) => reading.show(f, "above its limit"),
             Congestion::Overload { errors } => write!(f, "{errors} overload error(s)"),
             Congestion::CommitLatency { mean } => {
                 write!(f, "mean commit latency {} ms", mean.as_millis())
@@ -81,7 +59,7 @@ impl fmt::Display for Congestion {
 impl Congestion {
     pub fn code(&self) -> &'static str {
         match self {
-            Congestion::ProbeLatency { .. } => "probe_latency",
+            Congestion::ProbeLatency(_) => "probe_latency",
             Congestion::Overload { .. } => "overload",
             Congestion::CommitLatency { .. } => "commit_latency",
             Congestion::ActiveBackends { .. } => "active_backends",
@@ -231,7 +209,7 @@ impl Aimd {
         let from = self.rate();
         let probe_holds = seen
             .probe
-            .filter(|v| !matches!(v, Verdict::Within { .. } | Verdict::Breach { .. }));
+            .filter(|v| !matches!(v, Verdict::Within(_) | Verdict::Breach(_)));
         match self.congestion(&seen) {
             Some(cause) => {
                 self.reason = Reason::Congested(cause);
@@ -268,17 +246,8 @@ impl Aimd {
     }
 
     fn congestion(&self, seen: &Observed) -> Option<Congestion> {
-        if let Some(Verdict::Breach {
-            latency,
-            quantile,
-            limit,
-        }) = seen.probe
-        {
-            return Some(Congestion::ProbeLatency {
-                latency,
-                quantile,
-                limit,
-            });
+        if let Some(Verdict::Breach(reading)) = seen.probe {
+            return Some(Congestion::ProbeLatency(reading));
         }
         if seen.overloads > 0 {
             return Some(Congestion::Overload {
@@ -452,11 +421,11 @@ mod tests {
     }
 
     fn within() -> Verdict {
-        Verdict::Within {
+        Verdict::Within(Reading {
             latency: Duration::from_millis(1),
             quantile: 0.99,
             limit: Duration::from_millis(3),
-        }
+        })
     }
 
     #[test]
@@ -469,22 +438,19 @@ mod tests {
             Some(Adjustment::Increase { from: 50, to: 150 })
         ));
         assert_eq!(c.reason().code(), "climbing");
-        let breach = Verdict::Breach {
+        let nine = Reading {
             latency: Duration::from_millis(9),
             quantile: 0.99,
             limit: Duration::from_millis(3),
         };
+        let breach = Verdict::Breach(nine);
         c.record_probe(breach);
         assert_eq!(
             healthy_second(&mut c, &mut t),
             Some(Adjustment::Decrease {
                 from: 150,
                 to: 75,
-                cause: Congestion::ProbeLatency {
-                    latency: Duration::from_millis(9),
-                    quantile: 0.99,
-                    limit: Duration::from_millis(3)
-                }
+                cause: Congestion::ProbeLatency(nine)
             })
         );
         assert_eq!(c.reason().code(), "probe_latency");

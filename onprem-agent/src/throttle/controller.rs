@@ -70,8 +70,30 @@ impl GuardParams {
     }
 }
 
+/// The probe's judged quantile against its limit: what a verdict, and a cut it causes, report.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Reading {
+    pub latency: Duration,
+    /// Which quantile `latency` is, e.g. 0.99.
+    pub quantile: f64,
+    pub limit: Duration,
+}
+
+impl Reading {
+    /// `probe p99 3.00 ms {relation} 1.50 ms`.
+    pub fn show(&self, f: &mut fmt::Formatter<'_>, relation: &str) -> fmt::Result {
+        write!(
+            f,
+            "probe {} {} {relation} {}",
+            label(self.quantile),
+            ms(self.latency),
+            ms(self.limit)
+        )
+    }
+}
+
 /// `p99` for 0.99.
-pub fn label(quantile: f64) -> String {
+fn label(quantile: f64) -> String {
     format!("p{}", (quantile * 100.0).round())
 }
 
@@ -83,17 +105,11 @@ pub enum Verdict {
     /// Too few samples since the start or the last decrease.
     Settling,
     /// The last probe failed (not a timeout: an error); no evidence.
-    Failing { errors: u32 },
-    Within {
-        latency: Duration,
-        quantile: f64,
-        limit: Duration,
+    Failing {
+        errors: u32,
     },
-    Breach {
-        latency: Duration,
-        quantile: f64,
-        limit: Duration,
-    },
+    Within(Reading),
+    Breach(Reading),
 }
 
 impl fmt::Display for Verdict {
@@ -102,22 +118,8 @@ impl fmt::Display for Verdict {
             Verdict::Learning => write!(f, "probe baseline not learned yet"),
             Verdict::Settling => write!(f, "probe window refilling"),
             Verdict::Failing { errors } => write!(f, "probe failing ({errors} in a row)"),
-            Verdict::Within {
-                latency,
-                quantile,
-                limit,
-            } => {
-                let q = label(*quantile);
-                write!(f, "probe {q} {} within {}", ms(*latency), ms(*limit))
-            }
-            Verdict::Breach {
-                latency,
-                quantile,
-                limit,
-            } => {
-                let q = label(*quantile);
-                write!(f, "probe {q} {} above {}", ms(*latency), ms(*limit))
-            }
+            Verdict::Within(reading) => reading.show(f, "within"),
+            Verdict::Breach(reading) => reading.show(f, "above"),
         }
     }
 }
@@ -234,18 +236,15 @@ impl LatencyGuard {
         }
         let quantile = self.params.quantile;
         let latency = self.recent_quantile(quantile).unwrap_or_default();
+        let reading = Reading {
+            latency,
+            quantile,
+            limit,
+        };
         if latency > limit {
-            Verdict::Breach {
-                latency,
-                quantile,
-                limit,
-            }
+            Verdict::Breach(reading)
         } else {
-            Verdict::Within {
-                latency,
-                quantile,
-                limit,
-            }
+            Verdict::Within(reading)
         }
     }
 
@@ -337,20 +336,20 @@ mod tests {
         assert_eq!(g.baseline(), Some(MS * 2));
         assert_eq!(g.limit(), Some(MS * 3));
         assert!(!g.wants_pause(t));
-        assert!(matches!(g.verdict(), Verdict::Within { .. }));
+        assert!(matches!(g.verdict(), Verdict::Within(_)));
         feed(&mut g, MS * 4, false, 1, &mut t);
         assert!(
-            matches!(g.verdict(), Verdict::Within { .. }),
+            matches!(g.verdict(), Verdict::Within(_)),
             "1 slow of 25: above the p95"
         );
         feed(&mut g, MS * 4, false, 1, &mut t);
         assert_eq!(
             g.verdict(),
-            Verdict::Breach {
+            Verdict::Breach(Reading {
                 latency: MS * 4,
                 quantile: 0.95,
                 limit: MS * 3
-            }
+            })
         );
     }
 
@@ -360,11 +359,11 @@ mod tests {
         let mut g = guard();
         feed(&mut g, MS, true, WINDOW, &mut t);
         feed(&mut g, MS * 10, false, WINDOW, &mut t);
-        assert!(matches!(g.verdict(), Verdict::Breach { .. }));
+        assert!(matches!(g.verdict(), Verdict::Breach(_)));
         g.decreased();
         assert_eq!(g.verdict(), Verdict::Settling);
         feed(&mut g, MS, false, MIN_JUDGED, &mut t);
-        assert!(matches!(g.verdict(), Verdict::Within { .. }));
+        assert!(matches!(g.verdict(), Verdict::Within(_)));
     }
 
     #[test]
@@ -385,9 +384,9 @@ mod tests {
         feed(&mut g, fast, true, WINDOW, &mut t);
         assert_eq!(g.limit(), Some(fast + MIN_SLACK));
         feed(&mut g, Duration::from_micros(280), false, WINDOW, &mut t);
-        assert!(matches!(g.verdict(), Verdict::Within { .. }));
+        assert!(matches!(g.verdict(), Verdict::Within(_)));
         feed(&mut g, Duration::from_micros(500), false, WINDOW, &mut t);
-        assert!(matches!(g.verdict(), Verdict::Breach { .. }));
+        assert!(matches!(g.verdict(), Verdict::Breach(_)));
     }
 
     #[test]
@@ -399,7 +398,7 @@ mod tests {
         g.record_failure();
         assert_eq!(g.verdict(), Verdict::Failing { errors: 2 });
         feed(&mut g, MS, false, 1, &mut t);
-        assert!(matches!(g.verdict(), Verdict::Within { .. }));
+        assert!(matches!(g.verdict(), Verdict::Within(_)));
     }
 
     #[test]
@@ -444,15 +443,15 @@ mod tests {
         assert_eq!(g.baseline(), Some(MS));
         feed(&mut g, MS, false, 99, &mut t);
         feed(&mut g, MS * 5, false, 1, &mut t);
-        assert!(matches!(g.verdict(), Verdict::Within { .. }), "1 in 100");
+        assert!(matches!(g.verdict(), Verdict::Within(_)), "1 in 100");
         feed(&mut g, MS * 5, false, 1, &mut t);
         assert_eq!(
             g.verdict(),
-            Verdict::Breach {
+            Verdict::Breach(Reading {
                 latency: MS * 5,
                 quantile: 0.99,
                 limit: Duration::from_micros(1500)
-            },
+            }),
             "2 in 100: the p99"
         );
         assert_eq!(g.recent_quantile(0.95), Some(MS), "the p95 never saw it");
@@ -465,7 +464,7 @@ mod tests {
             "a fifth of the window first"
         );
         feed(&mut g, MS, false, 1, &mut t);
-        assert!(matches!(g.verdict(), Verdict::Within { .. }));
+        assert!(matches!(g.verdict(), Verdict::Within(_)));
     }
 
     #[test]
