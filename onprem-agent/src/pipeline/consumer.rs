@@ -220,7 +220,6 @@ async fn release_cut_off<E>(
         return;
     };
     for msg in &messages {
-        ctx.inflight.track(&msg.handle);
         release(ctx, &msg.handle).await;
     }
     if !messages.is_empty() {
