@@ -357,10 +357,10 @@ pub fn decode_measured(body: &str, encoding: Option<&str>) -> Result<Decoded, De
             let compressed = base64::engine::general_purpose::STANDARD
                 .decode(body)
                 .map_err(|e| DecodeError::Base64(e.to_string()))?;
-            // A body that does not parse is decompressed again in full, to name its fault as
-            // exactly as a plain one's.
+            // A long body that does not parse is decompressed again in full, to name its fault
+            // as exactly as a plain one's.
             match parse_compressed(&compressed, compression) {
-                Some(parsed) => parsed,
+                Some(parsed) => parsed?,
                 None => {
                     let json = decompress(&compressed, compression)?;
                     (parse(&json)?, json.len())
@@ -416,27 +416,27 @@ fn parse(json: &[u8]) -> Result<RawChunk<Validated>, DecodeError> {
 /// to the byte budget's 16 MiB minimum.
 const WHOLE_DECODE_BYTES: usize = 1024 * 1024;
 
-/// Parses a compressed chunk, with its JSON's length; `None` when anything fails (a
-/// decompression or JSON error, more than [`MAX_DECODED_BYTES`], or, for a long chunk, a
-/// receipt the quick path does not accept).
+/// Parses a compressed chunk, with its JSON's length. `None` when the caller must decompress
+/// it whole and parse it again to name its fault: it does not decompress, or it is a long chunk
+/// that fails (a JSON error, more than [`MAX_DECODED_BYTES`], or a receipt the quick path does
+/// not accept).
 ///
 /// The first [`WHOLE_DECODE_BYTES`] are decompressed into memory. A chunk that ends there
 /// (every default-sized one) is parsed from that slice, several times faster than off a
 /// reader. A longer one is parsed the quick way from those bytes followed by the rest of the
 /// decompressor, so its JSON (up to 16 MiB) is never held whole next to the receipts. Only a
 /// long chunk that fails, which the caller decompresses again to name its faults, is held
-/// whole.
+/// whole; a short one's fault is named from the slice it was parsed from.
 fn parse_compressed(
     compressed: &[u8],
     compression: Compression,
-) -> Option<(RawChunk<Validated>, usize)> {
+) -> Option<Result<(RawChunk<Validated>, usize), DecodeError>> {
     let mut rest = decompressor(compressed, compression).ok()?.take(cap());
     let mut head = Vec::with_capacity(compressed.len().saturating_mul(4).min(WHOLE_DECODE_BYTES));
     let whole = u64::try_from(WHOLE_DECODE_BYTES).ok()?.saturating_add(1);
     (&mut rest).take(whole).read_to_end(&mut head).ok()?;
     if head.len() <= WHOLE_DECODE_BYTES {
-        let raw = parse(&head).ok()?;
-        return Some((raw, head.len()));
+        return Some(parse(&head).map(|raw| (raw, head.len())));
     }
     let mut counted = Counted {
         inner: std::io::Cursor::new(head).chain(rest),
@@ -446,7 +446,7 @@ fn parse_compressed(
     // path streams; a chunk it does not accept is decompressed again by the caller, whole.
     let reader = std::io::BufReader::with_capacity(64 * 1024, &mut counted);
     let raw = serde_json::from_reader::<_, RawChunk<Accepted>>(reader).ok()?;
-    (counted.bytes <= MAX_DECODED_BYTES).then(|| (raw.into(), counted.bytes))
+    (counted.bytes <= MAX_DECODED_BYTES).then(|| Ok((raw.into(), counted.bytes)))
 }
 
 /// A reader that counts the bytes read through it.
