@@ -29,12 +29,18 @@ pub(crate) async fn measure(
     upload_backlog(&env, backlog, 2).await?;
     let oltp = Pgbench::init(pg).await?;
 
+    // Every ratio below divides by this p99: twice the window, so a stray spike moves it less.
     eprintln!("bench: foreground alone");
-    let idle = oltp.run(window).await?;
+    let (idle, probe) = tokio::join!(oltp.run(window * 2), oltp.probe_client(window * 2));
+    let (idle, probe) = (idle?, probe?);
     table.row(
         "foreground p50 / p99, idle",
         idle.show(),
-        format!("pgbench -N, {PGBENCH_CLIENTS} clients at {PGBENCH_TPS} tx/s"),
+        format!(
+            "pgbench -N, {PGBENCH_CLIENTS} clients at {PGBENCH_TPS} tx/s, over {} s; {}",
+            window.as_secs() * 2,
+            show_probe(probe, None)
+        ),
     );
 
     let agent = spawn_agent(&env, Throttle::Fixed(FIXED_RATES[0])).await?;
@@ -42,7 +48,7 @@ pub(crate) async fn measure(
     // Cheapest on the backlog first, so the unthrottled window still has one.
     for rate in FIXED_RATES {
         let w = window_with(&env, &agent, &oltp, Throttle::Fixed(rate), window).await?;
-        row(table, Throttle::Fixed(rate), &w, &idle);
+        row(table, Throttle::Fixed(rate), &w, (&idle, probe));
         runs.push((rate, w.drain));
     }
     for (configured, rate) in &runs {
@@ -52,10 +58,10 @@ pub(crate) async fn measure(
             format!("measured/configured over {} s", window.as_secs()),
         );
     }
-    crate::protect::measure(&env, &agent, &oltp, &idle, window, steps, table).await?;
+    crate::protect::measure(&env, &agent, &oltp, (&idle, probe), window, steps, table).await?;
     let unthrottled = Throttle::Fixed(1_000_000);
     let w = window_with(&env, &agent, &oltp, unthrottled, window).await?;
-    row(table, unthrottled, &w, &idle);
+    row(table, unthrottled, &w, (&idle, probe));
     let rss = peak_rss_kib(agent.pid().context("the agent exited")?)?;
     table.row(
         format!("agent peak RSS, draining a backlog of {backlog} receipts"),
@@ -78,6 +84,21 @@ pub(crate) struct Window {
     pub(crate) ran_out: bool,
     /// The agent's mean commit time and the rate in force at the end, in words.
     pub(crate) note: String,
+    /// The probe client's (p95, p99) beside pgbench, ms: what the agent's probe sees.
+    pub(crate) probe: (f64, f64),
+}
+
+/// `probe (SELECT 1) at 20/s beside it: p95 0.61 / p99 0.86 ms (1.00 / 1.10 × idle)`.
+pub(crate) fn show_probe((p95, p99): (f64, f64), idle: Option<(f64, f64)>) -> String {
+    let mut s = format!(
+        "probe ({}) at {}/s beside it: p95 {p95:.2} / p99 {p99:.2} ms",
+        crate::pgbench::PROBE_SQL,
+        crate::pgbench::PROBE_RATE
+    );
+    if let Some((i95, i99)) = idle {
+        s.push_str(&format!(" ({:.2} / {:.2} × idle)", p95 / i95, p99 / i99));
+    }
+    s
 }
 
 /// Switches the running agent to `throttle` (config rewritten, SIGHUP), lets the rate settle,
@@ -91,16 +112,22 @@ pub(crate) async fn window_with(
 ) -> anyhow::Result<Window> {
     env.rewrite_agent_config(agent, &agent_extra(throttle))?;
     agent.signal(Signal::SIGHUP)?;
-    // Let the rate settle (adaptive: let the controller learn its baseline and find its level).
+    // Let the rate settle, the foreground already running. Adaptive: the controller starts at
+    // its floor, pauses its writes about 6 s to learn the probe's baseline, then climbs at most
+    // a step per 5 s (a fifth of the p99's judged window): 45 s lets it find its level.
     let warmup = match throttle {
-        Throttle::Adaptive { .. } => window.min(Duration::from_secs(20)),
+        Throttle::Adaptive { .. } => Duration::from_secs(45),
         Throttle::Fixed(_) => Duration::from_secs(3),
     };
-    tokio::time::sleep(warmup).await;
+    oltp.load(warmup).await?;
     eprintln!("bench: foreground while draining, {}", throttle.label());
     let before = counters(agent).await;
-    let (latency, samples) = tokio::join!(oltp.run(window), sample_rows(agent, window));
-    let latency = latency?;
+    let (latency, probe, samples) = tokio::join!(
+        oltp.run(window),
+        oltp.probe_client(window),
+        sample_rows(agent, window)
+    );
+    let (latency, probe) = (latency?, probe?);
     let after = counters(agent).await;
     let commit_ms = 1000.0 * (after.1 - before.1) / (after.2 - before.2).max(1.0);
     let in_force = agent.metric(RATE, &[]).await.unwrap_or(0.0);
@@ -116,18 +143,20 @@ pub(crate) async fn window_with(
         drain: commit_rate(&samples),
         ran_out,
         note,
+        probe,
     })
 }
 
-fn row(table: &mut Table, throttle: Throttle, w: &Window, idle: &Latency) {
+fn row(table: &mut Table, throttle: Throttle, w: &Window, (idle, probe): (&Latency, (f64, f64))) {
     table.row(
         format!("foreground p50 / p99, draining {}", throttle.label()),
         w.latency.show(),
         format!(
-            "{:.2} × idle p99; drain {:.0} receipts/s; {}",
+            "{:.2} × idle p99; drain {:.0} receipts/s; {}; {}",
             w.latency.p99 / idle.p99,
             w.drain,
-            w.note
+            w.note,
+            show_probe(w.probe, Some(probe))
         ),
     );
 }
@@ -211,8 +240,9 @@ impl Throttle {
             ),
             Throttle::Adaptive { ratio, ceiling } => format!(
                 "[throttle]\nmode = \"adaptive\"\nrows_per_second = {ceiling}\nburst = 2000\n\
-                 min_rows_per_second = 50\nincrease_rows_per_second = 500\n\
-                 target_latency_ratio = {ratio}\n"
+                 min_rows_per_second = 50\nincrease_rows_per_second = 250\n\
+                 target_latency_ratio = {ratio}\nprobe_sql = {:?}\n",
+                crate::pgbench::PROBE_SQL
             ),
         }
     }

@@ -98,28 +98,100 @@ impl Pgbench {
         if !out.status.success() {
             bail!("pgbench failed: {}", String::from_utf8_lossy(&out.stderr));
         }
+        // Under `--rate`, a log line's time_us already counts from the scheduled start: it
+        // holds the schedule lag (lag_us, which adding again would count every wait twice).
         let mut lat = Vec::new();
         for e in std::fs::read_dir(&self.dir)?.flatten() {
-            let text = std::fs::read_to_string(e.path())?;
-            for l in text.lines() {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                // client tx time_us script epoch epoch_us [lag_us]
-                let time: f64 = f.get(2).and_then(|v| v.parse().ok()).unwrap_or(f64::NAN);
-                let lag: f64 = f.get(6).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-                if time.is_finite() {
-                    lat.push((time + lag) / 1000.0);
-                }
-            }
+            lat.extend(times(&std::fs::read_to_string(e.path())?));
         }
-        if lat.is_empty() {
-            bail!("pgbench logged no transactions in {}", self.dir.display());
-        }
-        lat.sort_by(f64::total_cmp);
-        let q = |p: f64| lat[((lat.len() as f64 - 1.0) * p).round() as usize];
+        let tps = lat.len() as f64 / d.as_secs_f64();
+        let q = quantiles(lat, &self.dir)?;
         Ok(Latency {
             p50: q(0.50),
             p99: q(0.99),
-            tps: lat.len() as f64 / d.as_secs_f64(),
+            tps,
         })
     }
+
+    /// The foreground workload for `d`, unmeasured: the database's users are there before a
+    /// window is measured too (so adaptive mode learns its baseline beside them).
+    pub(crate) async fn load(&self, d: Duration) -> anyhow::Result<()> {
+        let out = self
+            .command()
+            .args(["-n", "-N", "-c", &PGBENCH_CLIENTS.to_string(), "-j", "2"])
+            .args([
+                "-R",
+                &PGBENCH_TPS.to_string(),
+                "-T",
+                &d.as_secs().to_string(),
+            ])
+            .arg("oltp")
+            .output()
+            .await?;
+        if !out.status.success() {
+            bail!("pgbench failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(())
+    }
+
+    /// What the agent's probe sees: one client running [`PROBE_SQL`] at [`PROBE_RATE`] a
+    /// second for `d`, beside pgbench and on the same footing. Its (p95, p99), ms.
+    pub(crate) async fn probe_client(&self, d: Duration) -> anyhow::Result<(f64, f64)> {
+        let dir = self.dir.with_extension("probe");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let script = dir.join("probe.sql");
+        std::fs::write(&script, format!("{PROBE_SQL};\n"))?;
+        let out = self
+            .command()
+            .current_dir(&dir)
+            .args(["-n", "-l", "--log-prefix=probe", "-c", "1", "-f"])
+            .arg(&script)
+            .args([
+                "-R",
+                &PROBE_RATE.to_string(),
+                "-T",
+                &d.as_secs().to_string(),
+            ])
+            .arg("oltp")
+            .output()
+            .await?;
+        if !out.status.success() {
+            bail!(
+                "pgbench ({PROBE_SQL}) failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let mut lat = Vec::new();
+        for e in std::fs::read_dir(&dir)?.flatten() {
+            if e.file_name().to_string_lossy().starts_with("probe.") {
+                lat.extend(times(&std::fs::read_to_string(e.path())?));
+            }
+        }
+        let q = quantiles(lat, &dir)?;
+        Ok((q(0.95), q(0.99)))
+    }
+}
+
+/// Probes a second: the agent's default `probe_interval_ms` (50).
+pub(crate) const PROBE_RATE: u32 = 20;
+/// The probe statement, the agent's (adaptive mode) and the probe client's.
+pub(crate) const PROBE_SQL: &str = "SELECT pg_current_xact_id()";
+
+/// Per-transaction latencies (ms) of a pgbench log: `client tx time_us script epoch epoch_us
+/// [lag_us]`.
+fn times(log: &str) -> Vec<f64> {
+    log.lines()
+        .filter_map(|l| l.split_whitespace().nth(2)?.parse::<f64>().ok())
+        .map(|us| us / 1000.0)
+        .collect()
+}
+
+/// Nearest-rank quantiles of `lat`; an error when nothing was logged.
+fn quantiles(mut lat: Vec<f64>, dir: &std::path::Path) -> anyhow::Result<impl Fn(f64) -> f64> {
+    if lat.is_empty() {
+        bail!("pgbench logged no transactions in {}", dir.display());
+    }
+    lat.sort_by(f64::total_cmp);
+    Ok(move |p: f64| lat[((lat.len() as f64 - 1.0) * p).round() as usize])
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use sluice_e2e::{AgentProcess, TestEnv};
 
-use crate::drain::{window_with, Throttle, Window};
+use crate::drain::{show_probe, window_with, Throttle, Window};
 use crate::pgbench::{Latency, Pgbench};
 use crate::Table;
 
@@ -26,7 +26,7 @@ pub(crate) async fn measure(
     env: &TestEnv,
     agent: &AgentProcess,
     oltp: &Pgbench,
-    idle: &Latency,
+    (idle, idle_probe): (&Latency, (f64, f64)),
     window: Duration,
     steps: u32,
     table: &mut Table,
@@ -76,9 +76,9 @@ pub(crate) async fn measure(
     let seconds = |v: Option<f64>| v.map_or("-".to_owned(), |s| format!("{:.2} ms", s * 1000.0));
     const PROBE: &str = "sluice_probe_latency_seconds";
     let probe = format!(
-        "probe p95 {} (p99 {}) against baseline {} (limit {})",
-        seconds(agent.metric(PROBE, &[("quantile", "0.95")]).await),
+        "the agent's probe at the end: p99 {} (p95 {}) against baseline {} (limit {})",
         seconds(agent.metric(PROBE, &[("quantile", "0.99")]).await),
+        seconds(agent.metric(PROBE, &[("quantile", "0.95")]).await),
         seconds(agent.metric("sluice_probe_baseline_seconds", &[]).await),
         seconds(agent.metric("sluice_probe_limit_seconds", &[]).await),
     );
@@ -86,11 +86,12 @@ pub(crate) async fn measure(
         format!("adaptive, target_latency_ratio = {TARGET_RATIO}: drain"),
         format!("{:.0} receipts/s", w.drain),
         format!(
-            "{:.0} % of the bisected fixed rate; foreground p99 {:.2} × idle ({}); {}; {probe}",
+            "{:.0} % of the bisected fixed rate; foreground p99 {:.2} × idle ({}); {}; {probe}; {}",
             100.0 * w.drain / fixed.drain.max(1.0),
             w.latency.p99 / idle.p99,
             w.latency.show(),
-            w.note
+            w.note,
+            show_probe(w.probe, Some(idle_probe))
         ),
     );
     Ok(())
