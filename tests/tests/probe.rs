@@ -1,8 +1,8 @@
 //! End-to-end tests of the adaptive throttle's foreground probe, with the real `sluice-agent`
 //! binary against the real PostgreSQL and SQS-API server: a foreground slowdown the agent's own
 //! commits do not see (a lock held on the table the probe reads) brings the rate down, and it
-//! climbs again once the lock is gone; a probe that writes or hangs refuses the start. Only
-//! directions are asserted, never timings.
+//! climbs again once the lock is gone; a probe that writes or hangs refuses the start; the
+//! default probe runs on the read-only connection. Only directions are asserted, never timings.
 
 use std::time::Duration;
 
@@ -50,7 +50,7 @@ async fn a_lock_on_the_probed_table_brings_the_rate_down_and_it_climbs_once_rele
             &format!(
                 "[throttle]\nmode = \"adaptive\"\nrows_per_second = {CEILING}\nburst = 1000\n\
                  min_rows_per_second = {FLOOR}\nincrease_rows_per_second = 250\n\
-                 adjust_interval_ms = 500\nprobe_interval_ms = 100\n\
+                 adjust_interval_ms = 500\nprobe_interval_ms = 100\nprobe_quantile = 0.95\n\
                  probe_sql = \"SELECT note FROM public.foreground WHERE id = 1\"\n\
                  [batch]\nmax_rows = 100\nmax_wait_ms = 20"
             ),
@@ -162,6 +162,33 @@ async fn a_probe_that_writes_or_hangs_refuses_the_start_naming_the_key() -> anyh
         .fetch_one(&env.pool)
         .await?;
     assert_eq!(rows, 0, "the refused probe wrote nothing");
+    env.cleanup().await;
+    Ok(())
+}
+
+/// The default probe (`SELECT pg_current_xact_id()`: it takes a transaction id so its commit
+/// waits for the WAL flush) runs on the probe's read-only connection: an idle agent in
+/// adaptive mode learns its baseline from it, without a probe error.
+#[tokio::test]
+async fn the_default_probe_runs_read_only_and_learns_a_baseline() -> anyhow::Result<()> {
+    let env = TestEnv::new().await?;
+    let agent = env
+        .launch_agent("agent", "[throttle]\nmode = \"adaptive\"")
+        .await?;
+    let baseline = wait_for(PHASE_TIMEOUT, "the probe's baseline", || {
+        agent.metric("sluice_probe_baseline_seconds", &[])
+    })
+    .await?;
+    assert!(baseline > 0.0 && baseline < 1.0, "baseline {baseline} s");
+    assert_eq!(
+        agent
+            .metric("sluice_probe_errors_total", &[])
+            .await
+            .unwrap_or(0.0),
+        0.0,
+        "the default statement is accepted on the read-only connection"
+    );
+    agent.stop().await?;
     env.cleanup().await;
     Ok(())
 }

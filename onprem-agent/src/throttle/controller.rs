@@ -12,12 +12,17 @@
 //! its own; one that drains for long asks for a short pause of its writes ([`wants_pause`]:
 //! at start, and when no window was learned for `baseline_relearn_minutes`).
 //!
-//! Judging: the probe's `throttle.probe_quantile` (the p95 by default) over the samples of the
-//! last [`WINDOW_SPAN`] against the limit `max(ratio × baseline, baseline + MIN_SLACK)` (the
-//! slack keeps a sub-millisecond probe from reacting to scheduler noise). After a decrease the
-//! window is emptied and the guard waits for a fifth of a window of fresh samples (at least
-//! [`MIN_JUDGED`]), so the rate is cut once per breach, not once per interval while old slow
-//! samples are still in the window. Pure logic on injected time.
+//! Judging: the probe's `throttle.probe_quantile` (the p99 by default) over the judged window
+//! against the limit `max(ratio × baseline, baseline + MIN_SLACK)` (the slack keeps a
+//! sub-millisecond probe from reacting to scheduler noise). The judged window is
+//! [`WINDOW_SPAN`] of samples, or more when the quantile needs it: at least [`TAIL_RANK`]
+//! samples lie above the judged quantile ([`GuardParams::judged_for`]), so a p99 is the fifth
+//! slowest of 500, not the slowest of 100, which one stray sample decides. After a decrease the
+//! window is emptied and the guard waits for a fifth of a learning window of fresh samples (at
+//! least [`MIN_JUDGED`]), so the rate is cut once per breach, not once per interval while old
+//! slow samples are still in the window. Before the rate climbs again (after a start, a cut or
+//! an increase) a fifth of the judged window must be fresh, so the window has seen a rate
+//! before the next step; a breach still cuts at once. Pure logic on injected time.
 //!
 //! [`wants_pause`]: LatencyGuard::wants_pause
 
@@ -29,6 +34,9 @@ use std::time::{Duration, Instant};
 pub const WINDOW_SPAN: Duration = Duration::from_secs(5);
 /// Fewest samples judged (and per learning window), whatever the interval.
 pub const WINDOW: usize = 25;
+/// Samples the judged window holds above its quantile, at least: the p99 is judged over 500
+/// samples, the p95 over 100.
+pub const TAIL_RANK: f64 = 5.0;
 /// Fewest fresh samples needed before the guard judges (after a start or a decrease); a fifth
 /// of the window when that is more.
 pub const MIN_JUDGED: usize = 5;
@@ -52,8 +60,9 @@ pub struct GuardParams {
     pub relearn: Option<Duration>,
     /// The quantile judged and learned, e.g. 0.99.
     pub quantile: f64,
-    /// Samples judged, and per learning window: [`WINDOW_SPAN`] of them at the probe's
-    /// interval, at least [`WINDOW`].
+    /// Samples per learning window: [`GuardParams::window_for`].
+    pub learn: usize,
+    /// Samples judged: [`GuardParams::judged_for`].
     pub window: usize,
 }
 
@@ -64,9 +73,23 @@ impl GuardParams {
         usize::try_from(per_span).unwrap_or(usize::MAX).max(WINDOW)
     }
 
-    /// Fresh samples needed before judging.
+    /// Samples judged at one probe per `interval` for `quantile`: the learning window, or
+    /// enough that [`TAIL_RANK`] samples lie above the quantile when that is more.
+    pub fn judged_for(interval: Duration, quantile: f64) -> usize {
+        let tail = (1.0 - quantile).max(0.001);
+        let needed = (TAIL_RANK / tail).ceil() as usize;
+        Self::window_for(interval).max(needed)
+    }
+
+    /// Fresh samples needed before judging (after a start or a cut): a fifth of a learning
+    /// window, so a probe slowed to its timeout still judges every few seconds.
     fn min_judged(&self) -> usize {
-        (self.window / 5).max(MIN_JUDGED)
+        (self.learn / 5).max(MIN_JUDGED)
+    }
+
+    /// Fresh samples needed before the rate may climb again: a fifth of the judged window.
+    fn min_fresh(&self) -> usize {
+        (self.window / 5).max(self.min_judged())
     }
 }
 
@@ -136,6 +159,8 @@ pub struct LatencyGuard {
     recent: VecDeque<Duration>,
     learning: Vec<Duration>,
     learned: VecDeque<Duration>,
+    /// Samples recorded since the last change of rate.
+    fresh: usize,
     last_learned: Option<Instant>,
     last_pause: Option<Instant>,
     failures: u32,
@@ -146,9 +171,10 @@ impl LatencyGuard {
     pub fn new(params: GuardParams) -> Self {
         Self {
             recent: VecDeque::with_capacity(params.window),
-            learning: Vec::with_capacity(params.window),
+            learning: Vec::with_capacity(params.learn),
             params,
             learned: VecDeque::with_capacity(LEARNED_KEPT),
+            fresh: 0,
             last_learned: None,
             last_pause: None,
             failures: 0,
@@ -157,7 +183,7 @@ impl LatencyGuard {
     }
 
     pub fn set_params(&mut self, params: GuardParams) {
-        if params.window != self.params.window || params.quantile != self.params.quantile {
+        if params.learn != self.params.learn || params.quantile != self.params.quantile {
             // Samples and windows learned at another interval or quantile measure another
             // thing: start over.
             self.recent.clear();
@@ -176,11 +202,12 @@ impl LatencyGuard {
             self.recent.pop_front();
         }
         self.recent.push_back(latency);
+        self.fresh = self.fresh.saturating_add(1);
         if !idle {
             return;
         }
         self.learning.push(latency);
-        if self.learning.len() >= self.params.window {
+        if self.learning.len() >= self.params.learn {
             let learned = quantile(&self.learning, self.params.quantile).unwrap_or_default();
             self.learning.clear();
             if self.learned.len() == LEARNED_KEPT {
@@ -243,6 +270,9 @@ impl LatencyGuard {
         };
         if latency > limit {
             Verdict::Breach(reading)
+        } else if self.fresh < self.params.min_fresh() {
+            // Within, but too little of the window has seen the rate now in force.
+            Verdict::Settling
         } else {
             Verdict::Within(reading)
         }
@@ -251,6 +281,12 @@ impl LatencyGuard {
     /// The rate was cut: judge again on fresh samples only.
     pub fn decreased(&mut self) {
         self.recent.clear();
+        self.fresh = 0;
+    }
+
+    /// The rate went up: no further climb until fresh samples have seen this one.
+    pub fn increased(&mut self) {
+        self.fresh = 0;
     }
 
     /// Should the agent pause its writes now to learn the baseline? At start (no baseline),
@@ -303,6 +339,7 @@ mod tests {
             ratio: 1.5,
             relearn: Some(Duration::from_secs(600)),
             quantile: 0.95,
+            learn: WINDOW,
             window: WINDOW,
         })
     }
@@ -436,6 +473,7 @@ mod tests {
         let mut t = Instant::now();
         let mut g = LatencyGuard::new(GuardParams {
             quantile: 0.99,
+            learn: 100,
             window: 100,
             ..guard().params
         });
@@ -468,6 +506,46 @@ mod tests {
     }
 
     #[test]
+    fn the_judged_window_holds_five_samples_above_its_quantile() {
+        let ms = Duration::from_millis;
+        assert_eq!(GuardParams::judged_for(ms(50), 0.99), 500, "25 s at 20/s");
+        assert_eq!(GuardParams::judged_for(ms(20), 0.99), 500, "10 s at 50/s");
+        assert_eq!(GuardParams::judged_for(ms(200), 0.95), 100);
+        assert_eq!(GuardParams::judged_for(ms(200), 0.5), WINDOW);
+        assert_eq!(
+            GuardParams::judged_for(ms(10), 0.95),
+            500,
+            "five seconds' worth when that is more"
+        );
+    }
+
+    /// After a climb, the window still holds samples of the lower rate: no further climb
+    /// until a fifth of it has seen the new one, but a breach cuts at once.
+    #[test]
+    fn after_an_increase_it_climbs_again_only_on_fresh_samples_but_cuts_at_once() {
+        let mut t = Instant::now();
+        let mut g = guard();
+        feed(&mut g, MS, true, WINDOW, &mut t);
+        assert!(matches!(g.verdict(), Verdict::Within(_)));
+        g.increased();
+        assert_eq!(
+            g.verdict(),
+            Verdict::Settling,
+            "nothing seen at the new rate"
+        );
+        feed(&mut g, MS, false, MIN_JUDGED - 1, &mut t);
+        assert_eq!(g.verdict(), Verdict::Settling);
+        feed(&mut g, MS, false, 1, &mut t);
+        assert!(matches!(g.verdict(), Verdict::Within(_)));
+        g.increased();
+        feed(&mut g, MS * 10, false, 2, &mut t);
+        assert!(
+            matches!(g.verdict(), Verdict::Breach(_)),
+            "two slow of 25 breach the p95 before the window refreshed"
+        );
+    }
+
+    #[test]
     fn a_reload_to_another_quantile_or_interval_learns_again() {
         let mut t = Instant::now();
         let mut g = guard();
@@ -480,6 +558,7 @@ mod tests {
         assert_eq!(g.baseline(), Some(MS), "a new ratio keeps what was learned");
         g.set_params(GuardParams {
             quantile: 0.99,
+            learn: 100,
             window: 100,
             ..guard().params
         });

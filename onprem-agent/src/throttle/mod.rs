@@ -431,9 +431,11 @@ impl Throttle {
                     }
                 }
                 let (rate, reason) = (aimd.rate(), aimd.reason());
-                if cause == Cause::AdaptiveDecrease {
-                    if let Some(g) = st.guard.as_mut() {
-                        g.decreased();
+                if let Some(g) = st.guard.as_mut() {
+                    match cause {
+                        Cause::AdaptiveDecrease => g.decreased(),
+                        Cause::AdaptiveIncrease => g.increased(),
+                        _ => {}
                     }
                 }
                 self.explain(st, reason.code(), reason.to_string());
@@ -484,12 +486,14 @@ impl Throttle {
 
 /// The probe judge's settings.
 pub fn guard_params(cfg: &ThrottleConfig) -> GuardParams {
+    let interval = Duration::from_millis(cfg.probe_interval_ms);
     GuardParams {
         ratio: cfg.target_latency_ratio,
         relearn: (cfg.baseline_relearn_minutes > 0)
             .then(|| Duration::from_secs(u64::from(cfg.baseline_relearn_minutes) * 60)),
         quantile: cfg.probe_quantile,
-        window: GuardParams::window_for(Duration::from_millis(cfg.probe_interval_ms)),
+        learn: GuardParams::window_for(interval),
+        window: GuardParams::judged_for(interval, cfg.probe_quantile),
     }
 }
 

@@ -236,10 +236,31 @@ mod tests {
             th.update(NOON, t);
             th.rate()
         };
+        // The default p99 at 20 a second: judged over 500 samples; a fifth of them (5 s) must
+        // have seen a rate before the next step.
         assert_eq!(second(ms(2)), 200);
-        assert_eq!(second(ms(2)), 300);
-        assert_eq!(second(ms(9)), 150, "p99 9 ms above 1.5 × 2 ms: halved");
+        for s in 1..5 {
+            assert_eq!(
+                second(ms(2)),
+                200,
+                "second {s} at 200/s: the window has not seen it"
+            );
+            assert_eq!(th.lock().reason, Some("probe_settling"));
+        }
+        assert_eq!(
+            second(ms(2)),
+            300,
+            "five seconds at 200/s, still fast: climbs"
+        );
+        assert_eq!(
+            second(ms(9)),
+            150,
+            "p99 9 ms above 1.5 × 2 ms: halved at once, without waiting"
+        );
         assert_eq!(th.lock().reason, Some("probe_latency"));
+        for _ in 1..5 {
+            assert_eq!(second(ms(2)), 150, "the emptied window refills");
+        }
         assert_eq!(second(ms(2)), 250, "fast again on fresh samples");
     }
 
