@@ -1,7 +1,7 @@
 //! The foreground workload: pgbench's simple-update script at a fixed transaction rate on the
 //! bench's cluster, and its latency per transaction.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -76,34 +76,51 @@ impl Pgbench {
         c
     }
 
+    /// Runs pgbench in `dir` with `args` at `rate` transactions/s for `d`.
+    async fn at_rate(
+        &self,
+        dir: &Path,
+        args: &[&str],
+        rate: u32,
+        d: Duration,
+    ) -> anyhow::Result<()> {
+        let out = self
+            .command()
+            .current_dir(dir)
+            .args(args)
+            .args(["-R", &rate.to_string(), "-T", &d.as_secs().to_string()])
+            .arg("oltp")
+            .output()
+            .await?;
+        if !out.status.success() {
+            bail!(
+                "pgbench {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    }
+
     /// Runs the foreground workload for `d`; latency per transaction counts from its scheduled
     /// start (pgbench's own convention under `--rate`), so waiting for the database counts.
     pub(crate) async fn run(&self, d: Duration) -> anyhow::Result<Latency> {
         for e in std::fs::read_dir(&self.dir)?.flatten() {
             let _ = std::fs::remove_file(e.path());
         }
-        let out = self
-            .command()
-            .args(["-n", "-N", "-l", "--log-prefix=tx"])
-            .args(["-c", &PGBENCH_CLIENTS.to_string(), "-j", "2"])
-            .args([
-                "-R",
-                &PGBENCH_TPS.to_string(),
-                "-T",
-                &d.as_secs().to_string(),
-            ])
-            .arg("oltp")
-            .output()
-            .await?;
-        if !out.status.success() {
-            bail!("pgbench failed: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        // Under `--rate`, a log line's time_us already counts from the scheduled start: it
-        // holds the schedule lag (lag_us, which adding again would count every wait twice).
-        let mut lat = Vec::new();
-        for e in std::fs::read_dir(&self.dir)?.flatten() {
-            lat.extend(times(&std::fs::read_to_string(e.path())?));
-        }
+        let clients = PGBENCH_CLIENTS.to_string();
+        let args = [
+            "-n",
+            "-N",
+            "-c",
+            &clients,
+            "-j",
+            "2",
+            "-l",
+            "--log-prefix=tx",
+        ];
+        self.at_rate(&self.dir, &args, PGBENCH_TPS, d).await?;
+        let lat = logged(&self.dir, "tx.")?;
         let tps = lat.len() as f64 / d.as_secs_f64();
         let q = quantiles(lat, &self.dir)?;
         Ok(Latency {
@@ -116,22 +133,9 @@ impl Pgbench {
     /// The foreground workload for `d`, unmeasured: the database's users are there before a
     /// window is measured too (so adaptive mode learns its baseline beside them).
     pub(crate) async fn load(&self, d: Duration) -> anyhow::Result<()> {
-        let out = self
-            .command()
-            .args(["-n", "-N", "-c", &PGBENCH_CLIENTS.to_string(), "-j", "2"])
-            .args([
-                "-R",
-                &PGBENCH_TPS.to_string(),
-                "-T",
-                &d.as_secs().to_string(),
-            ])
-            .arg("oltp")
-            .output()
-            .await?;
-        if !out.status.success() {
-            bail!("pgbench failed: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        Ok(())
+        let clients = PGBENCH_CLIENTS.to_string();
+        let args = ["-n", "-N", "-c", &clients, "-j", "2"];
+        self.at_rate(&self.dir, &args, PGBENCH_TPS, d).await
     }
 
     /// What the agent's probe sees: one client running [`PROBE_SQL`] at [`PROBE_RATE`] a
@@ -140,35 +144,18 @@ impl Pgbench {
         let dir = self.dir.with_extension("probe");
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
-        let script = dir.join("probe.sql");
-        std::fs::write(&script, format!("{PROBE_SQL};\n"))?;
-        let out = self
-            .command()
-            .current_dir(&dir)
-            .args(["-n", "-l", "--log-prefix=probe", "-c", "1", "-f"])
-            .arg(&script)
-            .args([
-                "-R",
-                &PROBE_RATE.to_string(),
-                "-T",
-                &d.as_secs().to_string(),
-            ])
-            .arg("oltp")
-            .output()
-            .await?;
-        if !out.status.success() {
-            bail!(
-                "pgbench ({PROBE_SQL}) failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        let mut lat = Vec::new();
-        for e in std::fs::read_dir(&dir)?.flatten() {
-            if e.file_name().to_string_lossy().starts_with("probe.") {
-                lat.extend(times(&std::fs::read_to_string(e.path())?));
-            }
-        }
-        let q = quantiles(lat, &dir)?;
+        std::fs::write(dir.join("probe.sql"), format!("{PROBE_SQL};\n"))?;
+        let args = [
+            "-n",
+            "-c",
+            "1",
+            "-f",
+            "probe.sql",
+            "-l",
+            "--log-prefix=probe",
+        ];
+        self.at_rate(&dir, &args, PROBE_RATE, d).await?;
+        let q = quantiles(logged(&dir, "probe.")?, &dir)?;
         Ok((q(0.95), q(0.99)))
     }
 }
@@ -178,17 +165,28 @@ pub(crate) const PROBE_RATE: u32 = 20;
 /// The probe statement, the agent's (adaptive mode) and the probe client's.
 pub(crate) const PROBE_SQL: &str = "SELECT pg_current_xact_id()";
 
-/// Per-transaction latencies (ms) of a pgbench log: `client tx time_us script epoch epoch_us
-/// [lag_us]`.
-fn times(log: &str) -> Vec<f64> {
-    log.lines()
-        .filter_map(|l| l.split_whitespace().nth(2)?.parse::<f64>().ok())
-        .map(|us| us / 1000.0)
-        .collect()
+/// Per-transaction latencies (ms) in the pgbench logs in `dir` named `prefix…`. A line is
+/// `client tx time_us script epoch epoch_us [lag_us]`; under `--rate`, time_us already counts
+/// from the scheduled start, so it holds lag_us (adding lag_us again would count every wait
+/// twice).
+fn logged(dir: &Path, prefix: &str) -> anyhow::Result<Vec<f64>> {
+    let mut lat = Vec::new();
+    for e in std::fs::read_dir(dir)?.flatten() {
+        if !e.file_name().to_string_lossy().starts_with(prefix) {
+            continue;
+        }
+        let log = std::fs::read_to_string(e.path())?;
+        lat.extend(
+            log.lines()
+                .filter_map(|l| l.split_whitespace().nth(2)?.parse::<f64>().ok())
+                .map(|us| us / 1000.0),
+        );
+    }
+    Ok(lat)
 }
 
 /// Nearest-rank quantiles of `lat`; an error when nothing was logged.
-fn quantiles(mut lat: Vec<f64>, dir: &std::path::Path) -> anyhow::Result<impl Fn(f64) -> f64> {
+fn quantiles(mut lat: Vec<f64>, dir: &Path) -> anyhow::Result<impl Fn(f64) -> f64> {
     if lat.is_empty() {
         bail!("pgbench logged no transactions in {}", dir.display());
     }
