@@ -6,9 +6,10 @@
 //!
 //! The baseline: samples taken while the agent is idle — no transaction in flight, none
 //! committed in the last [`IDLE_AFTER`], no batch waiting on the limiter — are gathered into
-//! learning windows as long as the judged window; each full window gives its quantile, and the
-//! baseline is the median of the last [`LEARNED_KEPT`] windows, so one noisy window (a
-//! foreground spike while the agent happened to be idle) moves it little. An agent with no backlog learns on
+//! learning windows of [`WINDOW_SPAN`] of samples ([`GuardParams::window_for`]); each full
+//! window gives its quantile, and the baseline is the median of the last [`LEARNED_KEPT`]
+//! windows, so one noisy window (a foreground spike while the agent happened to be idle) moves
+//! it little. An agent with no backlog learns on
 //! its own; one that drains for long asks for a short pause of its writes ([`wants_pause`]:
 //! at start, and when no window was learned for `baseline_relearn_minutes`).
 //!
@@ -30,7 +31,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::time::{Duration, Instant};
 
-/// How long a span of samples the probe is judged over (and learned over).
+/// How long a span of samples a learning window holds, and the judged window at least.
 pub const WINDOW_SPAN: Duration = Duration::from_secs(5);
 /// Fewest samples judged (and per learning window), whatever the interval.
 pub const WINDOW: usize = 25;
@@ -38,7 +39,7 @@ pub const WINDOW: usize = 25;
 /// samples, the p95 over 100.
 pub const TAIL_RANK: f64 = 5.0;
 /// Fewest fresh samples needed before the guard judges (after a start or a decrease); a fifth
-/// of the window when that is more.
+/// of a learning window when that is more.
 pub const MIN_JUDGED: usize = 5;
 /// Learning windows the baseline is the median of.
 pub const LEARNED_KEPT: usize = 5;
@@ -466,17 +467,22 @@ mod tests {
         assert_eq!(label(0.95), "p95");
     }
 
+    /// The p99 judged over, and learned over, a hundred samples.
+    fn p99_of_100() -> GuardParams {
+        GuardParams {
+            quantile: 0.99,
+            learn: 100,
+            window: 100,
+            ..guard().params
+        }
+    }
+
     /// The p99 of a hundred samples sees what touches one in fifty: the tail a foreground
     /// client's p99 feels, which a p95 misses.
     #[test]
     fn judging_the_p99_over_a_hundred_samples_catches_a_tail_the_p95_misses() {
         let mut t = Instant::now();
-        let mut g = LatencyGuard::new(GuardParams {
-            quantile: 0.99,
-            learn: 100,
-            window: 100,
-            ..guard().params
-        });
+        let mut g = LatencyGuard::new(p99_of_100());
         feed(&mut g, MS, true, 100, &mut t);
         assert_eq!(g.baseline(), Some(MS));
         feed(&mut g, MS, false, 99, &mut t);
@@ -556,12 +562,7 @@ mod tests {
             ..guard().params
         });
         assert_eq!(g.baseline(), Some(MS), "a new ratio keeps what was learned");
-        g.set_params(GuardParams {
-            quantile: 0.99,
-            learn: 100,
-            window: 100,
-            ..guard().params
-        });
+        g.set_params(p99_of_100());
         assert_eq!(g.baseline(), None, "another statistic: learned again");
         assert!(g.wants_pause(t));
     }
