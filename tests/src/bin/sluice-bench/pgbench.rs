@@ -141,7 +141,9 @@ impl Pgbench {
     /// What the agent's probe sees: one client running [`PROBE_SQL`] at [`PROBE_RATE`] a
     /// second for `d`, beside pgbench and on the same footing. Its (p95, p99), ms.
     pub(crate) async fn probe_client(&self, d: Duration) -> anyhow::Result<(f64, f64)> {
-        let dir = self.dir.with_extension("probe");
+        // Inside the foreground's directory, so the bench's clean-up removes it too; `run`
+        // reads only its own `tx.` logs there.
+        let dir = self.dir.join("probe");
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
         std::fs::write(dir.join("probe.sql"), format!("{PROBE_SQL};\n"))?;
