@@ -201,17 +201,31 @@ impl TestEnv {
 
     /// Waits up to `timeout` until `expected` receipts are stored and the main queue holds
     /// nothing, visible or not.
+    /// On a time-out the error says what it saw last: the receipts stored, the queue's depth
+    /// and the DLQ's, so a message moved to the DLQ is told from one still held.
     pub async fn wait_drained(&self, expected: i64, timeout: Duration) -> anyhow::Result<()> {
-        wait_for(
+        let last = std::cell::Cell::new((0, (0, 0, 0)));
+        let drained = wait_for(
             timeout,
             &format!("{expected} receipts stored and the queue empty"),
             || async {
                 let stored = self.count_receipts_or_zero().await;
                 let depth = self.depth(&self.queue_url).await.ok()?;
+                last.set((stored, depth));
                 (stored >= expected && depth == (0, 0, 0)).then_some(())
             },
         )
-        .await
+        .await;
+        let Err(e) = drained else { return Ok(()) };
+        let (stored, (visible, in_flight, delayed)) = last.get();
+        let dlq = match self.depth(&self.dlq_url).await {
+            Ok((v, f, d)) => format!("{}", v + f + d),
+            Err(e) => format!("unreadable ({e:#})"),
+        };
+        Err(e.context(format!(
+            "last seen: {stored} stored; queue {visible} visible, {in_flight} in flight, \
+             {delayed} delayed; DLQ {dlq} messages"
+        )))
     }
 
     /// Sends a raw body to the main queue, with optional message attributes.

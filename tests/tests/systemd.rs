@@ -418,7 +418,10 @@ async fn stop_mid_drain_loses_nothing(
     sd.container.run(&format!("systemctl start {UNIT}")).await?;
     sd.wait_running("the unit running again after the stop")
         .await?;
-    env.wait_drained(RECEIPTS as i64, DRAIN_TIMEOUT).await
+    if let Err(e) = env.wait_drained(RECEIPTS as i64, DRAIN_TIMEOUT).await {
+        bail!("{e:#}\njournal:\n{}", sd.journal().await);
+    }
+    Ok(())
 }
 
 /// A transaction holds `sluice.receipts` locked for longer than the watchdog would take to
