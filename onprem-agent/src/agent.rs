@@ -37,6 +37,7 @@ use crate::pipeline::consumer::{self, PollerContext};
 use crate::pipeline::health::Health;
 use crate::pipeline::inflight::{self, InFlight};
 use crate::pipeline::liveness::Liveness;
+use crate::pipeline::receiving::Receiving;
 use crate::pipeline::refusal::Refusals;
 use crate::pipeline::report::Reporter;
 use crate::pipeline::writer::{self, WriterContext};
@@ -252,6 +253,7 @@ async fn pipeline(
         visibility_timeout_seconds: cfg.queue.visibility_timeout_seconds,
         liveness: liveness.clone(),
         versions: Arc::default(),
+        receiving: Receiving::default(),
     };
     for _ in 0..cfg.queue.pollers {
         tracker.spawn(consumer::poll(
@@ -289,6 +291,7 @@ async fn pipeline(
         liveness: liveness.clone(),
         refusals,
         report,
+        receiving: poller_ctx.receiving.clone(),
     };
     tracker.spawn(writer::run(
         writer_ctx,

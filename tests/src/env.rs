@@ -258,6 +258,53 @@ impl TestEnv {
         Ok(())
     }
 
+    /// How often each message visible on the main queue had been received before this look:
+    /// it receives each once (hidden for 60 s, so none is seen twice), then makes them all
+    /// visible again. The look itself counts as one more receive of each.
+    pub async fn peek_receive_counts(&self) -> anyhow::Result<Vec<u32>> {
+        let mut counts = Vec::new();
+        let mut handles = Vec::new();
+        loop {
+            let got = self
+                .sqs
+                .receive_message()
+                .queue_url(&self.queue_url)
+                .max_number_of_messages(10)
+                .visibility_timeout(60)
+                .message_system_attribute_names(
+                    aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount,
+                )
+                .send()
+                .await?;
+            let msgs = got.messages.unwrap_or_default();
+            if msgs.is_empty() {
+                break;
+            }
+            for m in msgs {
+                let count = m
+                    .attributes
+                    .as_ref()
+                    .and_then(|a| {
+                        a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount)
+                    })
+                    .context("a message without ApproximateReceiveCount")?
+                    .parse::<u32>()?;
+                counts.push(count.saturating_sub(1));
+                handles.extend(m.receipt_handle);
+            }
+        }
+        for h in handles {
+            self.sqs
+                .change_message_visibility()
+                .queue_url(&self.queue_url)
+                .receipt_handle(h)
+                .visibility_timeout(0)
+                .send()
+                .await?;
+        }
+        Ok(counts)
+    }
+
     /// Drains the DLQ: every message's body and attributes.
     pub async fn drain_dlq(&self) -> anyhow::Result<Vec<DeadLetter>> {
         let mut out = Vec::new();

@@ -373,7 +373,8 @@ async fn sigterm_mid_drain_exits_0_and_nothing_is_lost() -> anyhow::Result<()> {
 
     let mut agent = env.spawn_agent(
         "agent",
-        "[throttle]\nrows_per_second = 400\nburst = 400\n[batch]\nmax_rows = 100\nmax_wait_ms = 20\n[log]\nformat = \"json\"\nlevel = \"info\"",
+        "[throttle]\nrows_per_second = 400\nburst = 400\n[batch]\nmax_rows = 100\nmax_wait_ms = 20\n\
+         max_in_flight_rows = 300\n[log]\nformat = \"json\"\nlevel = \"info\"",
     )?;
     wait_for(
         DRAIN_TIMEOUT,
@@ -403,6 +404,14 @@ async fn sigterm_mid_drain_exits_0_and_nothing_is_lost() -> anyhow::Result<()> {
         "released, not left invisible (exit took {took:?})"
     );
     assert!(visible > 0);
+    // Shutdown starts no receive, and releases only once none of its receives is on the way:
+    // nothing it released was taken again, so it received each message left at most once
+    // (a receive taken again counts towards the DLQ's maxReceiveCount for nothing).
+    let counts = env.peek_receive_counts().await?;
+    assert!(
+        counts.iter().all(|&c| c <= 1),
+        "receives of each message left after SIGTERM: {counts:?}; log:\n{stderr}"
+    );
 
     let agent = env.start_agent(env.agent_config("")?).await?;
     env.wait_drained(3_000, DRAIN_TIMEOUT).await?;

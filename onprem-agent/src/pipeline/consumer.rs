@@ -5,7 +5,8 @@
 //! decoded message then waits for its share. Only the receive itself races against shutdown, and
 //! a receive cut short still gets a moment to answer so that what it brings is released; a
 //! message already received is either passed on or released (visibility 0), never dropped
-//! silently. An undecodable message goes to the dead-letter queue with its reason; one in an
+//! silently. Once shutdown begins no receive starts, and releases wait for the ones on their
+//! way (see [`super::receiving`]), so a release is never taken again by this agent. An undecodable message goes to the dead-letter queue with its reason; one in an
 //! envelope version this agent does not read is released with a delay instead (see
 //! [`super::unknown_version`]).
 
@@ -24,6 +25,7 @@ use crate::pipeline::budget::{Budget, Share};
 use crate::pipeline::health::Health;
 use crate::pipeline::inflight::InFlight;
 use crate::pipeline::liveness::Liveness;
+use crate::pipeline::receiving::Receiving;
 use crate::pipeline::settle::{dead_letter_failed, dead_letter_sent};
 use crate::pipeline::unknown_version::{VersionWatch, RELEASE_DELAY};
 
@@ -57,6 +59,8 @@ pub struct PollerContext {
     pub liveness: Liveness,
     /// Envelope versions seen that this agent does not read.
     pub versions: Arc<VersionWatch>,
+    /// This agent's receives on their way, which shutdown's releases wait for.
+    pub receiving: Receiving,
 }
 
 pub async fn poll(ctx: PollerContext, out: mpsc::Sender<Delivery>, cancel: CancellationToken) {
@@ -68,25 +72,36 @@ pub async fn poll(ctx: PollerContext, out: mpsc::Sender<Delivery>, cancel: Cance
             // receive: the watchdog keeps being pinged while the writers retry.
             let _waiting = ctx.liveness.waiting();
             tokio::select! {
+                biased;
                 _ = cancel.cancelled() => return,
                 _ = ctx.health.wait_may_receive() => {}
             }
         }
+        // Biased, and checked once more: at shutdown the releases free the budget at once, and
+        // an unbiased select would then start a receive half the time, which takes what was
+        // just released (one more receive counted towards the DLQ) to release it again.
         tokio::select! {
+            biased;
             _ = cancel.cancelled() => return,
             _ = ctx.budget.room() => {}
         }
+        if cancel.is_cancelled() {
+            return;
+        }
+        let on_the_way = ctx.receiving.start();
         let receive = ctx
             .queue
             .receive(ctx.wait_seconds, ctx.visibility_timeout_seconds);
         tokio::pin!(receive);
         let received = tokio::select! {
-            r = &mut receive => r,
+            biased;
             _ = cancel.cancelled() => {
-                release_cut_off(&ctx, receive).await;
+                release_cut_off(&ctx, receive, on_the_way).await;
                 return;
             }
+            r = &mut receive => r,
         };
+        drop(on_the_way);
         ctx.liveness.beat();
         ctx.versions.tick(&ctx.health, Instant::now());
         let messages = match received {
@@ -118,7 +133,7 @@ pub async fn poll(ctx: PollerContext, out: mpsc::Sender<Delivery>, cancel: Cance
         }
         for msg in messages {
             if cancel.is_cancelled() {
-                release(&ctx, &msg.handle).await;
+                release_at_shutdown(&ctx, &msg.handle).await;
                 continue;
             }
             handle_message(&ctx, msg, &out, &cancel).await;
@@ -135,7 +150,8 @@ async fn handle_message(
     // One poller decodes at a time and keeps its turn until the message is admitted (or
     // dead-lettered): besides the budget, at most one message is decoded and not yet charged.
     let decoding = tokio::select! {
-        _ = cancel.cancelled() => { release(ctx, &msg.handle).await; return; }
+        biased;
+        _ = cancel.cancelled() => { release_at_shutdown(ctx, &msg.handle).await; return; }
         turn = ctx.budget.decoding() => turn,
     };
     let envelope::Decoded { chunk, json_bytes } = match envelope::decode_measured(
@@ -160,7 +176,8 @@ async fn handle_message(
     // Waiting here holds only this message (and the rest of its receive, whose visibility the
     // heartbeat keeps): what is admitted is settled by the writers without any budget.
     let share = tokio::select! {
-        _ = cancel.cancelled() => { release(ctx, &msg.handle).await; return; }
+        biased;
+        _ = cancel.cancelled() => { release_at_shutdown(ctx, &msg.handle).await; return; }
         p = ctx.budget.admit(rows, json_bytes) => match p {
             Ok(p) => p,
             Err(_) => { release(ctx, &msg.handle).await; return; }
@@ -208,19 +225,26 @@ async fn dead_letter_undecodable(ctx: &PollerContext, msg: &RawMessage, reason: 
 /// answers, so an answer dropped on the way leaves them invisible for the whole visibility
 /// timeout; one already on its way arrives within milliseconds. A long poll still waiting
 /// after this has found nothing to hide.
-const RECEIVE_GRACE: Duration = Duration::from_secs(2);
+pub(crate) const RECEIVE_GRACE: Duration = Duration::from_secs(2);
+
+/// How long a release at shutdown waits for the receives on their way: each ends within
+/// [`RECEIVE_GRACE`]; the margin only bounds the wait should one not.
+pub(crate) const SETTLE_LIMIT: Duration = Duration::from_secs(3);
 
 /// Lets a receive that shutdown cut off finish (for at most [`RECEIVE_GRACE`]) and releases
 /// whatever it brings, so those messages are visible again at once.
 async fn release_cut_off<E>(
     ctx: &PollerContext,
     receive: impl std::future::Future<Output = Result<Vec<RawMessage>, E>>,
+    on_the_way: super::receiving::OnTheWay,
 ) {
-    let Ok(Ok(messages)) = tokio::time::timeout(RECEIVE_GRACE, receive).await else {
+    let answer = tokio::time::timeout(RECEIVE_GRACE, receive).await;
+    drop(on_the_way);
+    let Ok(Ok(messages)) = answer else {
         return;
     };
     for msg in &messages {
-        release(ctx, &msg.handle).await;
+        release_at_shutdown(ctx, &msg.handle).await;
     }
     if !messages.is_empty() {
         tracing::debug!(
@@ -232,6 +256,12 @@ async fn release_cut_off<E>(
 
 async fn release(ctx: &PollerContext, handle: &Handle) {
     release_after(ctx, handle, Duration::ZERO).await;
+}
+
+/// [`release`] once no receive of this agent is on its way, so none takes it again.
+async fn release_at_shutdown(ctx: &PollerContext, handle: &Handle) {
+    ctx.receiving.settled(SETTLE_LIMIT).await;
+    release(ctx, handle).await;
 }
 
 /// Hands the message back to the queue, visible again after `delay`.

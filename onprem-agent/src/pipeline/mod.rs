@@ -10,6 +10,7 @@
 //! | [`settle`] | commit a batch, or isolate its refused rows and dead-letter them |
 //! | [`isolate`] | bisection of a refused batch; every row refused one way is systemic |
 //! | [`refusal`] | systemic refusals: pause receiving, probe with backoff, `write_refused` |
+//! | [`receiving`] | the receives on their way, which shutdown's releases wait for |
 //! | [`inflight`] | messages held, heartbeat (visibility extension), release on shutdown |
 //! | [`health`] | database up/down, shared by writers and pollers |
 //! | [`liveness`] | progress reports from the loops, read by the watchdog |
@@ -25,6 +26,7 @@ pub(crate) mod health;
 pub(crate) mod inflight;
 pub(crate) mod isolate;
 pub(crate) mod liveness;
+pub(crate) mod receiving;
 pub(crate) mod refusal;
 pub(crate) mod report;
 pub(crate) mod settle;

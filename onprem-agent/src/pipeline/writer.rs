@@ -24,10 +24,11 @@ use crate::io::sqs::{Handle, Queue};
 use crate::io::store::{dedup, is_lock_wait, LedgerEntry, Row, Store, StoreError};
 use crate::ops::metrics as m;
 use crate::pipeline::backoff::outage_backoff;
-use crate::pipeline::consumer::Delivery;
+use crate::pipeline::consumer::{Delivery, SETTLE_LIMIT};
 use crate::pipeline::health::{Health, DATABASE_LOCK_WAIT};
 use crate::pipeline::inflight::InFlight;
 use crate::pipeline::liveness::Liveness;
+use crate::pipeline::receiving::Receiving;
 use crate::pipeline::refusal::Refusals;
 use crate::pipeline::report::ReportWake;
 use crate::pipeline::settle::{settle, Disposition, Settled, WriteError};
@@ -49,6 +50,8 @@ pub struct WriterContext {
     pub refusals: Arc<Refusals>,
     /// Wakes the status reporter after a commit (never waits).
     pub report: ReportWake,
+    /// The pollers' receives on their way: a release at shutdown waits for them.
+    pub receiving: Receiving,
 }
 
 /// Receives batches until the batcher closes the channel. After `cancel`, batches not yet
@@ -62,7 +65,11 @@ pub async fn run(
     let slots = ctx.throttle.slots();
     while let Some(batch) = input.recv().await {
         // While every write is refused, what was received before the pause goes back.
-        if cancel.is_cancelled() || ctx.health.receiving_paused() {
+        if cancel.is_cancelled() {
+            release_at_shutdown(&ctx, &batch).await;
+            continue;
+        }
+        if ctx.health.receiving_paused() {
             release(&ctx, &batch).await;
             continue;
         }
@@ -71,12 +78,12 @@ pub async fn run(
         let waiting = ctx.liveness.waiting();
         tokio::select! {
             _ = ctx.throttle.limiter().acquire(rows) => drop(waiting),
-            _ = cancel.cancelled() => { release(&ctx, &batch).await; continue; }
+            _ = cancel.cancelled() => { release_at_shutdown(&ctx, &batch).await; continue; }
         }
         metrics::histogram!(m::LIMITER_WAIT_SECONDS).record(waited.elapsed().as_secs_f64());
         let slot = tokio::select! {
             s = slots.clone().acquire_owned() => s,
-            _ = cancel.cancelled() => { release(&ctx, &batch).await; continue; }
+            _ = cancel.cancelled() => { release_at_shutdown(&ctx, &batch).await; continue; }
         };
         let Ok(slot) = slot else {
             release(&ctx, &batch).await;
@@ -143,7 +150,7 @@ async fn write_with_retry(ctx: &WriterContext, batch: Vec<Delivery>, cancel: &Ca
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = cancel.cancelled() => {
-                        release(ctx, &batch).await;
+                        release_at_shutdown(ctx, &batch).await;
                         return;
                     }
                 }
@@ -221,6 +228,12 @@ async fn finish(ctx: &WriterContext, batch: Vec<Delivery>, settled: Settled) {
 async fn refused_everywhere(ctx: &WriterContext, batch: &[Delivery], error: &StoreError) {
     metrics::counter!(m::ERRORS, "kind" => error.kind()).increment(1);
     ctx.refusals.systemic(error);
+    release(ctx, batch).await;
+}
+
+/// [`release`] once no receive of this agent is on its way, so none takes the batch again.
+async fn release_at_shutdown(ctx: &WriterContext, batch: &[Delivery]) {
+    ctx.receiving.settled(SETTLE_LIMIT).await;
     release(ctx, batch).await;
 }
 
