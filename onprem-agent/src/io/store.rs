@@ -29,6 +29,14 @@ mod status;
 mod target;
 mod timeouts;
 
+/// Maps and sets keyed by receipt ids (and chunks) on the write path, hashed with foldhash:
+/// std's SipHash of every 36-byte id, several times per receipt and write, was a twentieth of
+/// the agent's CPU in a profile of the drain (BENCHMARKS.md). The ids are validated UUIDs and
+/// the seed is random per process.
+pub(crate) type IdMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+/// See [`IdMap`].
+pub(crate) type IdSet<K> = HashSet<K, foldhash::fast::RandomState>;
+
 pub use probe::{ForegroundProbe, ProbeError, PROBE_STATEMENT_TIMEOUT};
 pub use procedure::TargetProblem;
 
@@ -96,7 +104,7 @@ pub struct WriteOutcome {
     /// (`on_conflict = "reject"`); the chunk-ledger rows of this write count them as rejected.
     pub conflicts: Vec<Conflict>,
     /// Receipts stored (inserted or replacing another version) per chunk.
-    pub stored_by_chunk: HashMap<ChunkKey, u32>,
+    pub stored_by_chunk: IdMap<ChunkKey, u32>,
 }
 
 /// An incoming receipt whose `receipt_id` is stored (or earlier in the same batch) with other
@@ -397,7 +405,7 @@ impl Store {
             // receipts), saving a read of every id; an id the insert finds taken is read and
             // planned again in the next round, like an id raced by another writer.
             let stored = if round == 0 {
-                HashMap::new()
+                IdMap::default()
             } else {
                 target.stored_fingerprints(&mut tx, &rows).await?
             };
@@ -410,8 +418,8 @@ impl Store {
                 target.update(&mut tx, &updates).await?;
             }
             let inserts = pick(&plan.inserts);
-            let inserted: HashSet<String> = if inserts.is_empty() {
-                HashSet::new()
+            let inserted: IdSet<String> = if inserts.is_empty() {
+                IdSet::default()
             } else {
                 target.insert(&mut tx, &inserts).await?
             };
@@ -420,17 +428,29 @@ impl Store {
                 .partition(|(r, _)| inserted.contains(&r.receipt.receipt_id));
             target.contents(&mut tx, &updates, &written).await?;
             // Every row of an id found taken goes to the next round; this round counts the rest.
-            let taken: HashSet<&str> = taken
+            let taken: IdSet<&str> = taken
                 .iter()
                 .map(|(r, _)| r.receipt.receipt_id.as_str())
                 .collect();
             let plan = plan.without(&rows, &taken);
+            // A batch holds a few chunks: count per chunk in a short list first, so the map's
+            // owned key is made once per chunk, not once per receipt.
+            let mut per_chunk: Vec<(&str, u32, u32)> = Vec::new();
             for &i in &plan.stored {
                 let r = rows[i];
+                match per_chunk
+                    .iter_mut()
+                    .find(|(b, c, _)| *c == r.chunk_index && *b == r.batch_id)
+                {
+                    Some((_, _, n)) => *n += 1,
+                    None => per_chunk.push((r.batch_id, r.chunk_index, 1)),
+                }
+            }
+            for (batch_id, chunk_index, n) in per_chunk {
                 *outcome
                     .stored_by_chunk
-                    .entry((r.batch_id.to_owned(), r.chunk_index))
-                    .or_default() += 1;
+                    .entry((batch_id.to_owned(), chunk_index))
+                    .or_default() += n;
             }
             outcome.inserted += written.len() as u64;
             outcome.updated += plan.replaced.len() as u64;
@@ -520,7 +540,7 @@ SELECT avg(receipts)::float8 FROM
 /// Keeps the first occurrence of each `receipt_id`: one statement must not touch a row twice,
 /// and a chunk delivered twice inside one receive would otherwise do so.
 pub fn dedup<'a>(rows: &[Row<'a>]) -> Vec<Row<'a>> {
-    let mut seen = HashSet::with_capacity(rows.len());
+    let mut seen = IdSet::with_capacity_and_hasher(rows.len(), Default::default());
     rows.iter()
         .filter(|r| seen.insert(r.receipt.receipt_id.as_str()))
         .copied()

@@ -8,13 +8,12 @@
 //! the same content: a quiet duplicate.
 
 use std::collections::hash_map::Entry;
-use std::collections::{HashMap, HashSet};
 
 use sluice_protocol::Fingerprint;
 
 use crate::config::OnConflict;
 
-use super::Row;
+use super::{IdMap, IdSet, Row};
 
 /// The actions of one write, as indexes into the rows given.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -52,14 +51,15 @@ enum Target {
 pub(super) fn resolve(
     rows: &[Row<'_>],
     fps: &[Fingerprint],
-    stored: &HashMap<String, Option<Fingerprint>>,
+    stored: &IdMap<String, Option<Fingerprint>>,
     policy: OnConflict,
 ) -> Plan {
     let mut plan = Plan::default();
-    let mut slots: HashMap<&str, Slot> = HashMap::with_capacity(rows.len());
+    let mut slots: IdMap<&str, Slot> =
+        IdMap::with_capacity_and_hasher(rows.len(), Default::default());
     // A version already refused: the same content again (a chunk delivered twice) is one
     // conflict, not two.
-    let mut refused: HashSet<(&str, Fingerprint)> = HashSet::new();
+    let mut refused: IdSet<(&str, Fingerprint)> = IdSet::default();
     for (i, (row, fp)) in rows.iter().zip(fps).enumerate() {
         let id = row.receipt.receipt_id.as_str();
         let slot = match slots.entry(id) {
@@ -118,7 +118,7 @@ pub(super) fn resolve(
 impl Plan {
     /// The plan without every row whose id is in `ids`: what stands when those ids turned out
     /// to be taken at insert time and are planned again, every row of them, in the next round.
-    pub(super) fn without(self, rows: &[Row<'_>], ids: &HashSet<&str>) -> Plan {
+    pub(super) fn without(self, rows: &[Row<'_>], ids: &IdSet<&str>) -> Plan {
         if ids.is_empty() {
             return self;
         }
@@ -245,7 +245,7 @@ mod tests {
             batch_id: "b",
             chunk_index: 0,
         }];
-        let stored = HashMap::from([(b.receipt_id.clone(), None)]);
+        let stored = IdMap::from_iter([(b.receipt_id.clone(), None)]);
         for policy in [OnConflict::Reject, OnConflict::Update] {
             assert_eq!(
                 resolve(&rows, &[b.fingerprint()], &stored, policy),
@@ -262,9 +262,9 @@ mod tests {
         let receipts = [a.clone(), b, c.clone(), c];
         let (rows, fps) = rows(&receipts);
         for policy in [OnConflict::Reject, OnConflict::Update] {
-            let full = resolve(&rows, &fps, &HashMap::new(), policy);
-            let taken = HashSet::from([a.receipt_id.as_str()]);
-            let rest = resolve(&rows[2..], &fps[2..], &HashMap::new(), policy);
+            let full = resolve(&rows, &fps, &IdMap::default(), policy);
+            let taken = IdSet::from_iter([a.receipt_id.as_str()]);
+            let rest = resolve(&rows[2..], &fps[2..], &IdMap::default(), policy);
             let shifted = |v: Vec<usize>| v.into_iter().map(|i| i + 2).collect::<Vec<_>>();
             assert_eq!(
                 full.without(&rows, &taken),

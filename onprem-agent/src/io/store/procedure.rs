@@ -4,13 +4,11 @@
 //! empty call, and the check that the procedure exists with the expected signature and that the
 //! agent's role may call it.
 
-use std::collections::HashSet;
-
 use serde::Serialize;
 use sluice_protocol::{Fingerprint, Receipt};
 use sqlx::Row as _;
 
-use super::{Row, StoreError};
+use super::{IdSet, Row, StoreError};
 use crate::config::ProcedureName;
 
 /// The stored fingerprints of a batch's ids ([`super::sql::stored_fingerprints`]).
@@ -33,7 +31,7 @@ WHERE f.receipt_id = u.receipt_id";
 pub(super) async fn insert_fingerprints(
     tx: &mut sqlx::PgConnection,
     rows: &[(Row<'_>, Fingerprint)],
-) -> Result<HashSet<String>, StoreError> {
+) -> Result<IdSet<String>, StoreError> {
     let found = fingerprint_columns(INSERT_FINGERPRINTS, rows)
         .fetch_all(&mut *tx)
         .await?;

@@ -3,15 +3,13 @@
 //! fingerprints of the batch's ids, the receipts inserted and replaced (one array per column
 //! through `UNNEST`), their items, and the chunk-ledger rows.
 
-use std::collections::{HashMap, HashSet};
-
 use sluice_protocol::Fingerprint;
 use sqlx::postgres::PgArguments;
 use sqlx::{Postgres, Row as _};
 
 use sluice_protocol::status::MAX_REJECTIONS;
 
-use super::{LedgerEntry, Row, StoreError, WriteOutcome};
+use super::{IdMap, IdSet, LedgerEntry, Row, StoreError, WriteOutcome};
 
 /// The ledger rows with what this write did for each chunk added (its stored receipts, its
 /// conflicts and their reasons), and the rest of each chunk's receipts counted as duplicates.
@@ -57,11 +55,11 @@ pub(super) async fn stored_fingerprints(
     tx: &mut sqlx::PgConnection,
     rows: &[Row<'_>],
     select: &'static str,
-) -> Result<HashMap<String, Option<Fingerprint>>, StoreError> {
+) -> Result<IdMap<String, Option<Fingerprint>>, StoreError> {
     let ids: Vec<&str> = rows
         .iter()
         .map(|r| r.receipt.receipt_id.as_str())
-        .collect::<HashSet<_>>()
+        .collect::<IdSet<_>>()
         .into_iter()
         .collect();
     let found: Vec<(String, Option<Vec<u8>>)> =
@@ -108,14 +106,14 @@ WHERE r.receipt_id = u.receipt_id"
 pub(super) async fn insert_receipts(
     tx: &mut sqlx::PgConnection,
     rows: &[(Row<'_>, Fingerprint)],
-) -> Result<HashSet<String>, StoreError> {
+) -> Result<IdSet<String>, StoreError> {
     let sql = insert_receipts_sql();
     let ids = receipt_columns(&sql, rows).fetch_all(&mut *tx).await?;
     Ok(returned_ids(&ids))
 }
 
 /// The ids an `INSERT … RETURNING receipt_id::text` returned.
-pub(super) fn returned_ids(rows: &[sqlx::postgres::PgRow]) -> HashSet<String> {
+pub(super) fn returned_ids(rows: &[sqlx::postgres::PgRow]) -> IdSet<String> {
     rows.iter()
         .filter_map(|r| r.try_get::<String, _>(0).ok())
         .collect()
@@ -365,7 +363,9 @@ mod tests {
         };
         let outcome = WriteOutcome {
             conflicts: vec![conflict.clone()],
-            stored_by_chunk: [(("b".to_owned(), 0), 4), (("b".to_owned(), 1), 2)].into(),
+            stored_by_chunk: [(("b".to_owned(), 0), 4), (("b".to_owned(), 1), 2)]
+                .into_iter()
+                .collect(),
             ..WriteOutcome::default()
         };
         // Chunk 1 had a refused row found earlier (a bisection): counted before this write.

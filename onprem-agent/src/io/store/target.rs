@@ -4,11 +4,9 @@
 //! end of the transaction; [`super::procedure`]). Planning, conflicts, retries of raced ids and
 //! the ledger rows stay on [`super::Store::write`]'s one path.
 
-use std::collections::{HashMap, HashSet};
-
 use sluice_protocol::Fingerprint;
 
-use super::{procedure, sql, Row, StoreError};
+use super::{procedure, sql, IdMap, IdSet, Row, StoreError};
 use crate::config::Target;
 
 /// One write transaction's target, with what it has to pass to the procedure so far.
@@ -30,7 +28,7 @@ impl<'t, 'r> Writes<'t, 'r> {
         &self,
         tx: &mut sqlx::PgConnection,
         rows: &[Row<'_>],
-    ) -> Result<HashMap<String, Option<Fingerprint>>, StoreError> {
+    ) -> Result<IdMap<String, Option<Fingerprint>>, StoreError> {
         let select = match self.target {
             Target::Sluice => sql::STORED_FINGERPRINTS,
             Target::Procedure(_) => procedure::STORED_FINGERPRINTS,
@@ -54,7 +52,7 @@ impl<'t, 'r> Writes<'t, 'r> {
         &mut self,
         tx: &mut sqlx::PgConnection,
         rows: &[(Row<'r>, Fingerprint)],
-    ) -> Result<HashSet<String>, StoreError> {
+    ) -> Result<IdSet<String>, StoreError> {
         match self.target {
             Target::Sluice => sql::insert_receipts(tx, rows).await,
             Target::Procedure(_) => procedure::insert_fingerprints(tx, rows).await,
