@@ -6,8 +6,9 @@
 //! a receive cut short still gets a moment to answer so that what it brings is released; a
 //! message already received is either passed on or released (visibility 0), never dropped
 //! silently. Once shutdown begins no receive starts, and releases wait for the ones on their
-//! way (see [`super::receiving`]), so a release is never taken again by this agent. An undecodable message goes to the dead-letter queue with its reason; one in an
-//! envelope version this agent does not read is released with a delay instead (see
+//! way (see [`super::receiving`]), so a release is never taken again by this agent. An
+//! undecodable message goes to the dead-letter queue with its reason; one in an envelope
+//! version this agent does not read is released with a delay instead (see
 //! [`super::unknown_version`]).
 
 use std::sync::Arc;
@@ -225,7 +226,7 @@ async fn dead_letter_undecodable(ctx: &PollerContext, msg: &RawMessage, reason: 
 /// answers, so an answer dropped on the way leaves them invisible for the whole visibility
 /// timeout; one already on its way arrives within milliseconds. A long poll still waiting
 /// after this has found nothing to hide.
-pub(crate) const RECEIVE_GRACE: Duration = Duration::from_secs(2);
+const RECEIVE_GRACE: Duration = Duration::from_secs(2);
 
 /// How long a release at shutdown waits for the receives on their way: each ends within
 /// [`RECEIVE_GRACE`]; the margin only bounds the wait should one not.
