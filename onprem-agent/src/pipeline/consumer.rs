@@ -228,10 +228,6 @@ async fn dead_letter_undecodable(ctx: &PollerContext, msg: &RawMessage, reason: 
 /// after this has found nothing to hide.
 const RECEIVE_GRACE: Duration = Duration::from_secs(2);
 
-/// How long a release at shutdown waits for the receives on their way: each ends within
-/// [`RECEIVE_GRACE`]; the margin only bounds the wait should one not.
-pub(crate) const SETTLE_LIMIT: Duration = Duration::from_secs(3);
-
 /// Lets a receive that shutdown cut off finish (for at most [`RECEIVE_GRACE`]) and releases
 /// whatever it brings, so those messages are visible again at once.
 async fn release_cut_off<E>(
@@ -261,7 +257,7 @@ async fn release(ctx: &PollerContext, handle: &Handle) {
 
 /// [`release`] once no receive of this agent is on its way, so none takes it again.
 async fn release_at_shutdown(ctx: &PollerContext, handle: &Handle) {
-    ctx.receiving.settled(SETTLE_LIMIT).await;
+    ctx.receiving.settled().await;
     release(ctx, handle).await;
 }
 

@@ -11,6 +11,10 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+/// How long a release at shutdown waits for the receives on their way: each ends within
+/// `consumer::RECEIVE_GRACE` (2 s); the margin only bounds the wait should one not.
+const SETTLE_LIMIT: Duration = Duration::from_secs(3);
+
 /// Counts the receives on their way; cheap to clone (all clones count together).
 #[derive(Debug, Clone)]
 pub struct Receiving {
@@ -40,11 +44,11 @@ impl Receiving {
         }
     }
 
-    /// Waits until no receive is on its way, for at most `limit` (a bound against a bug, not
-    /// a wait anyone should see: receives cut off by shutdown end within their grace).
-    pub async fn settled(&self, limit: Duration) {
+    /// Waits until no receive is on its way, for at most [`SETTLE_LIMIT`] (a bound against a
+    /// bug, not a wait anyone should see: receives cut off by shutdown end within their grace).
+    pub async fn settled(&self) {
         let mut rx = self.on_the_way.subscribe();
-        let _ = tokio::time::timeout(limit, rx.wait_for(|n| *n == 0)).await;
+        let _ = tokio::time::timeout(SETTLE_LIMIT, rx.wait_for(|n| *n == 0)).await;
     }
 
     /// Receives on their way now.
@@ -75,7 +79,7 @@ mod tests {
             let receiving = receiving.clone();
             tokio::spawn(async move {
                 let t0 = Instant::now();
-                receiving.settled(Duration::from_secs(60)).await;
+                receiving.settled().await;
                 t0.elapsed()
             })
         };
@@ -93,10 +97,11 @@ mod tests {
     async fn settled_returns_at_once_when_nothing_is_on_its_way_and_gives_up_at_its_limit() {
         let receiving = Receiving::default();
         let t0 = Instant::now();
-        receiving.settled(Duration::from_secs(60)).await;
+        receiving.settled().await;
         assert_eq!(t0.elapsed(), Duration::ZERO);
         let _stuck = receiving.start();
-        receiving.settled(Duration::from_secs(3)).await;
-        assert_eq!(t0.elapsed(), Duration::from_secs(3));
+        receiving.settled().await;
+        assert_eq!(t0.elapsed(), SETTLE_LIMIT);
+        assert_eq!(SETTLE_LIMIT, Duration::from_secs(3));
     }
 }

@@ -24,7 +24,7 @@ use crate::io::sqs::{Handle, Queue};
 use crate::io::store::{dedup, is_lock_wait, LedgerEntry, Row, Store, StoreError};
 use crate::ops::metrics as m;
 use crate::pipeline::backoff::outage_backoff;
-use crate::pipeline::consumer::{Delivery, SETTLE_LIMIT};
+use crate::pipeline::consumer::Delivery;
 use crate::pipeline::health::{Health, DATABASE_LOCK_WAIT};
 use crate::pipeline::inflight::InFlight;
 use crate::pipeline::liveness::Liveness;
@@ -233,7 +233,7 @@ async fn refused_everywhere(ctx: &WriterContext, batch: &[Delivery], error: &Sto
 
 /// [`release`] once no receive of this agent is on its way, so none takes the batch again.
 async fn release_at_shutdown(ctx: &WriterContext, batch: &[Delivery]) {
-    ctx.receiving.settled(SETTLE_LIMIT).await;
+    ctx.receiving.settled().await;
     release(ctx, batch).await;
 }
 
