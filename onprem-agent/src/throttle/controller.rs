@@ -13,15 +13,27 @@
 //! its own; one that drains for long asks for a short pause of its writes ([`wants_pause`]:
 //! at start, and when no window was learned for `baseline_relearn_minutes`).
 //!
+//! A pause is five seconds, so its window is a hundred samples and its p99 the second slowest:
+//! a pause that falls on a noisy moment (the checkpoint or autovacuum after a burst of writes)
+//! can learn twice the real baseline, and nothing would correct it until the next re-learning.
+//! So every full judged window (each disjoint from the last, [`TAIL_RANK`] samples above its
+//! quantile, so steadier than a learning window) also checks what was learned: the database
+//! does not answer faster under the agent's load than without it, so a learned window above
+//! `ratio` × that judged quantile is not an idle baseline and is dropped. With none left the
+//! rate holds and the agent pauses to learn again (at most once per [`PAUSE_RETRY`]). What
+//! stays is always a measured idle figure, never one derived from load.
+//!
 //! Judging: the probe's `throttle.probe_quantile` (the p99 by default) over the judged window
 //! against the limit `max(ratio × baseline, baseline + MIN_SLACK)` (the slack keeps a
 //! sub-millisecond probe from reacting to scheduler noise). The judged window is
 //! [`WINDOW_SPAN`] of samples, or more when the quantile needs it: at least [`TAIL_RANK`]
 //! samples lie above the judged quantile ([`GuardParams::judged_for`]), so a p99 is the fifth
-//! slowest of 500, not the slowest of 100, which one stray sample decides. After a decrease the
-//! window is emptied and the guard waits for a fifth of a learning window of fresh samples (at
-//! least [`MIN_JUDGED`]), so the rate is cut once per breach, not once per interval while old
-//! slow samples are still in the window. Before the rate climbs again (after a start, a cut or
+//! slowest of 500, not the slowest of 100, which one stray sample decides. After a decrease
+//! the window is emptied and the guard waits for a fifth of a learning window of fresh samples
+//! (at least [`MIN_JUDGED`]), so the rate is cut once per breach, not once per interval while
+//! old slow samples are still in the window; until the window is full again, a breach also
+//! needs [`TAIL_RANK`] samples above the limit (the p99 of 20 fresh samples is their slowest,
+//! and cutting on it took a rate from 550/s to the floor in four seconds in the bench). Before the rate climbs again (after a start, a cut or
 //! an increase) a fifth of the judged window must be fresh, so the window has seen a rate
 //! before the next step; a breach still cuts at once. Pure logic on injected time.
 //!
@@ -160,6 +172,8 @@ pub struct LatencyGuard {
     recent: VecDeque<Duration>,
     learning: Vec<Duration>,
     learned: VecDeque<Duration>,
+    /// Samples recorded since the judged window last checked the learned ones.
+    since_check: usize,
     /// Samples recorded since the last change of rate.
     fresh: usize,
     last_learned: Option<Instant>,
@@ -175,6 +189,7 @@ impl LatencyGuard {
             learning: Vec::with_capacity(params.learn),
             params,
             learned: VecDeque::with_capacity(LEARNED_KEPT),
+            since_check: 0,
             fresh: 0,
             last_learned: None,
             last_pause: None,
@@ -190,6 +205,7 @@ impl LatencyGuard {
             self.recent.clear();
             self.learning.clear();
             self.learned.clear();
+            self.since_check = 0;
         }
         self.params = params;
     }
@@ -204,6 +220,12 @@ impl LatencyGuard {
         }
         self.recent.push_back(latency);
         self.fresh = self.fresh.saturating_add(1);
+        self.since_check = self.since_check.saturating_add(1);
+        if self.recent.len() >= self.params.window && self.since_check >= self.params.window {
+            // A full window none of whose samples an earlier check judged.
+            self.since_check = 0;
+            self.drop_implausible();
+        }
         if !idle {
             return;
         }
@@ -228,6 +250,20 @@ impl LatencyGuard {
     /// Has a probe run (or tried to)? Until then the controller goes by its other signals.
     pub fn heard(&self) -> bool {
         self.heard
+    }
+
+    /// Drops every learned window above `ratio` × the judged window's quantile: the probe
+    /// answered that much faster with the agent writing, so the window learned a noisy
+    /// moment, not the idle database.
+    fn drop_implausible(&mut self) {
+        let Some(judged) = self.recent_quantile(self.params.quantile) else {
+            return;
+        };
+        let most = judged.mul_f64(self.params.ratio.max(1.0));
+        self.learned.retain(|&b| b <= most);
+        if self.learned.is_empty() {
+            self.last_learned = None;
+        }
     }
 
     /// The median of the learned windows' quantile.
@@ -269,10 +305,15 @@ impl LatencyGuard {
             quantile,
             limit,
         };
-        if latency > limit {
+        // A full window holds TAIL_RANK samples above its quantile by its size (`judged_for`).
+        let evidence = self.recent.len() >= self.params.window
+            || self.recent.iter().filter(|&&l| l > limit).count() >= TAIL_RANK as usize;
+        if latency > limit && evidence {
             Verdict::Breach(reading)
-        } else if self.fresh < self.params.min_fresh() {
-            // Within, but too little of the window has seen the rate now in force.
+        } else if latency > limit || self.fresh < self.params.min_fresh() {
+            // Above the limit on too few samples to tell (right after a cut the p99 of 20
+            // is their slowest), or within it on too little of the window since the rate
+            // changed.
             Verdict::Settling
         } else {
             Verdict::Within(reading)
@@ -404,6 +445,28 @@ mod tests {
         assert!(matches!(g.verdict(), Verdict::Within(_)));
     }
 
+    /// Right after a cut the window holds only a few fresh samples: one slow one among them is
+    /// their p99, but not yet evidence; five are.
+    #[test]
+    fn after_a_cut_a_breach_needs_five_slow_samples_not_one() {
+        let mut t = Instant::now();
+        let mut g = LatencyGuard::new(p99_of_100());
+        feed(&mut g, MS, true, 100, &mut t);
+        feed(&mut g, MS * 10, false, 100, &mut t);
+        assert!(matches!(g.verdict(), Verdict::Breach(_)));
+        g.decreased();
+        feed(&mut g, MS, false, 19, &mut t);
+        feed(&mut g, MS * 10, false, 1, &mut t);
+        assert_eq!(
+            g.recent_quantile(0.99),
+            Some(MS * 10),
+            "the p99 of 20 is its slowest"
+        );
+        assert_eq!(g.verdict(), Verdict::Settling, "one slow sample: no cut");
+        feed(&mut g, MS * 10, false, TAIL_RANK as usize - 1, &mut t);
+        assert!(matches!(g.verdict(), Verdict::Breach(_)), "five: a cut");
+    }
+
     #[test]
     fn the_baseline_is_the_median_of_learned_windows_so_one_noisy_window_barely_moves_it() {
         let mut t = Instant::now();
@@ -412,6 +475,66 @@ mod tests {
             feed(&mut g, latency, true, WINDOW, &mut t);
         }
         assert_eq!(g.baseline(), Some(MS));
+    }
+
+    /// A pause that learned in a noisy moment: the probe under the agent's load then answers
+    /// more than `ratio` times faster than that "idle" baseline, which cannot be, so it is
+    /// dropped and learned again; a baseline the loaded probe only comes near stays.
+    #[test]
+    fn a_baseline_the_loaded_probe_beats_by_more_than_the_ratio_is_learned_again() {
+        let mut t = Instant::now();
+        let mut g = guard();
+        feed(&mut g, MS * 5, true, WINDOW, &mut t);
+        assert_eq!(g.limit(), Some(Duration::from_micros(7500)));
+        feed(&mut g, MS * 4, false, WINDOW, &mut t);
+        assert_eq!(
+            g.baseline(),
+            Some(MS * 5),
+            "4 ms × 1.5 is above 5 ms: plausible"
+        );
+        feed(&mut g, MS * 2, false, WINDOW - 1, &mut t);
+        assert_eq!(g.baseline(), Some(MS * 5), "no full window at 2 ms yet");
+        feed(&mut g, MS * 2, false, 1, &mut t);
+        assert_eq!(g.baseline(), None, "2 ms × 1.5 is below 5 ms");
+        assert_eq!(g.verdict(), Verdict::Learning, "the rate holds");
+        g.pausing(t);
+        assert!(!g.wants_pause(t + Duration::from_secs(59)));
+        assert!(
+            g.wants_pause(t + PAUSE_RETRY),
+            "learned again after a while"
+        );
+        feed(&mut g, MS * 2, true, WINDOW, &mut t);
+        assert_eq!(g.limit(), Some(MS * 3));
+        feed(&mut g, MS * 4, false, WINDOW, &mut t);
+        assert!(
+            matches!(g.verdict(), Verdict::Breach(_)),
+            "4 ms: within the noisy limit (7.5 ms), above the one learned again"
+        );
+    }
+
+    /// Each check is on a window none of whose samples an earlier check judged: after a cut
+    /// empties the window, the next one waits for a whole fresh window. Only the implausible
+    /// learned windows go; the median of the rest stands.
+    #[test]
+    fn the_check_judges_whole_disjoint_windows_and_drops_only_what_it_beats() {
+        let mut t = Instant::now();
+        let mut g = guard();
+        for latency in [MS * 3, MS * 4, MS * 4] {
+            feed(&mut g, latency, true, WINDOW, &mut t);
+        }
+        assert_eq!(g.baseline(), Some(MS * 4), "median of 3, 4, 4");
+        feed(&mut g, MS * 9, false, WINDOW, &mut t);
+        assert_eq!(g.baseline(), Some(MS * 4));
+        g.decreased();
+        let judged = Duration::from_micros(2500);
+        feed(&mut g, judged, false, WINDOW - 1, &mut t);
+        assert_eq!(g.baseline(), Some(MS * 4));
+        feed(&mut g, judged, false, 1, &mut t);
+        assert_eq!(
+            g.baseline(),
+            Some(MS * 3),
+            "2.5 ms × 1.5 drops both 4 ms windows; the 3 ms one stays"
+        );
     }
 
     #[test]
