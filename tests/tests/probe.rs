@@ -166,9 +166,10 @@ async fn a_probe_that_writes_or_hangs_refuses_the_start_naming_the_key() -> anyh
     Ok(())
 }
 
-/// The default probe (`SELECT pg_current_xact_id()`: it takes a transaction id so its commit
-/// waits for the WAL flush) runs on the probe's read-only connection: an idle agent in
-/// adaptive mode learns its baseline from it, without a probe error.
+/// The default probe (`SELECT pg_logical_emit_message(true, 'sluice-probe', '')`: it writes one
+/// WAL record, so its commit waits for the WAL flush) runs on the probe's read-only
+/// connection: an idle agent in adaptive mode learns its baseline from it, without a probe
+/// error.
 #[tokio::test]
 async fn the_default_probe_runs_read_only_and_learns_a_baseline() -> anyhow::Result<()> {
     let env = TestEnv::new().await?;

@@ -212,12 +212,13 @@ impl Default for ThrottleConfig {
             // One second is several commits at any useful rate, so the mean latency means
             // something, and still quick to react.
             adjust_interval_ms: 1000,
-            // A trivial round trip that takes a transaction id, so its commit waits for the
-            // WAL flush as every writer's does: beside pgbench its p99 tracked pgbench's, where
-            // a `SELECT 1`'s stayed flat until the database was far past it (BENCHMARKS.md).
-            // It writes no row. An operator gives a real read of their application to see
-            // their tables too (with `pg_current_xact_id()` in it to keep the commit wait).
-            probe_sql: "SELECT pg_current_xact_id()".to_owned(),
+            // A round trip whose commit waits for the WAL flush, as every writer's does: it
+            // writes one small WAL record (a transactional logical-decoding message, no row),
+            // which a read-only transaction may do. A bare transaction id does not wait: a
+            // commit that wrote no WAL before it is flushed asynchronously (100 of them made
+            // one fsync, 100 of these made 100). An operator gives a real read of their
+            // application to see their tables too, keeping the message in it.
+            probe_sql: "SELECT pg_logical_emit_message(true, 'sluice-probe', '')".to_owned(),
             target_latency_ratio: 1.5,
             // The p99: a foreground's p99 is what the target protects, and a probe's p95
             // barely moves while a foreground's p99 triples (BENCHMARKS.md, "what the probe

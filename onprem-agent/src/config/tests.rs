@@ -150,7 +150,10 @@ fn adaptive_mode_is_accepted_with_documented_defaults() {
 #[test]
 fn the_foreground_probe_has_documented_defaults() {
     let c = load(MINIMAL, &[]).expect("valid");
-    assert_eq!(c.throttle.probe_sql, "SELECT pg_current_xact_id()");
+    assert_eq!(
+        c.throttle.probe_sql,
+        "SELECT pg_logical_emit_message(true, 'sluice-probe', '')"
+    );
     assert_eq!(c.throttle.target_latency_ratio, 1.5);
     assert_eq!(c.throttle.probe_quantile, 0.99);
     assert_eq!(c.throttle.probe_interval_ms, 50);

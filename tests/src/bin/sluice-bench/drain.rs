@@ -88,8 +88,8 @@ pub(crate) struct Window {
     pub(crate) probe: (f64, f64),
 }
 
-/// `probe (SELECT pg_current_xact_id()) at 20/s beside it: p95 0.66 / p99 0.95 ms (1.01 / 1.27 ×
-/// idle)`.
+/// `probe (SELECT pg_logical_emit_message(true, 'sluice-probe', '')) at 20/s beside it: p95 0.66 /
+/// p99 0.95 ms (1.01 / 1.27 × idle)`.
 pub(crate) fn show_probe((p95, p99): (f64, f64), idle: Option<(f64, f64)>) -> String {
     let mut s = format!(
         "probe ({}) at {}/s beside it: p95 {p95:.2} / p99 {p99:.2} ms",

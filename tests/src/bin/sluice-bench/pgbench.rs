@@ -165,7 +165,7 @@ impl Pgbench {
 /// Probes a second: the agent's default `probe_interval_ms` (50).
 pub(crate) const PROBE_RATE: u32 = 20;
 /// The probe statement, the agent's (adaptive mode) and the probe client's.
-pub(crate) const PROBE_SQL: &str = "SELECT pg_current_xact_id()";
+pub(crate) const PROBE_SQL: &str = "SELECT pg_logical_emit_message(true, 'sluice-probe', '')";
 
 /// Per-transaction latencies (ms) in the pgbench logs in `dir` named `prefix…`. A line is
 /// `client tx time_us script epoch epoch_us [lag_us]`; under `--rate`, time_us already counts
