@@ -122,10 +122,23 @@ impl Receipt {
     }
 }
 
-/// A JSON string, escaped by serde_json's own writer.
+/// A JSON string, as serde_json's own writer escapes it.
 fn string(out: &mut Vec<u8>, s: &str) {
-    // Writing a `&str` into a `Vec` cannot fail.
-    let _ = serde_json::to_writer(&mut *out, s);
+    // serde_json escapes only `"`, `\\` and the controls below U+0020: a string with none of
+    // them (almost every one) is its own bytes between quotes, copied without serde_json's
+    // per-byte escape walk (4 % of the agent's CPU in a profile of the drain).
+    let b = s.as_bytes();
+    if b.iter()
+        .fold(true, |ok, &c| ok & (c >= 0x20) & (c != b'"') & (c != b'\\'))
+    {
+        out.reserve(b.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(b);
+        out.push(b'"');
+    } else {
+        // Writing a `&str` into a `Vec` cannot fail.
+        let _ = serde_json::to_writer(&mut *out, s);
+    }
 }
 
 fn opt_str(out: &mut Vec<u8>, s: Option<&str>) {
@@ -182,10 +195,26 @@ fn write_value(value: &Value, out: &mut Vec<u8>) {
 }
 
 fn write_object(map: &Map<String, Value>, out: &mut Vec<u8>) {
-    let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-    entries.sort_by(|a, b| a.0.cmp(b.0));
+    // serde_json's map keeps its keys sorted unless its `preserve_order` feature is on
+    // somewhere in the build: only then are they sorted here.
+    let mut keys = map.keys();
+    let sorted = keys.next().is_none_or(|first| {
+        keys.try_fold(first, |prev, k| (prev < k).then_some(k))
+            .is_some()
+    });
+    if sorted {
+        write_entries(map.iter(), out);
+    } else {
+        let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+        entries.sort_by(|a, b| a.0.cmp(b.0));
+        write_entries(entries.into_iter(), out);
+    }
+}
+
+/// An object's entries, in the order given.
+fn write_entries<'a>(entries: impl Iterator<Item = (&'a String, &'a Value)>, out: &mut Vec<u8>) {
     out.push(b'{');
-    for (i, (k, v)) in entries.into_iter().enumerate() {
+    for (i, (k, v)) in entries.enumerate() {
         if i > 0 {
             out.push(b',');
         }
@@ -198,6 +227,7 @@ fn write_object(map: &Map<String, Value>, out: &mut Vec<u8>) {
 
 #[cfg(test)]
 mod tests {
+    use proptest::strategy::Strategy as _;
     use serde_json::{json, Value};
     use sha2::Digest as _;
 
@@ -411,6 +441,25 @@ mod tests {
     }
 
     proptest::proptest! {
+        #[test]
+        fn a_string_is_written_as_serde_json_writes_it(
+            s in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::prelude::any::<char>(),
+                    proptest::strategy::Just('"'),
+                    proptest::strategy::Just('\\'),
+                    proptest::strategy::Just('\u{1f}'),
+                    proptest::strategy::Just('\u{7f}'),
+                    proptest::strategy::Just('a'),
+                ],
+                0..16,
+            ).prop_map(|c| c.into_iter().collect::<String>()),
+        ) {
+            let mut ours = Vec::new();
+            super::string(&mut ours, &s);
+            proptest::prop_assert_eq!(ours, serde_json::to_vec(&s).expect("a string"));
+        }
+
         #[test]
         fn any_valid_receipt_streams_to_its_tree_form(r in crate::test_support::receipt()) {
             proptest::prop_assert_eq!(streamed(&r), tree_form(&r));
