@@ -72,6 +72,11 @@ fn odd_values() -> Vec<Value> {
         json!({"k": "\u{2}"}),
         json!({"\u{3}": 1}),
         json!({"big": "y".repeat(9000)}),
+        json!({"list": [1, {"deep": "\u{4}"}]}),
+        json!({"list": [{"\u{5}": true}]}),
+        json!({"ok": ["a", {"b": null}], "z": {"y": [[]]}}),
+        json!({"edge": "y".repeat(MAX_METADATA_BYTES - 11)}),
+        json!({"edge": "y".repeat(MAX_METADATA_BYTES - 10)}),
         Value::Array(vec![full_json(0)["items"][0].clone(); MAX_ITEMS]),
         Value::Array(vec![full_json(0)["items"][0].clone(); MAX_ITEMS + 1]),
     ]
