@@ -197,12 +197,7 @@ fn write_value(value: &Value, out: &mut Vec<u8>) {
 fn write_object(map: &Map<String, Value>, out: &mut Vec<u8>) {
     // serde_json's map keeps its keys sorted unless its `preserve_order` feature is on
     // somewhere in the build: only then are they sorted here.
-    let mut keys = map.keys();
-    let sorted = keys.next().is_none_or(|first| {
-        keys.try_fold(first, |prev, k| (prev < k).then_some(k))
-            .is_some()
-    });
-    if sorted {
+    if map.keys().zip(map.keys().skip(1)).all(|(a, b)| a < b) {
         write_entries(map.iter(), out);
     } else {
         let mut entries: Vec<(&String, &Value)> = map.iter().collect();
