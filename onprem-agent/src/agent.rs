@@ -20,28 +20,29 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::config::schedule::LocalTime;
 use crate::config::{AgentConfig, ThrottleMode};
 use crate::io::sqs::{self, DeadLetterProblem, Queue};
 use crate::io::store::agents::Registry;
 use crate::io::store::{ForegroundProbe, Store};
-use crate::ops::metrics as m;
 use crate::ops::reload::Reloader;
 use crate::ops::sd_notify::Notifier;
 use crate::ops::server::{self, ServerState};
 use crate::ops::watchdog;
-use crate::ops::{dead_letter_check, monitor, target_check};
+use crate::ops::{dead_letter_check, monitor, recorder, target_check};
 use crate::pipeline::backoff::outage_backoff;
 use crate::pipeline::batcher;
 use crate::pipeline::budget::Budget;
 use crate::pipeline::consumer::{self, PollerContext};
+use crate::pipeline::delivery::WriterContext;
 use crate::pipeline::health::Health;
 use crate::pipeline::inflight::{self, InFlight};
 use crate::pipeline::liveness::Liveness;
 use crate::pipeline::receiving::Receiving;
 use crate::pipeline::refusal::Refusals;
 use crate::pipeline::report::Reporter;
-use crate::pipeline::writer::{self, WriterContext};
-use crate::throttle::schedule::LocalTime;
+use crate::pipeline::writer;
+use crate::telemetry::names as m;
 use crate::throttle::share::{Identity, Member};
 use crate::throttle::{self, Throttle};
 
@@ -120,7 +121,7 @@ pub async fn start(
     clients: Clients,
     shutdown: CancellationToken,
 ) -> anyhow::Result<RunningAgent> {
-    let prometheus = m::install();
+    let prometheus = recorder::install();
     let throttle = Arc::new(
         Throttle::new(&cfg.throttle, LocalTime::now(), Instant::now())
             .context("building the throttle")?,
@@ -158,6 +159,7 @@ pub async fn start(
             queue: clients.queue.clone(),
             health: health.clone(),
             reporter: reporter.clone(),
+            throttle: throttle.clone(),
         });
         let stop = server_stop.clone();
         server_task = Some(tokio::spawn(async move {
@@ -352,17 +354,11 @@ async fn pipeline(
             "Grace period over; releasing what is still held."
         );
     }
-    let left = inflight.drain();
-    if !left.is_empty() {
-        for (h, e) in queue.change_visibility(&left, 0).await {
-            tracing::warn!(message_id = %h.message_id, error = %e, "Could not release a message; it returns after its visibility timeout.");
-        }
-        metrics::counter!(m::MESSAGES_RELEASED).increment(left.len() as u64);
-    }
+    let released = inflight.release_all(&queue).await;
     heartbeat_stop.cancel();
     background.close();
     background.wait().await;
-    tracing::info!(released = left.len(), "Agent stopped.");
+    tracing::info!(released, "Agent stopped.");
     Ok(())
 }
 

@@ -6,10 +6,11 @@
 //! | module | job |
 //! |---|---|
 //! | [`config`] | `agent.toml` types, environment overrides, validation listing every problem |
+//! | [`telemetry`] | metric names and logging: the ground floor beside `config` |
 //! | `io` | the adapters: `sqs` (the only AWS SDK caller), `store` (the only SQL) |
 //! | `pipeline` | pollers → batcher → writers, in-flight messages and their heartbeat, liveness |
 //! | `throttle` | the token bucket, schedules, the adaptive controller and its foreground probe, the transaction cap |
-//! | `ops` | systemd notify and watchdog, queue monitor, HTTP server (`/metrics`, `/v1/status`), reload, logging |
+//! | `ops` | systemd notify and watchdog, queue monitor, metrics recorder, HTTP server (`/metrics`, `/v1/status`), reload |
 //! | [`cli`] | `sluice-agent status` and `sluice-agent dlq` |
 //! | `agent` | wiring, start-up and shutdown |
 
@@ -19,6 +20,7 @@ pub mod config;
 mod io;
 mod ops;
 mod pipeline;
+pub mod telemetry;
 mod throttle;
 
 pub use agent::{run, start, Clients, RunningAgent, StartRefused};
@@ -30,5 +32,4 @@ pub use io::store::{
 };
 pub use ops::reload::on_sighup;
 pub use ops::target_check::TargetRefused;
-pub use ops::telemetry;
 pub use pipeline::liveness::STALL_SWITCH;

@@ -8,12 +8,12 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 
+use super::schedule::{Days, Hours, Schedule, Window};
 use super::{
     valid_identifier, AgentConfig, BatchConfig, ConfigError, DatabaseConfig, LogConfig,
     QueueConfig, ServerConfig, ShutdownConfig, StatusConfig, ThrottleConfig, ThrottleMode,
     MAX_IN_FLIGHT_BYTES, MIN_IN_FLIGHT_BYTES,
 };
-use crate::throttle::schedule::{Days, Hours, Schedule, Window};
 
 /// The sections to check; `None` for one that did not parse.
 pub(super) struct Parsed<'a> {
@@ -232,7 +232,7 @@ impl ThrottleConfig {
             self.adjust_interval_ms,
             100..=60_000,
         );
-        crate::throttle::probe::check_config(self, p);
+        self.check_probe(p);
     }
 
     /// The schedule, parsed; or every problem, each with its key.
@@ -392,5 +392,52 @@ pub(super) fn check_http_url(p: &mut Vec<String>, key: &str, value: &str) {
         && !value.contains(char::is_whitespace);
     if !ok {
         p.push(format!("{key}: {value:?} is not an http(s) URL"));
+    }
+}
+
+/// The longest `probe_sql` accepted.
+const MAX_SQL_LEN: usize = 4096;
+
+impl ThrottleConfig {
+    /// The probe's keys (adaptive mode's foreground probe).
+    pub(crate) fn check_probe(&self, p: &mut Vec<String>) {
+        let sql = self.probe_sql.trim();
+        let body = sql.strip_suffix(';').unwrap_or(sql).trim_end();
+        if body.is_empty() {
+            p.push("throttle.probe_sql: must be one read-only SQL statement, not empty".to_owned());
+        } else if body.contains(';') {
+            p.push(format!(
+                "throttle.probe_sql: {sql:?} holds several statements; give one read-only statement"
+            ));
+        } else if sql.len() > MAX_SQL_LEN {
+            p.push(format!(
+                "throttle.probe_sql: {} characters is above {MAX_SQL_LEN}; give a short read",
+                sql.len()
+            ));
+        }
+        let ratio = self.target_latency_ratio;
+        if !(ratio.is_finite() && ratio > 1.0 && ratio <= 100.0) {
+            p.push(format!(
+                "throttle.target_latency_ratio: {ratio} must be above 1 and at most 100"
+            ));
+        }
+        if !(0.5..=0.99).contains(&self.probe_quantile) {
+            p.push(format!(
+                "throttle.probe_quantile: {} is out of range 0.5..=0.99 (0.99 judges the p99)",
+                self.probe_quantile
+            ));
+        }
+        if !(20..=10_000).contains(&self.probe_interval_ms) {
+            p.push(format!(
+                "throttle.probe_interval_ms: {} is out of range 20..=10000",
+                self.probe_interval_ms
+            ));
+        }
+        if self.baseline_relearn_minutes > 1440 {
+            p.push(format!(
+                "throttle.baseline_relearn_minutes: {} is out of range 0..=1440 (0: learn only while idle)",
+                self.baseline_relearn_minutes
+            ));
+        }
     }
 }

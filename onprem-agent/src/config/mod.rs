@@ -5,15 +5,18 @@
 //!   that name each full key (and the variable that set it);
 //! - `check`: one `check` per section plus the checks across sections, every problem listed
 //!   at once;
-//! - `target`: `[target]`, Sluice's own tables or the customer's procedure.
+//! - `target`: `[target]`, Sluice's own tables or the customer's procedure;
+//! - `schedule`: `[[throttle.schedule]]` parsed (weekdays, local time ranges) and matched
+//!   against the local time.
 //!
 //! These types are *what the operator wrote*. The runtime pieces (`limiter`, `store`, `consumer`)
 //! take plain values out of them once validation has passed.
 
 mod check;
 mod load;
+mod report;
+pub(crate) mod schedule;
 pub mod secret;
-mod status;
 mod target;
 #[cfg(test)]
 mod tests;
@@ -25,8 +28,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use load::{ENV_PREFIX, ENV_SEPARATOR};
+pub use report::StatusConfig;
 pub use secret::{redact_url, DatabaseUrl};
-pub use status::StatusConfig;
 pub use target::{ProcedureName, Target, TargetConfig, TargetKind};
 
 /// The whole `agent.toml`.

@@ -246,7 +246,7 @@ fn schedule_windows_are_read_in_order() {
     assert_eq!(c.throttle.schedule[1].days.as_deref(), Some("Sat,Sun"));
     assert_eq!(c.throttle.schedule[1].hours, None);
     let s = c.throttle.parsed_schedule().expect("valid");
-    use crate::throttle::schedule::{LocalTime, Weekday};
+    use crate::config::schedule::{LocalTime, Weekday};
     let rate = |at| s.window_at(at).map(|(_, w)| w.rows_per_second);
     assert_eq!(rate(LocalTime::at(Weekday::Tue, 9, 0)), Some(150));
     assert_eq!(rate(LocalTime::at(Weekday::Sun, 9, 0)), Some(2000));

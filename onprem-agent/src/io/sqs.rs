@@ -47,7 +47,7 @@ const BATCH_RETRY: BatchRetry = BatchRetry {
 
 mod admin;
 mod message;
-mod status;
+mod report;
 mod verify;
 
 pub use admin::Depth;
@@ -166,7 +166,7 @@ impl Queue {
         let oldest_sent_ms = received.iter().filter_map(|m| m.sent_timestamp_ms).min();
         // What the agent can tell about the backlog's age: SQS has no such queue attribute.
         let age_ms = oldest_sent_ms.map_or(0, |sent| now_ms.saturating_sub(sent));
-        metrics::gauge!(crate::ops::metrics::OLDEST_RECEIVED_AGE_SECONDS)
+        metrics::gauge!(crate::telemetry::names::OLDEST_RECEIVED_AGE_SECONDS)
             .set(age_ms as f64 / 1000.0);
         Ok(received.into_iter().map(RawMessage::from).collect())
     }

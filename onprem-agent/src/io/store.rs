@@ -3,7 +3,7 @@
 //! chunk-ledger rows in one transaction, idempotent by `receipt_id`, a receipt stored under
 //! another content fingerprint handled by `[write] on_conflict` (decided in [`plan`], its
 //! statements in [`sql`]) — and the few reads that readiness, the throttle and `status` make,
-//! and the status reporter's reads and marks of the ledger ([`status`]).
+//! and the status reporter's reads and marks of the ledger ([`report`]).
 //!
 //! Rows travel as arrays, one per column, through `INSERT … SELECT FROM UNNEST(…)`: one round
 //! trip per table whatever the batch size, and a statement text that never changes (so it is
@@ -24,8 +24,8 @@ pub mod agents;
 mod plan;
 mod probe;
 mod procedure;
+mod report;
 mod sql;
-mod status;
 mod target;
 mod timeouts;
 
@@ -149,7 +149,7 @@ pub struct Store {
     on_conflict: OnConflict,
     target: Target,
     probe: PgPool,
-    /// The status reporter's own connection (see [`status`]).
+    /// The status reporter's own connection (see [`report`]).
     report: PgPool,
     /// Whether new ledger rows wait for the status reporter (`[status]` is set); without it
     /// they are written as reported, so the reporter's index stays empty.

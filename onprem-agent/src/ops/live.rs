@@ -7,7 +7,7 @@
 //! and `/v1/status` reads it without parsing `/metrics`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use metrics::{
     Counter, CounterFn, Gauge, GaugeFn, Histogram, Key, KeyName, Metadata, Recorder, SharedString,
@@ -15,9 +15,10 @@ use metrics::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::ops::metrics as m;
 use crate::pipeline::health::Condition;
 use crate::pipeline::report::ReportView;
+use crate::telemetry::names as m;
+pub use crate::throttle::RateExplained;
 
 /// Where the agent's HTTP server answers with [`LiveStatus`].
 pub const PATH: &str = "/v1/status";
@@ -50,37 +51,6 @@ pub struct LiveStatus {
     pub throttle: Option<RateExplained>,
 }
 
-/// Why the rate is what it is (`sluice_rate_reason`), with the foreground probe's figures in
-/// adaptive mode.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct RateExplained {
-    /// The `reason` label: `fixed`, `probe_latency`, `climbing`, …
-    pub reason: String,
-    /// The same, in words, with the figures behind it.
-    pub detail: String,
-    pub probe_p50_seconds: Option<f64>,
-    pub probe_p99_seconds: Option<f64>,
-    pub probe_baseline_seconds: Option<f64>,
-    pub probe_limit_seconds: Option<f64>,
-}
-
-/// `probe_latency: backing off: … · probe p50 0.40 ms, p99 2.10 ms · baseline 0.50 ms (limit
-/// 0.75 ms)`: the `status` line.
-impl std::fmt::Display for RateExplained {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let ms = |s: f64| format!("{:.2} ms", s * 1000.0);
-        write!(f, "{}: {}", self.reason, self.detail)?;
-        if let (Some(p50), Some(p99)) = (self.probe_p50_seconds, self.probe_p99_seconds) {
-            write!(f, " · probe p50 {}, p99 {}", ms(p50), ms(p99))?;
-        }
-        match (self.probe_baseline_seconds, self.probe_limit_seconds) {
-            (Some(b), Some(l)) => write!(f, " · baseline {} (limit {})", ms(b), ms(l)),
-            _ if self.probe_p50_seconds.is_some() => write!(f, " · baseline not learned yet"),
-            _ => Ok(()),
-        }
-    }
-}
-
 /// A gauge never set: `null` in [`LiveStatus`].
 const UNSET: u64 = u64::MAX;
 
@@ -92,7 +62,6 @@ pub struct LiveFigures {
     rate_configured: AtomicU64,
     oldest_age: AtomicU64,
     ready: AtomicU64,
-    throttle: Mutex<Option<RateExplained>>,
     rate_share: AtomicU64,
 }
 
@@ -104,7 +73,6 @@ impl Default for LiveFigures {
             rate_configured: AtomicU64::new(UNSET),
             oldest_age: AtomicU64::new(UNSET),
             ready: AtomicU64::new(UNSET),
-            throttle: Mutex::new(None),
             rate_share: AtomicU64::new(UNSET),
         }
     }
@@ -125,14 +93,7 @@ impl LiveFigures {
             rate_share: gauge(&self.rate_share),
             conditions: Vec::new(),
             status_reports: None,
-            throttle: self.throttle.lock().map_or(None, |t| t.clone()),
-        }
-    }
-
-    /// Updates the rate's explanation (the throttle keeps it current).
-    pub fn explain_rate(&self, update: impl FnOnce(&mut RateExplained)) {
-        if let Ok(mut t) = self.throttle.lock() {
-            update(t.get_or_insert_with(RateExplained::default));
+            throttle: None,
         }
     }
 
@@ -267,32 +228,6 @@ mod tests {
         };
         metrics::with_local_recorder(&recording, f);
         recording.live.snapshot()
-    }
-
-    #[test]
-    fn the_rate_reason_line_shows_the_probe_and_its_baseline() {
-        let mut t = RateExplained {
-            reason: "probe_latency".into(),
-            detail: "backing off: probe p95 3.00 ms above its limit 1.50 ms".into(),
-            probe_p50_seconds: Some(0.002),
-            probe_p99_seconds: Some(0.004),
-            probe_baseline_seconds: Some(0.001),
-            probe_limit_seconds: Some(0.0015),
-        };
-        assert_eq!(
-            t.to_string(),
-            "probe_latency: backing off: probe p95 3.00 ms above its limit 1.50 ms · \
-             probe p50 2.00 ms, p99 4.00 ms · baseline 1.00 ms (limit 1.50 ms)"
-        );
-        t.probe_baseline_seconds = None;
-        t.probe_limit_seconds = None;
-        assert!(t.to_string().ends_with("baseline not learned yet"));
-        let fixed = RateExplained {
-            reason: "fixed".into(),
-            detail: "throttle.rows_per_second".into(),
-            ..RateExplained::default()
-        };
-        assert_eq!(fixed.to_string(), "fixed: throttle.rows_per_second");
     }
 
     #[test]

@@ -8,18 +8,16 @@
 //! | [`dead_letter_check`] | the dead-letter queue checked at start-up (ARN, size), rechecked until it passes |
 //! | [`target_check`] | the write target checked at start-up (the procedure, its signature, EXECUTE) |
 //! | [`server`] | `/metrics`, `/healthz`, `/readyz`, `/v1/status` |
-//! | [`metrics`] | metric names and the Prometheus recorder |
+//! | [`recorder`] | the Prometheus recorder, keeping the live figures on the way |
 //! | [`live`] | the live figures `/v1/status` serves and `status` reads |
 //! | [`reload`] | SIGHUP: re-read `agent.toml`, apply `[throttle]`, log what changed |
-//! | [`telemetry`] | logging |
 
 pub(crate) mod dead_letter_check;
 pub(crate) mod live;
-pub(crate) mod metrics;
 pub(crate) mod monitor;
+pub(crate) mod recorder;
 pub(crate) mod reload;
 pub(crate) mod sd_notify;
 pub(crate) mod server;
 pub(crate) mod target_check;
-pub mod telemetry;
 pub(crate) mod watchdog;

@@ -4,7 +4,7 @@
 //! SQS answers with visible, in-flight (received, not yet deleted) and delayed counts, all
 //! approximate. It has no age of the oldest message: that is CloudWatch's
 //! `ApproximateAgeOfOldestMessage`, not an attribute of the queue. The agent instead exports the
-//! age of the oldest message it received ([`crate::ops::metrics::OLDEST_RECEIVED_AGE_SECONDS`], set
+//! age of the oldest message it received ([`crate::telemetry::names::OLDEST_RECEIVED_AGE_SECONDS`], set
 //! by [`crate::io::sqs::Queue::receive`]).
 
 use std::time::Duration;
@@ -13,10 +13,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::io::sqs::{Depth, Queue};
 use crate::io::store::Store;
-use crate::ops::metrics as m;
 use crate::ops::sd_notify::{Notifier, State};
 use crate::ops::server::readiness;
 use crate::pipeline::health::Health;
+use crate::telemetry::names as m;
 
 /// How often the queues are read. Each read is two GetQueueAttributes calls (about 35,000 a
 /// day, a cent at SQS prices); SQS's own figures only refresh about once a minute anyway.
@@ -102,11 +102,11 @@ mod tests {
     use super::*;
 
     /// Every `sluice_…` metric the suggested alert rules use is one the agent exports (named in
-    /// `metrics.rs`), so renaming a metric cannot silently disarm an alert.
+    /// `telemetry/names.rs`), so renaming a metric cannot silently disarm an alert.
     #[test]
     fn every_metric_in_the_alert_rules_exists() {
         let rules = include_str!("../../../deploy/prometheus/sluice-alerts.yml");
-        let known = include_str!("metrics.rs");
+        let known = include_str!("../telemetry/names.rs");
         let mut names: Vec<&str> = Vec::new();
         let mut rest = rules;
         while let Some(i) = rest.find("sluice_") {
@@ -125,7 +125,7 @@ mod tests {
                 .unwrap_or(name);
             assert!(
                 known.contains(&format!("\"{base}\"")),
-                "alert rules use {name}, which metrics.rs does not define"
+                "alert rules use {name}, which telemetry/names.rs does not define"
             );
         }
     }

@@ -15,11 +15,11 @@ use std::time::Instant;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::schedule::LocalTime;
 use crate::config::AgentConfig;
-use crate::ops::metrics as m;
 use crate::ops::sd_notify::Notifier;
 use crate::pipeline::health::Health;
-use crate::throttle::schedule::LocalTime;
+use crate::telemetry::names as m;
 use crate::throttle::Throttle;
 
 /// Sections applied by a reload; the rest need a restart.

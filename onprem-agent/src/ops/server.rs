@@ -10,9 +10,10 @@ use crate::config::secret;
 use crate::io::sqs::Queue;
 use crate::io::store::Store;
 use crate::ops::live;
-use crate::ops::metrics::Installed;
+use crate::ops::recorder::Installed;
 use crate::pipeline::health::Health;
 use crate::pipeline::report::Reporter;
+use crate::throttle::Throttle;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -30,6 +31,8 @@ pub struct ServerState {
     pub health: Health,
     /// The status reporter, when `[status]` is set.
     pub reporter: Option<Arc<Reporter>>,
+    /// Read for why the rate is what it is.
+    pub throttle: Arc<Throttle>,
 }
 
 pub fn router(state: ServerState) -> Router {
@@ -67,6 +70,7 @@ async fn live_status(State(s): State<ServerState>) -> Response {
             let mut live = h.live.snapshot();
             live.conditions = s.health.conditions();
             live.status_reports = s.reporter.as_ref().map(|r| r.view());
+            live.throttle = s.throttle.explained();
             Json(live).into_response()
         }
         None => not_installed(),

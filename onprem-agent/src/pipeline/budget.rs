@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{AcquireError, MutexGuard, OwnedSemaphorePermit, Semaphore};
 
-use crate::ops::metrics as m;
+use crate::telemetry::names as m;
 
 /// The budget shared by the pollers; cheap to clone.
 #[derive(Debug, Clone)]

@@ -14,38 +14,20 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sluice_protocol::envelope::{self, Chunk, DecodeError};
+use sluice_protocol::envelope::{self, DecodeError};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::io::sqs::{Handle, Queue, RawMessage};
-use crate::ops::metrics as m;
 use crate::pipeline::backoff::outage_backoff;
-use crate::pipeline::batcher::Rows;
-use crate::pipeline::budget::{Budget, Share};
+use crate::pipeline::budget::Budget;
+use crate::pipeline::delivery::Delivery;
 use crate::pipeline::health::Health;
 use crate::pipeline::inflight::InFlight;
 use crate::pipeline::liveness::Liveness;
 use crate::pipeline::receiving::Receiving;
-use crate::pipeline::settle::{dead_letter_failed, dead_letter_sent};
 use crate::pipeline::unknown_version::{VersionWatch, RELEASE_DELAY};
-
-/// One decoded delivery, holding its share of the in-flight budget until it is dropped.
-#[derive(Debug)]
-pub struct Delivery {
-    pub handle: Handle,
-    pub chunk: Chunk,
-    pub share: Share,
-}
-
-impl Rows for Delivery {
-    fn rows(&self) -> usize {
-        self.chunk.receipts.len()
-    }
-    fn bytes(&self) -> usize {
-        self.share.bytes()
-    }
-}
+use crate::telemetry::names as m;
 
 /// What a poller needs.
 #[derive(Debug, Clone)]
@@ -208,14 +190,14 @@ async fn dead_letter_undecodable(ctx: &PollerContext, msg: &RawMessage, reason: 
     {
         Ok(()) => {
             tracing::warn!(message_id = %msg.handle.message_id, reason = %reason, "Message dead-lettered.");
-            dead_letter_sent(&ctx.health);
+            ctx.health.dead_letter_sent();
             metrics::counter!(m::MESSAGES_DEAD_LETTERED).increment(1);
             for (h, e) in ctx.queue.delete(std::slice::from_ref(&msg.handle)).await {
                 tracing::warn!(message_id = %h.message_id, error = %e, "Could not delete a dead-lettered message; it will come back and be dead-lettered again.");
             }
         }
         Err(e) => {
-            dead_letter_failed(&ctx.health, &e);
+            ctx.health.dead_letter_failed(&e);
             tracing::error!(message_id = %msg.handle.message_id, reason = %reason, error = %e, receive_count = msg.receive_count, "Undecodable message kept on the queue; its redrive policy will move it.");
         }
     }
@@ -263,14 +245,7 @@ async fn release_at_shutdown(ctx: &PollerContext, handle: &Handle) {
 
 /// Hands the message back to the queue, visible again after `delay`.
 async fn release_after(ctx: &PollerContext, handle: &Handle, delay: Duration) {
-    let secs = u32::try_from(delay.as_secs()).unwrap_or(u32::MAX);
-    for (h, e) in ctx
-        .queue
-        .change_visibility(std::slice::from_ref(handle), secs)
-        .await
-    {
-        tracing::warn!(message_id = %h.message_id, error = %e, "Could not release a message; it returns after its visibility timeout.");
-    }
-    metrics::counter!(m::MESSAGES_RELEASED).increment(1);
-    ctx.inflight.untrack([handle]);
+    ctx.inflight
+        .release(&ctx.queue, std::slice::from_ref(handle), delay)
+        .await;
 }

@@ -18,7 +18,8 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Notify};
 
-use crate::ops::metrics as m;
+use crate::io::sqs::SqsError;
+use crate::telemetry::names as m;
 
 /// The dead-letter queue cannot be read (missing, no permission) or refused a send: what must
 /// be dead-lettered stays on the main queue (released, not deleted) until it takes messages.
@@ -64,6 +65,25 @@ impl Health {
             retry: Arc::default(),
             conditions: Arc::default(),
         }
+    }
+
+    /// A dead-letter send succeeded: the dead-letter queue takes messages again.
+    pub fn dead_letter_sent(&self) {
+        self.clear(DEAD_LETTER_UNAVAILABLE);
+    }
+
+    /// A dead-letter send failed: counted, and `dead_letter_unavailable` raised with the SQS
+    /// error (one ERROR until it clears).
+    pub fn dead_letter_failed(&self, error: &SqsError) {
+        metrics::counter!(m::DEAD_LETTER_FAILURES).increment(1);
+        self.raise(
+            DEAD_LETTER_UNAVAILABLE,
+            format!(
+                "cannot send to the dead-letter queue: {error}. What should go there stays on the \
+                 main queue and comes back (nothing is lost); check queue.dead_letter_url, the \
+                 agent's sqs:SendMessage permission on it, and its MaximumMessageSize."
+            ),
+        );
     }
 
     pub fn db_is_up(&self) -> bool {

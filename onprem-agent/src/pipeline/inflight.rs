@@ -8,6 +8,11 @@
 //! message's visibility ends; past it the agent gives up on that message with a WARN and
 //! `sluice_visibility_extension_failures_total` (its redelivery is absorbed by the idempotent
 //! write). On shutdown, whatever is still here is released.
+//!
+//! [`InFlight::release`] is the one way the agent hands a message back to the queue (a batch
+//! that cannot be written now, a message cut off by shutdown, an unknown envelope version, what
+//! is left when the grace period ends): SQS is asked, the release is counted and the message is
+//! no longer held.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -16,7 +21,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::io::sqs::{Handle, Queue};
-use crate::ops::metrics as m;
+use crate::telemetry::names as m;
 
 #[derive(Debug)]
 struct Tracked {
@@ -116,8 +121,30 @@ impl InFlight {
     }
 
     /// Removes and returns everything held.
-    pub fn drain(&self) -> Vec<Handle> {
+    fn drain(&self) -> Vec<Handle> {
         self.lock().drain().map(|(_, t)| t.handle).collect()
+    }
+
+    /// Hands `handles` back to the queue, visible again after `delay` (zero: at once), and
+    /// stops holding them. A release SQS refuses is logged: that message comes back when its
+    /// visibility timeout ends instead.
+    pub async fn release(&self, queue: &Queue, handles: &[Handle], delay: Duration) {
+        if handles.is_empty() {
+            return;
+        }
+        let secs = u32::try_from(delay.as_secs()).unwrap_or(u32::MAX);
+        for (h, e) in queue.change_visibility(handles, secs).await {
+            tracing::warn!(message_id = %h.message_id, error = %e, "Could not release a message; it returns after its visibility timeout.");
+        }
+        metrics::counter!(m::MESSAGES_RELEASED).increment(handles.len() as u64);
+        self.untrack(handles);
+    }
+
+    /// Releases everything still held (the end of shutdown's grace period); returns how many.
+    pub async fn release_all(&self, queue: &Queue) -> usize {
+        let left = self.drain();
+        self.release(queue, &left, Duration::ZERO).await;
+        left.len()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Tracked>> {

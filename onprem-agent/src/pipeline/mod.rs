@@ -5,6 +5,7 @@
 //! |---|---|
 //! | [`consumer`] | pollers: long-poll, decode, gate on database health and the in-flight budget |
 //! | [`budget`] | the in-flight budget: receipts and decoded bytes held, and their gauges |
+//! | [`delivery`] | what the stages hand each other: a decoded message, what writing a batch needs |
 //! | [`batcher`] | groups messages into batches by rows and wait time |
 //! | [`writer`] | one transaction per batch, then delete, keep or release each message |
 //! | [`settle`] | commit a batch, or isolate its refused rows and dead-letter them |
@@ -22,6 +23,7 @@ pub(crate) mod backoff;
 pub(crate) mod batcher;
 pub(crate) mod budget;
 pub(crate) mod consumer;
+pub(crate) mod delivery;
 pub(crate) mod health;
 pub(crate) mod inflight;
 pub(crate) mod isolate;

@@ -22,9 +22,9 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::io::store::{Row, Store, StoreError};
-use crate::ops::metrics as m;
 use crate::pipeline::backoff::outage_backoff;
 use crate::pipeline::health::{Health, WRITE_REFUSED};
+use crate::telemetry::names as m;
 
 /// The canary's receipt: every required field, plain values, an id no upload uses.
 const CANARY: &str = r#"{"receipt_id": "00000000-0000-4000-8000-000000000000",

@@ -18,11 +18,9 @@ use sluice_protocol::Receipt;
 
 use crate::io::sqs::SqsError;
 use crate::io::store::{dedup, LedgerEntry, Row, StoreError, WriteOutcome};
-use crate::ops::metrics as m;
-use crate::pipeline::consumer::Delivery;
-use crate::pipeline::health::{Health, DEAD_LETTER_UNAVAILABLE};
+use crate::pipeline::delivery::{Delivery, WriterContext};
 use crate::pipeline::isolate::{isolate, Isolation, RowWriter as _};
-use crate::pipeline::writer::{ledger_entry, rows_of, WriterContext};
+use crate::telemetry::names as m;
 
 /// Why a batch could not be settled this time.
 #[derive(Debug, thiserror::Error)]
@@ -69,8 +67,8 @@ pub async fn settle(ctx: &WriterContext, batch: &[Delivery]) -> Result<Settled, 
 /// Commits the batch; if the database refuses some rows, finds them by bisection, commits the
 /// rest and dead-letters each refused row with the database's reason.
 async fn commit(ctx: &WriterContext, batch: &[Delivery]) -> Result<Settled, WriteError> {
-    let all: Vec<Row<'_>> = batch.iter().flat_map(rows_of).collect();
-    let ledger: Vec<LedgerEntry> = batch.iter().map(ledger_entry).collect();
+    let all: Vec<Row<'_>> = batch.iter().flat_map(Delivery::store_rows).collect();
+    let ledger: Vec<LedgerEntry> = batch.iter().map(Delivery::ledger_entry).collect();
     let started = Instant::now();
     let first_error = match ctx.store.write(&all, &ledger).await {
         Ok(outcome) => {
@@ -186,7 +184,7 @@ fn isolated_entry(
         conflicts: count(conflicts.len()),
         rejected: count(mine.len()),
         rejections,
-        ..ledger_entry(d)
+        ..d.ledger_entry()
     }
 }
 
@@ -219,35 +217,16 @@ async fn dead_letter_refused<'a>(
         match dead_letter_row(ctx, d, row.receipt, &reason).await {
             Ok(()) => {
                 settled.dead_lettered += 1;
-                dead_letter_sent(&ctx.health);
+                ctx.health.dead_letter_sent();
             }
             Err(e) => {
-                dead_letter_failed(&ctx.health, &e);
+                ctx.health.dead_letter_failed(&e);
                 tracing::warn!(message_id = %d.handle.message_id, receipt_id = %id, error = %e, "Dead-letter send failed; the message will be released.");
                 failed.insert(id);
             }
         }
     }
     failed
-}
-
-/// A dead-letter send succeeded: the dead-letter queue takes messages again.
-pub fn dead_letter_sent(health: &Health) {
-    health.clear(DEAD_LETTER_UNAVAILABLE);
-}
-
-/// A dead-letter send failed: counted, and `dead_letter_unavailable` raised with the SQS error
-/// (one ERROR until it clears).
-pub fn dead_letter_failed(health: &Health, error: &SqsError) {
-    metrics::counter!(m::DEAD_LETTER_FAILURES).increment(1);
-    health.raise(
-        DEAD_LETTER_UNAVAILABLE,
-        format!(
-            "cannot send to the dead-letter queue: {error}. What should go there stays on the \
-             main queue and comes back (nothing is lost); check queue.dead_letter_url, the \
-             agent's sqs:SendMessage permission on it, and its MaximumMessageSize."
-        ),
-    );
 }
 
 /// Puts one refused receipt on the dead-letter queue as a one-receipt chunk of its original

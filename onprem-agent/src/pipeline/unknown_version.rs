@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use sluice_protocol::envelope::ENVELOPE_VERSION;
 
-use crate::ops::metrics as m;
 use crate::pipeline::health::{Health, ENVELOPE_VERSION_UNKNOWN};
+use crate::telemetry::names as m;
 
 /// Visibility given to a released unknown-version message: long enough not to hot-loop on it
 /// (each receive counts towards the queue's `maxReceiveCount`: 5 receives are 75 minutes to

@@ -13,46 +13,19 @@
 //! Order is what keeps data safe: a message is deleted only after its receipts are committed
 //! or its refused rows are on the dead-letter queue.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::io::sqs::{Handle, Queue};
-use crate::io::store::{dedup, is_lock_wait, LedgerEntry, Row, Store, StoreError};
-use crate::ops::metrics as m;
+use crate::io::sqs::Handle;
+use crate::io::store::{dedup, is_lock_wait, Row, StoreError};
 use crate::pipeline::backoff::outage_backoff;
-use crate::pipeline::consumer::Delivery;
-use crate::pipeline::health::{Health, DATABASE_LOCK_WAIT};
-use crate::pipeline::inflight::InFlight;
-use crate::pipeline::liveness::Liveness;
-use crate::pipeline::receiving::Receiving;
-use crate::pipeline::refusal::Refusals;
-use crate::pipeline::report::ReportWake;
+use crate::pipeline::delivery::{Delivery, WriterContext};
+use crate::pipeline::health::DATABASE_LOCK_WAIT;
 use crate::pipeline::settle::{settle, Disposition, Settled, WriteError};
-use crate::throttle::Throttle;
-
-/// What a writer needs.
-#[derive(Debug, Clone)]
-pub struct WriterContext {
-    pub store: Store,
-    pub queue: Queue,
-    pub inflight: Arc<InFlight>,
-    pub health: Health,
-    /// The token bucket, the transaction slots, and where commit latencies and overload
-    /// errors are reported.
-    pub throttle: Arc<Throttle>,
-    /// Where settled batches and legitimate waits are reported to the systemd watchdog.
-    pub liveness: Liveness,
-    /// Whether every write is refused, and the probe that retries them.
-    pub refusals: Arc<Refusals>,
-    /// Wakes the status reporter after a commit (never waits).
-    pub report: ReportWake,
-    /// The pollers' receives on their way: a release at shutdown waits for them.
-    pub receiving: Receiving,
-}
+use crate::telemetry::names as m;
 
 /// Receives batches until the batcher closes the channel. After `cancel`, batches not yet
 /// started are released instead of written; transactions already started finish.
@@ -100,7 +73,7 @@ pub async fn run(
 
 /// Rows the batch will write once repeated receipt ids are removed: what the limiter charges.
 fn unique_rows(batch: &[Delivery]) -> usize {
-    let rows: Vec<Row<'_>> = batch.iter().flat_map(rows_of).collect();
+    let rows: Vec<Row<'_>> = batch.iter().flat_map(Delivery::store_rows).collect();
     dedup(&rows).len()
 }
 
@@ -171,26 +144,6 @@ fn lock_wait_reason(e: &StoreError, ctx: &WriterContext) -> String {
     )
 }
 
-pub(crate) fn rows_of(d: &Delivery) -> impl Iterator<Item = Row<'_>> {
-    d.chunk.receipts.iter().map(move |r| Row {
-        receipt: r,
-        batch_id: &d.chunk.batch_id,
-        chunk_index: d.chunk.chunk_index,
-    })
-}
-
-/// The chunk's ledger row before anything is counted (the write adds what it did).
-pub(crate) fn ledger_entry(d: &Delivery) -> LedgerEntry {
-    LedgerEntry {
-        batch_id: d.chunk.batch_id.clone(),
-        chunk_index: d.chunk.chunk_index,
-        chunk_count: d.chunk.chunk_count,
-        receipts: u32::try_from(d.chunk.receipts.len()).unwrap_or(u32::MAX),
-        message_id: d.handle.message_id.clone(),
-        ..LedgerEntry::default()
-    }
-}
-
 async fn finish(ctx: &WriterContext, batch: Vec<Delivery>, settled: Settled) {
     let pick = |want: fn(&Disposition) -> bool| -> Vec<Handle> {
         batch
@@ -207,7 +160,9 @@ async fn finish(ctx: &WriterContext, batch: Vec<Delivery>, settled: Settled) {
         // The data is committed; the redelivery will be absorbed by the idempotent write.
         tracing::warn!(message_id = %h.message_id, error = %e, "Could not delete a committed message; its redelivery will be absorbed.");
     }
-    release_handles(ctx, &to_release).await;
+    ctx.inflight
+        .release(&ctx.queue, &to_release, Duration::ZERO)
+        .await;
     ctx.inflight.untrack(batch.iter().map(|d| &d.handle));
     metrics::counter!(m::ROWS_WRITTEN).increment(settled.outcome.inserted);
     metrics::counter!(m::RECEIPTS_DUPLICATE).increment(settled.outcome.duplicates);
@@ -240,16 +195,7 @@ async fn release_at_shutdown(ctx: &WriterContext, batch: &[Delivery]) {
 /// Hands the batch's messages back to the queue at once (visibility 0).
 async fn release(ctx: &WriterContext, batch: &[Delivery]) {
     let handles: Vec<Handle> = batch.iter().map(|d| d.handle.clone()).collect();
-    release_handles(ctx, &handles).await;
-    ctx.inflight.untrack(&handles);
-}
-
-async fn release_handles(ctx: &WriterContext, handles: &[Handle]) {
-    if handles.is_empty() {
-        return;
-    }
-    for (h, e) in ctx.queue.change_visibility(handles, 0).await {
-        tracing::warn!(message_id = %h.message_id, error = %e, "Could not release a message; it returns after its visibility timeout.");
-    }
-    metrics::counter!(m::MESSAGES_RELEASED).increment(handles.len() as u64);
+    ctx.inflight
+        .release(&ctx.queue, &handles, Duration::ZERO)
+        .await;
 }

@@ -18,9 +18,9 @@
 
 pub(crate) mod adaptive;
 pub(crate) mod controller;
+mod explained;
 pub(crate) mod limiter;
 pub mod probe;
-pub(crate) mod schedule;
 pub(crate) mod share;
 
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -29,14 +29,16 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::schedule::{LocalTime, Schedule};
 use crate::config::{ThrottleConfig, ThrottleMode};
 use crate::io::store::{Store, StoreError};
-use crate::ops::metrics as m;
+use crate::telemetry::names as m;
 use adaptive::{Adjustment, Aimd, AimdParams};
 use controller::{GuardParams, LatencyGuard, IDLE_AFTER};
 use limiter::RowLimiter;
-use schedule::{LocalTime, Schedule};
 use share::Share;
+
+pub use explained::RateExplained;
 
 /// How often the schedule and the adaptive controller are looked at. Schedules work in
 /// minutes; the controller keeps its own interval and only acts once it has passed.
@@ -96,6 +98,8 @@ struct State {
     last_commit: Option<Instant>,
     /// The `reason` label set to 1 now.
     reason: Option<&'static str>,
+    /// The same reason in words, with the probe's figures: read by [`Throttle::explained`].
+    explained: Option<RateExplained>,
 }
 
 /// What the probe task runs, and how often.
@@ -130,6 +134,7 @@ impl Throttle {
                 guard: None,
                 last_commit: None,
                 reason: None,
+                explained: None,
             }),
         };
         {
@@ -264,14 +269,17 @@ impl Throttle {
             metrics::gauge!(m::PROBE_BASELINE).set(b);
             metrics::gauge!(m::PROBE_LIMIT).set(l);
         }
-        if let Some(live) = m::live() {
-            live.explain_rate(|e| {
-                e.probe_p50_seconds = p50;
-                e.probe_p99_seconds = p99;
-                e.probe_baseline_seconds = baseline;
-                e.probe_limit_seconds = limit;
-            });
-        }
+        let e = st.explained.get_or_insert_with(RateExplained::default);
+        e.probe_p50_seconds = p50;
+        e.probe_p99_seconds = p99;
+        e.probe_baseline_seconds = baseline;
+        e.probe_limit_seconds = limit;
+    }
+
+    /// Why the rate is what it is now, with the probe's figures (`None` before the first
+    /// decision): what `/v1/status` serves.
+    pub fn explained(&self) -> Option<RateExplained> {
+        self.lock().explained.clone()
     }
 
     /// A probe failed with an error (not a timeout).
@@ -475,12 +483,9 @@ impl Throttle {
             metrics::gauge!(m::RATE_REASON, "reason" => code).set(1.0);
             st.reason = Some(code);
         }
-        if let Some(live) = m::live() {
-            live.explain_rate(|e| {
-                e.reason = code.to_owned();
-                e.detail = detail;
-            });
-        }
+        let e = st.explained.get_or_insert_with(RateExplained::default);
+        e.reason = code.to_owned();
+        e.detail = detail;
     }
 }
 

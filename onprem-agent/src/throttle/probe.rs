@@ -9,9 +9,9 @@
 //! lets the database settle for [`SETTLE`], then probes one learning window's worth of times
 //! (five seconds of samples).
 //!
-//! Also here: the configuration checks of the probe's keys, and the check at start that the
-//! statement runs, read-only and fast, on the database (a refusal stops the start, naming
-//! the key).
+//! Also here: the check at start that the statement runs, read-only and fast, on the database
+//! (a refusal stops the start, naming the key). The probe's keys are checked with the rest of
+//! the configuration (`config::check`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,7 +22,7 @@ use super::controller::GuardParams;
 use super::Throttle;
 use crate::config::ThrottleConfig;
 use crate::io::store::{ForegroundProbe, ProbeError, PROBE_STATEMENT_TIMEOUT};
-use crate::ops::metrics as m;
+use crate::telemetry::names as m;
 
 /// After the last transaction of a pause finishes, before the first learning sample.
 const SETTLE: Duration = Duration::from_millis(500);
@@ -30,51 +30,6 @@ const SETTLE: Duration = Duration::from_millis(500);
 const PAUSE_WAIT: Duration = Duration::from_secs(10);
 /// While the throttle is in fixed mode, how often the probe looks whether it should run.
 const DORMANT: Duration = Duration::from_secs(1);
-/// The longest `probe_sql` accepted.
-const MAX_SQL_LEN: usize = 4096;
-
-/// The configuration checks of the probe's keys.
-pub fn check_config(cfg: &ThrottleConfig, p: &mut Vec<String>) {
-    let sql = cfg.probe_sql.trim();
-    let body = sql.strip_suffix(';').unwrap_or(sql).trim_end();
-    if body.is_empty() {
-        p.push("throttle.probe_sql: must be one read-only SQL statement, not empty".to_owned());
-    } else if body.contains(';') {
-        p.push(format!(
-            "throttle.probe_sql: {sql:?} holds several statements; give one read-only statement"
-        ));
-    } else if sql.len() > MAX_SQL_LEN {
-        p.push(format!(
-            "throttle.probe_sql: {} characters is above {MAX_SQL_LEN}; give a short read",
-            sql.len()
-        ));
-    }
-    let ratio = cfg.target_latency_ratio;
-    if !(ratio.is_finite() && ratio > 1.0 && ratio <= 100.0) {
-        p.push(format!(
-            "throttle.target_latency_ratio: {ratio} must be above 1 and at most 100"
-        ));
-    }
-    if !(0.5..=0.99).contains(&cfg.probe_quantile) {
-        p.push(format!(
-            "throttle.probe_quantile: {} is out of range 0.5..=0.99 (0.99 judges the p99)",
-            cfg.probe_quantile
-        ));
-    }
-    if !(20..=10_000).contains(&cfg.probe_interval_ms) {
-        p.push(format!(
-            "throttle.probe_interval_ms: {} is out of range 20..=10000",
-            cfg.probe_interval_ms
-        ));
-    }
-    if cfg.baseline_relearn_minutes > 1440 {
-        p.push(format!(
-            "throttle.baseline_relearn_minutes: {} is out of range 0..=1440 (0: learn only while idle)",
-            cfg.baseline_relearn_minutes
-        ));
-    }
-}
-
 /// The statement as it is run: without a trailing `;`.
 pub fn statement(cfg: &ThrottleConfig) -> String {
     let sql = cfg.probe_sql.trim();
@@ -198,8 +153,8 @@ async fn sleep_or_stop(d: Duration, stop: &CancellationToken) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::schedule::{LocalTime, Weekday};
     use crate::config::ThrottleMode;
-    use crate::throttle::schedule::{LocalTime, Weekday};
 
     const NOON: LocalTime = LocalTime {
         weekday: Weekday::Wed,
@@ -268,7 +223,7 @@ mod tests {
         let mut cfg = ThrottleConfig::default();
         f(&mut cfg);
         let mut p = Vec::new();
-        check_config(&cfg, &mut p);
+        cfg.check_probe(&mut p);
         p
     }
 

@@ -1,8 +1,8 @@
 //! Tests of the parent module.
 
 use super::*;
+use crate::config::schedule::Weekday;
 use crate::config::ScheduleWindowConfig;
-use crate::throttle::schedule::Weekday;
 
 fn cfg(mode: ThrottleMode) -> ThrottleConfig {
     ThrottleConfig {

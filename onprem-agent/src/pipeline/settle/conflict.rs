@@ -7,12 +7,10 @@
 
 use sluice_protocol::Receipt;
 
-use super::{
-    dead_letter_failed, dead_letter_row, dead_letter_sent, Disposition, Settled, WriterContext,
-};
+use super::{dead_letter_row, Disposition, Settled};
 use crate::io::store::Conflict;
-use crate::ops::metrics as m;
-use crate::pipeline::consumer::Delivery;
+use crate::pipeline::delivery::{Delivery, WriterContext};
+use crate::telemetry::names as m;
 
 /// Settles the conflicts of a committed batch. A failed dead-letter send releases the message
 /// (like a refused row's): it comes back, its committed rows count as duplicates and the
@@ -32,10 +30,10 @@ pub(super) async fn settle(ctx: &WriterContext, batch: &[Delivery], settled: &mu
             match dead_letter_row(ctx, &batch[first], &c.receipt, &reason).await {
                 Ok(()) => {
                     settled.dead_lettered += 1;
-                    dead_letter_sent(&ctx.health);
+                    ctx.health.dead_letter_sent();
                 }
                 Err(e) => {
-                    dead_letter_failed(&ctx.health, &e);
+                    ctx.health.dead_letter_failed(&e);
                     tracing::warn!(receipt_id = %c.receipt.receipt_id, error = %e, "Dead-letter send of a conflict failed; the message will be released.");
                     mark(batch, settled, c, || Disposition::Release {
                         reason: reason.clone(),

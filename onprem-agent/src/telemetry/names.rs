@@ -1,11 +1,7 @@
-//! Metric names (with units) and the recorder: Prometheus, with the live figures of
-//! [`crate::ops::live`] kept on the way.
+//! Metric names, with their units, for every layer to record under: the ground floor of the
+//! agent, importing nothing of it. The recorder that renders them is `ops::recorder`.
 //!
 //! Labels stay low-cardinality: no queue URLs, batch ids or tenants.
-
-use std::sync::{Arc, OnceLock};
-
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 pub const RECEIPTS_RECEIVED: &str = "sluice_receipts_received_total";
 pub const ROWS_WRITTEN: &str = "sluice_rows_written_total";
@@ -91,66 +87,3 @@ pub const STATUS_UNREPORTED: &str = "sluice_status_unreported_chunks";
 pub const STATUS_REPORTS_SENT: &str = "sluice_status_reports_sent_total";
 /// Status sends (rounds) that failed, wholly or in part; what failed is re-sent.
 pub const STATUS_SEND_FAILURES: &str = "sluice_status_send_failures_total";
-
-/// How often histogram samples are folded into their buckets.
-const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
-
-use crate::ops::live::{LiveFigures, Recording};
-
-/// What the installed recorder can be read through.
-#[derive(Debug, Clone)]
-pub struct Installed {
-    /// Renders `/metrics`.
-    pub prometheus: PrometheusHandle,
-    /// Answers `/v1/status`.
-    pub live: Arc<LiveFigures>,
-}
-
-static HANDLE: OnceLock<Option<Installed>> = OnceLock::new();
-
-/// The live figures of the installed recorder, if any (for what is not a metric).
-pub fn live() -> Option<Arc<LiveFigures>> {
-    HANDLE.get()?.as_ref().map(|i| i.live.clone())
-}
-
-/// Installs the global recorder once per process and returns its handles (`None` if another
-/// recorder was installed first, e.g. by an embedding program).
-pub fn install() -> Option<Installed> {
-    HANDLE
-        .get_or_init(|| {
-            let recorder = PrometheusBuilder::new()
-                .set_buckets_for_metric(
-                    metrics_exporter_prometheus::Matcher::Full(COMMIT_SECONDS.to_owned()),
-                    &[
-                        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-                    ],
-                )
-                .ok()?
-                .build_recorder();
-            let handle = recorder.handle();
-            let live = Arc::new(LiveFigures::default());
-            metrics::set_global_recorder(Recording {
-                inner: recorder,
-                live: live.clone(),
-            })
-            .ok()?;
-            // Histograms keep samples until upkeep folds them; without it memory grows with
-            // every batch. A plain thread, so it outlives any one tokio runtime (tests run
-            // several per process).
-            let upkeep = handle.clone();
-            let spawned = std::thread::Builder::new()
-                .name("metrics-upkeep".into())
-                .spawn(move || loop {
-                    std::thread::sleep(UPKEEP_INTERVAL);
-                    upkeep.run_upkeep();
-                });
-            if let Err(e) = spawned {
-                tracing::warn!(error = %e, "Cannot start metrics upkeep; histograms will grow.");
-            }
-            Some(Installed {
-                prometheus: handle,
-                live,
-            })
-        })
-        .clone()
-}

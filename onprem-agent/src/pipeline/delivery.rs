@@ -1,0 +1,81 @@
+//! What the pipeline's stages hand each other: a decoded [`Delivery`] (its rows for the store,
+//! its chunk-ledger row), and [`WriterContext`], what writing and settling a batch need.
+//!
+//! A leaf of the pipeline: the pollers make deliveries, the writer and `settle` consume them,
+//! and this module imports none of those stages.
+
+use std::sync::Arc;
+
+use sluice_protocol::envelope::Chunk;
+
+use crate::io::sqs::{Handle, Queue};
+use crate::io::store::{LedgerEntry, Row, Store};
+use crate::pipeline::batcher::Rows;
+use crate::pipeline::budget::Share;
+use crate::pipeline::health::Health;
+use crate::pipeline::inflight::InFlight;
+use crate::pipeline::liveness::Liveness;
+use crate::pipeline::receiving::Receiving;
+use crate::pipeline::refusal::Refusals;
+use crate::pipeline::report::ReportWake;
+use crate::throttle::Throttle;
+
+/// One decoded delivery, holding its share of the in-flight budget until it is dropped.
+#[derive(Debug)]
+pub struct Delivery {
+    pub handle: Handle,
+    pub chunk: Chunk,
+    pub share: Share,
+}
+
+impl Rows for Delivery {
+    fn rows(&self) -> usize {
+        self.chunk.receipts.len()
+    }
+    fn bytes(&self) -> usize {
+        self.share.bytes()
+    }
+}
+
+impl Delivery {
+    /// The chunk's receipts as the store writes them.
+    pub fn store_rows(&self) -> impl Iterator<Item = Row<'_>> {
+        self.chunk.receipts.iter().map(move |r| Row {
+            receipt: r,
+            batch_id: &self.chunk.batch_id,
+            chunk_index: self.chunk.chunk_index,
+        })
+    }
+
+    /// The chunk's ledger row before anything is counted (the write adds what it did).
+    pub fn ledger_entry(&self) -> LedgerEntry {
+        LedgerEntry {
+            batch_id: self.chunk.batch_id.clone(),
+            chunk_index: self.chunk.chunk_index,
+            chunk_count: self.chunk.chunk_count,
+            receipts: u32::try_from(self.chunk.receipts.len()).unwrap_or(u32::MAX),
+            message_id: self.handle.message_id.clone(),
+            ..LedgerEntry::default()
+        }
+    }
+}
+
+/// What a writer needs, and `settle` with it.
+#[derive(Debug, Clone)]
+pub struct WriterContext {
+    pub store: Store,
+    pub queue: Queue,
+    pub inflight: Arc<InFlight>,
+    pub health: Health,
+    /// The token bucket, the transaction slots, and where commit latencies and overload
+    /// errors are reported.
+    pub throttle: Arc<Throttle>,
+    /// Where settled batches and legitimate waits are reported to the systemd watchdog.
+    pub liveness: Liveness,
+    /// Whether every write is refused, and the probe that retries them.
+    pub refusals: Arc<Refusals>,
+    /// Wakes the status reporter after a commit (never waits).
+    pub report: ReportWake,
+    /// The pollers' receives on their way: a release at shutdown waits for them.
+    pub receiving: Receiving,
+}

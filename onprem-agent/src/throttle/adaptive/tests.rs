@@ -1,0 +1,277 @@
+//! Tests of `adaptive`.
+
+use super::*;
+
+const SEC: Duration = Duration::from_secs(1);
+
+fn params() -> AimdParams {
+    AimdParams {
+        floor: 50,
+        ceiling: 1000,
+        increase: 100,
+        decrease_factor: 0.5,
+        target_commit: Duration::from_millis(250),
+        interval: SEC,
+        max_active_backends: Some(8),
+    }
+}
+
+fn healthy_second(c: &mut Aimd, t: &mut Instant) -> Option<Adjustment> {
+    c.record_commit(Duration::from_millis(20));
+    *t += SEC;
+    c.tick(*t)
+}
+
+#[test]
+fn it_starts_at_the_floor_and_rises_additively_while_commits_are_fast() {
+    let mut t = Instant::now();
+    let mut c = Aimd::new(params(), t);
+    assert_eq!(c.rate(), 50);
+    assert_eq!(
+        healthy_second(&mut c, &mut t),
+        Some(Adjustment::Increase { from: 50, to: 150 })
+    );
+    assert_eq!(
+        healthy_second(&mut c, &mut t),
+        Some(Adjustment::Increase { from: 150, to: 250 })
+    );
+}
+
+#[test]
+fn it_never_rises_above_the_ceiling() {
+    let mut t = Instant::now();
+    let mut c = Aimd::new(params(), t);
+    for _ in 0..30 {
+        healthy_second(&mut c, &mut t);
+    }
+    assert_eq!(c.rate(), 1000);
+    assert_eq!(
+        healthy_second(&mut c, &mut t),
+        None,
+        "no change at the ceiling"
+    );
+}
+
+#[test]
+fn slow_commits_halve_the_rate_but_never_below_the_floor() {
+    let mut t = Instant::now();
+    let mut c = Aimd::new(params(), t);
+    for _ in 0..10 {
+        healthy_second(&mut c, &mut t);
+    }
+    assert_eq!(c.rate(), 1000);
+    c.record_commit(Duration::from_millis(200));
+    c.record_commit(Duration::from_millis(400));
+    t += SEC;
+    assert_eq!(
+        c.tick(t),
+        Some(Adjustment::Decrease {
+            from: 1000,
+            to: 500,
+            cause: Congestion::CommitLatency {
+                mean: Duration::from_millis(300)
+            }
+        })
+    );
+    for _ in 0..10 {
+        c.record_commit(SEC);
+        t += SEC;
+        c.tick(t);
+    }
+    assert_eq!(c.rate(), 50);
+}
+
+#[test]
+fn one_overload_error_backs_off_even_when_commits_are_fast() {
+    let mut t = Instant::now();
+    let mut c = Aimd::new(params(), t);
+    for _ in 0..3 {
+        healthy_second(&mut c, &mut t);
+    }
+    assert_eq!(c.rate(), 350);
+    c.record_commit(Duration::from_millis(5));
+    c.record_overload();
+    t += SEC;
+    assert_eq!(
+        c.tick(t),
+        Some(Adjustment::Decrease {
+            from: 350,
+            to: 175,
+            cause: Congestion::Overload { errors: 1 }
+        })
+    );
+}
+
+#[test]
+fn too_many_active_backends_back_off_only_when_a_threshold_is_set() {
+    let mut t = Instant::now();
+    let mut c = Aimd::new(params(), t);
+    healthy_second(&mut c, &mut t);
+    c.record_active_backends(3);
+    c.record_active_backends(9);
+    c.record_commit(Duration::from_millis(5));
+    t += SEC;
+    assert!(matches!(
+        c.tick(t),
+        Some(Adjustment::Decrease {
+            cause: Congestion::ActiveBackends { active: 9 },
+            ..
+        })
+    ));
+
+    let mut unbounded = Aimd::new(
+        AimdParams {
+            max_active_backends: None,
+            ..params()
+        },
+        t,
+    );
+    unbounded.record_active_backends(500);
+    assert!(matches!(
+        healthy_second(&mut unbounded, &mut t),
+        Some(Adjustment::Increase { .. })
+    ));
+}
+
+fn within() -> Verdict {
+    Verdict::Within(Reading {
+        latency: Duration::from_millis(1),
+        quantile: 0.99,
+        limit: Duration::from_millis(3),
+    })
+}
+
+#[test]
+fn a_probe_breach_backs_off_even_when_commits_are_fast_and_within_lets_it_climb() {
+    let mut t = Instant::now();
+    let mut c = Aimd::new(params(), t);
+    c.record_probe(within());
+    assert!(matches!(
+        healthy_second(&mut c, &mut t),
+        Some(Adjustment::Increase { from: 50, to: 150 })
+    ));
+    assert_eq!(c.reason().code(), "climbing");
+    let nine = Reading {
+        latency: Duration::from_millis(9),
+        quantile: 0.99,
+        limit: Duration::from_millis(3),
+    };
+    let breach = Verdict::Breach(nine);
+    c.record_probe(breach);
+    assert_eq!(
+        healthy_second(&mut c, &mut t),
+        Some(Adjustment::Decrease {
+            from: 150,
+            to: 75,
+            cause: Congestion::ProbeLatency(nine)
+        })
+    );
+    assert_eq!(c.reason().code(), "probe_latency");
+    assert_eq!(
+        c.reason().to_string(),
+        "backing off: probe p99 9.00 ms above its limit 3.00 ms"
+    );
+}
+
+#[test]
+fn the_rate_holds_while_the_probe_cannot_judge() {
+    for (verdict, code) in [
+        (Verdict::Learning, "probe_learning"),
+        (Verdict::Settling, "probe_settling"),
+        (Verdict::Failing { errors: 3 }, "probe_failing"),
+    ] {
+        let mut t = Instant::now();
+        let mut c = Aimd::new(params(), t);
+        c.record_probe(verdict);
+        assert_eq!(healthy_second(&mut c, &mut t), None, "{verdict:?}");
+        assert_eq!(c.rate(), 50);
+        assert_eq!(c.reason().code(), code);
+    }
+}
+
+#[test]
+fn the_reason_names_the_ceiling_and_an_idle_spell() {
+    let mut t = Instant::now();
+    let mut c = Aimd::new(params(), t);
+    assert_eq!(c.reason().code(), "starting");
+    for _ in 0..12 {
+        healthy_second(&mut c, &mut t);
+    }
+    assert_eq!(c.reason().code(), "ceiling");
+    t += SEC;
+    c.tick(t);
+    assert_eq!(c.reason().code(), "idle");
+    c.record_overload();
+    c.record_commit(Duration::from_millis(5));
+    t += SEC;
+    c.tick(t);
+    assert_eq!(c.reason().code(), "overload");
+    t += SEC;
+    c.tick(t);
+    c.record_probe(Verdict::Settling);
+    c.record_commit(Duration::from_millis(5));
+    t += SEC;
+    c.tick(t);
+    assert_eq!(
+        c.reason().code(),
+        "overload",
+        "a hold after a cut names the cut"
+    );
+}
+
+#[test]
+fn nothing_changes_before_an_interval_has_passed() {
+    let t = Instant::now();
+    let mut c = Aimd::new(params(), t);
+    c.record_overload();
+    assert_eq!(c.tick(t + Duration::from_millis(999)), None);
+    // The overload seen early still counts at the interval's end.
+    assert_eq!(c.tick(t + SEC), None, "already at the floor");
+    assert_eq!(c.rate(), 50);
+}
+
+#[test]
+fn with_no_commits_the_rate_holds() {
+    let mut t = Instant::now();
+    let mut c = Aimd::new(params(), t);
+    healthy_second(&mut c, &mut t);
+    for _ in 0..5 {
+        t += SEC;
+        assert_eq!(c.tick(t), None);
+    }
+    assert_eq!(c.rate(), 150);
+}
+
+#[test]
+fn new_bounds_clamp_the_current_rate() {
+    let mut t = Instant::now();
+    let mut c = Aimd::new(params(), t);
+    for _ in 0..5 {
+        healthy_second(&mut c, &mut t);
+    }
+    assert_eq!(c.rate(), 550);
+    c.set_params(AimdParams {
+        ceiling: 200,
+        ..params()
+    });
+    assert_eq!(c.rate(), 200);
+    c.set_params(AimdParams {
+        floor: 300,
+        ceiling: 2000,
+        ..params()
+    });
+    assert_eq!(c.rate(), 300);
+}
+
+#[test]
+fn a_floor_above_the_ceiling_is_lowered_to_it() {
+    let c = Aimd::new(
+        AimdParams {
+            floor: 500,
+            ceiling: 100,
+            ..params()
+        },
+        Instant::now(),
+    );
+    assert_eq!(c.rate(), 100);
+}
