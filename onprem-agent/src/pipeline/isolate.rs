@@ -6,8 +6,15 @@
 //! (`pipeline::refusal`) is refused the same way too, every row is refused for one reason
 //! (schema drift, permissions) and the batch is [`Isolation::Systemic`]; no row is blamed. This
 //! costs about twice the bisection depth in transactions instead of one per row.
+//!
+//! The versions of one receipt stay together: [`by_receipt`] puts the rows of each id side by
+//! side in arrival order, and a part is only cut between two ids, so each write sees a
+//! correction after its original, as the batch's own write would have (the later version is
+//! then a conflict or an update, `[write] on_conflict`, never lost). Parts are written in
+//! arrival order. A part holding only the versions of one id that is refused is tried one
+//! version at a time, the first first.
 
-use crate::io::store::{Row, Store, StoreError, WriteOutcome};
+use crate::io::store::{IdMap, Row, Store, StoreError, WriteOutcome};
 use crate::pipeline::refusal::canary;
 
 /// Commits rows without ledger entries: the store, or a fake in tests.
@@ -48,8 +55,42 @@ enum Part<'r, 'a> {
     Failed(&'r [Row<'a>], StoreError),
 }
 
-/// Bisects `rows` (distinct receipts, refused as a whole with `first_error`). Errors other than
-/// a refusal end it: the caller retries the batch.
+/// The rows to bisect: each id's versions side by side, ids in the order they first came,
+/// versions in the order they came; an exact copy of a row already kept (a chunk delivered
+/// twice) is dropped, so it is neither written nor dead-lettered twice.
+pub(crate) fn by_receipt<'a>(rows: &[Row<'a>]) -> Vec<Row<'a>> {
+    let mut groups: IdMap<&str, Vec<Row<'a>>> =
+        IdMap::with_capacity_and_hasher(rows.len(), Default::default());
+    let mut order: Vec<&str> = Vec::new();
+    for row in rows {
+        let id = row.receipt.receipt_id.as_str();
+        let group = groups.entry(id).or_insert_with(|| {
+            order.push(id);
+            Vec::new()
+        });
+        if !group.iter().any(|kept| kept.receipt == row.receipt) {
+            group.push(*row);
+        }
+    }
+    order
+        .into_iter()
+        .flat_map(|id| groups.remove(id).unwrap_or_default())
+        .collect()
+}
+
+/// Where to cut a part of at least two rows: the boundary between two ids nearest its middle,
+/// or after the first row when the part holds only the versions of one id.
+fn cut(part: &[Row<'_>]) -> usize {
+    let id = |i: usize| part[i].receipt.receipt_id.as_str();
+    let mid = part.len() / 2;
+    (0..part.len())
+        .flat_map(|d| [mid.saturating_sub(d), mid + d])
+        .find(|&i| i > 0 && i < part.len() && id(i - 1) != id(i))
+        .unwrap_or(1)
+}
+
+/// Bisects `rows` (from [`by_receipt`], refused as a whole with `first_error`). Errors other
+/// than a refusal end it: the caller retries the batch.
 pub(crate) async fn isolate<'a>(
     writer: &impl RowWriter,
     rows: &[Row<'a>],
@@ -77,7 +118,7 @@ pub(crate) async fn isolate<'a>(
             [] => {}
             [row] => refused.push((*row, error)),
             _ => {
-                let (a, b) = part.split_at(part.len() / 2);
+                let (a, b) = part.split_at(cut(part));
                 stack.push(Part::Untried(b));
                 stack.push(Part::Untried(a));
                 continue;
@@ -86,10 +127,12 @@ pub(crate) async fn isolate<'a>(
         if committed || confirmed || refused.len() < 2 || !same_code(&refused) {
             continue;
         }
-        // Two rows refused the same way and nothing taken yet: try the rest whole, once.
+        // Two rows refused the same way and nothing taken yet: try the rest whole, once, in
+        // arrival order (the top of the stack first).
         confirmed = true;
-        for p in std::mem::take(&mut stack) {
-            stack.push(match p {
+        let mut tried = Vec::new();
+        for p in std::mem::take(&mut stack).into_iter().rev() {
+            tried.push(match p {
                 Part::Untried(rows) => match writer.write_rows(rows).await {
                     Ok(o) => {
                         add(&mut outcome, o);
@@ -102,6 +145,8 @@ pub(crate) async fn isolate<'a>(
                 failed => failed,
             });
         }
+        tried.reverse();
+        stack = tried;
         let Some(code) = refused[0].1.refused_code().map(str::to_owned) else {
             continue;
         };

@@ -9,7 +9,7 @@
 //! and the queue's redrive policy moves it after `maxReceiveCount` receives. The
 //! `dead_letter_unavailable` condition shows it until a dead-letter send succeeds.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::time::Instant;
 
 use sluice_protocol::envelope::{self, Chunk, Compression, ENVELOPE_VERSION};
@@ -17,9 +17,9 @@ use sluice_protocol::status::{Rejection, MAX_REJECTIONS};
 use sluice_protocol::Receipt;
 
 use crate::io::sqs::SqsError;
-use crate::io::store::{dedup, LedgerEntry, Row, StoreError, WriteOutcome};
+use crate::io::store::{LedgerEntry, Row, StoreError, WriteOutcome};
 use crate::pipeline::delivery::{Delivery, WriterContext};
-use crate::pipeline::isolate::{isolate, Isolation, RowWriter as _};
+use crate::pipeline::isolate::{by_receipt, isolate, Isolation, RowWriter as _};
 use crate::telemetry::names as m;
 
 /// Why a batch could not be settled this time.
@@ -86,7 +86,7 @@ async fn commit(ctx: &WriterContext, batch: &[Delivery]) -> Result<Settled, Writ
         Err(e) => return Err(e.into()),
     };
     tracing::warn!(error = %first_error, messages = batch.len(), rows = all.len(), "Batch refused by the database; isolating the rows at fault.");
-    let rows = dedup(&all);
+    let rows = by_receipt(&all);
     let (outcome, committed, mut refused) = match isolate(&ctx.store, &rows, first_error).await? {
         Isolation::Systemic { error } => return Err(WriteError::Systemic { error }),
         Isolation::Found {
@@ -109,27 +109,19 @@ async fn commit(ctx: &WriterContext, batch: &[Delivery]) -> Result<Settled, Writ
         ..Settled::default()
     };
     let failed = dead_letter_refused(ctx, batch, &refused, &mut settled).await;
-    let reasons: HashMap<&str, String> = refused
-        .iter()
-        .map(|(r, why)| {
-            (
-                r.receipt.receipt_id.as_str(),
-                format!("receipt {}: {why}", r.receipt.receipt_id),
-            )
-        })
-        .collect();
     let mut ledger = Vec::new();
     for d in batch {
-        let mine: Vec<&str> = d
-            .chunk
-            .receipts
-            .iter()
-            .map(|r| r.receipt_id.as_str())
-            .filter(|id| reasons.contains_key(id))
+        // The refused rows this message carries (by content: another version of the same id
+        // may have been stored).
+        let mine: Vec<usize> = (0..refused.len())
+            .filter(|&i| carries(d, &refused[i].0))
             .collect();
         let reason = || {
             mine.iter()
-                .filter_map(|id| reasons.get(id).cloned())
+                .map(|&i| {
+                    let (r, why) = &refused[i];
+                    format!("receipt {}: {why}", r.receipt.receipt_id)
+                })
                 .collect::<Vec<_>>()
                 .join("; ")
         };
@@ -139,7 +131,7 @@ async fn commit(ctx: &WriterContext, batch: &[Delivery]) -> Result<Settled, Writ
             let reason = reason();
             tracing::error!(message_id = %d.handle.message_id, refused = mine.len(), reason = %reason, "Rows refused by the database and no dead-letter queue configured; message kept for the queue's redrive policy.");
             Disposition::Keep { reason }
-        } else if mine.iter().any(|id| failed.contains(id)) {
+        } else if mine.iter().any(|i| failed.contains(i)) {
             let reason = reason();
             tracing::warn!(message_id = %d.handle.message_id, reason = %reason, "A refused row could not be dead-lettered; message released to come back later.");
             Disposition::Release { reason }
@@ -157,26 +149,32 @@ async fn commit(ctx: &WriterContext, batch: &[Delivery]) -> Result<Settled, Writ
     Ok(settled)
 }
 
+/// Whether the message `d` carries `row`: the row's chunk, and a receipt with its content.
+fn carries(d: &Delivery, row: &Row<'_>) -> bool {
+    d.chunk.batch_id == row.batch_id
+        && d.chunk.chunk_index == row.chunk_index
+        && d.chunk.receipts.iter().any(|r| r == row.receipt)
+}
+
 /// The ledger row of a chunk settled by bisection: what the bisection's commits stored for
-/// it, its conflicts and its refused receipts (`mine`), each with the dead letter's reason.
+/// it, its conflicts and its refused receipts (`mine`, indexes into `refused`), each with the
+/// dead letter's reason.
 fn isolated_entry(
     d: &Delivery,
     outcome: &WriteOutcome,
-    mine: &[&str],
+    mine: &[usize],
     refused: &[(Row<'_>, StoreError)],
 ) -> LedgerEntry {
     let key = (d.chunk.batch_id.clone(), d.chunk.chunk_index);
     let conflicts = conflict::of_chunk(&outcome.conflicts, d);
     let mut rejections: Vec<Rejection> = conflicts.iter().map(|c| c.rejection()).collect();
-    rejections.extend(
-        refused
-            .iter()
-            .filter(|(r, _)| mine.contains(&r.receipt.receipt_id.as_str()))
-            .map(|(r, why)| Rejection {
-                receipt_id: r.receipt.receipt_id.clone(),
-                reason: refused_reason(&r.receipt.receipt_id, why),
-            }),
-    );
+    rejections.extend(mine.iter().map(|&i| {
+        let (r, why) = &refused[i];
+        Rejection {
+            receipt_id: r.receipt.receipt_id.clone(),
+            reason: refused_reason(&r.receipt.receipt_id, why),
+        }
+    }));
     rejections.truncate(MAX_REJECTIONS);
     let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
     LedgerEntry {
@@ -193,24 +191,21 @@ fn refused_reason(id: &str, why: &StoreError) -> String {
     format!("receipt {id} refused by the database: {why}")
 }
 
-/// Dead-letters each refused receipt once (from the first message holding it); returns the
-/// receipt ids that could not be dead-lettered.
-async fn dead_letter_refused<'a>(
+/// Dead-letters each refused row once (from the first message carrying it); returns the
+/// indexes into `refused` of the rows that could not be dead-lettered.
+async fn dead_letter_refused(
     ctx: &WriterContext,
     batch: &[Delivery],
-    refused: &[(Row<'a>, StoreError)],
+    refused: &[(Row<'_>, StoreError)],
     settled: &mut Settled,
-) -> HashSet<&'a str> {
+) -> HashSet<usize> {
     let mut failed = HashSet::new();
     if !ctx.queue.has_dead_letter_queue() {
         return failed;
     }
-    for (row, why) in refused {
+    for (i, (row, why)) in refused.iter().enumerate() {
         let id = row.receipt.receipt_id.as_str();
-        let Some(d) = batch
-            .iter()
-            .find(|d| d.chunk.receipts.iter().any(|r| r.receipt_id == id))
-        else {
+        let Some(d) = batch.iter().find(|d| carries(d, row)) else {
             continue;
         };
         let reason = refused_reason(id, why);
@@ -222,7 +217,7 @@ async fn dead_letter_refused<'a>(
             Err(e) => {
                 ctx.health.dead_letter_failed(&e);
                 tracing::warn!(message_id = %d.handle.message_id, receipt_id = %id, error = %e, "Dead-letter send failed; the message will be released.");
-                failed.insert(id);
+                failed.insert(i);
             }
         }
     }
