@@ -63,7 +63,7 @@ pub struct Clients {
 impl Clients {
     pub async fn connect(cfg: &AgentConfig) -> anyhow::Result<Self> {
         let store = Store::connect_lazy(&cfg.database)?.with_target(target_of(cfg)?);
-        let client = sqs::client(&cfg.queue).await;
+        let client = sqs::client(&cfg.queue).await?;
         let queue = Queue::new(
             client,
             cfg.queue.url.clone(),

@@ -25,7 +25,7 @@ mod throttle;
 
 pub use agent::{run, start, Clients, RunningAgent, StartRefused};
 pub use config::AgentConfig;
-pub use io::sqs::{DeadLetterProblem, Queue, QueueFacts};
+pub use io::sqs::{DeadLetterProblem, NoRootCertificates, Queue, QueueFacts};
 pub use io::store::{
     LedgerEntry, ProbeError, Row, Store, TargetProblem, WriteOutcome, RECEIPTS_PER_MESSAGE,
     RECENT_RATE,

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use sluice_agent::cli::args::{Cli, Command};
-use sluice_agent::cli::{self, EXIT_CONFIG};
+use sluice_agent::cli::{self, EXIT_CONFIG, EXIT_UNAVAILABLE};
 use sluice_agent::config::{secret, AgentConfig, LogFormat};
 use sluice_agent::telemetry;
 
@@ -69,6 +69,12 @@ fn main() -> ExitCode {
                 || e.downcast_ref::<sluice_agent::ProbeError>().is_some()
             {
                 ExitCode::from(EXIT_CONFIG)
+            } else if e
+                .downcast_ref::<sluice_agent::NoRootCertificates>()
+                .is_some()
+            {
+                // The host lacks what TLS needs: systemd's restarts pick it up once installed.
+                ExitCode::from(EXIT_UNAVAILABLE)
             } else {
                 ExitCode::FAILURE
             }

@@ -126,3 +126,29 @@ fn the_example_config_is_valid() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn a_host_without_root_certificates_is_refused_with_what_to_install_not_a_panic() {
+    // SSL_CERT_FILE and SSL_CERT_DIR name where the system's roots are read from; here they
+    // hold none, as on a minimal image without ca-certificates.
+    let dir = std::env::temp_dir().join(format!("sluice-no-roots-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let empty = dir.join("empty.pem");
+    std::fs::write(&empty, "").expect("empty bundle");
+    let path = write_config("no-roots.toml", MINIMAL);
+    let out = agent(
+        &["run", "--config", path.to_str().expect("utf-8")],
+        &[
+            ("SSL_CERT_FILE", empty.to_str().expect("utf-8")),
+            ("SSL_CERT_DIR", dir.to_str().expect("utf-8")),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(69), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stderr.contains("no CA certificates found on this host")
+            && stderr.contains("apt-get install ca-certificates"),
+        "{stderr}"
+    );
+}

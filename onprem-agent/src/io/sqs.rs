@@ -48,10 +48,12 @@ const BATCH_RETRY: BatchRetry = BatchRetry {
 mod admin;
 mod message;
 mod report;
+mod roots;
 mod verify;
 
 pub use admin::Depth;
 pub use message::{Attributes, Received};
+pub use roots::NoRootCertificates;
 pub use verify::{DeadLetterProblem, QueueFacts};
 
 /// An SQS call failed as a whole.
@@ -79,9 +81,11 @@ pub struct Handle {
 }
 
 /// Builds an SQS client from the standard AWS chain, with the region and endpoint overrides
-/// from `[queue]`.
-pub async fn client(cfg: &QueueConfig) -> Client {
-    sluice_aws::sqs_client(cfg.region.as_deref(), cfg.endpoint.as_deref()).await
+/// from `[queue]`. A host without root certificates is refused first ([`roots::check`]): the
+/// SDK's TLS setup would panic on it.
+pub async fn client(cfg: &QueueConfig) -> Result<Client, NoRootCertificates> {
+    roots::check()?;
+    Ok(sluice_aws::sqs_client(cfg.region.as_deref(), cfg.endpoint.as_deref()).await)
 }
 
 /// One ReceiveMessage call: up to 10 messages with all message attributes, their receive count
