@@ -138,8 +138,17 @@ async fn commit(ctx: &WriterContext, batch: &[Delivery]) -> Result<Settled, Writ
         } else {
             Disposition::Delete
         };
-        if disposition == Disposition::Delete {
-            ledger.push(isolated_entry(d, &settled.outcome, &mine, &refused));
+        // A kept message's chunk is final too: its refused rows will be refused again (the
+        // queue's redrive policy decides where they go), and without this row its upload would
+        // stay `storing` for ever. A released one is not: it comes back and is settled then.
+        match &disposition {
+            Disposition::Delete => {
+                ledger.push(isolated_entry(d, &settled.outcome, &mine, &refused, false));
+            }
+            Disposition::Keep { .. } => {
+                ledger.push(isolated_entry(d, &settled.outcome, &mine, &refused, true));
+            }
+            Disposition::Release { .. } => {}
         }
         settled.dispositions.push(disposition);
     }
@@ -158,21 +167,27 @@ fn carries(d: &Delivery, row: &Row<'_>) -> bool {
 
 /// The ledger row of a chunk settled by bisection: what the bisection's commits stored for
 /// it, its conflicts and its refused receipts (`mine`, indexes into `refused`), each with the
-/// dead letter's reason.
+/// dead letter's reason; `kept`: there is no dead-letter queue, and the reason says where the
+/// receipt stays instead.
 fn isolated_entry(
     d: &Delivery,
     outcome: &WriteOutcome,
     mine: &[usize],
     refused: &[(Row<'_>, StoreError)],
+    kept: bool,
 ) -> LedgerEntry {
     let key = (d.chunk.batch_id.clone(), d.chunk.chunk_index);
     let conflicts = conflict::of_chunk(&outcome.conflicts, d);
     let mut rejections: Vec<Rejection> = conflicts.iter().map(|c| c.rejection()).collect();
     rejections.extend(mine.iter().map(|&i| {
         let (r, why) = &refused[i];
+        let mut reason = refused_reason(&r.receipt.receipt_id, why);
+        if kept {
+            reason.push_str(KEPT_WITHOUT_DLQ);
+        }
         Rejection {
             receipt_id: r.receipt.receipt_id.clone(),
-            reason: refused_reason(&r.receipt.receipt_id, why),
+            reason,
         }
     }));
     rejections.truncate(MAX_REJECTIONS);
@@ -185,6 +200,10 @@ fn isolated_entry(
         ..d.ledger_entry()
     }
 }
+
+/// Added to a refused receipt's reported reason when there is no dead-letter queue to hold it.
+const KEPT_WITHOUT_DLQ: &str = "; no dead-letter queue is configured: its message stays on the \
+     queue, and the queue's redrive policy decides where it goes";
 
 /// The reason a receipt the database refused is dead-lettered (and reported) with.
 fn refused_reason(id: &str, why: &StoreError) -> String {
