@@ -30,6 +30,10 @@ pub const ENVELOPE_VERSION_UNKNOWN: &str = "envelope_version_unknown";
 /// Writes wait on a lock or run past `database.statement_timeout_ms` (SQLSTATE 55P03 or
 /// 57014): someone holds the agent's tables. Retried with backoff; clears on the next commit.
 pub const DATABASE_LOCK_WAIT: &str = "database_lock_wait";
+/// No heartbeat of this agent went through the `agents` table within its lease: the other
+/// agents may already have taken its share of the budget, so it writes nothing until one does
+/// (`throttle::share`).
+pub const BUDGET_LEASE_LAPSED: &str = "budget_lease_lapsed";
 /// PostgreSQL refuses every write the same way (schema drift, a revoked permission): receiving
 /// is paused until a probe write is taken (`pipeline::refusal`).
 pub const WRITE_REFUSED: &str = "write_refused";

@@ -23,7 +23,7 @@ use crate::io::sqs::Handle;
 use crate::io::store::{dedup, is_lock_wait, Row, StoreError};
 use crate::pipeline::backoff::outage_backoff;
 use crate::pipeline::delivery::{Delivery, WriterContext};
-use crate::pipeline::health::DATABASE_LOCK_WAIT;
+use crate::pipeline::health::{BUDGET_LEASE_LAPSED, DATABASE_LOCK_WAIT};
 use crate::pipeline::settle::{settle, Disposition, Settled, WriteError};
 use crate::telemetry::names as m;
 
@@ -80,6 +80,10 @@ fn unique_rows(batch: &[Delivery]) -> usize {
 async fn write_with_retry(ctx: &WriterContext, batch: Vec<Delivery>, cancel: &CancellationToken) {
     let mut delays = outage_backoff();
     loop {
+        if !ctx.throttle.holds_lease(Instant::now()) && !wait_for_lease(ctx, cancel).await {
+            release_at_shutdown(ctx, &batch).await;
+            return;
+        }
         // Waiting on the database is a known wait, as long as a write may take (its
         // statements under the transaction's timeouts, the whole under the store's deadline);
         // a settle that hangs past that stops the watchdog.
@@ -130,6 +134,26 @@ async fn write_with_retry(ctx: &WriterContext, batch: Vec<Delivery>, cancel: &Ca
             }
         }
     }
+}
+
+/// Waits, as a known wait, until this agent holds its share of the budget again (a heartbeat
+/// went through), with `budget_lease_lapsed` raised meanwhile; `false` if shut down first.
+async fn wait_for_lease(ctx: &WriterContext, cancel: &CancellationToken) -> bool {
+    ctx.health.raise(
+        BUDGET_LEASE_LAPSED,
+        "no heartbeat of this agent went through the agents table within its lease, so the \
+         other agents may have taken its share of the budget: writing is paused until one does \
+         (check the database connection and locks on the agents table)",
+    );
+    let _waiting = ctx.liveness.waiting();
+    let leased = tokio::select! {
+        _ = ctx.throttle.leased() => true,
+        _ = cancel.cancelled() => false,
+    };
+    if leased {
+        ctx.health.clear(BUDGET_LEASE_LAPSED);
+    }
+    leased
 }
 
 /// What `/readyz` and `status` say while writes wait on a lock.

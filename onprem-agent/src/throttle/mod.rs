@@ -26,7 +26,7 @@ pub(crate) mod share;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::schedule::{LocalTime, Schedule};
@@ -75,6 +75,10 @@ pub struct Throttle {
     limiter: RowLimiter,
     slots: Arc<Semaphore>,
     state: Mutex<State>,
+    /// Until when this agent may write: the other agents count it in the live set (and so
+    /// leave it its share) only while its heartbeat is fresh (`share`). `None` before the
+    /// first heartbeat went through.
+    lease: watch::Sender<Option<Instant>>,
 }
 
 #[derive(Debug)]
@@ -136,6 +140,7 @@ impl Throttle {
                 reason: None,
                 explained: None,
             }),
+            lease: watch::Sender::new(None),
         };
         {
             let mut st = throttle.lock();
@@ -183,6 +188,40 @@ impl Throttle {
     /// holds all of them).
     pub fn transactions(&self) -> u32 {
         self.lock().transactions
+    }
+
+    /// A heartbeat went through: this agent may write until `until` (see [`share`]).
+    pub fn renew_lease(&self, until: Instant) {
+        self.lease.send_if_modified(|lease| {
+            let later = lease.is_none_or(|l| l < until);
+            if later {
+                *lease = Some(until);
+            }
+            later
+        });
+    }
+
+    /// Whether this agent holds its share of the budget now: a heartbeat went through recently
+    /// enough that the other agents still count it.
+    pub fn holds_lease(&self, now: Instant) -> bool {
+        self.lease.borrow().is_some_and(|until| now < until)
+    }
+
+    /// Waits until this agent holds its lease ([`Throttle::holds_lease`]).
+    pub async fn leased(&self) {
+        let mut lease = self.lease.subscribe();
+        loop {
+            if lease
+                .borrow_and_update()
+                .is_some_and(|until| Instant::now() < until)
+            {
+                return;
+            }
+            // The sender lives as long as the throttle, so this only ends by a renewal.
+            if lease.changed().await.is_err() {
+                return;
+            }
+        }
     }
 
     /// Takes a new share of the total (agents joined or left); `false` if it is the same.

@@ -16,10 +16,17 @@
 //!
 //! Rebalancing: an agent that starts is counted at its first heartbeat, one that stops cleanly
 //! deletes its row, one that dies drops out when its heartbeat expires; the others pick the
-//! change up at their next heartbeat, so within [`EXPIRY`] + [`HEARTBEAT`]. An agent that
-//! cannot reach the database keeps the share it last computed (never a larger one), and
-//! cannot write meanwhile anyway. The configuration is meant to be the same on every host;
-//! where it is not, each agent splits its own total by the same `n`.
+//! change up at their next heartbeat, so within [`EXPIRY`] + [`HEARTBEAT`]. The configuration
+//! is meant to be the same on every host; where it is not, each agent splits its own total by
+//! the same `n`.
+//!
+//! Fencing: the others take over an agent's share once its heartbeat is [`EXPIRY`] old, so an
+//! agent writes only while it holds a lease: [`LEASE`] from the start of its last heartbeat
+//! that went through (before the others can count it out). It writes nothing before its first
+//! heartbeat, and pauses writing when its heartbeats stop going through (a slow or locked
+//! `agents` table, a lost connection) even while its writes would succeed; the writers show the
+//! condition `budget_lease_lapsed` meanwhile. So the agents together never exceed the budget,
+//! whichever of them can reach the table.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,6 +47,11 @@ pub const EXPIRY: Duration = Duration::from_secs(5);
 const PRUNE: Duration = Duration::from_secs(600);
 /// One heartbeat's statement, and a clean stop's delete, at most.
 const BEAT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long after the start of a heartbeat that went through this agent may write: the
+/// heartbeat's own timestamp is later than its start, and the others count the agent out
+/// [`EXPIRY`] after that timestamp; one [`HEARTBEAT`] less leaves room for their next look and
+/// a transaction already under way.
+pub const LEASE: Duration = Duration::from_secs(EXPIRY.as_secs() - HEARTBEAT.as_secs());
 
 /// This agent's place among the live agents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,6 +165,7 @@ impl Member {
             share_transactions: self.throttle.transactions(),
             live_agents: share.live,
         };
+        let started = Instant::now();
         let answer =
             tokio::time::timeout(BEAT_TIMEOUT, self.registry.beat(&beat, EXPIRY, PRUNE)).await;
         let others = match answer {
@@ -167,7 +180,7 @@ impl Member {
                         error,
                         live_agents = share.live,
                         rows_per_second = self.throttle.ceiling(),
-                        "Cannot heartbeat in the agents table; keeping this agent's last share of the budget."
+                        "Cannot heartbeat in the agents table; writing stops when this agent's lease ends, until a heartbeat goes through."
                     );
                 }
                 self.reachable = Some(false);
@@ -179,6 +192,7 @@ impl Member {
             tracing::info!("Heartbeat in the agents table again.");
         }
         self.reachable = Some(true);
+        self.throttle.renew_lease(started + LEASE);
         let new = Share::among(&others, &self.me.agent_id);
         if self
             .throttle
