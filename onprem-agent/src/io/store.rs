@@ -481,12 +481,13 @@ impl Store {
     }
 
     /// Inserts `rows` (and their items) in a transaction that is rolled back: would the
-    /// database take them? Leaves nothing behind. For a procedure target the rows are not
-    /// used: the question is whether the procedure may be called at all (an empty call).
+    /// database take them? Leaves nothing behind but what is not transactional (for a
+    /// procedure target, the procedure runs on the rows: a sequence it advances stays
+    /// advanced).
     pub async fn try_write(&self, rows: &[Row<'_>]) -> Result<(), StoreError> {
         if let Target::Procedure(name) = &self.target {
             let mut tx = self.begin_write().await?;
-            procedure::canary(&mut tx, name).await?;
+            procedure::canary(&mut tx, name, rows).await?;
             tx.rollback().await?;
             return Ok(());
         }

@@ -104,18 +104,23 @@ pub(super) async fn call(
     Ok(())
 }
 
-/// The canary of the procedure target: may the agent read its fingerprints and call the
-/// procedure? An empty array, in a transaction the caller rolls back. A customer's procedure
-/// refusing real receipts (an unknown tenant) is the rows' fault, not systemic: only what
-/// refuses every call (the procedure dropped, EXECUTE revoked) is.
+/// The canary of the procedure target: may the agent read its fingerprints, and does the
+/// procedure take `rows` (the canary's plain receipt), in a transaction the caller rolls back?
+/// A call with receipts, not an empty one: faults that only rows reach (a `COMMIT` inside the
+/// procedure's loop, a dropped column it writes) fail it too. The writers compare its refusal
+/// with the rows' (code and message): refused the same way, the fault is the procedure's and
+/// nothing is dead-lettered; refused another way (the canary's tenant is unknown to the
+/// customer, and the message names it), the rows are at fault.
 pub(super) async fn canary(
     tx: &mut sqlx::PgConnection,
     name: &ProcedureName,
+    rows: &[Row<'_>],
 ) -> Result<(), StoreError> {
     sqlx::query("SELECT 1 FROM receipt_fingerprints LIMIT 0")
         .execute(&mut *tx)
         .await?;
-    call(tx, name, &[]).await
+    let passed: Vec<(Row<'_>, bool)> = rows.iter().map(|r| (*r, false)).collect();
+    call(tx, name, &passed).await
 }
 
 /// What is wrong with the configured procedure.
