@@ -1,5 +1,6 @@
 //! One test's world ([`TestEnv`]): its own database and queue pair on the shared servers, the
-//! agent's configuration for them, what is stored and queued, and the wait for a drain.
+//! agent's configuration for them, what is stored and queued, and the wait for a drain. It owns
+//! their teardown ([`crate::teardown`]): dropping it removes them, also when the test fails.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -8,15 +9,17 @@ use std::time::Duration;
 use anyhow::Context as _;
 use sluice_agent::config::AgentConfig;
 use sqlx::postgres::PgPoolOptions;
-use sqlx::{Connection as _, PgPool};
+use sqlx::PgPool;
 
 use crate::servers::init_test_logging;
+use crate::teardown::{Leftovers, Teardown};
 use crate::{create_database, create_queue_pair, servers, sqs_client, wait_for, Servers};
 
 /// Receives before the queue's redrive policy moves a message to the DLQ in tests.
 pub const MAX_RECEIVE_COUNT: u32 = 3;
 
-/// One test's world: its own database and its own queue pair.
+/// One test's world: its own database and its own queue pair, removed when it is dropped
+/// (with every other queue named after it, its upload records table and [`TestEnv::dir`]).
 #[derive(Debug)]
 pub struct TestEnv {
     pub servers: Servers,
@@ -28,6 +31,7 @@ pub struct TestEnv {
     pub sqs: aws_sdk_sqs::Client,
     pub queue_url: String,
     pub dlq_url: String,
+    teardown: Teardown,
 }
 
 /// Options for a test environment.
@@ -66,6 +70,13 @@ impl TestEnv {
         let name = format!("t{}", uuid::Uuid::new_v4().simple());
         let name = name[..20].to_owned();
         let database_url = create_database(&servers.database_url, &name, false).await?;
+        let teardown = Teardown::new(Leftovers {
+            name: name.clone(),
+            admin_url: servers.database_url.clone(),
+            endpoint: servers.sqs_endpoint.clone(),
+            dir: None,
+            table: None,
+        });
         let pool = PgPoolOptions::new()
             .max_connections(4)
             .after_connect(|conn, _| {
@@ -88,7 +99,7 @@ impl TestEnv {
             opts.max_receive_count,
         )
         .await?;
-        Ok(Self {
+        let mut env = Self {
             servers,
             name,
             database_url,
@@ -96,7 +107,11 @@ impl TestEnv {
             sqs,
             queue_url: queues.queue_url,
             dlq_url: queues.dlq_url,
-        })
+            teardown,
+        };
+        let (dir, table) = (env.dir(), env.status_table());
+        env.teardown.also(dir, table);
+        Ok(env)
     }
 
     /// An agent configuration for this environment, with `extra` TOML lines appended to the
@@ -165,7 +180,8 @@ impl TestEnv {
             .map_err(|e| anyhow::anyhow!("{e}"))
     }
 
-    /// This test's own temp directory: agent configs and logs. [`TestEnv::cleanup`] removes it.
+    /// This test's own temp directory: agent configs and logs, removed with the test's other
+    /// leftovers (kept when the test panics, to be read).
     pub fn dir(&self) -> PathBuf {
         std::env::temp_dir().join(&self.name)
     }
@@ -345,22 +361,11 @@ impl TestEnv {
         }
     }
 
-    /// Drops the test database and the queues, and removes [`TestEnv::dir`] (best effort; a
-    /// failing test leaves them for inspection).
-    pub async fn cleanup(self) {
-        std::fs::remove_dir_all(self.dir()).ok();
+    /// Removes what [`TestEnv`] owns now rather than when it is dropped (for a program that goes
+    /// on after one test's world, such as the bench).
+    pub async fn cleanup(mut self) {
         self.pool.close().await;
-        if let Ok(mut admin) = sqlx::PgConnection::connect(&self.servers.database_url).await {
-            let _ = sqlx::query(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ))
-            .execute(&mut admin)
-            .await;
-        }
-        for url in [&self.queue_url, &self.dlq_url] {
-            let _ = self.sqs.delete_queue().queue_url(url).send().await;
-        }
+        self.teardown.now().await;
     }
 }
 

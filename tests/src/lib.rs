@@ -15,6 +15,7 @@
 //! |---|---|
 //! | `servers` | where the shared servers are, the workspace's binaries, free ports |
 //! | `env` | [`TestEnv`]: one test's database and queue pair, the agent's config, drain waits |
+//! | `teardown` | what a test made, removed once when its [`TestEnv`] drops, also on a panic |
 //! | `agent` | the agent under test: in-process ([`AgentHandle`]) or its binary ([`AgentProcess`]) |
 //! | `process` | [`ChildProcess`]: a child with a log file, signalled with kill(2) |
 //! | `metrics` | [`Metrics`]: Prometheus text parsed once, queried by name and labels |
@@ -48,6 +49,7 @@ mod records;
 mod servers;
 mod sqs;
 mod status;
+mod teardown;
 
 pub mod expenses;
 pub mod gen;

@@ -17,7 +17,8 @@ pub const WEBHOOK_SECRET: &str = "status-test-webhook-secret";
 
 impl TestEnv {
     /// This test's status queue, `{name}-status` (the URL `{queue_url}-status`), with a DLQ
-    /// that takes a message on its third receive; messages hide 2 s once received.
+    /// that takes a message on its third receive; messages hide 2 s once received. Both go
+    /// with the test's other queues when the [`TestEnv`] is dropped.
     pub async fn create_status_queue(&self) -> anyhow::Result<QueuePair> {
         create_queue_pair(&self.sqs, &format!("{}-status", self.name), 2, 3).await
     }

@@ -65,7 +65,6 @@ async fn ten_thousand_receipts_land_exactly_once_with_fields_intact() -> anyhow:
     .await?;
     assert_eq!(batch, (chunks as i64, 10_000, true));
     assert!(env.drain_dlq().await?.is_empty());
-    env.cleanup().await;
     Ok(())
 }
 
@@ -105,7 +104,6 @@ async fn the_same_upload_sent_twice_is_stored_once() -> anyhow::Result<()> {
         items as usize, expected_items,
         "items are not written twice either"
     );
-    env.cleanup().await;
     Ok(())
 }
 
@@ -149,7 +147,6 @@ async fn a_message_delivered_twice_is_stored_once() -> anyhow::Result<()> {
         env.drain_dlq().await?.is_empty(),
         "duplicates are not poison"
     );
-    env.cleanup().await;
     Ok(())
 }
 
@@ -208,7 +205,6 @@ async fn malformed_messages_go_to_the_dlq_with_a_reason_while_the_rest_is_stored
             "{d:?}"
         );
     }
-    env.cleanup().await;
     Ok(())
 }
 
@@ -241,7 +237,6 @@ async fn an_invalid_receipt_gives_400_naming_its_index_and_field_and_nothing_is_
     // Give a wrongly sent message time to show up before checking the queue is empty.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(env.depth(&env.queue_url).await?, (0, 0, 0));
-    env.cleanup().await;
     Ok(())
 }
 
@@ -280,7 +275,6 @@ async fn committed_receipts_stay_within_rate_times_time_plus_burst() -> anyhow::
         last > BURST,
         "the bucket refills: {last} receipts after {t:.1} s (samples {samples:?})"
     );
-    env.cleanup().await;
     Ok(())
 }
 
@@ -353,7 +347,6 @@ async fn an_api_gateway_v2_event_gets_the_same_answers_as_the_local_server() -> 
     // Both 202s enqueued their chunks: 2 × ceil(1200 / 500) messages.
     let (visible, _, _) = env.depth(&env.queue_url).await?;
     assert_eq!(visible, 6);
-    env.cleanup().await;
     Ok(())
 }
 
@@ -422,7 +415,6 @@ async fn sigterm_mid_drain_exits_0_and_nothing_is_lost() -> anyhow::Result<()> {
             .await?;
     assert_eq!((rows, distinct), (3_000, 3_000));
     assert!(env.drain_dlq().await?.is_empty());
-    env.cleanup().await;
     Ok(())
 }
 
@@ -457,7 +449,6 @@ async fn sigterm_while_a_receive_is_answered_releases_what_it_brings() -> anyhow
         agent.log_text()
     );
     assert_eq!(env.count_receipts_or_zero().await, 0);
-    env.cleanup().await;
     Ok(())
 }
 
@@ -551,6 +542,5 @@ async fn the_uploader_sends_a_large_file_exactly_once_and_names_bad_lines() -> a
         "{error}"
     );
     std::fs::remove_dir_all(&dir).ok();
-    env.cleanup().await;
     Ok(())
 }

@@ -17,12 +17,13 @@ const TIMEOUT: Duration = Duration::from_secs(120);
 const RECEIPTS: usize = 20;
 
 /// One test's stack: its queues and database, the ingest API, and the agent binary with
-/// `[write]` set as given.
+/// `[write]` set as given. The fields drop in order: the agent is gone before the env removes
+/// its database.
 struct Stack {
-    env: TestEnv,
     ingest: IngestHandle,
     agent: AgentProcess,
     oracle: Oracle,
+    env: TestEnv,
 }
 
 impl Stack {
@@ -116,7 +117,6 @@ impl Stack {
     async fn stop(mut self) -> anyhow::Result<()> {
         let status = self.agent.terminate(Duration::from_secs(60)).await?;
         anyhow::ensure!(status.success(), "agent exited with {status}");
-        self.env.cleanup().await;
         Ok(())
     }
 }

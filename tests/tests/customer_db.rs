@@ -138,7 +138,6 @@ async fn a_table_lock_is_waited_out_with_the_watchdog_fed_and_nothing_lost() -> 
         !log.contains("Pipeline made no progress"),
         "the watchdog starved:\n{log}"
     );
-    env.cleanup().await;
     Ok(())
 }
 
@@ -251,7 +250,6 @@ async fn the_database_password_appears_nowhere_however_it_is_given() -> anyhow::
             "{form:?}: the password reached the log:\n{log}"
         );
     }
-    env.cleanup().await;
     Ok(())
 }
 
@@ -282,7 +280,6 @@ async fn readiness_answers_while_every_writer_connection_is_held() -> anyhow::Re
     let answered = tokio::time::timeout(Duration::from_secs(30), store.ping()).await;
     assert!(matches!(answered, Ok(Ok(()))), "{answered:?}");
     drop(held);
-    env.cleanup().await;
     Ok(())
 }
 
@@ -367,6 +364,5 @@ async fn status_reads_only_through_indexes_on_a_large_ledger() -> anyhow::Result
     assert_eq!(store.receipts_per_message(100).await?, Some(100.0));
     let rate = store.recent_rate(Duration::from_secs(60)).await?;
     assert!((50.0..=110.0).contains(&rate), "{rate}");
-    env.cleanup().await;
     Ok(())
 }

@@ -73,7 +73,6 @@ async fn a_gzip_bomb_is_refused_with_its_error_and_nothing_is_enqueued() -> anyh
         .expect("an error for the metadata");
     assert_eq!(metadata["reason"], "must be a JSON object, not an array");
     assert_queue_empty(&env).await?;
-    env.cleanup().await;
     Ok(())
 }
 
@@ -122,7 +121,6 @@ async fn one_key_with_another_body_is_422_and_only_the_first_body_is_stored() ->
             .fetch_one(&env.pool)
             .await?;
     assert!(complete, "the batch is the first body's, whole");
-    env.cleanup().await;
     Ok(())
 }
 
@@ -149,7 +147,6 @@ async fn one_key_with_the_same_body_is_a_safe_retry_with_the_same_batch_id() -> 
     env.wait_drained(250, DRAIN_TIMEOUT).await?;
     agent.stop().await?;
     oracle.verify(&env).await?;
-    env.cleanup().await;
     Ok(())
 }
 
@@ -183,7 +180,6 @@ async fn one_receipt_id_with_two_contents_is_400_naming_both_indexes() -> anyhow
     env.wait_drained(19, DRAIN_TIMEOUT).await?;
     agent.stop().await?;
     oracle.verify(&env).await?;
-    env.cleanup().await;
     Ok(())
 }
 
@@ -250,6 +246,5 @@ async fn a_503_carries_a_request_id_and_no_sdk_text_while_the_log_keeps_it() -> 
         "the SDK's error is in the log: {line}"
     );
     ingest.stop().await?;
-    env.cleanup().await;
     Ok(())
 }

@@ -55,6 +55,5 @@ async fn a_backlog_of_the_largest_receipts_drains_without_exceeding_max_in_fligh
     oracle.verify(&env).await?;
     let status = agent.terminate(Duration::from_secs(30)).await?;
     assert!(status.success(), "{status}");
-    env.cleanup().await;
     Ok(())
 }

@@ -49,10 +49,6 @@ async fn create_queue(
         .ok_or_else(|| anyhow::anyhow!("no queue URL"))
 }
 
-async fn delete_queue(env: &TestEnv, url: &str) {
-    let _ = env.sqs.delete_queue().queue_url(url).send().await;
-}
-
 /// Item 3: `check-config --online` names each dead-letter problem, and `run` refuses the
 /// definite ones with the same words (exit 64, which the unit does not restart).
 #[tokio::test]
@@ -110,8 +106,6 @@ async fn check_config_online_names_each_dead_letter_queue_problem() -> anyhow::R
         assert_eq!(out.status.code(), Some(64), "{config}: {}", stderr(&out));
         assert!(stderr(&out).contains(needle), "{config}: {}", stderr(&out));
     }
-    delete_queue(&env, &small).await;
-    env.cleanup().await;
     Ok(())
 }
 
@@ -141,7 +135,7 @@ async fn a_missing_dead_letter_queue_at_start_is_a_condition_that_clears() -> an
     oracle.acknowledge(&receipts);
     env.wait_drained(50, DRAIN_TIMEOUT).await?;
 
-    let created = create_queue(&env, &late_name, &[]).await?;
+    create_queue(&env, &late_name, &[]).await?;
     wait_for(
         Duration::from_secs(90),
         "the condition to clear",
@@ -153,8 +147,6 @@ async fn a_missing_dead_letter_queue_at_start_is_a_condition_that_clears() -> an
     .await?;
     agent.stop().await?;
     oracle.verify(&env).await?;
-    delete_queue(&env, &created).await;
-    env.cleanup().await;
     Ok(())
 }
 
@@ -216,7 +208,6 @@ async fn dlq_purge_refuses_another_spelling_of_the_main_queue() -> anyhow::Resul
         2,
         "main queue untouched"
     );
-    env.cleanup().await;
     Ok(())
 }
 
@@ -271,7 +262,6 @@ async fn thousands_of_messages_held_past_their_visibility_are_received_once() ->
     assert_eq!(lapsed, 0.0, "every extension landed in time");
     assert_eq!(received, N as f64, "no message was received twice");
     oracle.verify(&env).await?;
-    env.cleanup().await;
     Ok(())
 }
 
@@ -348,6 +338,5 @@ async fn a_newer_ingest_is_stored_or_released_never_dead_lettered() -> anyhow::R
     );
     // Nothing in the DLQ, the known chunk stored intact, the unknown ones not stored.
     oracle.verify(&env).await?;
-    env.cleanup().await;
     Ok(())
 }

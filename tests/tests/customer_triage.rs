@@ -137,7 +137,6 @@ async fn a_trigger_refusing_one_receipt_dead_letters_it_and_stores_the_1499_othe
             && reason.contains("blocked by the finance team"),
         "the trigger's message: {reason}"
     );
-    env.cleanup().await;
     Ok(())
 }
 
@@ -178,7 +177,6 @@ async fn a_batch_of_only_bad_rows_is_dead_lettered_not_taken_for_a_broken_table(
     assert_eq!(paused, 0.0, "never taken for a systemic refusal");
     let dead = oracle.verify(&env).await?;
     assert_eq!(dead.len(), 2);
-    env.cleanup().await;
     Ok(())
 }
 
@@ -235,7 +233,6 @@ async fn a_not_null_column_added_by_hand_pauses_the_agent_until_the_dba_fixes_it
     assert_eq!(dead_lettered, 0.0);
     let dead = oracle.verify(&env).await?;
     assert!(dead.is_empty());
-    env.cleanup().await;
     Ok(())
 }
 
@@ -309,7 +306,6 @@ async fn a_revoked_insert_permission_pauses_the_agent_until_granted_again() -> a
     sql(&env, &format!("REASSIGN OWNED BY {role} TO postgres")).await?;
     sql(&env, &format!("DROP OWNED BY {role}")).await?;
     sql(&env, &format!("DROP ROLE {role}")).await?;
-    env.cleanup().await;
     Ok(())
 }
 
@@ -384,6 +380,5 @@ async fn a_failed_dead_letter_send_releases_the_message_and_blocks_nothing() -> 
     assert_eq!(dead_lettered, 1.0);
     let dead = oracle.verify(&env).await?;
     assert_eq!(dead.len(), 1);
-    env.cleanup().await;
     Ok(())
 }

@@ -72,7 +72,6 @@ async fn the_agent_killed_ten_times_at_random_moments_loses_and_duplicates_nothi
     env.wait_drained(8_000, DRAIN_TIMEOUT).await?;
     agent.stop().await?;
     oracle.verify(&env).await?;
-    env.cleanup().await;
     Ok(())
 }
 
@@ -143,7 +142,6 @@ async fn a_connection_cut_around_commit_leads_to_no_delete_and_the_redelivery_is
     assert!(duplicates >= 1.0, "no duplicate absorbed: {duplicates}");
     // And it was retried while held, not left to be redelivered by SQS.
     assert_eq!(received, 12.0, "12 chunks, each received once");
-    env.cleanup().await;
     Ok(())
 }
 
@@ -184,7 +182,6 @@ async fn sqs_latency_resets_and_an_outage_lose_nothing() -> anyhow::Result<()> {
     assert!(outage_started < 4_000, "the outage must land mid-drain");
     assert!(errors >= 1.0, "the faults were seen: {errors}");
     oracle.verify(&env).await?;
-    env.cleanup().await;
     Ok(())
 }
 
@@ -230,7 +227,6 @@ async fn a_batch_slower_than_the_visibility_timeout_is_received_once() -> anyhow
     assert_eq!(received, 3.0, "3 chunks, each received exactly once");
     assert_eq!(duplicates, 0.0);
     oracle.verify(&env).await?;
-    env.cleanup().await;
     Ok(())
 }
 
@@ -267,7 +263,6 @@ async fn two_agents_one_frozen_past_its_visibility_timeout_still_store_exactly_o
     frozen.stop().await?;
     other.stop().await?;
     oracle.verify(&env).await?;
-    env.cleanup().await;
     Ok(())
 }
 
@@ -338,7 +333,6 @@ async fn a_row_the_database_refuses_is_dead_lettered_and_its_999_neighbours_stor
         (1000, 1),
         "the ledger records the chunk with its one rejected row"
     );
-    env.cleanup().await;
     Ok(())
 }
 
@@ -394,7 +388,6 @@ async fn batch_calls_that_half_fail_inside_a_200_lose_nothing() -> anyhow::Resul
     );
     assert_eq!(received, 60.0, "retried deletes: no message came back");
     oracle.verify(&env).await?;
-    env.cleanup().await;
     Ok(())
 }
 
@@ -443,7 +436,6 @@ async fn postgres_crashing_mid_transaction_and_restarting_loses_nothing() -> any
     agent.stop().await?;
     assert!(errors >= 1.0, "the crashes were seen: {errors}");
     oracle.verify(&env).await?;
-    env.cleanup().await;
     Ok(())
 }
 
@@ -498,6 +490,5 @@ async fn a_duplicate_storm_is_stored_exactly_once() -> anyhow::Result<()> {
         .fetch_one(&env.pool)
         .await?;
     assert_eq!(chunks, 30);
-    env.cleanup().await;
     Ok(())
 }

@@ -140,7 +140,6 @@ async fn metrics_show_the_queue_depth_falling_while_a_backlog_drains_and_status_
 
     let exit = agent.terminate(STOP_TIMEOUT).await?;
     assert_eq!(exit.code(), Some(0), "{}", agent.log_text());
-    env.cleanup().await;
     Ok(())
 }
 
@@ -189,7 +188,6 @@ async fn status_json_reports_the_true_depth_with_no_agent_running() -> anyhow::R
     );
     assert!(text.contains("dead letters  1 messages"), "{text}");
     assert!(text.contains("ApproximateAgeOfOldestMessage"), "{text}");
-    env.cleanup().await;
     Ok(())
 }
 
@@ -218,7 +216,6 @@ async fn status_watch_json_prints_one_report_per_refresh_until_stopped() -> anyh
         assert_eq!(report["queue"]["visible"], 1, "{report:#}");
     }
     child.kill().await?;
-    env.cleanup().await;
     Ok(())
 }
 
@@ -324,7 +321,6 @@ async fn a_poison_receipt_is_listed_with_its_reason_and_once_fixed_redriven_and_
             .await?;
     assert_eq!(merchant, "Poison Pill Ltd");
     agent.stop().await?;
-    env.cleanup().await;
     Ok(())
 }
 
@@ -355,7 +351,6 @@ async fn an_undecodable_dead_letter_is_listed_with_its_decode_error() -> anyhow:
     );
     assert!(listed[0]["decode_error"].is_string(), "{listed:#}");
     assert_eq!(listed[0]["batch_id"], Value::Null, "{listed:#}");
-    env.cleanup().await;
     Ok(())
 }
 
@@ -395,7 +390,6 @@ async fn dlq_purge_refuses_without_yes_and_deletes_everything_with_it() -> anyho
         Some(0),
         "main queue untouched"
     );
-    env.cleanup().await;
     Ok(())
 }
 
@@ -475,7 +469,6 @@ async fn malformed_operator_input_is_refused_with_a_clear_error() -> anyhow::Res
         "{}",
         stderr(&out)
     );
-    env.cleanup().await;
     Ok(())
 }
 
@@ -563,6 +556,5 @@ async fn ready_and_watchdog_reach_the_notify_socket_and_stopping_follows_sigterm
         .filter_map(|l| l.split('=').next())
         .collect();
     assert!(kinds.contains("STATUS"), "{got:?}");
-    env.cleanup().await;
     Ok(())
 }

@@ -122,7 +122,6 @@ async fn a_lock_on_the_probed_table_brings_the_rate_down_and_it_climbs_once_rele
     );
 
     agent.stop().await?;
-    env.cleanup().await;
     Ok(())
 }
 
@@ -162,7 +161,6 @@ async fn a_probe_that_writes_or_hangs_refuses_the_start_naming_the_key() -> anyh
         .fetch_one(&env.pool)
         .await?;
     assert_eq!(rows, 0, "the refused probe wrote nothing");
-    env.cleanup().await;
     Ok(())
 }
 
@@ -190,6 +188,5 @@ async fn the_default_probe_runs_read_only_and_learns_a_baseline() -> anyhow::Res
         "the default statement is accepted on the read-only connection"
     );
     agent.stop().await?;
-    env.cleanup().await;
     Ok(())
 }

@@ -228,7 +228,6 @@ async fn a_backlog_lands_in_the_customers_tables_once_through_their_procedure() 
         .fetch_one(&env.pool)
         .await?;
     assert_eq!(rejected, 2);
-    env.cleanup().await;
     Ok(())
 }
 
@@ -295,7 +294,6 @@ async fn a_corrected_receipt_is_passed_again_marked_as_an_update() -> anyhow::Re
         .sum();
     assert_eq!(units(&total), want_total, "tenant {tenant}'s total");
     assert!(env.drain_dlq().await?.is_empty());
-    env.cleanup().await;
     Ok(())
 }
 
@@ -447,6 +445,7 @@ async fn check_config_online_names_what_the_procedure_target_lacks() -> anyhow::
         .await?;
     wait_drained(&env, 50).await?;
     agent.stop().await?;
+    // The role owns objects in the test's database: that goes first.
     let admin = env.servers.database_url.clone();
     env.cleanup().await;
     if let Ok(pool) = sqlx::PgPool::connect(&admin).await {
@@ -502,6 +501,5 @@ async fn a_dropped_procedure_pauses_the_agent_until_it_is_back() -> anyhow::Resu
     agent.stop().await?;
     assert_eq!(expenses_stored(&env).await, 500);
     assert!(env.drain_dlq().await?.is_empty(), "nothing dead-lettered");
-    env.cleanup().await;
     Ok(())
 }

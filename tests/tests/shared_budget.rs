@@ -130,7 +130,6 @@ async fn three_agents_share_one_budget_and_two_take_it_over_when_one_is_killed(
         .fetch_one(&env.pool)
         .await?;
     assert_eq!(left, 1, "only the killed agent's row is left");
-    env.cleanup().await;
     Ok(())
 }
 
@@ -212,6 +211,5 @@ async fn the_live_set_is_judged_by_the_database_clock_and_long_expired_rows_are_
         .fetch_one(&env.pool)
         .await?;
     assert_eq!(left, 0, "a clean stop leaves the table");
-    env.cleanup().await;
     Ok(())
 }

@@ -265,19 +265,6 @@ async fn reports_are_folded_once_and_malformed_ones_reach_the_status_dlq() -> an
         answer["message"],
         format!("no upload {unknown} is known here")
     );
-    let _ = env
-        .sqs
-        .delete_queue()
-        .queue_url(&status.queue_url)
-        .send()
-        .await;
-    let _ = env
-        .sqs
-        .delete_queue()
-        .queue_url(&status.dlq_url)
-        .send()
-        .await;
-    env.cleanup().await;
     Ok(())
 }
 
@@ -345,19 +332,6 @@ async fn a_webhook_is_retried_then_delivered_once_and_verifiably_signed() -> any
         body.as_object_mut().map(|o| o.remove("webhook"));
         assert_eq!(body, expected, "the webhook carries the endpoint's answer");
     }
-    let _ = env
-        .sqs
-        .delete_queue()
-        .queue_url(&status.queue_url)
-        .send()
-        .await;
-    let _ = env
-        .sqs
-        .delete_queue()
-        .queue_url(&status.dlq_url)
-        .send()
-        .await;
-    env.cleanup().await;
     Ok(())
 }
 
@@ -486,19 +460,6 @@ async fn an_agent_upload_ends_stored_with_rejections_and_its_webhook_arrives_onc
     body.as_object_mut().map(|o| o.remove("webhook"));
     assert_eq!(body, expected);
     agent.terminate(Duration::from_secs(60)).await?;
-    let _ = env
-        .sqs
-        .delete_queue()
-        .queue_url(&status.queue_url)
-        .send()
-        .await;
-    let _ = env
-        .sqs
-        .delete_queue()
-        .queue_url(&status.dlq_url)
-        .send()
-        .await;
-    env.cleanup().await;
     Ok(())
 }
 
@@ -532,7 +493,7 @@ async fn the_status_survives_a_status_queue_outage_and_an_agent_kill() -> anyhow
         before["chunks_done"], 0,
         "no status while the queue is missing: {before}"
     );
-    let status = env.create_status_queue().await?;
+    env.create_status_queue().await?;
     let done = ingest
         .wait_status(
             &batch,
@@ -555,19 +516,6 @@ async fn the_status_survives_a_status_queue_outage_and_an_agent_kill() -> anyhow
     }
     oracle.verify(&env).await?;
     agent.terminate(Duration::from_secs(60)).await?;
-    let _ = env
-        .sqs
-        .delete_queue()
-        .queue_url(&status.queue_url)
-        .send()
-        .await;
-    let _ = env
-        .sqs
-        .delete_queue()
-        .queue_url(&status.dlq_url)
-        .send()
-        .await;
-    env.cleanup().await;
     Ok(())
 }
 
@@ -639,7 +587,6 @@ async fn a_caller_named_by_the_authorizer_sees_only_its_own_uploads() -> anyhow:
         "{other}"
     );
     assert_eq!(other["message"], format!("no upload {batch} is known here"));
-    env.cleanup().await;
     Ok(())
 }
 
@@ -707,7 +654,6 @@ async fn the_same_report_twice_counts_once_and_rejections_keep_the_first_hundred
         .take(100)
         .collect();
     assert_eq!(named, first, "the first 100 named, in fold order");
-    env.cleanup().await;
     Ok(())
 }
 
@@ -747,18 +693,5 @@ async fn a_webhook_never_accepted_is_given_up_and_recorded_failed() -> anyhow::R
         attempts,
         "no POST after giving up"
     );
-    let _ = env
-        .sqs
-        .delete_queue()
-        .queue_url(&status.queue_url)
-        .send()
-        .await;
-    let _ = env
-        .sqs
-        .delete_queue()
-        .queue_url(&status.dlq_url)
-        .send()
-        .await;
-    env.cleanup().await;
     Ok(())
 }

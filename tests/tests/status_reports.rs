@@ -166,12 +166,10 @@ async fn unreported(env: &TestEnv) -> anyhow::Result<i64> {
     )
 }
 
-/// Stops the agent (it must exit cleanly) and removes the test's database and queues.
-async fn stop(mut agent: AgentProcess, env: TestEnv, status_url: &str) -> anyhow::Result<()> {
+/// Stops the agent; it must exit cleanly.
+async fn stop(mut agent: AgentProcess) -> anyhow::Result<()> {
     let status = agent.terminate(Duration::from_secs(60)).await?;
     anyhow::ensure!(status.success(), "agent exited with {status}");
-    let _ = env.sqs.delete_queue().queue_url(status_url).send().await;
-    env.cleanup().await;
     Ok(())
 }
 
@@ -298,7 +296,7 @@ async fn reports_count_every_receipt_and_name_each_refusal_with_its_reason() -> 
         agent.counter("sluice_status_send_failures_total").await,
         0.0
     );
-    stop(agent, env, &status_url).await
+    stop(agent).await
 }
 
 /// (b) A status queue that does not exist yet: the data drains all the same, the agent stays
@@ -386,7 +384,7 @@ async fn a_missing_status_queue_delays_reports_and_nothing_else() -> anyhow::Res
         .filter(|l| l.contains("\"WARN\"") && l.contains("Cannot send status reports"))
         .count();
     assert_eq!(warned, 1, "one WARN per outage:\n{log}");
-    stop(agent, env, &status_url).await
+    stop(agent).await
 }
 
 /// (c) Killed (-9) after its commits but before any report went (the status queue did not
@@ -438,7 +436,7 @@ async fn reports_not_sent_before_a_kill_go_after_the_restart() -> anyhow::Result
     })
     .await?;
     assert!(oracle.verify(&env).await?.is_empty());
-    stop(agent, env, &status_url).await
+    stop(agent).await
 }
 
 /// (d) SIGTERM right after the last commit: the reporter flushes before the agent exits, so a
@@ -464,7 +462,5 @@ async fn a_clean_stop_leaves_no_chunk_unreported() -> anyhow::Result<()> {
     let s = sum(&reports, &batch.0);
     assert_eq!((s.chunks, s.receipts, s.stored), (batch.1, 60, 60));
     assert!(oracle.verify(&env).await?.is_empty());
-    let _ = env.sqs.delete_queue().queue_url(&status_url).send().await;
-    env.cleanup().await;
     Ok(())
 }

@@ -83,7 +83,6 @@ async fn a_redelivery_and_repeats_within_a_batch_are_counted_once_each() -> anyh
             .fetch_one(&env.pool)
             .await?;
     assert_eq!(total, "999.9900");
-    env.cleanup().await;
     Ok(())
 }
 
@@ -148,7 +147,6 @@ async fn writers_racing_for_the_same_ids_store_each_once() -> anyhow::Result<()>
     .fetch_one(&env.pool)
     .await?;
     assert_eq!(ledger, (380, 900));
-    env.cleanup().await;
     Ok(())
 }
 
@@ -203,6 +201,5 @@ async fn writers_with_the_same_ids_in_opposite_orders_do_not_deadlock() -> anyho
         (41, 41),
         "{a:?} {b:?}"
     );
-    env.cleanup().await;
     Ok(())
 }

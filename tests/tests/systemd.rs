@@ -121,7 +121,6 @@ async fn the_unit_runs_the_agent_under_a_real_systemd() -> anyhow::Result<()> {
     the_journal_holds_one_json_line_per_entry(&sd).await?;
     a_refused_configuration_is_not_restarted(&sd, &site).await?;
     drop(container);
-    env.cleanup().await;
     Ok(())
 }
 

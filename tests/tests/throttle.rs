@@ -111,7 +111,6 @@ async fn sighup_applies_a_new_rate_without_a_restart_and_refuses_an_invalid_file
 
     assert_eq!(agent.terminate(STOP_TIMEOUT).await?.code(), Some(0));
     assert_eq!(stored(&env).await?, (RECEIPTS, RECEIPTS));
-    env.cleanup().await;
     Ok(())
 }
 
@@ -219,7 +218,5 @@ async fn a_postgres_outage_longer_than_visibility_times_max_receives_loses_and_d
     assert_eq!(chunks, RECEIPTS / 50, "one ledger row per chunk");
     let dead = env.drain_dlq().await?;
     assert!(dead.is_empty(), "dead-lettered: {dead:?}");
-    env.cleanup().await;
-    drop(pg);
     Ok(())
 }

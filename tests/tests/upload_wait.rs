@@ -144,9 +144,5 @@ async fn upload_wait_exits_0_when_stored_and_1_naming_the_refused_lines() -> any
     let status = agent.terminate(Duration::from_secs(60)).await?;
     assert!(status.success(), "agent exited with {status}");
     ingest.stop().await?;
-    for url in [&status_queues.queue_url, &status_queues.dlq_url] {
-        let _ = env.sqs.delete_queue().queue_url(url).send().await;
-    }
-    env.cleanup().await;
     Ok(())
 }

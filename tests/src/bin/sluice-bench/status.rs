@@ -180,9 +180,6 @@ pub(crate) async fn measure(
             POLL_INTERVAL.as_millis()
         ),
     );
-    for url in [&status_pair.queue_url, &status_pair.dlq_url] {
-        let _ = env.sqs.delete_queue().queue_url(url).send().await;
-    }
     env.cleanup().await;
     Ok(())
 }
