@@ -255,9 +255,7 @@ impl AgentProcess {
     /// A counter's total over its labels: 0 before its first increment, NaN (so that no
     /// comparison holds) while the agent does not answer.
     pub async fn counter(&self, name: &str) -> f64 {
-        self.metrics()
-            .await
-            .map_or(f64::NAN, |m| m.sum(name, &[]).unwrap_or(0.0))
+        self.metrics().await.map_or(f64::NAN, |m| m.counter(name))
     }
 
     /// SIGTERM; fails (with its log) unless the agent exits 0 within a minute.

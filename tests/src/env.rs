@@ -208,6 +208,13 @@ impl TestEnv {
         self.count_receipts().await.unwrap_or(0)
     }
 
+    /// Creates the agent's schema `sluice` in this test's database, as the agent does at start.
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        sluice_agent::Store::from_pool(self.pool.clone())
+            .migrate("sluice")
+            .await
+    }
+
     /// (visible, in flight, delayed) of a queue, read as the agent's monitor reads it.
     pub async fn depth(&self, queue_url: &str) -> anyhow::Result<(u64, u64, u64)> {
         let queue = sluice_agent::Queue::new(self.sqs.clone(), queue_url.to_owned(), None);
@@ -216,16 +223,28 @@ impl TestEnv {
     }
 
     /// Waits up to `timeout` until `expected` receipts are stored and the main queue holds
-    /// nothing, visible or not.
-    /// On a time-out the error says what it saw last: the receipts stored, the queue's depth
-    /// and the DLQ's, so a message moved to the DLQ is told from one still held.
+    /// nothing, visible or not ([`TestEnv::wait_drained_in`] Sluice's own table).
     pub async fn wait_drained(&self, expected: i64, timeout: Duration) -> anyhow::Result<()> {
+        self.wait_drained_in(Stored::Receipts, expected, timeout)
+            .await
+    }
+
+    /// Waits up to `timeout` until `expected` rows are stored in `table` and the main queue
+    /// holds nothing, visible or not.
+    /// On a time-out the error says what it saw last: the rows stored, the queue's depth
+    /// and the DLQ's, so a message moved to the DLQ is told from one still held.
+    pub async fn wait_drained_in(
+        &self,
+        table: Stored,
+        expected: i64,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
         let last = std::cell::Cell::new((0, (0, 0, 0)));
         let drained = wait_for(
             timeout,
-            &format!("{expected} receipts stored and the queue empty"),
+            &format!("{expected} {} stored and the queue empty", table.noun()),
             || async {
-                let stored = self.count_receipts_or_zero().await;
+                let stored = table.count(self).await;
                 let depth = self.depth(&self.queue_url).await.ok()?;
                 last.set((stored, depth));
                 (stored >= expected && depth == (0, 0, 0)).then_some(())
@@ -366,6 +385,33 @@ impl TestEnv {
     pub async fn cleanup(mut self) {
         self.pool.close().await;
         self.teardown.now().await;
+    }
+}
+
+/// Where a drain's receipts end, for [`TestEnv::wait_drained_in`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    /// Sluice's own `sluice.receipts` (`target.kind = "sluice"`).
+    Receipts,
+    /// The example customer's `expenses.expenses`, written by their procedure
+    /// ([`crate::expenses`]).
+    Expenses,
+}
+
+impl Stored {
+    fn noun(self) -> &'static str {
+        match self {
+            Stored::Receipts => "receipts",
+            Stored::Expenses => "expenses",
+        }
+    }
+
+    /// Rows stored so far (0 while the table does not exist).
+    async fn count(self, env: &TestEnv) -> i64 {
+        match self {
+            Stored::Receipts => env.count_receipts_or_zero().await,
+            Stored::Expenses => crate::expenses::stored(&env.pool).await,
+        }
     }
 }
 

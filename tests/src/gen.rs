@@ -152,6 +152,14 @@ impl Generator {
     }
 }
 
+/// The `receipt_id` of a receipt as JSON (empty when it has none).
+pub fn id_of(receipt: &Value) -> String {
+    receipt["receipt_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
 fn money(minor: u64, scale: u64, digits: u32) -> String {
     if digits == 0 {
         minor.to_string()

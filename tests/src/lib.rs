@@ -64,7 +64,7 @@ use std::time::{Duration, Instant};
 
 pub use agent::{AgentHandle, AgentProcess, AGENT_PROCESS_ENV};
 pub use container::{container_root, Container, RootTree};
-pub use env::{DeadLetter, EnvOptions, TestEnv, MAX_RECEIVE_COUNT};
+pub use env::{DeadLetter, EnvOptions, Stored, TestEnv, MAX_RECEIVE_COUNT};
 pub use ingest::IngestHandle;
 pub use ingest_process::IngestProcess;
 pub use metrics::Metrics;

@@ -38,6 +38,11 @@ impl Metrics {
             .map(|s| s.value)
             .fold(None, |total, v| Some(total.unwrap_or(0.0) + v))
     }
+
+    /// A counter's total over all its series: 0 before its first increment.
+    pub fn counter(&self, name: &str) -> f64 {
+        self.sum(name, &[]).unwrap_or(0.0)
+    }
 }
 
 /// `name{k="v",…} value [timestamp]` → a series.
@@ -136,6 +141,13 @@ sluice_rate_rows_per_second 2.5e2
             m.sum("sluice_commit_seconds_bucket", &[("le", "+Inf")]),
             Some(40.0)
         );
+    }
+
+    #[test]
+    fn a_counter_is_its_total_and_0_before_its_first_increment() {
+        let m = Metrics::parse(SCRAPE);
+        assert_eq!(m.counter("sluice_queue_messages"), 15.0);
+        assert_eq!(m.counter("sluice_receipts_conflict_total"), 0.0);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 
-use crate::{create_queue_pair, wait_for, IngestProcess, QueuePair, TestEnv};
+use crate::{create_queue_pair, wait_for, AgentProcess, IngestProcess, QueuePair, TestEnv};
 
 /// The webhook secret the status tests give the ingest.
 pub const WEBHOOK_SECRET: &str = "status-test-webhook-secret";
@@ -44,6 +44,22 @@ impl TestEnv {
         ];
         vars.extend_from_slice(extra);
         self.start_ingest_process_with(log, &vars).await
+    }
+
+    /// `sluice-agent` ([`TestEnv::launch_agent`]) on `settings` (TOML such as its `[batch]`
+    /// and `[throttle]`), reporting every settled chunk on this test's status queue, whether or
+    /// not that exists yet.
+    pub async fn launch_reporting_agent(
+        &self,
+        name: &str,
+        settings: &str,
+    ) -> anyhow::Result<AgentProcess> {
+        let status = self.status_queue_url();
+        self.launch_agent(
+            name,
+            &format!("{settings}\n[status]\nqueue_url = {status:?}"),
+        )
+        .await
     }
 }
 

@@ -83,12 +83,9 @@ impl Stack {
         Ok(receipts)
     }
 
-    /// A counter's total; 0 before its first increment.
+    /// A counter of the agent ([`AgentProcess::counter`]).
     async fn counter(&self, name: &str) -> f64 {
-        self.agent
-            .metrics()
-            .await
-            .map_or(f64::NAN, |m| m.sum(name, &[]).unwrap_or(0.0))
+        self.agent.counter(name).await
     }
 
     /// Waits until `name` reaches `at_least` and the main queue is empty.

@@ -311,9 +311,7 @@ fn plan_nodes(plan: &Value, out: &mut Vec<PlanNode>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn status_reads_only_through_indexes_on_a_large_ledger() -> anyhow::Result<()> {
     let env = TestEnv::new().await?;
-    sluice_agent::Store::from_pool(env.pool.clone())
-        .migrate("sluice")
-        .await?;
+    env.migrate().await?;
     // Two days of ledger at one message a second: 172,800 rows, about 17 million receipts.
     sqlx::query(
         "INSERT INTO sluice.chunks (batch_id, chunk_index, chunk_count, receipts, committed_at)

@@ -61,12 +61,6 @@ fn raised_errors(agent: &AgentProcess, condition: &str) -> usize {
         .count()
 }
 
-async fn migrate(env: &TestEnv) -> anyhow::Result<()> {
-    sluice_agent::Store::from_pool(env.pool.clone())
-        .migrate("sluice")
-        .await
-}
-
 async fn sql(env: &TestEnv, statement: &str) -> anyhow::Result<()> {
     sqlx::query(statement).execute(&env.pool).await?;
     Ok(())
@@ -92,7 +86,7 @@ async fn wait_released(env: &TestEnv, messages: u64) -> anyhow::Result<()> {
 async fn a_trigger_refusing_one_receipt_dead_letters_it_and_stores_the_1499_others(
 ) -> anyhow::Result<()> {
     let env = TestEnv::new().await?;
-    migrate(&env).await?;
+    env.migrate().await?;
     sluice_e2e::block_merchant(&env).await?;
     let mut first = Generator::new(111).receipts(1_000);
     first[421]["merchant"] = json!("Blocked Merchant AG");
@@ -147,7 +141,7 @@ async fn a_trigger_refusing_one_receipt_dead_letters_it_and_stores_the_1499_othe
 async fn a_batch_of_only_bad_rows_is_dead_lettered_not_taken_for_a_broken_table(
 ) -> anyhow::Result<()> {
     let env = TestEnv::new().await?;
-    migrate(&env).await?;
+    env.migrate().await?;
     sql(
         &env,
         "ALTER TABLE sluice.receipts ADD CONSTRAINT no_poison_pill CHECK (merchant <> 'Poison Pill GmbH')",
@@ -192,7 +186,7 @@ async fn a_not_null_column_added_by_hand_pauses_the_agent_until_the_dba_fixes_it
         ..EnvOptions::default()
     })
     .await?;
-    migrate(&env).await?;
+    env.migrate().await?;
     sql(
         &env,
         "ALTER TABLE sluice.receipts ADD COLUMN cost_center text NOT NULL",
@@ -245,7 +239,7 @@ async fn a_revoked_insert_permission_pauses_the_agent_until_granted_again() -> a
         ..EnvOptions::default()
     })
     .await?;
-    migrate(&env).await?;
+    env.migrate().await?;
     let role = format!("{}_agent", env.name);
     sql(&env, &format!("CREATE ROLE {role} LOGIN")).await?;
     sql(&env, &format!("GRANT USAGE ON SCHEMA sluice TO {role}")).await?;
@@ -320,7 +314,7 @@ async fn a_failed_dead_letter_send_releases_the_message_and_blocks_nothing() -> 
         ..EnvOptions::default()
     })
     .await?;
-    migrate(&env).await?;
+    env.migrate().await?;
     sql(
         &env,
         "ALTER TABLE sluice.receipts ADD CONSTRAINT no_poison_pill CHECK (merchant <> 'Poison Pill GmbH')",

@@ -197,9 +197,7 @@ async fn a_batch_slower_than_the_visibility_timeout_is_received_once() -> anyhow
     let mut oracle = Oracle::new();
     env.upload_acknowledged(&mut oracle, &Generator::new(65).receipts(600), "200")
         .await?;
-    sluice_agent::Store::from_pool(env.pool.clone())
-        .migrate("sluice")
-        .await?;
+    env.migrate().await?;
     // The receipts and the ledger statements each sleep 6 s: a transaction of 12 s, longer
     // than the 10 s visibility timeout, while each statement stays under the statement timeout
     // (which must be below the visibility timeout).
@@ -272,9 +270,7 @@ async fn two_agents_one_frozen_past_its_visibility_timeout_still_store_exactly_o
 async fn a_row_the_database_refuses_is_dead_lettered_and_its_999_neighbours_stored(
 ) -> anyhow::Result<()> {
     let env = TestEnv::new().await?;
-    sluice_agent::Store::from_pool(env.pool.clone())
-        .migrate("sluice")
-        .await?;
+    env.migrate().await?;
     sqlx::query(
         "ALTER TABLE sluice.receipts ADD CONSTRAINT no_poison_pill CHECK (merchant <> 'Poison Pill GmbH')",
     )
@@ -404,9 +400,7 @@ async fn postgres_crashing_mid_transaction_and_restarting_loses_nothing() -> any
     let mut oracle = Oracle::new();
     env.upload_acknowledged(&mut oracle, &Generator::new(62).receipts(6_000), "200")
         .await?;
-    sluice_agent::Store::from_pool(env.pool.clone())
-        .migrate("sluice")
-        .await?;
+    env.migrate().await?;
     // Every insert takes 300 ms, so transactions are back to back and a crash lands inside one.
     sqlx::raw_sql(
         "CREATE FUNCTION sluice.slow_down() RETURNS trigger LANGUAGE plpgsql AS

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use sluice_e2e::expenses;
 use sluice_e2e::gen::Generator;
 use sluice_e2e::oracle::{norm_decimal, Oracle};
-use sluice_e2e::{wait_for, EnvOptions, TestEnv};
+use sluice_e2e::{wait_for, EnvOptions, Stored, TestEnv};
 use sqlx::Row as _;
 
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(240);
@@ -19,20 +19,6 @@ const TENANTS: u32 = 25;
 
 async fn expenses_stored(env: &TestEnv) -> i64 {
     expenses::stored(&env.pool).await
-}
-
-/// Waits until `expected` expenses are stored and the main queue holds nothing.
-async fn wait_drained(env: &TestEnv, expected: i64) -> anyhow::Result<()> {
-    wait_for(
-        DRAIN_TIMEOUT,
-        &format!("{expected} expenses stored and the queue empty"),
-        || async {
-            let stored = expenses_stored(env).await;
-            let depth = env.depth(&env.queue_url).await.ok()?;
-            (stored >= expected && depth == (0, 0, 0)).then_some(())
-        },
-    )
-    .await
 }
 
 /// A decimal string in ten-thousandths (the API allows at most 4 fraction digits).
@@ -142,7 +128,8 @@ async fn a_backlog_lands_in_the_customers_tables_once_through_their_procedure() 
     let at_kill = expenses_stored(&env).await;
     assert!(at_kill < 2_998, "the kill must land mid-drain: {at_kill}");
     let agent = env.launch_agent("again", &settings).await?;
-    wait_drained(&env, 2_998).await?;
+    env.wait_drained_in(Stored::Expenses, 2_998, DRAIN_TIMEOUT)
+        .await?;
     // Counted on the DLQ, not in the second agent's metrics: the first agent may have
     // dead-lettered either refused receipt before it was killed.
     wait_for(DRAIN_TIMEOUT, "two receipts dead-lettered", || async {
@@ -250,7 +237,8 @@ async fn a_corrected_receipt_is_passed_again_marked_as_an_update() -> anyhow::Re
         expenses::target_toml()
     );
     let agent = env.launch_agent("update", &settings).await?;
-    wait_drained(&env, 40).await?;
+    env.wait_drained_in(Stored::Expenses, 40, DRAIN_TIMEOUT)
+        .await?;
     env.upload_acknowledged(&mut oracle, &[corrected.clone(), receipts[8].clone()], "20")
         .await?;
     let id = corrected["receipt_id"].as_str().unwrap_or("").to_owned();
@@ -443,7 +431,8 @@ async fn check_config_online_names_what_the_procedure_target_lacks() -> anyhow::
             &format!("{cfg}\n[database]\nmigrate_on_start = true"),
         )
         .await?;
-    wait_drained(&env, 50).await?;
+    env.wait_drained_in(Stored::Expenses, 50, DRAIN_TIMEOUT)
+        .await?;
     agent.stop().await?;
     // The role owns objects in the test's database: that goes first.
     let admin = env.servers.database_url.clone();
@@ -471,7 +460,8 @@ async fn a_dropped_procedure_pauses_the_agent_until_it_is_back() -> anyhow::Resu
     let agent = env
         .launch_agent("dropped", &expenses::target_toml())
         .await?;
-    wait_drained(&env, 200).await?;
+    env.wait_drained_in(Stored::Expenses, 200, DRAIN_TIMEOUT)
+        .await?;
     sqlx::raw_sql("DROP PROCEDURE expenses.ingest_receipts(jsonb)")
         .execute(&env.pool)
         .await?;
@@ -492,7 +482,8 @@ async fn a_dropped_procedure_pauses_the_agent_until_it_is_back() -> anyhow::Resu
     );
     assert_eq!(expenses_stored(&env).await, 200);
     expenses::load(&env.pool, &["ingest_receipts.sql"]).await?;
-    wait_drained(&env, 500).await?;
+    env.wait_drained_in(Stored::Expenses, 500, DRAIN_TIMEOUT)
+        .await?;
     wait_for(DRAIN_TIMEOUT, "write_refused cleared", || async {
         let (status, _) = agent.get("/readyz").await?;
         (status == 200).then_some(())

@@ -7,18 +7,12 @@ use std::time::Duration;
 use aws_sdk_sqs::types::MessageAttributeValue;
 use hmac::{Hmac, Mac as _};
 use serde_json::{json, Value};
-use sluice_e2e::gen::Generator;
+use sluice_e2e::gen::{id_of, Generator};
 use sluice_e2e::oracle::Oracle;
-use sluice_e2e::{
-    block_merchant, wait_for, AgentProcess, Delivery, TestEnv, WebhookReceiver, WEBHOOK_SECRET,
-};
+use sluice_e2e::{block_merchant, wait_for, Delivery, TestEnv, WebhookReceiver, WEBHOOK_SECRET};
 use sluice_protocol::status::{encode_reports, ChunkReport, Rejection};
 
 const TIMEOUT: Duration = Duration::from_secs(120);
-
-fn id_of(v: &Value) -> String {
-    v["receipt_id"].as_str().unwrap_or_default().to_owned()
-}
 
 /// The report of chunk `index` of `count`: `stored` stored, the rest refused as `refused`.
 fn report(batch: &str, index: u32, count: u32, stored: u32, refused: &[Rejection]) -> ChunkReport {
@@ -335,15 +329,11 @@ async fn a_webhook_is_retried_then_delivered_once_and_verifiably_signed() -> any
     Ok(())
 }
 
-async fn launch(env: &TestEnv, name: &str, rate: u32) -> anyhow::Result<AgentProcess> {
-    env.launch_agent(
-        name,
-        &format!(
-            "[batch]\nmax_rows = 100\nmax_wait_ms = 50\n[throttle]\nrows_per_second = {rate}\nburst = {rate}\n[status]\nqueue_url = {:?}",
-            env.status_queue_url()
-        ),
+/// The agent's `[batch]` and `[throttle]` at `rate` receipts/s.
+fn settings(rate: u32) -> String {
+    format!(
+        "[batch]\nmax_rows = 100\nmax_wait_ms = 50\n[throttle]\nrows_per_second = {rate}\nburst = {rate}"
     )
-    .await
 }
 
 /// An upload with a duplicate, a conflicting version and a receipt the database refuses ends
@@ -353,16 +343,14 @@ async fn launch(env: &TestEnv, name: &str, rate: u32) -> anyhow::Result<AgentPro
 async fn an_agent_upload_ends_stored_with_rejections_and_its_webhook_arrives_once(
 ) -> anyhow::Result<()> {
     let env = TestEnv::new().await?;
-    sluice_agent::Store::from_pool(env.pool.clone())
-        .migrate("sluice")
-        .await?;
+    env.migrate().await?;
     block_merchant(&env).await?;
     let status = env.create_status_queue().await?;
     let receiver = WebhookReceiver::start(&[]).await?;
     let ingest = env
         .start_status_ingest("ingest.log", &[("SLUICE_MAX_RECEIPTS_PER_CHUNK", "4")])
         .await?;
-    let mut agent = launch(&env, "agent", 5000).await?;
+    let mut agent = env.launch_reporting_agent("agent", &settings(5000)).await?;
     let mut oracle = Oracle::new();
 
     let first = Generator::new(1311).receipts(10);
@@ -472,7 +460,7 @@ async fn the_status_survives_a_status_queue_outage_and_an_agent_kill() -> anyhow
     let ingest = env
         .start_status_ingest("ingest.log", &[("SLUICE_MAX_RECEIPTS_PER_CHUNK", "50")])
         .await?;
-    let mut agent = launch(&env, "first", 400).await?;
+    let mut agent = env.launch_reporting_agent("first", &settings(400)).await?;
     let mut oracle = Oracle::new();
     let receipts = Generator::new(1313).receipts(1500);
     let (code, answer) = ingest.upload(&receipts, &[]).await?;
@@ -486,7 +474,9 @@ async fn the_status_survives_a_status_queue_outage_and_an_agent_kill() -> anyhow
     agent.kill().await?;
     let stored_at_kill = env.count_receipts().await?;
     assert!(stored_at_kill < 1500, "killed mid-drain ({stored_at_kill})");
-    let mut agent = launch(&env, "second", 5000).await?;
+    let mut agent = env
+        .launch_reporting_agent("second", &settings(5000))
+        .await?;
     env.wait_drained(1500, TIMEOUT).await?;
     let (_, before) = ingest.batch_status(&batch).await?;
     assert_eq!(

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use sluice_e2e::gen::Generator;
+use sluice_e2e::gen::{id_of, Generator};
 use sluice_e2e::oracle::Oracle;
 use sluice_e2e::{block_merchant, wait_for, AgentProcess, IngestHandle, TestEnv};
 use sluice_protocol::status::{decode_message, ChunkReport, Rejection};
@@ -21,7 +21,7 @@ type Key = (String, u32);
 
 /// The status queue's URL for `env` (named after its main queue); created when `create`.
 async fn status_queue(env: &TestEnv, create: bool) -> anyhow::Result<String> {
-    let url = format!("{}-status", env.queue_url);
+    let url = env.status_queue_url();
     if create {
         let made = env
             .sqs
@@ -34,21 +34,6 @@ async fn status_queue(env: &TestEnv, create: bool) -> anyhow::Result<String> {
         anyhow::ensure!(made == url, "status queue made at {made}, expected {url}");
     }
     Ok(url)
-}
-
-/// The agent with its status queue at `status_url`.
-async fn launch(env: &TestEnv, name: &str, status_url: &str) -> anyhow::Result<AgentProcess> {
-    env.launch_agent(
-        name,
-        &format!("{SETTINGS}\n[status]\nqueue_url = {status_url:?}"),
-    )
-    .await
-}
-
-async fn migrate(env: &TestEnv) -> anyhow::Result<()> {
-    sluice_agent::Store::from_pool(env.pool.clone())
-        .migrate("sluice")
-        .await
 }
 
 /// Uploads `receipts` in chunks of `chunk`; returns the batch id and its chunk count.
@@ -173,23 +158,19 @@ async fn stop(mut agent: AgentProcess) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn id_of(v: &Value) -> String {
-    v["receipt_id"].as_str().unwrap_or_default().to_owned()
-}
-
 /// (a) An upload with a duplicate, a conflicting version and a receipt the database refuses
 /// ends with reports whose summed counts and reasons are exact: the reasons are the ones the
 /// dead-letter queue got.
 #[tokio::test]
 async fn reports_count_every_receipt_and_name_each_refusal_with_its_reason() -> anyhow::Result<()> {
     let env = TestEnv::new().await?;
-    migrate(&env).await?;
+    env.migrate().await?;
     block_merchant(&env).await?;
     let status_url = status_queue(&env, true).await?;
     let ingest = env
         .start_ingest(&[("SLUICE_MAX_RECEIPTS_PER_CHUNK", "4")])
         .await?;
-    let agent = launch(&env, "report", &status_url).await?;
+    let agent = env.launch_reporting_agent("report", SETTINGS).await?;
     let mut oracle = Oracle::new();
 
     let first = Generator::new(1201).receipts(10);
@@ -308,7 +289,7 @@ async fn a_missing_status_queue_delays_reports_and_nothing_else() -> anyhow::Res
     let ingest = env
         .start_ingest(&[("SLUICE_MAX_RECEIPTS_PER_CHUNK", "50")])
         .await?;
-    let agent = launch(&env, "outage", &status_url).await?;
+    let agent = env.launch_reporting_agent("outage", SETTINGS).await?;
     let mut oracle = Oracle::new();
     let receipts = Generator::new(1203).receipts(200);
     let batch = upload(&ingest, &receipts).await?;
@@ -396,7 +377,7 @@ async fn reports_not_sent_before_a_kill_go_after_the_restart() -> anyhow::Result
     let ingest = env
         .start_ingest(&[("SLUICE_MAX_RECEIPTS_PER_CHUNK", "25")])
         .await?;
-    let mut agent = launch(&env, "killed", &status_url).await?;
+    let mut agent = env.launch_reporting_agent("killed", SETTINGS).await?;
     let mut oracle = Oracle::new();
     let receipts = Generator::new(1204).receipts(100);
     let batch = upload(&ingest, &receipts).await?;
@@ -411,7 +392,7 @@ async fn reports_not_sent_before_a_kill_go_after_the_restart() -> anyhow::Result
     agent.kill().await?;
 
     status_queue(&env, true).await?;
-    let agent = launch(&env, "restarted", &status_url).await?;
+    let agent = env.launch_reporting_agent("restarted", SETTINGS).await?;
     let reports =
         collect_reports(&env, &status_url, &chunks_of(std::slice::from_ref(&batch))).await?;
     let s = sum(&reports, &batch.0);
@@ -448,7 +429,7 @@ async fn a_clean_stop_leaves_no_chunk_unreported() -> anyhow::Result<()> {
     let ingest = env
         .start_ingest(&[("SLUICE_MAX_RECEIPTS_PER_CHUNK", "10")])
         .await?;
-    let mut agent = launch(&env, "stopped", &status_url).await?;
+    let mut agent = env.launch_reporting_agent("stopped", SETTINGS).await?;
     let mut oracle = Oracle::new();
     let receipts = Generator::new(1205).receipts(60);
     let batch = upload(&ingest, &receipts).await?;

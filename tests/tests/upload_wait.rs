@@ -8,15 +8,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use sluice_e2e::gen::Generator;
+use sluice_e2e::gen::{id_of, Generator};
 use sluice_e2e::oracle::Oracle;
 use sluice_e2e::{block_merchant, TestEnv};
 
 const TIMEOUT: Duration = Duration::from_secs(120);
-
-fn id_of(v: &Value) -> String {
-    v["receipt_id"].as_str().unwrap_or_default().to_owned()
-}
 
 /// Writes `lines` (receipts, or `None` for a blank line) as NDJSON.
 fn write_ndjson(path: &Path, lines: &[Option<&Value>]) -> anyhow::Result<()> {
@@ -52,24 +48,18 @@ async fn upload_wait(api: &str, file: &Path) -> anyhow::Result<(Option<i32>, Str
 #[tokio::test]
 async fn upload_wait_exits_0_when_stored_and_1_naming_the_refused_lines() -> anyhow::Result<()> {
     let env = TestEnv::new().await?;
-    sluice_agent::Store::from_pool(env.pool.clone())
-        .migrate("sluice")
-        .await?;
+    env.migrate().await?;
     block_merchant(&env).await?;
-    let status_queues = env.create_status_queue().await?;
-    let status_url = status_queues.queue_url.clone();
+    env.create_status_queue().await?;
     let mut ingest = env
         .start_status_ingest("ingest.log", &[("SLUICE_MAX_RECEIPTS_PER_CHUNK", "4")])
         .await?;
     let api = ingest.url("");
     let mut agent = env
-        .launch_agent(
+        .launch_reporting_agent(
             "agent",
-            &format!(
-                "[batch]\nmax_rows = 500\nmax_wait_ms = 50\n\
-                 [throttle]\nrows_per_second = 5000\nburst = 5000\n\
-                 [status]\nqueue_url = {status_url:?}"
-            ),
+            "[batch]\nmax_rows = 500\nmax_wait_ms = 50\n\
+             [throttle]\nrows_per_second = 5000\nburst = 5000",
         )
         .await?;
     let mut oracle = Oracle::new();

@@ -286,11 +286,10 @@ async fn sample_rows(agent: &AgentProcess, d: Duration) -> Vec<(f64, f64)> {
 /// (receipts written, commit seconds summed, commits).
 async fn counters(agent: &AgentProcess) -> (f64, f64, f64) {
     let m = agent.metrics().await.unwrap_or_default();
-    let get = |name| m.sum(name, &[]).unwrap_or(0.0);
     (
-        get("sluice_rows_written_total"),
-        get("sluice_commit_seconds_sum"),
-        get("sluice_commit_seconds_count"),
+        m.counter("sluice_rows_written_total"),
+        m.counter("sluice_commit_seconds_sum"),
+        m.counter("sluice_commit_seconds_count"),
     )
 }
 
