@@ -222,6 +222,12 @@ impl TestEnv {
         Ok((d.visible, d.in_flight, d.delayed))
     }
 
+    /// `Some` once a queue holds nothing, visible, in flight or delayed (for [`wait_for`]).
+    pub async fn queue_empty(&self, queue_url: &str) -> Option<()> {
+        let (visible, in_flight, delayed) = self.depth(queue_url).await.ok()?;
+        (visible + in_flight + delayed == 0).then_some(())
+    }
+
     /// Waits up to `timeout` until `expected` receipts are stored and the main queue holds
     /// nothing, visible or not ([`TestEnv::wait_drained_in`] Sluice's own table).
     pub async fn wait_drained(&self, expected: i64, timeout: Duration) -> anyhow::Result<()> {

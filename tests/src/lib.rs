@@ -23,7 +23,7 @@
 //! | `ingest` | [`IngestHandle`]: the ingest API in-process |
 //! | `records` | the ingest's upload records table (DynamoDB on the local server) |
 //! | `ingest_process` | [`IngestProcess`]: the real `sluice-ingest` binary |
-//! | `status` | the status queue, the status endpoint polled, a [`WebhookReceiver`] |
+//! | `status` | the status queue, the status endpoint polled, a [`WebhookReceiver`], signatures |
 //! | `sqs` | the SQS client for the local server and queue pairs with a redrive policy |
 //! | `container` | [`Container`]: a Debian container whose PID 1 is systemd (`make test-systemd`) |
 //! | `postgres` | databases on a cluster, and [`PrivatePostgres`], a cluster a test may stop |
@@ -75,7 +75,9 @@ pub use process::{signal, ChildProcess, Launch};
 pub use records::dynamodb_client;
 pub use servers::{binary, free_local_addr, repo_root, servers, Servers};
 pub use sqs::{create_queue_pair, sqs_client, QueuePair};
-pub use status::{block_merchant, Delivery, WebhookReceiver, WEBHOOK_SECRET};
+pub use status::{
+    assert_signed, block_merchant, is_final, Delivery, WebhookReceiver, WEBHOOK_SECRET,
+};
 
 /// Polls `check` every 100 ms until it returns `Some`, or fails after `timeout` with the last
 /// state described by `what`.

@@ -1,6 +1,7 @@
 //! Upload status in tests: the test's status queue (with its DLQ), a `sluice-ingest` process
-//! folding it and sending webhooks, the status endpoint read with bounded polls, and a
-//! loopback webhook receiver that records what it is sent.
+//! folding it and sending webhooks, an agent reporting on it, the status endpoint read with
+//! bounded polls, and a loopback webhook receiver that records what it is sent, its signatures
+//! checked with an HMAC of its own.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -9,6 +10,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
+use hmac::{Hmac, Mac as _};
 
 use crate::{create_queue_pair, wait_for, AgentProcess, IngestProcess, QueuePair, TestEnv};
 
@@ -111,6 +113,14 @@ impl IngestProcess {
     }
 }
 
+/// Whether a status answer is final: `stored` or `stored_with_rejections`.
+pub fn is_final(s: &serde_json::Value) -> bool {
+    matches!(
+        s["state"].as_str(),
+        Some("stored" | "stored_with_rejections")
+    )
+}
+
 /// One POST a receiver got.
 #[derive(Debug, Clone)]
 pub struct Delivery {
@@ -181,6 +191,35 @@ impl WebhookReceiver {
             .map(|d| d.clone())
             .unwrap_or_default()
     }
+}
+
+/// Checks `Sluice-Signature` with an HMAC computed here (not by the ingest's code), and that
+/// `t` is recent.
+pub fn assert_signed(d: &Delivery) {
+    let header = d.headers["sluice-signature"].to_str().expect("ASCII");
+    let (t, v1) = header
+        .split_once(',')
+        .and_then(|(t, v)| Some((t.strip_prefix("t=")?, v.strip_prefix("v1=")?)))
+        .unwrap_or_else(|| panic!("signature header {header:?}"));
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(WEBHOOK_SECRET.as_bytes()).expect("key");
+    mac.update(format!("{t}.").as_bytes());
+    mac.update(&d.body);
+    let expected: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(v1, expected, "the signature verifies");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let t: u64 = t.parse().expect("t is a number");
+    assert!(
+        now.abs_diff(t) < 300,
+        "t={t} is within a 5-minute replay window"
+    );
 }
 
 /// Installs a trigger on `sluice.receipts` that refuses (P0001) every receipt whose merchant is

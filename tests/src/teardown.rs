@@ -2,10 +2,12 @@
 //! database, every queue named after it (its queue pair, its status queue pair, any other it
 //! made as `{name}-…`) and its upload records table — and its directory on disk, removed once.
 //! A test never tears down by hand: the removal runs when its [`crate::TestEnv`] is dropped,
-//! also when the test fails or panics. Drop cannot `.await`, so it runs to completion on a
-//! thread of its own, with its own current-thread runtime and its own clients (the test's
-//! runtime may be the very thread that is blocked in the drop), bounded in time so that a dead
-//! server cannot hang the suite. What it cannot remove is logged; it never panics.
+//! also when the test fails or panics (a panicking test keeps its directory, for its logs), or
+//! earlier by `TestEnv::cleanup` for what must come after it. Drop cannot `.await`, so the
+//! removal runs to completion on a thread of its own, with its own current-thread runtime and
+//! its own clients (the test's runtime may be the very thread blocked in the drop), bounded in
+//! time so that a dead server cannot hang the suite. What it cannot remove is logged; it never
+//! panics.
 
 use std::path::PathBuf;
 use std::time::Duration;
