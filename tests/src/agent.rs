@@ -63,6 +63,33 @@ impl TestEnv {
         Ok(agent)
     }
 
+    /// [`TestEnv::launch_agent`] without `queue.dead_letter_url`: an operator who has no
+    /// dead-letter queue (refused rows then stay on the queue for its redrive policy).
+    pub async fn launch_agent_without_dlq(
+        &self,
+        name: &str,
+        extra: &str,
+    ) -> anyhow::Result<AgentProcess> {
+        let addr = free_local_addr()?;
+        let extra = format!("{extra}\n[log]\nformat = \"json\"\nlevel = \"info\"");
+        let toml: String = self
+            .agent_toml(&listen_on(&extra, addr))
+            .lines()
+            .filter(|l| !l.starts_with("dead_letter_url"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        std::fs::create_dir_all(self.dir())?;
+        let config = self.dir().join(format!("{name}.toml"));
+        std::fs::write(&config, toml).with_context(|| format!("writing {}", config.display()))?;
+        let launch = Launch {
+            log: config.with_extension("log"),
+            ..Launch::default()
+        };
+        let agent = AgentProcess::spawn(&config, addr, launch)?;
+        agent.wait_answering(Duration::from_secs(30)).await?;
+        Ok(agent)
+    }
+
     /// [`TestEnv::spawn_agent`] with `env` added to the process's environment.
     pub fn spawn_agent_with_env(
         &self,
