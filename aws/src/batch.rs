@@ -9,6 +9,10 @@
 use std::future::Future;
 use std::time::Duration;
 
+use aws_sdk_sqs::error::{DisplayErrorContext, SdkError};
+use aws_sdk_sqs::operation::change_message_visibility_batch::ChangeMessageVisibilityBatchOutput;
+use aws_sdk_sqs::operation::delete_message_batch::DeleteMessageBatchOutput;
+use aws_sdk_sqs::operation::send_message_batch::SendMessageBatchOutput;
 use aws_sdk_sqs::types::BatchResultErrorEntry;
 use backon::{BackoffBuilder, ExponentialBuilder};
 
@@ -145,6 +149,43 @@ impl BatchRetry {
         }
         failed_for_good
     }
+}
+
+/// The answer of an SQS batch call: the entries it lists in `Failed`.
+pub trait BatchOutput {
+    /// The entries SQS refused.
+    fn failed(self) -> Vec<BatchResultErrorEntry>;
+}
+
+macro_rules! batch_outputs {
+    ($($output:ty),*) => {$(
+        impl BatchOutput for $output {
+            fn failed(self) -> Vec<BatchResultErrorEntry> {
+                self.failed
+            }
+        }
+    )*};
+}
+
+batch_outputs!(
+    SendMessageBatchOutput,
+    DeleteMessageBatchOutput,
+    ChangeMessageVisibilityBatchOutput
+);
+
+/// One batch call's `.send().await` as [`BatchRetry::run`]'s `call` returns it: SQS's `Failed`
+/// list, or the whole call's error with its chain of causes (the SDK's own `Display` shows only
+/// the top).
+pub fn failed_entries<O, E, R>(
+    sent: Result<O, SdkError<E, R>>,
+) -> Result<Vec<BatchResultErrorEntry>, String>
+where
+    O: BatchOutput,
+    E: std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    sent.map(BatchOutput::failed)
+        .map_err(|e| DisplayErrorContext(e).to_string())
 }
 
 #[cfg(test)]

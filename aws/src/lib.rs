@@ -9,10 +9,10 @@
 //! | module | owns |
 //! |---|---|
 //! | `client` | [`sqs_client`] (the standard AWS chain) and [`sqs_client_with_credentials`] |
-//! | `batch` | [`BatchRetry`]: calls of at most [`MAX_BATCH_ENTRIES`], refused entries retried |
+//! | `batch` | [`BatchRetry`]: calls of at most [`MAX_BATCH_ENTRIES`], refused entries retried; [`failed_entries`]: one call's answer as `run` takes it |
 
 mod batch;
 mod client;
 
-pub use batch::{BatchRetry, Retrying, MAX_BATCH_ENTRIES};
+pub use batch::{failed_entries, BatchOutput, BatchRetry, Retrying, MAX_BATCH_ENTRIES};
 pub use client::{shared_config, sqs_client, sqs_client_with_credentials};

@@ -7,7 +7,6 @@
 
 use std::time::Duration;
 
-use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
 use aws_sdk_sqs::Client;
 use futures_util::stream::{self, StreamExt};
@@ -91,14 +90,14 @@ impl Publisher {
                 .iter()
                 .filter_map(|(id, i)| entry(id, &messages[*i]))
                 .collect();
-            self.client
+            let sent = self
+                .client
                 .send_message_batch()
                 .queue_url(&self.queue_url)
                 .set_entries(Some(entries))
                 .send()
-                .await
-                .map(|out| out.failed)
-                .map_err(|e| DisplayErrorContext(e).to_string())
+                .await;
+            sluice_aws::failed_entries(sent)
         };
         SEND_RETRY
             .run(&group, send, |retrying| match retrying {

@@ -194,3 +194,21 @@ async fn no_tries_still_means_one_call() {
     assert_eq!(failed, vec![('a', "down".to_owned())]);
     assert_eq!(fake.sent(), vec!["a"]);
 }
+
+#[test]
+fn a_call_answers_its_failed_list_or_its_whole_error() {
+    use aws_sdk_sqs::operation::delete_message_batch::DeleteMessageBatchError;
+    let out = DeleteMessageBatchOutput::builder()
+        .set_successful(Some(Vec::new()))
+        .failed(refused("3", false, "InternalError"))
+        .build()
+        .expect("successful and failed are set");
+    let failed = failed_entries::<_, DeleteMessageBatchError, ()>(Ok(out)).expect("a 200 answer");
+    assert_eq!(failed, vec![refused("3", false, "InternalError")]);
+    let down = SdkError::<DeleteMessageBatchError, ()>::construction_failure("no region");
+    let error = failed_entries::<DeleteMessageBatchOutput, _, _>(Err(down)).expect_err("failed");
+    assert!(
+        error.starts_with("failed to construct request: no region"),
+        "{error}"
+    );
+}

@@ -192,14 +192,14 @@ impl Queue {
                             .ok()
                     })
                     .collect();
-                self.client
+                let sent = self
+                    .client
                     .delete_message_batch()
                     .queue_url(&self.url)
                     .set_entries(Some(req))
                     .send()
-                    .await
-                    .map(|out| out.failed)
-                    .map_err(|e| DisplayErrorContext(e).to_string())
+                    .await;
+                sluice_aws::failed_entries(sent)
             },
         )
         .await
@@ -228,14 +228,14 @@ impl Queue {
                             .ok()
                     })
                     .collect();
-                self.client
+                let sent = self
+                    .client
                     .change_message_visibility_batch()
                     .queue_url(&self.url)
                     .set_entries(Some(req))
                     .send()
-                    .await
-                    .map(|out| out.failed)
-                    .map_err(|e| DisplayErrorContext(e).to_string())
+                    .await;
+                sluice_aws::failed_entries(sent)
             },
         )
         .await

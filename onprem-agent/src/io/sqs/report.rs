@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use sluice_aws::{BatchRetry, Retrying};
 
@@ -65,14 +64,14 @@ impl Queue {
                             .ok()
                     })
                     .collect();
-                self.client
+                let sent = self
+                    .client
                     .send_message_batch()
                     .queue_url(&self.url)
                     .set_entries(Some(req))
                     .send()
-                    .await
-                    .map(|out| out.failed)
-                    .map_err(|e| DisplayErrorContext(e).to_string())
+                    .await;
+                sluice_aws::failed_entries(sent)
             };
             failed.extend(STATUS_RETRY.run(&entries, call, log_retry).await);
         }
