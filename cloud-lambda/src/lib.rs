@@ -7,14 +7,16 @@
 //! |---|---|
 //! | [`config`] | settings from the environment, every problem listed at once |
 //! | [`routes`] | the axum `Router` shared by Lambda and the local server; errors → HTTP status |
-//! | [`publish`] | SendMessageBatch: grouping, bounded parallel calls, per-entry retries |
+//! | [`publish`] | the chunks' SendMessageBatch calls: grouping, bounded parallel calls, per-entry retries |
 //! | [`records`] | the upload records in DynamoDB: an `Idempotency-Key` bound to its body |
 //! | [`status`] | the agents' chunk reports folded into the records; webhooks |
 //! | [`upload`] | the client: a large NDJSON file cut into parallel, retried requests |
+//! | `io` | the adapters: the only modules that call the AWS SDK (`sqs`, `dynamodb`) |
 //!
 //! Validation and splitting are pure and live in `sluice-protocol`.
 
 pub mod config;
+mod io;
 pub mod publish;
 pub mod records;
 pub mod routes;
@@ -29,7 +31,7 @@ pub use routes::{app, AppState};
 /// The application state for `cfg`, sending with `client`, recording uploads in `records`.
 pub fn state(
     cfg: IngestConfig,
-    client: aws_sdk_sqs::Client,
+    client: io::sqs::Client,
     records: Option<records::Records>,
 ) -> AppState {
     let publisher = publish::Publisher::new(

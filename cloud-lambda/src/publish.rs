@@ -2,16 +2,18 @@
 //! message byte limit per call, several calls in flight (bounded), and every per-entry failure
 //! SQS reports inside a 200 answer retried when it is not the sender's fault.
 //!
+//! The calls themselves go through the SQS adapter, `crate::io::sqs`.
+//!
 //! Succeeds only when SQS has accepted every chunk; otherwise the caller answers 503 and the
 //! client retries the whole request, which is safe because receipts are idempotent by id.
 
 use std::time::Duration;
 
-use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
-use aws_sdk_sqs::Client;
 use futures_util::stream::{self, StreamExt};
 use sluice_aws::{BatchRetry, Retrying};
-use sluice_protocol::envelope::{EncodedMessage, ENCODING_ATTRIBUTE};
+use sluice_protocol::envelope::EncodedMessage;
+
+use crate::io::sqs::{Client, Queue};
 
 pub use sluice_aws::MAX_BATCH_ENTRIES;
 
@@ -34,8 +36,7 @@ pub struct PublishError {
 
 #[derive(Debug, Clone)]
 pub struct Publisher {
-    client: Client,
-    queue_url: String,
+    queue: Queue,
     concurrency: usize,
     /// SQS caps a whole batch call at the same size as one message.
     max_batch_bytes: usize,
@@ -49,8 +50,7 @@ impl Publisher {
         max_batch_bytes: usize,
     ) -> Self {
         Self {
-            client,
-            queue_url,
+            queue: Queue::new(client, queue_url),
             concurrency: concurrency.max(1),
             max_batch_bytes,
         }
@@ -86,18 +86,8 @@ impl Publisher {
         group: Vec<usize>,
     ) -> Vec<(usize, String)> {
         let send = |pending: Vec<(String, usize)>| async move {
-            let entries: Vec<SendMessageBatchRequestEntry> = pending
-                .iter()
-                .filter_map(|(id, i)| entry(id, &messages[*i]))
-                .collect();
-            let sent = self
-                .client
-                .send_message_batch()
-                .queue_url(&self.queue_url)
-                .set_entries(Some(entries))
-                .send()
-                .await;
-            sluice_aws::failed_entries(sent)
+            let chunks = pending.iter().map(|(id, i)| (id.as_str(), &messages[*i]));
+            self.queue.send_chunks(chunks).await
         };
         SEND_RETRY
             .run(&group, send, |retrying| match retrying {
@@ -110,23 +100,6 @@ impl Publisher {
             })
             .await
     }
-}
-
-fn entry(id: &str, m: &EncodedMessage) -> Option<SendMessageBatchRequestEntry> {
-    let mut b = SendMessageBatchRequestEntry::builder()
-        .id(id)
-        .message_body(&m.body);
-    if let Some(enc) = m.encoding {
-        b = b.message_attributes(
-            ENCODING_ATTRIBUTE,
-            MessageAttributeValue::builder()
-                .data_type("String")
-                .string_value(enc)
-                .build()
-                .ok()?,
-        );
-    }
-    b.build().ok()
 }
 
 /// Groups message indexes into SendMessageBatch calls: ≤ 10 entries and ≤ `max_bytes` in total

@@ -8,14 +8,12 @@
 //! set, so a retry never clobbers the counts the status folding (`crate::status`) has added to
 //! the same item. Items expire through DynamoDB's TTL on `expires_at` (30 days after the last
 //! accept by default, `SLUICE_STATUS_TTL_DAYS`).
+//!
+//! The calls themselves go through the DynamoDB adapter, `crate::io::dynamodb`.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-    ScalarAttributeType, TimeToLiveSpecification,
-};
-use aws_sdk_dynamodb::Client;
+use crate::io::dynamodb::{AttributeValue, Client, Table, Update, UpdateError};
 
 /// How long an upload's record (its key binding and its status) is kept by default, in days.
 pub const DEFAULT_TTL_DAYS: u64 = 30;
@@ -54,8 +52,7 @@ pub enum RecordError {
 /// The upload records table.
 #[derive(Debug, Clone)]
 pub struct Records {
-    pub(crate) client: Client,
-    pub(crate) table: String,
+    pub(crate) table: Table,
     /// Seconds an item is kept after its last accept.
     pub(crate) ttl_seconds: u64,
 }
@@ -76,8 +73,7 @@ pub(crate) fn num(v: u64) -> AttributeValue {
 impl Records {
     pub fn new(client: Client, table: String) -> Self {
         Records {
-            client,
-            table,
+            table: Table::new(client, table, KEY),
             ttl_seconds: DEFAULT_TTL_DAYS * 24 * 3600,
         }
     }
@@ -100,49 +96,36 @@ impl Records {
             "#ttl = :expires",
         ];
         let mut condition = "attribute_not_exists(body_sha256) OR body_sha256 = :digest".to_owned();
-        let mut update = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key(KEY, AttributeValue::S(rec.batch_id.clone()))
-            .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
-            .expression_attribute_values(":digest", AttributeValue::S(rec.body_sha256.clone()))
-            .expression_attribute_values(":receipts", num(rec.receipts as u64))
-            .expression_attribute_values(":chunks", num(rec.chunks as u64))
-            .expression_attribute_values(":now", num(now))
-            .expression_attribute_values(":expires", num(now + self.ttl_seconds));
+        let mut update = Update::default()
+            .name("#ttl", TTL_ATTRIBUTE)
+            .value(":digest", AttributeValue::S(rec.body_sha256.clone()))
+            .value(":receipts", num(rec.receipts as u64))
+            .value(":chunks", num(rec.chunks as u64))
+            .value(":now", num(now))
+            .value(":expires", num(now + self.ttl_seconds));
         if let Some(key) = &rec.idempotency_key {
             sets.push("idempotency_key = :key");
-            update = update.expression_attribute_values(":key", AttributeValue::S(key.clone()));
+            update = update.value(":key", AttributeValue::S(key.clone()));
         }
         if let Some(owner) = &rec.owner {
             sets.push("#owner = :owner");
             condition =
                 format!("({condition}) AND (attribute_not_exists(#owner) OR #owner = :owner)");
             update = update
-                .expression_attribute_names("#owner", "owner")
-                .expression_attribute_values(":owner", AttributeValue::S(owner.clone()));
+                .name("#owner", "owner")
+                .value(":owner", AttributeValue::S(owner.clone()));
         }
         if let Some(url) = &rec.callback {
             sets.push("callback = :callback");
-            update =
-                update.expression_attribute_values(":callback", AttributeValue::S(url.clone()));
+            update = update.value(":callback", AttributeValue::S(url.clone()));
         }
         let update = update
-            .update_expression(format!("SET {}", sets.join(", ")))
-            .condition_expression(condition);
-        match update.send().await {
+            .expression(format!("SET {}", sets.join(", ")))
+            .condition(condition);
+        match self.table.update(&rec.batch_id, update).await {
             Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Err(RecordError::KeyReused)
-            }
-            Err(e) => Err(RecordError::Unavailable(format!(
-                "{}",
-                aws_sdk_dynamodb::error::DisplayErrorContext(&e)
-            ))),
+            Err(UpdateError::Condition) => Err(RecordError::KeyReused),
+            Err(UpdateError::Failed(detail)) => Err(RecordError::Unavailable(detail)),
         }
     }
 
@@ -150,66 +133,25 @@ impl Records {
     /// DynamoDB-API servers only; on AWS the deployment creates it.
     pub async fn create_if_missing(&self) -> anyhow::Result<()> {
         use anyhow::Context as _;
-        let exists = match self
-            .client
-            .describe_table()
-            .table_name(&self.table)
-            .send()
+        let table = self.table.name();
+        let exists = self
+            .table
+            .exists()
             .await
-        {
-            Ok(_) => true,
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_resource_not_found_exception()) =>
-            {
-                false
-            }
-            Err(e) => {
-                return Err(anyhow::anyhow!(
-                    "{}",
-                    aws_sdk_dynamodb::error::DisplayErrorContext(&e)
-                ))
-                .context(format!("describing table {}", self.table))
-            }
-        };
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("describing table {table}"))?;
         if exists {
             return Ok(());
         }
-        let key = |k: KeyType| {
-            KeySchemaElement::builder()
-                .attribute_name(KEY)
-                .key_type(k)
-                .build()
-        };
-        let attr = AttributeDefinition::builder()
-            .attribute_name(KEY)
-            .attribute_type(ScalarAttributeType::S)
-            .build();
-        self.client
-            .create_table()
-            .table_name(&self.table)
-            .billing_mode(BillingMode::PayPerRequest)
-            .key_schema(key(KeyType::Hash)?)
-            .attribute_definitions(attr?)
-            .send()
+        self.table
+            .create()
             .await
-            .map_err(|e| anyhow::anyhow!("{}", aws_sdk_dynamodb::error::DisplayErrorContext(&e)))
-            .with_context(|| format!("creating table {}", self.table))?;
-        let ttl = TimeToLiveSpecification::builder()
-            .enabled(true)
-            .attribute_name(TTL_ATTRIBUTE)
-            .build()?;
-        if let Err(e) = self
-            .client
-            .update_time_to_live()
-            .table_name(&self.table)
-            .time_to_live_specification(ttl)
-            .send()
-            .await
-        {
-            tracing::warn!(table = %self.table, error = %aws_sdk_dynamodb::error::DisplayErrorContext(&e), "Cannot enable TTL on the upload records; they will not expire.");
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("creating table {table}"))?;
+        if let Err(e) = self.table.enable_ttl(TTL_ATTRIBUTE).await {
+            tracing::warn!(table = %table, error = %e, "Cannot enable TTL on the upload records; they will not expire.");
         }
-        tracing::info!(table = %self.table, "Created the upload records table.");
+        tracing::info!(table = %table, "Created the upload records table.");
         Ok(())
     }
 }

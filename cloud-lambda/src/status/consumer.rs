@@ -4,38 +4,39 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
+use sluice_aws::{BatchRetry, Retrying};
 
 use super::webhook::KIND_ATTRIBUTE;
 use super::StatusService;
+use crate::io::sqs::Queue;
 
 /// Long-poll wait per receive.
 const WAIT_SECONDS: i32 = 20;
 /// Longest pause between receives after the queue failed.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Deletes are tried three times, quickly: a message left on the queue is only folded again.
+const DELETE_RETRY: BatchRetry = BatchRetry {
+    tries: 3,
+    min_delay: Duration::from_millis(100),
+    max_delay: Duration::from_secs(1),
+};
+
+/// A consumed message: its id (for the log) and its receipt handle.
+type Consumed = (String, Option<String>);
 
 /// Consumes `queue_url` until the task is dropped.
 pub async fn run(service: Arc<StatusService>, queue_url: String) {
     tracing::info!(queue = %queue_url, "Folding the status queue.");
+    let queue = Queue::new(service.sqs.clone(), queue_url);
     let mut backoff = Duration::from_secs(1);
     loop {
-        let received = service
-            .sqs
-            .receive_message()
-            .queue_url(&queue_url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(WAIT_SECONDS)
-            .message_attribute_names("All")
-            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
-            .send()
-            .await;
-        let messages = match received {
-            Ok(out) => {
+        let messages = match queue.receive(WAIT_SECONDS, KIND_ATTRIBUTE).await {
+            Ok(messages) => {
                 backoff = Duration::from_secs(1);
-                out.messages.unwrap_or_default()
+                messages
             }
             Err(e) => {
-                tracing::warn!(queue = %queue_url, error = %aws_sdk_sqs::error::DisplayErrorContext(&e), retry_in_s = backoff.as_secs(), "Cannot receive from the status queue.");
+                tracing::warn!(queue = %queue.url(), error = %e, retry_in_s = backoff.as_secs(), "Cannot receive from the status queue.");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
@@ -44,72 +45,45 @@ pub async fn run(service: Arc<StatusService>, queue_url: String) {
         let work = messages.into_iter().map(|m| {
             let service = Arc::clone(&service);
             async move {
-                let id = m.message_id.clone().unwrap_or_default();
-                let kind = m
-                    .message_attributes
-                    .as_ref()
-                    .and_then(|a| a.get(KIND_ATTRIBUTE))
-                    .and_then(|v| v.string_value.clone());
-                let body = m.body.as_deref().unwrap_or_default();
-                match service.handle(kind.as_deref(), body).await {
-                    Ok(()) => Some((id, m.receipt_handle)),
+                match service.handle(m.kind.as_deref(), &m.body).await {
+                    Ok(()) => Some((m.message_id, m.receipt_handle)),
                     Err(e) => {
-                        StatusService::log_failure(&id, &e);
+                        StatusService::log_failure(&m.message_id, &e);
                         None
                     }
                 }
             }
         });
-        let consumed: Vec<(String, Option<String>)> = futures_util::future::join_all(work)
+        let consumed: Vec<Consumed> = futures_util::future::join_all(work)
             .await
             .into_iter()
             .flatten()
             .collect();
-        delete_consumed(&service, &queue_url, consumed).await;
+        delete_consumed(&queue, &consumed).await;
     }
 }
 
-/// Deletes what was consumed in one DeleteMessageBatch (a receive holds at most 10); a delete
-/// that fails only means the message is folded again, which is harmless.
-async fn delete_consumed(
-    service: &StatusService,
-    queue_url: &str,
-    consumed: Vec<(String, Option<String>)>,
-) {
-    if consumed.is_empty() {
-        return;
-    }
-    let entries: Vec<DeleteMessageBatchRequestEntry> = consumed
-        .iter()
-        .enumerate()
-        .filter_map(|(i, (_, handle))| {
-            DeleteMessageBatchRequestEntry::builder()
-                .id(i.to_string())
-                .set_receipt_handle(handle.clone())
-                .build()
-                .ok()
-        })
-        .collect();
-    let sent = service
-        .sqs
-        .delete_message_batch()
-        .queue_url(queue_url)
-        .set_entries(Some(entries))
-        .send()
-        .await;
-    let failed: Vec<String> = match sent {
-        Ok(out) => out
-            .failed
+/// Deletes what was consumed in DeleteMessageBatch calls (a receive holds at most 10), the
+/// entries SQS refuses through no fault of the sender tried again; a delete that still fails
+/// only means the message is folded again, which is harmless.
+async fn delete_consumed(queue: &Queue, consumed: &[Consumed]) {
+    let delete = |pending: Vec<(String, Consumed)>| async move {
+        let entries = pending
             .iter()
-            .filter_map(|f| f.id.parse::<usize>().ok())
-            .filter_map(|i| consumed.get(i).map(|(id, _)| id.clone()))
-            .collect(),
-        Err(e) => {
-            tracing::warn!(messages = consumed.len(), error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "Cannot delete folded status messages; folding them again is harmless.");
-            return;
-        }
+            .map(|(id, (_, handle))| (id.as_str(), handle.as_deref()));
+        queue.delete_batch(entries).await
     };
-    for id in failed {
-        tracing::warn!(message_id = %id, "Cannot delete a folded status message; folding it again is harmless.");
+    let failed = DELETE_RETRY
+        .run(consumed, delete, |retrying| match retrying {
+            Retrying::Entry { entry, reason } => {
+                tracing::debug!(message_id = %entry.0, error = %reason, "SQS refused to delete a folded status message; retrying.");
+            }
+            Retrying::Call { error, pending, .. } => {
+                tracing::debug!(error = %error, messages = pending, "DeleteMessageBatch of folded status messages failed; retrying.");
+            }
+        })
+        .await;
+    for ((message_id, _), error) in failed {
+        tracing::warn!(message_id = %message_id, error = %error, "Cannot delete a folded status message; folding it again is harmless.");
     }
 }

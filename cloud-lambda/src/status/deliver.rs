@@ -3,11 +3,10 @@
 
 use std::time::Duration;
 
-use aws_sdk_sqs::types::MessageAttributeValue;
-
 use super::store::{batch_status, newly_final, number, text, Claim};
 use super::webhook::{retry_delay, Job, KIND_ATTRIBUTE, KIND_WEBHOOK};
 use super::{StatusError, StatusService};
+use crate::io::sqs::SendError;
 use crate::records::unix_now;
 
 /// How long a claim holds off other consumers: beyond one POST's time limit.
@@ -24,30 +23,22 @@ impl StatusService {
     ) -> Result<(), StatusError> {
         let queue = self
             .webhook_queue
-            .as_deref()
+            .as_ref()
             .ok_or(StatusError::NoWebhookQueue)?;
         let body = serde_json::to_string(&Job {
             batch_id: batch_id.to_owned(),
         })
         .unwrap_or_default();
-        let kind = MessageAttributeValue::builder()
-            .data_type("String")
-            .string_value(KIND_WEBHOOK)
-            .build()
-            .map_err(|e| StatusError::BadJob(e.to_string()))?;
-        self.sqs
-            .send_message()
-            .queue_url(queue)
-            .message_body(body)
-            .delay_seconds(delay.as_secs().min(900) as i32)
-            .message_attributes(KIND_ATTRIBUTE, kind)
-            .send()
+        queue
+            .send(body, (KIND_ATTRIBUTE, KIND_WEBHOOK), delay)
             .await
-            .map_err(|e| StatusError::Queue {
-                queue: queue.to_owned(),
-                detail: aws_sdk_sqs::error::DisplayErrorContext(&e).to_string(),
-            })?;
-        Ok(())
+            .map_err(|e| match e {
+                SendError::Build(why) => StatusError::BadJob(why),
+                SendError::Call(detail) => StatusError::Queue {
+                    queue: queue.url().to_owned(),
+                    detail,
+                },
+            })
     }
 
     /// Delivers the webhook a job names, at most once at a time.

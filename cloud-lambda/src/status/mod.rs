@@ -24,6 +24,7 @@ pub mod webhook;
 
 use sluice_protocol::status::StatusDecodeError;
 
+use crate::io::sqs::{self, Queue};
 use crate::records::Records;
 use crate::IngestConfig;
 pub use store::StoreError;
@@ -68,25 +69,24 @@ impl StatusError {
 #[derive(Debug, Clone)]
 pub struct StatusService {
     records: Records,
-    sqs: aws_sdk_sqs::Client,
+    /// The client the local consumer receives with.
+    sqs: sqs::Client,
     /// Where webhook jobs go.
-    webhook_queue: Option<String>,
+    webhook_queue: Option<Queue>,
     sender: webhook::Sender,
 }
 
 impl StatusService {
-    pub fn new(
-        cfg: &IngestConfig,
-        records: Records,
-        sqs: aws_sdk_sqs::Client,
-    ) -> anyhow::Result<Self> {
+    pub fn new(cfg: &IngestConfig, records: Records, sqs: sqs::Client) -> anyhow::Result<Self> {
+        let webhook_queue = cfg
+            .webhook_queue_url
+            .clone()
+            .or_else(|| cfg.status_queue_url.clone())
+            .map(|url| Queue::new(sqs.clone(), url));
         Ok(StatusService {
             records,
             sqs,
-            webhook_queue: cfg
-                .webhook_queue_url
-                .clone()
-                .or_else(|| cfg.status_queue_url.clone()),
+            webhook_queue,
             sender: webhook::Sender::new(
                 cfg.webhook_secret.clone(),
                 cfg.webhook_allow_insecure,

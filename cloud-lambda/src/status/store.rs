@@ -5,17 +5,17 @@
 //! Attributes beside the accept fields of `crate::records`: `folded` (a number set of the
 //! chunk indexes folded), the counters `chunks_done`, `stored`, `duplicates`, `conflicts`,
 //! `rejected`, `reported_receipts` (ADDed), `rejections` (a list of `{receipt_id, reason}`,
-//! trimmed to the first [`MAX_REJECTIONS`]), `completed_at_ms`, and `webhook_*`.
+//! trimmed to the first [`MAX_REJECTIONS`]), `completed_at_ms`, and `webhook_*`. The calls
+//! themselves go through the DynamoDB adapter, `crate::io::dynamodb`.
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use sluice_protocol::status::{
     BatchState, BatchStatus, ChunkReport, Rejection, WebhookState, WebhookStatus, MAX_REJECTIONS,
 };
 
-use crate::records::{num, unix_now, Records, KEY, TTL_ATTRIBUTE};
+use crate::io::dynamodb::{AttributeValue, Item, Update, UpdateError};
+use crate::records::{num, unix_now, Records, TTL_ATTRIBUTE};
 
 /// A DynamoDB call failed (the SDK's full text, for the log only).
 #[derive(Debug, thiserror::Error)]
@@ -25,8 +25,6 @@ pub struct StoreError {
     pub table: String,
     pub detail: String,
 }
-
-type Item = HashMap<String, AttributeValue>;
 
 /// What folding one report did.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,17 +46,12 @@ pub enum Claim {
     HeldUntil(u64),
 }
 
-/// Whether a call was refused by its condition (the one answer that is not a failure).
-fn is_conditional<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
-    e.code() == Some("ConditionalCheckFailedException")
-}
-
 impl Records {
-    fn store_error(&self, op: &'static str, e: impl std::error::Error + 'static) -> StoreError {
+    fn store_error(&self, op: &'static str, detail: impl ToString) -> StoreError {
         StoreError {
             op,
-            table: self.table.clone(),
-            detail: format!("{}", aws_sdk_dynamodb::error::DisplayErrorContext(&e)),
+            table: self.table.name().to_owned(),
+            detail: detail.to_string(),
         }
     }
 
@@ -69,25 +62,18 @@ impl Records {
             "chunks = if_not_exists(chunks, :count)",
             "#ttl = if_not_exists(#ttl, :expires)",
         ];
-        let mut update = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key(KEY, AttributeValue::S(r.batch_id.clone()))
-            .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
-            .expression_attribute_values(":count", num(u64::from(r.chunk_count)))
-            .expression_attribute_values(":expires", num(unix_now() + self.ttl_seconds))
-            .expression_attribute_values(":idx", num(u64::from(r.chunk_index)))
-            .expression_attribute_values(
-                ":idxs",
-                AttributeValue::Ns(vec![r.chunk_index.to_string()]),
-            )
-            .expression_attribute_values(":one", num(1))
-            .expression_attribute_values(":stored", num(u64::from(r.stored)))
-            .expression_attribute_values(":dups", num(u64::from(r.duplicates)))
-            .expression_attribute_values(":conflicts", num(u64::from(r.conflicts)))
-            .expression_attribute_values(":rejected", num(u64::from(r.rejected)))
-            .expression_attribute_values(":receipts", num(u64::from(r.receipts)));
+        let mut update = Update::default()
+            .name("#ttl", TTL_ATTRIBUTE)
+            .value(":count", num(u64::from(r.chunk_count)))
+            .value(":expires", num(unix_now() + self.ttl_seconds))
+            .value(":idx", num(u64::from(r.chunk_index)))
+            .value(":idxs", AttributeValue::Ns(vec![r.chunk_index.to_string()]))
+            .value(":one", num(1))
+            .value(":stored", num(u64::from(r.stored)))
+            .value(":dups", num(u64::from(r.duplicates)))
+            .value(":conflicts", num(u64::from(r.conflicts)))
+            .value(":rejected", num(u64::from(r.rejected)))
+            .value(":receipts", num(u64::from(r.receipts)));
         if !r.rejections.is_empty() {
             sets.push("rejections = list_append(if_not_exists(rejections, :empty), :rej)");
             let list = r
@@ -105,8 +91,8 @@ impl Records {
                 })
                 .collect();
             update = update
-                .expression_attribute_values(":empty", AttributeValue::L(vec![]))
-                .expression_attribute_values(":rej", AttributeValue::L(list));
+                .value(":empty", AttributeValue::L(vec![]))
+                .value(":rej", AttributeValue::L(list));
         }
         // Every counter through a name: some (`stored`) are DynamoDB reserved words.
         for (alias, name) in [
@@ -118,22 +104,20 @@ impl Records {
             ("#rejected", "rejected"),
             ("#reported", "reported_receipts"),
         ] {
-            update = update.expression_attribute_names(alias, name);
+            update = update.name(alias, name);
         }
         let expression = format!(
             "SET {} ADD #folded :idxs, #done :one, #stored :stored, #dups :dups, \
              #conflicts :conflicts, #rejected :rejected, #reported :receipts",
             sets.join(", ")
         );
-        let out = update
-            .update_expression(expression)
-            .condition_expression("NOT contains(#folded, :idx)")
-            .return_values(ReturnValue::AllNew)
-            .send()
-            .await;
-        let item = match out {
-            Ok(o) => o.attributes.unwrap_or_default(),
-            Err(e) if is_conditional(&e) => return Ok(Folded::Already),
+        let update = update
+            .expression(expression)
+            .condition("NOT contains(#folded, :idx)")
+            .returning_new();
+        let item = match self.table.update(&r.batch_id, update).await {
+            Ok(item) => item.unwrap_or_default(),
+            Err(UpdateError::Condition) => return Ok(Folded::Already),
             Err(e) => return Err(self.store_error("UpdateItem (fold)", e)),
         };
         let listed = match item.get("rejections") {
@@ -151,12 +135,9 @@ impl Records {
         let drop: Vec<String> = (MAX_REJECTIONS..listed)
             .map(|i| format!("rejections[{i}]"))
             .collect();
-        self.client
-            .update_item()
-            .table_name(&self.table)
-            .key(KEY, AttributeValue::S(batch_id.to_owned()))
-            .update_expression(format!("REMOVE {}", drop.join(", ")))
-            .send()
+        let update = Update::default().expression(format!("REMOVE {}", drop.join(", ")));
+        self.table
+            .update(batch_id, update)
             .await
             .map_err(|e| self.store_error("UpdateItem (trim rejections)", e))?;
         Ok(())
@@ -164,16 +145,10 @@ impl Records {
 
     /// The item of `batch_id` (a consistent read), if any.
     pub async fn get(&self, batch_id: &str) -> Result<Option<Item>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key(KEY, AttributeValue::S(batch_id.to_owned()))
-            .consistent_read(true)
-            .send()
+        self.table
+            .get(batch_id)
             .await
-            .map_err(|e| self.store_error("GetItem", e))?;
-        Ok(out.item)
+            .map_err(|e| self.store_error("GetItem", e))
     }
 
     /// Sets `completed_at_ms` once, when every chunk is folded; with a callback the webhook
@@ -183,22 +158,18 @@ impl Records {
         if with_webhook {
             expression.push_str(", webhook_state = :pending, webhook_attempts = :zero");
         }
-        let mut update = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key(KEY, AttributeValue::S(batch_id.to_owned()))
-            .update_expression(expression)
-            .condition_expression("attribute_not_exists(completed_at_ms) AND chunks_done >= chunks")
-            .expression_attribute_values(":now", num(now_ms()));
+        let mut update = Update::default()
+            .expression(expression)
+            .condition("attribute_not_exists(completed_at_ms) AND chunks_done >= chunks")
+            .value(":now", num(now_ms()));
         if with_webhook {
             update = update
-                .expression_attribute_values(":pending", AttributeValue::S("pending".into()))
-                .expression_attribute_values(":zero", num(0));
+                .value(":pending", AttributeValue::S("pending".into()))
+                .value(":zero", num(0));
         }
-        match update.send().await {
+        match self.table.update(batch_id, update).await {
             Ok(_) => Ok(true),
-            Err(e) if is_conditional(&e) => Ok(false),
+            Err(UpdateError::Condition) => Ok(false),
             Err(e) => Err(self.store_error("UpdateItem (complete)", e)),
         }
     }
@@ -207,26 +178,20 @@ impl Records {
     /// and never after it was delivered or given up.
     pub async fn claim_webhook(&self, batch_id: &str, hold: u64) -> Result<Claim, StoreError> {
         let now = unix_now();
-        let out = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key(KEY, AttributeValue::S(batch_id.to_owned()))
-            .update_expression("SET webhook_state = :sending, webhook_claim_until = :until")
-            .condition_expression(
+        let update = Update::default()
+            .expression("SET webhook_state = :sending, webhook_claim_until = :until")
+            .condition(
                 "attribute_exists(callback) AND attribute_exists(completed_at_ms) AND \
                  (webhook_state = :pending OR (webhook_state = :sending AND webhook_claim_until < :now))",
             )
-            .expression_attribute_values(":sending", AttributeValue::S("sending".into()))
-            .expression_attribute_values(":pending", AttributeValue::S("pending".into()))
-            .expression_attribute_values(":until", num(now + hold))
-            .expression_attribute_values(":now", num(now))
-            .return_values(ReturnValue::AllNew)
-            .send()
-            .await;
-        match out {
-            Ok(o) => Ok(Claim::Won(Box::new(o.attributes.unwrap_or_default()))),
-            Err(e) if is_conditional(&e) => {
+            .value(":sending", AttributeValue::S("sending".into()))
+            .value(":pending", AttributeValue::S("pending".into()))
+            .value(":until", num(now + hold))
+            .value(":now", num(now))
+            .returning_new();
+        match self.table.update(batch_id, update).await {
+            Ok(item) => Ok(Claim::Won(Box::new(item.unwrap_or_default()))),
+            Err(UpdateError::Condition) => {
                 let item = self.get(batch_id).await?.unwrap_or_default();
                 Ok(
                     match (
@@ -251,33 +216,28 @@ impl Records {
         outcome: Result<(), &str>,
         give_up: bool,
     ) -> Result<(), StoreError> {
-        let update = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key(KEY, AttributeValue::S(batch_id.to_owned()))
-            .expression_attribute_values(":n", num(attempts));
+        let update = Update::default().value(":n", num(attempts));
         let update = match outcome {
             Ok(()) => update
-                .update_expression(
+                .expression(
                     "SET webhook_state = :state, webhook_attempts = :n, webhook_delivered_at = :now \
                      REMOVE webhook_claim_until, webhook_last_error",
                 )
-                .expression_attribute_values(":state", AttributeValue::S("delivered".into()))
-                .expression_attribute_values(":now", num(unix_now())),
+                .value(":state", AttributeValue::S("delivered".into()))
+                .value(":now", num(unix_now())),
             Err(why) => update
-                .update_expression(
+                .expression(
                     "SET webhook_state = :state, webhook_attempts = :n, webhook_last_error = :why \
                      REMOVE webhook_claim_until",
                 )
-                .expression_attribute_values(
+                .value(
                     ":state",
                     AttributeValue::S(if give_up { "failed" } else { "pending" }.into()),
                 )
-                .expression_attribute_values(":why", AttributeValue::S(why.to_owned())),
+                .value(":why", AttributeValue::S(why.to_owned())),
         };
-        update
-            .send()
+        self.table
+            .update(batch_id, update)
             .await
             .map_err(|e| self.store_error("UpdateItem (webhook outcome)", e))?;
         Ok(())
@@ -387,28 +347,4 @@ pub fn batch_status(batch_id: &str, item: &Item) -> BatchStatus {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn n(v: u64) -> AttributeValue {
-        AttributeValue::N(v.to_string())
-    }
-
-    #[test]
-    fn a_final_state_is_shown_only_with_its_completed_at() {
-        let mut item: Item = [
-            ("chunks".to_owned(), n(3)),
-            ("chunks_done".to_owned(), n(3)),
-            ("stored".to_owned(), n(5)),
-        ]
-        .into_iter()
-        .collect();
-        let settling = batch_status("b", &item);
-        assert_eq!(settling.state, BatchState::Storing);
-        assert_eq!(settling.completed_at, None);
-        item.insert("completed_at_ms".to_owned(), n(1_790_000_000_000));
-        let done = batch_status("b", &item);
-        assert_eq!(done.state, BatchState::Stored);
-        assert!(done.completed_at.is_some());
-    }
-}
+mod tests;

@@ -1,0 +1,6 @@
+//! The adapters to the external systems of the cloud side. Only [`sqs`] and [`dynamodb`] call
+//! the AWS SDK; everything else calls their named methods. Another system (an object store)
+//! gets a module of its own beside them.
+
+pub(crate) mod dynamodb;
+pub(crate) mod sqs;

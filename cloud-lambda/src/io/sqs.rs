@@ -1,0 +1,181 @@
+//! The SQS adapter: the only module of the ingest that calls the SQS SDK. Out go an upload's
+//! encoded chunks (SendMessageBatch) and webhook jobs (SendMessage); in comes the status queue
+//! (ReceiveMessage), and what was consumed is deleted (DeleteMessageBatch).
+//!
+//! What an answer means (retry, log, count) stays with the caller: a batch call returns what
+//! [`sluice_aws::BatchRetry::run`] takes.
+
+use std::time::Duration;
+
+use aws_sdk_sqs::error::{BuildError, DisplayErrorContext};
+use aws_sdk_sqs::types::{
+    BatchResultErrorEntry, DeleteMessageBatchRequestEntry, MessageAttributeValue,
+    MessageSystemAttributeName, SendMessageBatchRequestEntry,
+};
+use sluice_protocol::envelope::{EncodedMessage, ENCODING_ATTRIBUTE};
+
+pub use aws_sdk_sqs::Client;
+
+/// What one batch call answers: SQS's `Failed` list, or the whole call's error.
+pub type BatchAnswer = Result<Vec<BatchResultErrorEntry>, String>;
+
+/// SQS's longest DelaySeconds (15 minutes).
+const MAX_DELAY_SECONDS: u64 = 900;
+
+/// One queue: the client and the queue's URL.
+#[derive(Debug, Clone)]
+pub struct Queue {
+    client: Client,
+    url: String,
+}
+
+/// A message received, as the status consumer reads it.
+#[derive(Debug)]
+pub struct Received {
+    pub message_id: String,
+    /// The string value of the message attribute asked for, if the message has it.
+    pub kind: Option<String>,
+    pub body: String,
+    pub receipt_handle: Option<String>,
+}
+
+/// Why a SendMessage did not put its message on the queue.
+#[derive(Debug)]
+pub enum SendError {
+    /// The message could not be built.
+    Build(String),
+    /// SQS did not take it (the SDK's full text, for the log only).
+    Call(String),
+}
+
+impl Queue {
+    pub fn new(client: Client, url: String) -> Self {
+        Queue { client, url }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// One SendMessageBatch of encoded chunks, each with its id within the call; a chunk whose
+    /// entry cannot be built is left out of the call.
+    pub async fn send_chunks<'a>(
+        &self,
+        chunks: impl IntoIterator<Item = (&'a str, &'a EncodedMessage)>,
+    ) -> BatchAnswer {
+        let entries: Vec<SendMessageBatchRequestEntry> = chunks
+            .into_iter()
+            .filter_map(|(id, m)| chunk_entry(id, m))
+            .collect();
+        let sent = self
+            .client
+            .send_message_batch()
+            .queue_url(&self.url)
+            .set_entries(Some(entries))
+            .send()
+            .await;
+        sluice_aws::failed_entries(sent)
+    }
+
+    /// One SendMessage of `body` with the string message attribute `(name, value)`, delivered
+    /// after `delay` (at most 15 minutes).
+    pub async fn send(
+        &self,
+        body: String,
+        (name, value): (&str, &str),
+        delay: Duration,
+    ) -> Result<(), SendError> {
+        let value = string_attribute(value).map_err(|e| SendError::Build(e.to_string()))?;
+        self.client
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(body)
+            .delay_seconds(delay.as_secs().min(MAX_DELAY_SECONDS) as i32)
+            .message_attributes(name, value)
+            .send()
+            .await
+            .map_err(|e| SendError::Call(DisplayErrorContext(&e).to_string()))?;
+        Ok(())
+    }
+
+    /// One long-poll ReceiveMessage of up to 10 messages, waiting up to `wait_seconds`; each
+    /// message's `kind` is its message attribute `kind_attribute`. The error is the SDK's full
+    /// text.
+    pub async fn receive(
+        &self,
+        wait_seconds: i32,
+        kind_attribute: &str,
+    ) -> Result<Vec<Received>, String> {
+        let out = self
+            .client
+            .receive_message()
+            .queue_url(&self.url)
+            .max_number_of_messages(sluice_aws::MAX_BATCH_ENTRIES as i32)
+            .wait_time_seconds(wait_seconds)
+            .message_attribute_names("All")
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .send()
+            .await
+            .map_err(|e| DisplayErrorContext(&e).to_string())?;
+        Ok(out
+            .messages
+            .unwrap_or_default()
+            .into_iter()
+            .map(|m| Received {
+                message_id: m.message_id.unwrap_or_default(),
+                kind: m
+                    .message_attributes
+                    .as_ref()
+                    .and_then(|a| a.get(kind_attribute))
+                    .and_then(|v| v.string_value.clone()),
+                body: m.body.unwrap_or_default(),
+                receipt_handle: m.receipt_handle,
+            })
+            .collect())
+    }
+
+    /// One DeleteMessageBatch of `(id within the call, receipt handle)` pairs; an entry without
+    /// a handle is left out of the call.
+    pub async fn delete_batch<'a>(
+        &self,
+        entries: impl IntoIterator<Item = (&'a str, Option<&'a str>)>,
+    ) -> BatchAnswer {
+        let entries: Vec<DeleteMessageBatchRequestEntry> = entries
+            .into_iter()
+            .filter_map(|(id, handle)| {
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(id)
+                    .set_receipt_handle(handle.map(str::to_owned))
+                    .build()
+                    .ok()
+            })
+            .collect();
+        let sent = self
+            .client
+            .delete_message_batch()
+            .queue_url(&self.url)
+            .set_entries(Some(entries))
+            .send()
+            .await;
+        sluice_aws::failed_entries(sent)
+    }
+}
+
+/// A message attribute of type `String`.
+fn string_attribute(value: &str) -> Result<MessageAttributeValue, BuildError> {
+    MessageAttributeValue::builder()
+        .data_type("String")
+        .string_value(value)
+        .build()
+}
+
+/// A chunk's SendMessageBatch entry: its body, and its encoding as a message attribute.
+fn chunk_entry(id: &str, m: &EncodedMessage) -> Option<SendMessageBatchRequestEntry> {
+    let mut b = SendMessageBatchRequestEntry::builder()
+        .id(id)
+        .message_body(&m.body);
+    if let Some(enc) = m.encoding {
+        b = b.message_attributes(ENCODING_ATTRIBUTE, string_attribute(enc).ok()?);
+    }
+    b.build().ok()
+}
