@@ -1,5 +1,6 @@
-//! Building the SQS client: one place decides which settings come from the AWS chain and
-//! which from Sluice's configuration.
+//! Building clients: one place decides which settings come from the AWS chain and which from
+//! Sluice's configuration, and how a client of a local AWS-API server (the test harness, the
+//! demo) is set up.
 
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_sqs::config::Credentials;
@@ -25,18 +26,29 @@ pub async fn shared_config(region: Option<&str>, endpoint: Option<&str>) -> aws_
     loader.load().await
 }
 
-/// An SQS client with fixed credentials that reads nothing from the environment, for a local
-/// SQS-API server (the test harness, the demo). Built without `.await`.
-pub fn sqs_client_with_credentials(
-    region: &str,
-    endpoint: &str,
-    credentials: Credentials,
-) -> Client {
-    let conf = aws_sdk_sqs::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new(region.to_owned()))
-        .endpoint_url(endpoint)
-        .credentials_provider(credentials)
-        .build();
-    Client::from_conf(conf)
+/// The region of a local server's clients (a local server takes any).
+const LOCAL_REGION: &str = "us-east-1";
+
+/// A local server's settings for the service crate `$sdk`: `LOCAL_REGION`, `$endpoint`,
+/// throwaway credentials; nothing read from the environment.
+macro_rules! local_config {
+    ($sdk:ident, $endpoint:expr) => {
+        $sdk::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(LOCAL_REGION))
+            .endpoint_url($endpoint)
+            .credentials_provider(Credentials::new("test", "test", None, None, "sluice-test"))
+    };
+}
+
+/// The settings of an SQS client for a local SQS-API server at `endpoint`, with fixed
+/// credentials and nothing read from the environment. Add what a caller needs (for example
+/// `RetryConfig::disabled()`), then `.build()`; built without `.await`.
+pub fn local_sqs(endpoint: &str) -> aws_sdk_sqs::config::Builder {
+    local_config!(aws_sdk_sqs, endpoint)
+}
+
+/// [`local_sqs`] for DynamoDB: a local DynamoDB-API server at `endpoint`.
+pub fn local_dynamodb(endpoint: &str) -> aws_sdk_dynamodb::config::Builder {
+    local_config!(aws_sdk_dynamodb, endpoint)
 }

@@ -8,19 +8,7 @@ use crate::TestEnv;
 /// A DynamoDB client for the local server, with throwaway credentials; reads nothing from the
 /// environment.
 pub fn dynamodb_client(endpoint: &str) -> aws_sdk_dynamodb::Client {
-    let conf = aws_sdk_dynamodb::Config::builder()
-        .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
-        .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-            "test",
-            "test",
-            None,
-            None,
-            "sluice-test",
-        ))
-        .build();
-    aws_sdk_dynamodb::Client::from_conf(conf)
+    aws_sdk_dynamodb::Client::from_conf(sluice_aws::local_dynamodb(endpoint).build())
 }
 
 impl TestEnv {

@@ -8,11 +8,7 @@ use aws_sdk_sqs::types::QueueAttributeName;
 
 /// An SQS client for the local server, with throwaway credentials.
 pub fn sqs_client(endpoint: &str) -> aws_sdk_sqs::Client {
-    sluice_aws::sqs_client_with_credentials(
-        "us-east-1",
-        endpoint,
-        aws_sdk_sqs::config::Credentials::new("test", "test", None, None, "sluice-test"),
-    )
+    aws_sdk_sqs::Client::from_conf(sluice_aws::local_sqs(endpoint).build())
 }
 
 /// The URLs of a queue and of its dead-letter queue.

@@ -64,20 +64,10 @@ mod tests {
             _ => None,
         })
         .expect("valid");
-        let dynamodb = aws_sdk_dynamodb::Config::builder()
-            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
-            .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
-            .endpoint_url("http://127.0.0.1:1")
-            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-                "test", "test", None, None, "test",
-            ))
+        let dynamodb = sluice_aws::local_dynamodb("http://127.0.0.1:1")
             .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled())
             .build();
-        let sqs = aws_sdk_sqs::Config::builder()
-            .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
-            .region(aws_sdk_sqs::config::Region::new("us-east-1"))
-            .endpoint_url("http://127.0.0.1:1")
-            .build();
+        let sqs = sluice_aws::local_sqs("http://127.0.0.1:1").build();
         StatusService::new(
             &cfg,
             Records::new(
