@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use sluice_cloud::config::Handler;
 use sluice_cloud::records::Records;
-use sluice_cloud::status::StatusService;
+use sluice_cloud::report::StatusService;
 use sluice_cloud::upload::outcome::{self, WaitReport};
 use sluice_cloud::upload::wait::{self, WaitOptions};
 use sluice_cloud::upload::{self, Progress, UploadOptions, UploadReport};
@@ -159,10 +159,10 @@ async fn serve(listen: SocketAddr, cfg: IngestConfig) -> anyhow::Result<()> {
     };
     match (status, &cfg.status_queue_url) {
         (Some(status), _) if on_lambda && cfg.handler == Handler::Status => {
-            return sluice_cloud::status::lambda::run(status).await;
+            return sluice_cloud::report::lambda::run(status).await;
         }
         (Some(status), Some(queue)) if !on_lambda => {
-            let task = sluice_cloud::status::consumer::run(Arc::new(status), queue.clone());
+            let task = sluice_cloud::report::consumer::run(Arc::new(status), queue.clone());
             tokio::spawn(task);
         }
         _ => {}

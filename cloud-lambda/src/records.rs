@@ -5,7 +5,7 @@
 //! succeeds when the batch id is new or was recorded with the same digest (a safe retry), and
 //! fails with [`RecordError::KeyReused`] when the same key came with another body, so the
 //! second body is never enqueued under the first one's batch id. Only the accept fields are
-//! set, so a retry never clobbers the counts the status folding (`crate::status`) has added to
+//! set, so a retry never clobbers the counts the status folding (`crate::report`) has added to
 //! the same item. Items expire through DynamoDB's TTL on `expires_at` (30 days after the last
 //! accept by default, `SLUICE_STATUS_TTL_DAYS`).
 //!

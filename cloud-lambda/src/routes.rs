@@ -11,7 +11,7 @@
 //! about at startup) the batch id is derived from the key *and* the digest: two bodies never
 //! share a batch id, but reuse cannot be answered 422.
 //!
-//! `Sluice-Callback` names a URL the final status is POSTed to (see `crate::status::webhook`);
+//! `Sluice-Callback` names a URL the final status is POSTed to (see `crate::report::webhook`);
 //! `GET /v1/batches/{batch_id}` (module `batch_status`) answers an upload's status.
 //!
 //! 5xx answers carry a fixed message and a request id, never the SDK's error text (account
@@ -38,7 +38,7 @@ use subtle::ConstantTimeEq as _;
 use crate::config::IngestConfig;
 use crate::publish::{PublishError, Publisher};
 use crate::records::{RecordError, Records, UploadRecord};
-use crate::status::webhook;
+use crate::report::webhook;
 
 pub(crate) mod batch_status;
 mod identity;

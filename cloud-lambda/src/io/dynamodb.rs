@@ -3,7 +3,7 @@
 //! DynamoDB-API servers, creating the table.
 //!
 //! What an update sets and on which condition stays with the caller (`crate::records` and
-//! `crate::status::store`); here it is sent, and the answer sorted: done, refused by its
+//! `crate::report::store`); here it is sent, and the answer sorted: done, refused by its
 //! condition, or failed.
 
 use std::collections::HashMap;

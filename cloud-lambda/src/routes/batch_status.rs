@@ -15,7 +15,7 @@ use sluice_protocol::BatchStatus;
 use super::{
     authorize, identity, public_error, AppState, ErrorBody, IngestError, RETRY_AFTER_SECONDS,
 };
-use crate::status::store::{batch_status, text};
+use crate::report::store::{batch_status, text};
 
 /// Why a status was not answered.
 #[derive(Debug, thiserror::Error)]

@@ -1,5 +1,6 @@
-//! Upload status: the agents' chunk reports folded into the upload's item in the records
-//! table, and the webhooks sent when an upload becomes final.
+//! Upload-status reporting: the agents' chunk reports folded into the upload's item in the
+//! records table, and the webhooks sent when an upload becomes final. (Reading the status back,
+//! `GET /v1/batches/{batch_id}`, is `crate::routes`'s `batch_status`.)
 //!
 //! | module | job |
 //! |---|---|
