@@ -95,13 +95,13 @@ impl Table {
         &self.name
     }
 
-    fn key(&self, key: &str) -> (&'static str, AttributeValue) {
-        (self.key, AttributeValue::S(key.to_owned()))
+    /// The key of the item whose partition key is `key`.
+    fn key(&self, key: &str) -> Item {
+        HashMap::from([(self.key.to_owned(), AttributeValue::S(key.to_owned()))])
     }
 
     /// UpdateItem on the item of `key`; the item as updated when [`Update::returning_new`].
     pub async fn update(&self, key: &str, update: Update) -> Result<Option<Item>, UpdateError> {
-        let (key_name, key_value) = self.key(key);
         let Update {
             expression,
             condition,
@@ -113,7 +113,7 @@ impl Table {
             .client
             .update_item()
             .table_name(&self.name)
-            .key(key_name, key_value)
+            .set_key(Some(self.key(key)))
             .update_expression(expression)
             .set_condition_expression(condition)
             .set_expression_attribute_names((!names.is_empty()).then_some(names))
@@ -132,12 +132,11 @@ impl Table {
 
     /// GetItem of `key`, a consistent read. The error is the SDK's full text.
     pub async fn get(&self, key: &str) -> Result<Option<Item>, String> {
-        let (key_name, key_value) = self.key(key);
         let out = self
             .client
             .get_item()
             .table_name(&self.name)
-            .key(key_name, key_value)
+            .set_key(Some(self.key(key)))
             .consistent_read(true)
             .send()
             .await

@@ -22,6 +22,22 @@ pub type BatchAnswer = Result<Vec<BatchResultErrorEntry>, String>;
 /// SQS's longest DelaySeconds (15 minutes).
 const MAX_DELAY_SECONDS: u64 = 900;
 
+/// One batch call of the request method `$call` (`send_message_batch`, …) on `$queue` with
+/// `$entries`, answered as [`BatchAnswer`].
+macro_rules! batch_call {
+    ($queue:expr, $call:ident, $entries:expr) => {
+        sluice_aws::failed_entries(
+            $queue
+                .client
+                .$call()
+                .queue_url(&$queue.url)
+                .set_entries(Some($entries))
+                .send()
+                .await,
+        )
+    };
+}
+
 /// One queue: the client and the queue's URL.
 #[derive(Debug, Clone)]
 pub struct Queue {
@@ -63,18 +79,11 @@ impl Queue {
         &self,
         chunks: impl IntoIterator<Item = (&'a str, &'a EncodedMessage)>,
     ) -> BatchAnswer {
-        let entries: Vec<SendMessageBatchRequestEntry> = chunks
+        let entries = chunks
             .into_iter()
             .filter_map(|(id, m)| chunk_entry(id, m))
             .collect();
-        let sent = self
-            .client
-            .send_message_batch()
-            .queue_url(&self.url)
-            .set_entries(Some(entries))
-            .send()
-            .await;
-        sluice_aws::failed_entries(sent)
+        batch_call!(self, send_message_batch, entries)
     }
 
     /// One SendMessage of `body` with the string message attribute `(name, value)`, delivered
@@ -140,24 +149,11 @@ impl Queue {
         &self,
         entries: impl IntoIterator<Item = (&'a str, Option<&'a str>)>,
     ) -> BatchAnswer {
-        let entries: Vec<DeleteMessageBatchRequestEntry> = entries
+        let entries = entries
             .into_iter()
-            .filter_map(|(id, handle)| {
-                DeleteMessageBatchRequestEntry::builder()
-                    .id(id)
-                    .set_receipt_handle(handle.map(str::to_owned))
-                    .build()
-                    .ok()
-            })
+            .filter_map(|(id, handle)| delete_entry(id, handle))
             .collect();
-        let sent = self
-            .client
-            .delete_message_batch()
-            .queue_url(&self.url)
-            .set_entries(Some(entries))
-            .send()
-            .await;
-        sluice_aws::failed_entries(sent)
+        batch_call!(self, delete_message_batch, entries)
     }
 }
 
@@ -178,4 +174,13 @@ fn chunk_entry(id: &str, m: &EncodedMessage) -> Option<SendMessageBatchRequestEn
         b = b.message_attributes(ENCODING_ATTRIBUTE, string_attribute(enc).ok()?);
     }
     b.build().ok()
+}
+
+/// A message's DeleteMessageBatch entry; none without a receipt handle.
+fn delete_entry(id: &str, handle: Option<&str>) -> Option<DeleteMessageBatchRequestEntry> {
+    DeleteMessageBatchRequestEntry::builder()
+        .id(id)
+        .set_receipt_handle(handle.map(str::to_owned))
+        .build()
+        .ok()
 }
