@@ -23,11 +23,6 @@ pub mod report;
 pub mod routes;
 pub mod upload;
 
-/// The old path of [`report`], for callers outside this crate that still name it (the harness's
-/// `tests/tests/status.rs`); new code names [`report`].
-#[doc(hidden)]
-pub use report as status;
-
 use std::sync::Arc;
 
 pub use config::IngestConfig;

@@ -297,7 +297,7 @@ async fn upload(args: UploadArgs) -> ExitCode {
                     "batch {}: {} more refused receipts (the status names the first {})",
                     u.batch_id,
                     u.count,
-                    sluice_protocol::status::MAX_REJECTIONS
+                    sluice_protocol::report::MAX_REJECTIONS
                 );
             }
         }

@@ -13,13 +13,13 @@
 //! | [`batch`] | parsing an upload body (`{"receipts":[…]}` or NDJSON) into receipts |
 //! | [`envelope`] | the versioned [`Chunk`], compression, [`envelope::encode`] / [`envelope::decode`] |
 //! | [`mod@split`] | cutting an upload into chunks that each fit one SQS message |
-//! | [`status`] | the agent's chunk reports (status queue) and an upload's [`BatchStatus`] |
+//! | [`report`] | the agent's chunk reports (status queue) and an upload's [`BatchStatus`] |
 
 pub mod batch;
 pub mod envelope;
 pub mod receipt;
+pub mod report;
 pub mod split;
-pub mod status;
 
 #[cfg(test)]
 mod test_support;
@@ -30,5 +30,5 @@ pub use envelope::{
     ENCODING_ATTRIBUTE, ENVELOPE_VERSION, MAX_DECODED_BYTES,
 };
 pub use receipt::{Decimal, FieldError, Fingerprint, Image, Item, Receipt};
+pub use report::{BatchState, BatchStatus, ChunkReport, Rejection};
 pub use split::{split, Limits, SplitError, DEFAULT_MAX_MESSAGE_BYTES, SQS_MAX_MESSAGE_BYTES};
-pub use status::{BatchState, BatchStatus, ChunkReport, Rejection};

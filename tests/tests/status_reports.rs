@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use sluice_e2e::gen::{id_of, Generator};
 use sluice_e2e::oracle::Oracle;
 use sluice_e2e::{block_merchant, wait_for, AgentProcess, IngestHandle, TestEnv};
-use sluice_protocol::status::{decode_message, ChunkReport, Rejection};
+use sluice_protocol::report::{decode_message, ChunkReport, Rejection};
 
 const TIMEOUT: Duration = Duration::from_secs(120);
 const SETTINGS: &str =

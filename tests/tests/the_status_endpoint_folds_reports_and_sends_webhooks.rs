@@ -10,7 +10,7 @@ use aws_sdk_sqs::types::MessageAttributeValue;
 use serde_json::{json, Value};
 use sluice_e2e::gen::{id_of, Generator};
 use sluice_e2e::{assert_signed, is_final, wait_for, TestEnv, WebhookReceiver};
-use sluice_protocol::status::{encode_reports, ChunkReport, Rejection};
+use sluice_protocol::report::{encode_reports, ChunkReport, Rejection};
 
 const TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -377,7 +377,7 @@ async fn the_same_report_twice_counts_once_and_rejections_keep_the_first_hundred
         sluice_e2e::dynamodb_client(&env.servers.sqs_endpoint),
         env.status_table(),
     );
-    let service = sluice_cloud::status::StatusService::new(
+    let service = sluice_cloud::report::StatusService::new(
         &cfg,
         records,
         sluice_e2e::sqs_client(&env.servers.sqs_endpoint),

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use sluice_e2e::gen::{id_of, Generator};
 use sluice_e2e::oracle::Oracle;
 use sluice_e2e::{assert_signed, block_merchant, is_final, wait_for, TestEnv, WebhookReceiver};
-use sluice_protocol::status::Rejection;
+use sluice_protocol::report::Rejection;
 
 const TIMEOUT: Duration = Duration::from_secs(120);
 

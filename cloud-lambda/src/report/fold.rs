@@ -1,7 +1,7 @@
 //! One status-queue message of chunk reports: each report checked, then folded once per
 //! `(batch_id, chunk_index)`; the fold that completes an upload queues its webhook.
 
-use sluice_protocol::status::{decode_message, ChunkReport, MAX_REJECTIONS};
+use sluice_protocol::report::{decode_message, ChunkReport, MAX_REJECTIONS};
 
 use super::store::{newly_final, Folded};
 use super::{StatusError, StatusService};

@@ -93,7 +93,7 @@ mod tests {
             rejections: vec![],
             committed_at_ms: 0,
         };
-        let good = sluice_protocol::status::encode_reports(&[report], 1 << 20).remove(0);
+        let good = sluice_protocol::report::encode_reports(&[report], 1 << 20).remove(0);
         let event: SqsEvent = serde_json::from_value(serde_json::json!({"Records": [
             {"messageId": "m-bad", "body": "not base64 !"},
             {"messageId": "m-unknown", "body": "{}", "messageAttributes": {

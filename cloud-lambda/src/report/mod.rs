@@ -23,7 +23,7 @@ pub mod lambda;
 pub mod store;
 pub mod webhook;
 
-use sluice_protocol::status::StatusDecodeError;
+use sluice_protocol::report::StatusDecodeError;
 
 use crate::io::sqs::{self, Queue};
 use crate::records::Records;

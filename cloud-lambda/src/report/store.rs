@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 
-use sluice_protocol::status::{
+use sluice_protocol::report::{
     BatchState, BatchStatus, ChunkReport, Rejection, WebhookState, WebhookStatus, MAX_REJECTIONS,
 };
 

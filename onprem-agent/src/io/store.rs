@@ -13,7 +13,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use sluice_protocol::status::Rejection;
+use sluice_protocol::report::Rejection;
 use sluice_protocol::{Fingerprint, Receipt};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Executor, PgPool};

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use sluice_protocol::status::{
+use sluice_protocol::report::{
     decode_message, encode_reports, ChunkReport, MAX_STATUS_MESSAGE_BYTES,
 };
 use tokio::sync::Notify;

@@ -13,7 +13,7 @@ use std::collections::HashSet;
 use std::time::Instant;
 
 use sluice_protocol::envelope::{self, Chunk, Compression, ENVELOPE_VERSION};
-use sluice_protocol::status::{Rejection, MAX_REJECTIONS};
+use sluice_protocol::report::{Rejection, MAX_REJECTIONS};
 use sluice_protocol::Receipt;
 
 use crate::io::sqs::SqsError;

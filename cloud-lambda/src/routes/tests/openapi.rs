@@ -244,8 +244,8 @@ fn the_openapi_document_lists_every_status_error_and_the_status_shape() {
         rejections_total: 0,
         accepted_at: None,
         completed_at: None,
-        webhook: Some(sluice_protocol::status::WebhookStatus {
-            state: sluice_protocol::status::WebhookState::Failed,
+        webhook: Some(sluice_protocol::report::WebhookStatus {
+            state: sluice_protocol::report::WebhookState::Failed,
             attempts: 1,
             last_error: Some("x".into()),
             delivered_at: Some("x".into()),

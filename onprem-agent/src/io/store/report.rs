@@ -2,7 +2,7 @@
 //! writer's): the rows the status queue has not taken yet, oldest first (index
 //! `chunks_unreported_idx`), as [`ChunkReport`]s; marking the rows it took; counting the rest.
 
-use sluice_protocol::status::{ChunkReport, Rejection};
+use sluice_protocol::report::{ChunkReport, Rejection};
 use sqlx::Row as _;
 
 use super::{Store, StoreError};

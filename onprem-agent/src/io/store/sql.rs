@@ -7,7 +7,7 @@ use sluice_protocol::Fingerprint;
 use sqlx::postgres::PgArguments;
 use sqlx::{Postgres, Row as _};
 
-use sluice_protocol::status::MAX_REJECTIONS;
+use sluice_protocol::report::MAX_REJECTIONS;
 
 use super::{IdMap, IdSet, LedgerEntry, Row, StoreError, WriteOutcome};
 

@@ -1,6 +1,6 @@
 //! Tests of `sql`.
 
-use sluice_protocol::status::Rejection;
+use sluice_protocol::report::Rejection;
 use sluice_protocol::{Fingerprint, Receipt};
 
 use super::*;
