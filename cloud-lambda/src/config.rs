@@ -46,6 +46,9 @@ pub struct IngestConfig {
     pub webhook_secret: Option<String>,
     /// `SLUICE_WEBHOOK_ALLOW_INSECURE=1`: plain-HTTP callbacks to a loopback host (local use).
     pub webhook_allow_insecure: bool,
+    /// `SLUICE_WEBHOOK_ALLOWED_DOMAINS`: callback hosts must be one of these domains or a name
+    /// under one (comma-separated); unset, any public host.
+    pub webhook_allowed_domains: Vec<String>,
     /// `SLUICE_WEBHOOK_GIVE_UP_SECONDS`: retries stop this long after the batch became final.
     pub webhook_give_up_seconds: u64,
 }
@@ -83,6 +86,7 @@ impl fmt::Debug for IngestConfig {
                 &self.webhook_secret.as_ref().map(|_| "<redacted>"),
             )
             .field("webhook_allow_insecure", &self.webhook_allow_insecure)
+            .field("webhook_allowed_domains", &self.webhook_allowed_domains)
             .field("webhook_give_up_seconds", &self.webhook_give_up_seconds)
             .finish()
     }
@@ -116,6 +120,14 @@ impl fmt::Display for ConfigError {
 }
 
 impl IngestConfig {
+    /// Where webhooks may go: the callback URL's rules and the addresses a POST connects to.
+    pub fn webhook_destinations(&self) -> crate::report::destination::Destinations {
+        crate::report::destination::Destinations {
+            allow_insecure: self.webhook_allow_insecure,
+            allowed_domains: self.webhook_allowed_domains.clone(),
+        }
+    }
+
     /// Reads the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|k| std::env::var(k).ok())
@@ -251,6 +263,17 @@ impl IngestConfig {
                 false
             }
         };
+        let webhook_allowed_domains = match crate::report::destination::parse_allowed_domains(
+            get("SLUICE_WEBHOOK_ALLOWED_DOMAINS")
+                .as_deref()
+                .unwrap_or(""),
+        ) {
+            Ok(domains) => domains,
+            Err(why) => {
+                problems.push(format!("SLUICE_WEBHOOK_ALLOWED_DOMAINS: {why}"));
+                Vec::new()
+            }
+        };
         let webhook_secret = get("SLUICE_WEBHOOK_SECRET").filter(|t| !t.is_empty());
         if webhook_secret.as_ref().is_some_and(|t| t.len() < 16) {
             problems.push("SLUICE_WEBHOOK_SECRET: use at least 16 characters".to_owned());
@@ -281,6 +304,7 @@ impl IngestConfig {
                 webhook_queue_url,
                 webhook_secret,
                 webhook_allow_insecure,
+                webhook_allowed_domains,
                 webhook_give_up_seconds,
             })
         } else {
@@ -396,6 +420,33 @@ mod tests {
         assert_eq!(ok.status_ttl_days, 30);
         assert_eq!(ok.webhook_give_up_seconds, 86_400);
         assert!(!format!("{ok:?}").contains("0123456789abcdef"));
+    }
+
+    #[test]
+    fn allowed_webhook_domains_are_read_and_a_bad_one_is_named() {
+        let ok = load(&[
+            ("SLUICE_QUEUE_URL", "http://127.0.0.1:1/q"),
+            (
+                "SLUICE_WEBHOOK_ALLOWED_DOMAINS",
+                "example.com, hooks.partner.io",
+            ),
+        ])
+        .expect("valid");
+        assert_eq!(
+            ok.webhook_destinations().allowed_domains,
+            ["example.com", "hooks.partner.io"]
+        );
+        let err = load(&[
+            ("SLUICE_QUEUE_URL", "http://127.0.0.1:1/q"),
+            ("SLUICE_WEBHOOK_ALLOWED_DOMAINS", "example.com,*.partner.io"),
+        ])
+        .expect_err("invalid");
+        assert_eq!(
+            err.0,
+            [
+                r#"SLUICE_WEBHOOK_ALLOWED_DOMAINS: "*.partner.io" is not a domain name (e.g. hooks.example.com)"#
+            ]
+        );
     }
 
     #[test]

@@ -398,7 +398,10 @@ fn callback(state: &AppState, headers: &HeaderMap) -> Result<Option<String>, Ing
     let raw = v
         .to_str()
         .map_err(|_| IngestError::BadCallback("not visible ASCII".to_owned()))?;
-    webhook::check_callback(raw.trim(), state.config.webhook_allow_insecure)
+    state
+        .config
+        .webhook_destinations()
+        .check(raw.trim())
         .map(Some)
         .map_err(IngestError::BadCallback)
 }

@@ -7,7 +7,8 @@
 //! | [`store`] | the item's status attributes: fold once per chunk, complete, read, claim |
 //! | `fold` | one status-queue message: chunk reports checked and folded |
 //! | `deliver` | one webhook job: claimed, POSTed, recorded, re-queued with backoff |
-//! | [`webhook`] | the callback URL check, the signature, one POST |
+//! | [`destination`] | where a webhook may go: the callback URL's rules, public addresses only |
+//! | [`webhook`] | the signature, one POST, the retry schedule |
 //! | [`consumer`] | locally: a background task that long-polls the status queue |
 //! | [`lambda`] | on Lambda (`SLUICE_LAMBDA_HANDLER=status`): the SQS event source |
 //!
@@ -18,6 +19,7 @@
 
 pub mod consumer;
 mod deliver;
+pub mod destination;
 mod fold;
 pub mod lambda;
 pub mod store;
@@ -90,7 +92,7 @@ impl StatusService {
             webhook_queue,
             sender: webhook::Sender::new(
                 cfg.webhook_secret.clone(),
-                cfg.webhook_allow_insecure,
+                cfg.webhook_destinations(),
                 cfg.webhook_give_up_seconds,
             )?,
         })

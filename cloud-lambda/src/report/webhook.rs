@@ -2,18 +2,23 @@
 //! (`Sluice-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "t.body">`), one POST, and the
 //! retry schedule of a failed one.
 //!
+//! Where a webhook may go (the callback URL, the addresses it connects to) is
+//! [`super::destination`]'s.
+//!
 //! A webhook job is a small JSON message (`{"batch_id": …}`) on the status queue (or
 //! `SLUICE_WEBHOOK_QUEUE_URL`), told from a chunk report by the message attribute
 //! [`KIND_ATTRIBUTE`] = [`KIND_WEBHOOK`]. The job carries no state: attempts, the last error and
 //! the outcome live in the upload's item, where a conditional claim makes sure one consumer
 //! sends at a time and none sends after a delivery.
 
-use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hmac::{Hmac, Mac as _};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
+
+use super::destination::Destinations;
 
 /// The message attribute that marks a webhook job on the status queue.
 pub const KIND_ATTRIBUTE: &str = "sluice-kind";
@@ -23,8 +28,6 @@ pub const KIND_WEBHOOK: &str = "webhook";
 pub const CALLBACK_HEADER: &str = "sluice-callback";
 /// The header a webhook's signature travels in.
 pub const SIGNATURE_HEADER: &str = "Sluice-Signature";
-/// Longest callback URL accepted.
-const MAX_CALLBACK_LEN: usize = 2048;
 /// One POST's time limit.
 const POST_TIMEOUT: Duration = Duration::from_secs(10);
 /// First retry delay; doubled per attempt up to [`MAX_DELAY_SECONDS`] (SQS's DelaySeconds cap).
@@ -35,44 +38,6 @@ const MAX_DELAY_SECONDS: u64 = 900;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Job {
     pub batch_id: String,
-}
-
-/// Checks a `Sluice-Callback` value: an absolute `https` URL with a host and no credentials;
-/// plain `http` only to a loopback host and only with `allow_insecure`. The error says why.
-pub fn check_callback(raw: &str, allow_insecure: bool) -> Result<String, String> {
-    if raw.len() > MAX_CALLBACK_LEN {
-        return Err(format!("longer than {MAX_CALLBACK_LEN} characters"));
-    }
-    let url = reqwest::Url::parse(raw).map_err(|e| format!("{raw:?} is not a URL ({e})"))?;
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err("must not carry credentials (user:password@)".to_owned());
-    }
-    let Some(host) = url.host_str().filter(|h| !h.is_empty()) else {
-        return Err(format!("{raw:?} has no host"));
-    };
-    match url.scheme() {
-        "https" => Ok(url.to_string()),
-        "http" => {
-            let bare = host.trim_start_matches('[').trim_end_matches(']');
-            let loopback = match bare.parse::<IpAddr>() {
-                Ok(ip) => ip.is_loopback(),
-                Err(_) => bare.eq_ignore_ascii_case("localhost"),
-            };
-            if !loopback {
-                Err(format!(
-                    "plain http is allowed only to a loopback host; use https for {host}"
-                ))
-            } else if !allow_insecure {
-                Err(
-                    "plain http needs SLUICE_WEBHOOK_ALLOW_INSECURE=1 (local use only); use https"
-                        .to_owned(),
-                )
-            } else {
-                Ok(url.to_string())
-            }
-        }
-        other => Err(format!("scheme {other:?} is not https")),
-    }
 }
 
 /// The `Sluice-Signature` value of `body` sent at Unix second `t`.
@@ -94,41 +59,45 @@ pub fn retry_delay(attempts: u64) -> Duration {
     Duration::from_secs((FIRST_DELAY_SECONDS << exp).min(MAX_DELAY_SECONDS))
 }
 
-/// Sends webhooks: the secret, the HTTP client, and the retry bound.
+/// Sends webhooks: the secret, the HTTP client, where it may send, and the retry bound.
 #[derive(Debug, Clone)]
 pub struct Sender {
     secret: Option<String>,
     http: reqwest::Client,
-    pub(crate) allow_insecure: bool,
+    destinations: Destinations,
     pub(crate) give_up_seconds: u64,
 }
 
 impl Sender {
+    /// The client connects only to public addresses ([`Destinations::resolver`]) and follows
+    /// no redirect.
     pub fn new(
         secret: Option<String>,
-        allow_insecure: bool,
+        destinations: Destinations,
         give_up_seconds: u64,
     ) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .timeout(POST_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(Arc::new(destinations.resolver()))
             .user_agent(concat!("sluice-webhook/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(Sender {
             secret,
             http,
-            allow_insecure,
+            destinations,
             give_up_seconds,
         })
     }
 
-    /// One signed POST of `body` to `url`; any 2xx is a delivery. The error names the status or
-    /// the connection failure.
+    /// One signed POST of `body` to `url`; any 2xx is a delivery. The error (recorded, and
+    /// shown to the uploader) names the HTTP status, or only that no HTTP answer came: which
+    /// hosts and ports answer is not the uploader's to learn; the ingest's log has the detail.
     pub async fn post(&self, url: &str, body: Vec<u8>) -> Result<(), String> {
         let Some(secret) = &self.secret else {
             return Err("SLUICE_WEBHOOK_SECRET is not set where the status is folded".to_owned());
         };
-        check_callback(url, self.allow_insecure)?;
+        self.destinations.check(url)?;
         let t = crate::records::unix_now();
         let answer = self
             .http
@@ -139,11 +108,11 @@ impl Sender {
             .send()
             .await
             .map_err(|e| {
-                if e.is_timeout() {
-                    format!("no answer within {} s", POST_TIMEOUT.as_secs())
-                } else {
-                    format!("could not connect: {}", root_cause(&e))
-                }
+                tracing::warn!(url, error = %root_cause(&e), "Webhook POST got no HTTP answer.");
+                format!(
+                    "no HTTP answer (could not connect, or none within {} s)",
+                    POST_TIMEOUT.as_secs()
+                )
             })?;
         let status = answer.status();
         if status.is_success() {
@@ -166,47 +135,6 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn callbacks_are_https_or_loopback_http_when_allowed() {
-        assert_eq!(
-            check_callback("https://hooks.example.com/sluice?x=1", false).as_deref(),
-            Ok("https://hooks.example.com/sluice?x=1")
-        );
-        assert!(check_callback("http://127.0.0.1:9000/hook", true).is_ok());
-        assert!(check_callback("http://localhost:9000/hook", true).is_ok());
-        assert!(check_callback("http://[::1]:9000/hook", true).is_ok());
-        let refused = |raw: &str, insecure: bool| check_callback(raw, insecure).expect_err(raw);
-        assert_eq!(
-            refused("http://127.0.0.1:9000/hook", false),
-            "plain http needs SLUICE_WEBHOOK_ALLOW_INSECURE=1 (local use only); use https"
-        );
-        assert_eq!(
-            refused("http://hooks.example.com/x", true),
-            "plain http is allowed only to a loopback host; use https for hooks.example.com"
-        );
-        assert_eq!(
-            refused("http://10.0.0.8/x", true),
-            "plain http is allowed only to a loopback host; use https for 10.0.0.8"
-        );
-        assert_eq!(
-            refused("ftp://example.com/x", false),
-            "scheme \"ftp\" is not https"
-        );
-        assert_eq!(
-            refused("https://user:pw@example.com/x", false),
-            "must not carry credentials (user:password@)"
-        );
-        assert!(refused("/relative/hook", false).starts_with("\"/relative/hook\" is not a URL"));
-        assert_eq!(
-            refused(&format!("https://example.com/{}", "a".repeat(2048)), false),
-            "longer than 2048 characters"
-        );
-        assert_eq!(
-            refused("data:text/plain,hi", false),
-            "\"data:text/plain,hi\" has no host"
-        );
-    }
 
     #[test]
     fn the_signature_is_hmac_sha256_of_t_dot_body_in_hex() {

@@ -56,6 +56,21 @@ async fn each_malformed_callback_is_a_400_naming_the_header_and_why() {
             "0",
             "must not carry credentials (user:password@)",
         ),
+        (
+            "https://169.254.169.254/latest/meta-data/",
+            "0",
+            "169.254.169.254 is a link-local address; webhooks go to public hosts only",
+        ),
+        (
+            "https://[::ffff:10.1.2.3]:8443/x",
+            "1",
+            "[::ffff:a01:203] is a private address; webhooks go to public hosts only",
+        ),
+        (
+            "https://localhost/x",
+            "1",
+            "localhost is a loopback name; webhooks go to public hosts only",
+        ),
     ] {
         let app = app_with_closed_table(&[
             ("SLUICE_WEBHOOK_SECRET", SECRET),
