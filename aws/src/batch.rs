@@ -4,6 +4,8 @@
 //! entry of a call that failed as a whole) tried again with backoff, and what still failed
 //! returned with its reason.
 //!
+//! Keeps the guarantee "SQS trouble loses nothing" for the batch calls of both sides.
+//!
 //! What a call sends, and what the caller counts or logs, stay with the caller.
 
 use std::future::Future;
@@ -172,6 +174,23 @@ batch_outputs!(
     DeleteMessageBatchOutput,
     ChangeMessageVisibilityBatchOutput
 );
+
+/// Sends one SQS batch call — `batch_call!(client, queue_url, delete_message_batch, entries)`
+/// — and answers as [`BatchRetry::run`]'s `call` returns ([`failed_entries`]): the one way
+/// both sides write a batch call.
+#[macro_export]
+macro_rules! batch_call {
+    ($client:expr, $url:expr, $call:ident, $entries:expr) => {
+        $crate::failed_entries(
+            $client
+                .$call()
+                .queue_url($url)
+                .set_entries(Some($entries))
+                .send()
+                .await,
+        )
+    };
+}
 
 /// One batch call's `.send().await` as [`BatchRetry::run`]'s `call` returns it: SQS's `Failed`
 /// list, or the whole call's error with its chain of causes (the SDK's own `Display` shows only

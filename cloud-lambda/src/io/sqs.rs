@@ -22,22 +22,6 @@ pub type BatchAnswer = Result<Vec<BatchResultErrorEntry>, String>;
 /// SQS's longest DelaySeconds (15 minutes).
 const MAX_DELAY_SECONDS: u64 = 900;
 
-/// One batch call of the request method `$call` (`send_message_batch`, …) on `$queue` with
-/// `$entries`, answered as [`BatchAnswer`].
-macro_rules! batch_call {
-    ($queue:expr, $call:ident, $entries:expr) => {
-        sluice_aws::failed_entries(
-            $queue
-                .client
-                .$call()
-                .queue_url(&$queue.url)
-                .set_entries(Some($entries))
-                .send()
-                .await,
-        )
-    };
-}
-
 /// One queue: the client and the queue's URL.
 #[derive(Debug, Clone)]
 pub struct Queue {
@@ -83,7 +67,7 @@ impl Queue {
             .into_iter()
             .filter_map(|(id, m)| chunk_entry(id, m))
             .collect();
-        batch_call!(self, send_message_batch, entries)
+        sluice_aws::batch_call!(self.client, &self.url, send_message_batch, entries)
     }
 
     /// One SendMessage of `body` with the string message attribute `(name, value)`, delivered
@@ -153,7 +137,7 @@ impl Queue {
             .into_iter()
             .filter_map(|(id, handle)| delete_entry(id, handle))
             .collect();
-        batch_call!(self, delete_message_batch, entries)
+        sluice_aws::batch_call!(self.client, &self.url, delete_message_batch, entries)
     }
 }
 

@@ -4,6 +4,9 @@
 //! conversion from the SDK's message type; in [`verify`]: queue ARNs and sizes, and whether the
 //! dead-letter queue can take what the agent sends it.
 //!
+//! Keeps the guarantee "Thousands of held messages keep their visibility": the extensions in
+//! parallel groups, below.
+//!
 //! Batch calls can half-fail inside a 200 answer: every batch call here reads `failed`, retries
 //! the entries SQS says are not the sender's fault, and returns what still failed. Visibility
 //! changes go out [`VISIBILITY_CONCURRENCY`] groups of 10 at a time, so thousands of held
@@ -182,24 +185,11 @@ impl Queue {
             DELETE_CONCURRENCY,
             handles,
             |entries| async move {
-                let req: Vec<_> = entries
+                let req = entries
                     .iter()
-                    .filter_map(|(id, h)| {
-                        DeleteMessageBatchRequestEntry::builder()
-                            .id(id.clone())
-                            .receipt_handle(&h.receipt_handle)
-                            .build()
-                            .ok()
-                    })
+                    .filter_map(|(id, h)| delete_entry(id, h))
                     .collect();
-                let sent = self
-                    .client
-                    .delete_message_batch()
-                    .queue_url(&self.url)
-                    .set_entries(Some(req))
-                    .send()
-                    .await;
-                sluice_aws::failed_entries(sent)
+                sluice_aws::batch_call!(self.client, &self.url, delete_message_batch, req)
             },
         )
         .await
@@ -217,25 +207,16 @@ impl Queue {
             VISIBILITY_CONCURRENCY,
             handles,
             |entries| async move {
-                let req: Vec<_> = entries
+                let req = entries
                     .iter()
-                    .filter_map(|(id, h)| {
-                        ChangeMessageVisibilityBatchRequestEntry::builder()
-                            .id(id.clone())
-                            .receipt_handle(&h.receipt_handle)
-                            .visibility_timeout(seconds as i32)
-                            .build()
-                            .ok()
-                    })
+                    .filter_map(|(id, h)| visibility_entry(id, h, seconds))
                     .collect();
-                let sent = self
-                    .client
-                    .change_message_visibility_batch()
-                    .queue_url(&self.url)
-                    .set_entries(Some(req))
-                    .send()
-                    .await;
-                sluice_aws::failed_entries(sent)
+                sluice_aws::batch_call!(
+                    self.client,
+                    &self.url,
+                    change_message_visibility_batch,
+                    req
+                )
             },
         )
         .await
@@ -333,4 +314,27 @@ fn log_retry(op: &'static str, retrying: Retrying<'_, Handle>) {
 /// Exponential backoff with jitter for SQS calls: 200 ms doubling to 5 s, a handful of tries.
 fn backoff() -> ExponentialBuilder {
     BATCH_RETRY.backoff()
+}
+
+/// One DeleteMessageBatch entry (`None` only if the SDK's builder refuses it).
+fn delete_entry(id: &str, h: &Handle) -> Option<DeleteMessageBatchRequestEntry> {
+    DeleteMessageBatchRequestEntry::builder()
+        .id(id)
+        .receipt_handle(&h.receipt_handle)
+        .build()
+        .ok()
+}
+
+/// One ChangeMessageVisibilityBatch entry (`None` only if the SDK's builder refuses it).
+fn visibility_entry(
+    id: &str,
+    h: &Handle,
+    seconds: u32,
+) -> Option<ChangeMessageVisibilityBatchRequestEntry> {
+    ChangeMessageVisibilityBatchRequestEntry::builder()
+        .id(id)
+        .receipt_handle(&h.receipt_handle)
+        .visibility_timeout(i32::try_from(seconds).unwrap_or(i32::MAX))
+        .build()
+        .ok()
 }

@@ -54,24 +54,17 @@ impl Queue {
         for group in send_groups(bodies) {
             let entries: Vec<usize> = group.collect();
             let call = |pairs: Vec<(String, usize)>| async move {
-                let req: Vec<_> = pairs
+                let req = pairs
                     .iter()
                     .filter_map(|(id, i)| {
                         SendMessageBatchRequestEntry::builder()
-                            .id(id.clone())
+                            .id(id)
                             .message_body(&bodies[*i])
                             .build()
                             .ok()
                     })
                     .collect();
-                let sent = self
-                    .client
-                    .send_message_batch()
-                    .queue_url(&self.url)
-                    .set_entries(Some(req))
-                    .send()
-                    .await;
-                sluice_aws::failed_entries(sent)
+                sluice_aws::batch_call!(self.client, &self.url, send_message_batch, req)
             };
             failed.extend(STATUS_RETRY.run(&entries, call, log_retry).await);
         }
