@@ -1,6 +1,8 @@
 //! The upload records in DynamoDB (`SLUICE_STATUS_TABLE`): one item per accepted upload, keyed
 //! by its batch id, that binds an `Idempotency-Key` to the SHA-256 of the decompressed body.
 //!
+//! Keeps the guarantee "An `Idempotency-Key` names one body".
+//!
 //! The accept fields are written with a conditional UpdateItem *before* any chunk is sent: it
 //! succeeds when the batch id is new or was recorded with the same digest (a safe retry), and
 //! fails with [`RecordError::KeyReused`] when the same key came with another body, so the

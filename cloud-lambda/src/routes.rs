@@ -1,6 +1,10 @@
 //! The ingest HTTP API: one axum `Router`, served by `lambda_http::run` on Lambda and by a
 //! plain listener locally.
 //!
+//! Keeps the guarantees "An upload is all or nothing" (every receipt is validated before anything
+//! is sent; 202 only once SQS took every chunk), "A gzip bomb cannot take the ingest's memory"
+//! (`gunzip` inflates step by step and stops at the limit) and "API errors leak no internals".
+//!
 //! `POST /v1/batches` validates every receipt, splits them into chunks and enqueues them; it
 //! answers 202 only once SQS has accepted every chunk. `GET /healthz` answers `ok`.
 //!

@@ -1,5 +1,7 @@
 //! Wiring: builds the pipeline from a validated configuration, runs it, and shuts it down.
 //!
+//! Keeps the guarantee "SIGTERM loses nothing": the shutdown, below.
+//!
 //! ```text
 //! pollers ──Delivery──▶ batcher ──Vec<Delivery>──▶ dispatcher ──(tokens, tx slot)──▶ writer tasks
 //!    ▲  gates: database up, in-flight budget                                   │

@@ -13,6 +13,11 @@
 //! | `ops` | systemd notify and watchdog, queue monitor, metrics recorder, HTTP server (`/metrics`, `/v1/status`), reload |
 //! | [`cli`] | `sluice-agent status` and `sluice-agent dlq` |
 //! | `agent` | wiring, start-up and shutdown |
+//!
+//! The folders are floors and import only downward: `agent` and `cli` above `ops`, above
+//! `pipeline`, above `throttle`, above `io`, above `config` and `telemetry` (the ground floor).
+//! A module may use its own floor and the floors below it, never one above; `tests/layers.rs`
+//! fails on any import from a lower floor to a higher one.
 
 mod agent;
 pub mod cli;

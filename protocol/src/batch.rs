@@ -1,5 +1,8 @@
 //! Parsing an upload body (`{"receipts":[…]}` or NDJSON) into validated receipts.
 //!
+//! Keeps the guarantee "Two versions of a receipt in one upload are never silent": one `receipt_id`
+//! held twice with different content refuses the upload, naming both indexes.
+//!
 //! This module owns the upload's *shape* and the error report a client gets back: syntax errors
 //! with line and column, shape errors, the receipt-count limit (checked while streaming, before
 //! the whole body is materialised), one `receipt_id` held twice with different content, and

@@ -1,4 +1,4 @@
-//! Issue #11, case 1 on the agent: a receipt re-sent under the same `receipt_id` is a quiet
+//! Conflicts on the agent: a receipt re-sent under the same `receipt_id` is a quiet
 //! duplicate when its content is the same, and follows `[write] on_conflict` when it is not —
 //! never a silent duplicate. Real PostgreSQL, real moto, the `sluice-agent` binary, each test
 //! judged by the oracle (`sluice_e2e::oracle`).

@@ -1,4 +1,4 @@
-//! The ingest against a hostile or careless client (issue #11, ingest side), end to end
+//! The ingest against a hostile or careless client, end to end
 //! against a real PostgreSQL and a real SQS- and DynamoDB-API server (moto): a gzip bomb, an
 //! `Idempotency-Key` reused with another body, one `receipt_id` sent twice with different
 //! content, and a queue that is gone (503 without internals). Judged by the oracle: nothing

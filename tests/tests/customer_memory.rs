@@ -1,4 +1,4 @@
-//! Issue #11, item 5 (agent side): memory is bounded in decoded bytes. A backlog of the largest
+//! The agent's memory is bounded in decoded bytes. A backlog of the largest
 //! valid receipts, several times `batch.max_in_flight_bytes`, drains completely — nothing lost,
 //! nothing written twice — and the agent never holds more than the bound.
 

@@ -1,4 +1,4 @@
-//! Issue #11, the SQS side, against the real servers and the real `sluice-agent` binary: the
+//! The SQS side, against the real servers and the real `sluice-agent` binary: the
 //! dead-letter queue checked by ARN and size (`check-config --online`, start-up, `dlq purge`),
 //! thousands of messages held past their visibility timeout received once, and envelope
 //! versions from a newer ingest (an unknown optional field stored, an unknown version released).

@@ -1,4 +1,4 @@
-//! Issue #12, item 1, the agent's side: with `[status] queue_url` set, the real `sluice-agent`
+//! Upload status, the agent's side: with `[status] queue_url` set, the real `sluice-agent`
 //! reports what became of every chunk on the status queue — stored, duplicates, conflicts and
 //! database refusals with their reasons — from the chunk ledger, outbound only; a status queue
 //! that is down delays the reports and nothing else, and a kill -9 before they went loses none.

@@ -1,4 +1,4 @@
-//! Issue #12, the cloud side: chunk reports put on the status queue by the test, folded once
+//! Upload status, the cloud side: chunk reports put on the status queue by the test, folded once
 //! into the upload records by a real `sluice-ingest` process (or straight through the service),
 //! `GET /v1/batches/{id}` answering them (also through API Gateway's event, for its caller
 //! only), and signed webhooks retried, delivered once or given up. Real moto (SQS and

@@ -1,4 +1,4 @@
-//! Issue #12 end to end with the real agent: the chunk reports the `sluice-agent` binary sends
+//! Upload status end to end with the real agent: the chunk reports the `sluice-agent` binary sends
 //! on the status queue bring `GET /v1/batches/{id}` of a real `sluice-ingest` process to the
 //! exact final status, refusals named as the DLQ names them, and its webhook arrives once,
 //! signed; through a status queue that is missing while the agent drains and a kill -9. Real

@@ -1,4 +1,4 @@
-//! Issue #12, item 5 end to end: `sluice-ingest upload FILE --wait` against the real
+//! End to end: `sluice-ingest upload FILE --wait` against the real
 //! `sluice-ingest` (folding the status queue into its table, serving `GET /v1/batches/{id}`),
 //! the real agent reporting each settled chunk on that queue, real PostgreSQL and moto. A clean
 //! file exits 0 once stored; a file with a conflicting receipt and one a trigger refuses exits

@@ -1,6 +1,7 @@
-//! Where a webhook may go. An uploader names the callback URL, so without limits the ingest
-//! would POST wherever it is told: to the cloud's metadata service, to hosts on the private
-//! network, and the recorded outcome would tell the uploader which of them answer. So:
+//! Where a webhook may go; keeps the guarantee "Webhooks go to public hosts only". An uploader
+//! names the callback URL, so without limits the ingest would POST wherever it is told: to the
+//! cloud's metadata service, to hosts on the private network, and the recorded outcome would
+//! tell the uploader which of them answer. So:
 //!
 //! - the URL is `https` with a host and no credentials (plain `http` only to a loopback host,
 //!   and only with `SLUICE_WEBHOOK_ALLOW_INSECURE=1`, for local use);

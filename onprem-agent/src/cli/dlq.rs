@@ -1,6 +1,8 @@
 //! `sluice-agent dlq`: look at, send back and delete what the agent (or the queue's redrive
 //! policy) put on the dead-letter queue.
 //!
+//! Keeps the guarantee "`dlq purge` never purges the main queue" (`purge`, below).
+//!
 //! - `list` receives the messages to read them and hands each back at once (visibility 0), so
 //!   listing moves nothing, though it does add one to each message's receive count. Bodies are
 //!   decoded with the chunk envelope; a body that does not decode is listed with the error.

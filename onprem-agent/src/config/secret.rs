@@ -1,6 +1,8 @@
 //! The database password, kept out of everything the agent shows: the one place that knows
 //! how a password can be given and how to hide it.
 //!
+//! Keeps the guarantee "The database password shows nowhere".
+//!
 //! - [`DatabaseUrl`] wraps `database.url`: its `Display`, `Debug` and `Serialize` hide the
 //!   userinfo password (`postgres://u:pw@h/db`) and a `?password=` query parameter, so the
 //!   startup log, `check-config` and any error that names the URL show `***` instead;

@@ -5,6 +5,12 @@
 //! statements in [`sql`]) — and the few reads that readiness, the throttle and `status` make,
 //! and the status reporter's reads and marks of the ledger ([`report`]).
 //!
+//! Keeps the guarantees "Two consumers stay exactly once" (an id another writer took first is read
+//! and planned again, so a late commit counts it as a duplicate), "Agents sharing a database do not
+//! deadlock each other" (every write takes its ids, and its ledger rows, in one order) and
+//! "`status` never scans `receipts`" (`RECENT_RATE` and `RECEIPTS_PER_MESSAGE` read the chunk
+//! ledger through its index).
+//!
 //! Rows travel as arrays, one per column, through `INSERT … SELECT FROM UNNEST(…)`: one round
 //! trip per table whatever the batch size, and a statement text that never changes (so it is
 //! prepared once per connection). Decimals, dates and UUIDs are sent as text and cast by

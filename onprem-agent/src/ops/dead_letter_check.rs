@@ -2,6 +2,8 @@
 //! queue, or takes smaller messages) refuses the start; a DLQ that cannot be read now (missing,
 //! no permission, SQS unreachable) raises `dead_letter_unavailable` and is checked again with
 //! backoff until it passes, so the agent drains meanwhile instead of restarting in a loop.
+//!
+//! Keeps the guarantee "A misconfigured DLQ is caught before it loses anything".
 
 use std::time::Duration;
 

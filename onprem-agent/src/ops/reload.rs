@@ -1,6 +1,8 @@
 //! SIGHUP (the unit's `ExecReload=`): re-reads `agent.toml` and applies what can change while
 //! running — the whole `[throttle]` section — without touching work in flight.
 //!
+//! Keeps the guarantee "A new rate applies without a restart".
+//!
 //! An invalid file is refused with every problem logged, and the running configuration stays.
 //! Changed keys outside `[throttle]` are named in a warning: they take effect at the next
 //! restart (the pool, the pollers and the batcher are built once).

@@ -2,6 +2,8 @@
 //! (the process answers), `/readyz` (PostgreSQL and SQS both answer and no condition is raised;
 //! PostgreSQL is asked on the store's own probe connection, never a writer's)
 //! and `/v1/status` (the live figures `sluice-agent status` reads, as JSON).
+//!
+//! Keeps the guarantee "Readiness never waits for the writers".
 
 use std::sync::Arc;
 use std::time::Duration;

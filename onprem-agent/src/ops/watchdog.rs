@@ -2,6 +2,8 @@
 //! PostgreSQL and SQS both answer, then pings systemd's watchdog every `WATCHDOG_USEC / 2`, only
 //! while [`Liveness`] says the pipeline moved recently or is legitimately waiting. A stuck loop
 //! stops the pings and systemd restarts the agent.
+//!
+//! Keeps the guarantee "A stuck pipeline is restarted".
 
 use std::time::Duration;
 

@@ -1,6 +1,9 @@
 //! The in-flight budget: how much the agent holds at once, in receipts
 //! (`batch.max_in_flight_rows`) and in decoded bytes (`batch.max_in_flight_bytes`).
 //!
+//! Keeps the guarantees "Memory is bounded" and "Memory is bounded in bytes, whatever the receipts'
+//! size".
+//!
 //! A message is admitted once it is decoded, charged its receipts and the length of its JSON
 //! once decompressed (a cheap measure of what holding it costs), and gives both back when it is
 //! settled (deleted, released or dead-lettered): its [`Share`] is dropped with it. Pollers

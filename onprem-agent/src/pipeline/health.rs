@@ -11,6 +11,9 @@
 //!   does not know). Each is raised with a reason and cleared when the cause goes; while any is
 //!   raised `/readyz` answers 503 naming it, `status` shows it, `sluice_condition{condition}` is
 //!   1, and one ERROR is logged when it is raised (one INFO when it clears).
+//!
+//! Keeps the guarantee "While PostgreSQL is down nothing is received": the pollers wait on
+//! "database up".
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

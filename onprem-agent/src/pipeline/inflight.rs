@@ -1,5 +1,8 @@
 //! Messages the agent holds: received and not yet deleted, dead-lettered or released.
 //!
+//! Keeps the guarantees "Messages held long keep their visibility" and "Held messages are received
+//! once": the heartbeat, below.
+//!
 //! The heartbeat extends the visibility timeout of any message held longer than half of it, so
 //! a slow batch (a long limiter wait, a database outage) does not let SQS hand the message to
 //! someone else and raise its receive count. Extensions go out in parallel groups of 10 (see

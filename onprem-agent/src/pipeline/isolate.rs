@@ -1,6 +1,10 @@
 //! Finding the rows at fault in a batch the database refused: bisection, committing every part
 //! that is taken, until each refused row stands alone.
 //!
+//! Keeps the guarantees "Poison never stops the agent" (the rows at fault stand alone, every other
+//! row is committed) and "A correction is never lost while a batch is bisected" (`by_receipt`,
+//! below).
+//!
 //! When the first rows isolated fail with one SQLSTATE and nothing has committed, the parts
 //! not yet tried are tried whole once: if none commits, all fail the same way and the canary
 //! (`pipeline::refusal`) is refused the same way too, every row is refused for one reason

@@ -4,6 +4,9 @@
 //! what it holds, raises the `write_refused` condition, and probes with backoff until writes
 //! are taken again.
 //!
+//! Keeps the guarantee "A database that refuses every row does not empty the backlog into the DLQ":
+//! the canary, below.
+//!
 //! Rows refused with one SQLSTATE while nothing commits are only a suspicion (they may all be
 //! bad). The canary settles it: a plain synthetic receipt inserted in a transaction that is
 //! rolled back (nothing is left behind). Refused the same way, the fault is the database's and

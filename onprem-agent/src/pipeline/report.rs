@@ -1,6 +1,9 @@
 //! The status reporter: tells the cloud, through the status queue (`[status] queue_url`), what
 //! became of each settled chunk, outbound only.
 //!
+//! Keeps the guarantee "What became of each chunk reaches the cloud": a chunk's report is sent from
+//! its ledger row until the status queue has taken it.
+//!
 //! The chunk ledger is the truth: each row carries its chunk's figures (written with the row,
 //! in the chunk's first commit) and `reported_at`, NULL until the status queue has taken its
 //! report. The reporter reads the unreported rows oldest first, packs them into compressed

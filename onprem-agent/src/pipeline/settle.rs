@@ -3,6 +3,10 @@
 //! for the queue's redrive policy (no dead-letter queue), or release it (its refused row could
 //! not be dead-lettered). A refusal of every row is systemic and settles nothing.
 //!
+//! Keeps the guarantees "A failed dead-letter send loses nothing and blocks nothing" and "Without a
+//! DLQ an upload still ends" (a kept message's chunk still gets its ledger row, naming each refused
+//! receipt).
+//!
 //! A failed dead-letter send blocks nothing: the batch's other rows stay committed and its
 //! other messages are deleted; the message whose row could not be dead-lettered is released
 //! (visibility 0, not deleted) so it comes back, its committed rows then count as duplicates,

@@ -4,6 +4,8 @@
 //! it; counted in `sluice_messages_unknown_version_total`; one ERROR per version saying to
 //! upgrade; and the condition `envelope_version_unknown` while they keep coming, cleared after
 //! [`CLEAR_AFTER`] without one.
+//!
+//! Keeps the guarantee "A rolling upgrade of the ingest loses nothing".
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;

@@ -1,6 +1,10 @@
 //! Writers: take a batch, wait for its tokens, settle it in transactions (`pipeline::settle`),
 //! then act on each message (delete, keep, or release).
 //!
+//! Keeps the guarantee "A message is deleted only after its receipts are committed": a batch's
+//! messages are acted on only once `settle` returns, and a write whose commit is unknown is
+//! retried, never followed by a delete.
+//!
 //! Where an error leads depends on what it says:
 //! - a refusal of some rows: they are dead-lettered with the SQLSTATE and message, the rest
 //!   stored (`pipeline::settle`);

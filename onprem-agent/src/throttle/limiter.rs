@@ -1,6 +1,9 @@
 //! The token bucket: receipts per second with a burst, on governor's GCRA, with a rate that can
 //! change while the agent runs (schedules, SIGHUP reload, the adaptive controller).
 //!
+//! Keeps the guarantee "The database gets at most the configured rate": rows committed stay within
+//! rate × time + burst.
+//!
 //! A batch of `n` receipts takes `n` tokens before its transaction starts. Governor can only
 //! hand out up to `burst` tokens at once, so larger requests are taken in burst-sized pieces;
 //! config validation keeps `burst ≥ batch.max_rows` so a full batch normally goes in one piece.

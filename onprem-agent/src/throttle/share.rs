@@ -1,6 +1,9 @@
 //! Several agents, one budget: the `[throttle]` figures are the database's total, however many
 //! agents drain the queue into it, and each agent takes its share.
 //!
+//! Keeps the guarantee "Agents sharing a budget never exceed it, whichever can reach the agents
+//! table": the lease, under Fencing below.
+//!
 //! Agents coordinate through PostgreSQL itself (the table `agents`, see
 //! `io::store::agents`): each heartbeats every [`HEARTBEAT`] on a connection of its own and
 //! reads back the live set — the agents whose heartbeat is at most [`EXPIRY`] old by the

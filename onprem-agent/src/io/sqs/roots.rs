@@ -2,6 +2,8 @@
 //! over HTTPS and the AWS SDK trusts the system's roots; on a host without any (a minimal image
 //! with no `ca-certificates`) the SDK's TLS setup panics. This turns that into an error that
 //! says what to install.
+//!
+//! Keeps the guarantee "A host without CA certificates gets an error, not a panic".
 
 /// No root certificate could be read from the system.
 #[derive(Debug, thiserror::Error)]

@@ -1,6 +1,9 @@
 //! What can go wrong talking to PostgreSQL, sorted by what the writer does about it: a
 //! SQLSTATE is a lost connection (retry as is), overload (retry, throttle backs off) or a
 //! refusal (find the rows at fault; see `pipeline::isolate`).
+//!
+//! Keeps the guarantee "A row the database refuses is the row's fault, whatever the SQLSTATE":
+//! `classify_sqlstate` calls every answer a refusal but a lost connection, a shutdown or overload.
 
 /// What went wrong talking to the database, sorted by what the caller does about it.
 #[derive(Debug, thiserror::Error)]

@@ -2,6 +2,9 @@
 //! row is touched: insert it, replace the stored version, skip it as a duplicate, or refuse it
 //! as a conflict (`[write] on_conflict`). Pure logic; `store` runs the SQL it asks for.
 //!
+//! Keeps the guarantee "Conflicting content is never silent": other content under a stored id is
+//! told from a duplicate here, by its fingerprint, and follows `[write] on_conflict`.
+//!
 //! A receipt is compared with the version that is current when it comes: the stored row, or
 //! an earlier receipt of the same batch with that id. Same fingerprint: a quiet duplicate. A
 //! stored row written before fingerprints existed (NULL) cannot be compared and is taken as

@@ -1,8 +1,12 @@
 //! The procedure target's SQL (`target.kind = "procedure"`): the content fingerprints Sluice
 //! keeps in its own `receipt_fingerprints` table (read, inserted, replaced), the one
 //! `CALL schema.name($1::jsonb)` per write with the new receipts as a JSON array, the canary's
-//! empty call, and the check that the procedure exists with the expected signature and that the
-//! agent's role may call it.
+//! call with one plain receipt (rolled back by the caller), and the check that the procedure
+//! exists with the expected signature and that the agent's role may call it.
+//!
+//! Keeps the guarantees "The customer's own tables get each receipt once" (the fingerprints,
+//! inserted in the call's transaction) and "A procedure that fails every row pauses the agent" (the
+//! canary calls the procedure with a plain receipt, not with none).
 
 use serde::Serialize;
 use sluice_protocol::{Fingerprint, Receipt};

@@ -2,6 +2,10 @@
 //! whatever the batch size (the items excepted: a few MiB of them per statement): the stored
 //! fingerprints of the batch's ids, the receipts inserted and replaced (one array per column
 //! through `UNNEST`), their items, and the chunk-ledger rows.
+//!
+//! Keeps the guarantees "Receipts arrive intact" (decimals, dates and ids sent as text and cast by
+//! PostgreSQL, money into `numeric`) and "Redelivery never duplicates" (`ON CONFLICT … DO NOTHING`
+//! for receipts, items and ledger rows).
 
 use sluice_protocol::Fingerprint;
 use sqlx::postgres::PgArguments;

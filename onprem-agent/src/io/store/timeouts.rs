@@ -1,6 +1,9 @@
 //! The limits on one write transaction: PostgreSQL's `statement_timeout` and `lock_timeout`
 //! (set locally in each transaction) and the agent's own deadline for the whole write, and
 //! which errors mean "someone holds the agent's tables".
+//!
+//! Keeps the guarantee "A table lock stalls nothing and loses nothing": a write waits at most these
+//! limits, and a write they cancel is known for a lock wait.
 
 use std::time::Duration;
 

@@ -1,4 +1,4 @@
-//! The status traffic (issue #12): what reporting an upload's fate costs, against the data
+//! The status traffic: what reporting an upload's fate costs, against the data
 //! path it rides on, measured side by side in one run. A backlog is uploaded through the real
 //! `sluice-ingest` (folding the status queue into its table) and drained by the real agent
 //! with `[status] queue_url`; both reach the local SQS/DynamoDB server through the harness's
