@@ -27,12 +27,44 @@ pub const MAX_STATUS_DECODED_BYTES: usize = 16 * 1024 * 1024;
 /// endpoint; the counts stay exact.
 pub const MAX_REJECTIONS: usize = 100;
 
+/// Longest reason a [`Rejection`] carries, in bytes. A database's message can be as long as a
+/// trigger makes it; capped, the [`MAX_REJECTIONS`] reasons of a chunk report and of an upload's
+/// record stay far below DynamoDB's 400 KB item limit (100 × 1 KiB, twice over while a fold
+/// appends before it trims), so no reason can make a fold fail and an upload never end.
+pub const MAX_REASON_BYTES: usize = 1024;
+
 /// One refused receipt and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rejection {
     pub receipt_id: String,
-    /// What the database said (SQLSTATE and message), or `conflict: …` with both fingerprints.
+    /// What the database said (SQLSTATE and message), or `conflict: …` with both fingerprints;
+    /// at most [`MAX_REASON_BYTES`].
     pub reason: String,
+}
+
+impl Rejection {
+    /// A rejection whose reason is cut to [`MAX_REASON_BYTES`] (at a character boundary, with
+    /// `…` saying so).
+    pub fn new(receipt_id: impl Into<String>, reason: &str) -> Self {
+        Self {
+            receipt_id: receipt_id.into(),
+            reason: cap_reason(reason),
+        }
+    }
+}
+
+/// `reason`, cut to at most [`MAX_REASON_BYTES`] bytes at a character boundary, ending in `…`
+/// when cut.
+pub fn cap_reason(reason: &str) -> String {
+    if reason.len() <= MAX_REASON_BYTES {
+        return reason.to_owned();
+    }
+    const MORE: &str = "…";
+    let mut end = MAX_REASON_BYTES - MORE.len();
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{MORE}", &reason[..end])
 }
 
 /// What became of one chunk, as committed to the agent's chunk ledger.

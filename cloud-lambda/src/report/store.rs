@@ -11,7 +11,8 @@
 use std::collections::HashMap;
 
 use sluice_protocol::report::{
-    BatchState, BatchStatus, ChunkReport, Rejection, WebhookState, WebhookStatus, MAX_REJECTIONS,
+    cap_reason, BatchState, BatchStatus, ChunkReport, Rejection, WebhookState, WebhookStatus,
+    MAX_REJECTIONS,
 };
 
 use crate::io::dynamodb::{AttributeValue, Item, Update, UpdateError};
@@ -86,7 +87,11 @@ impl Records {
                             "receipt_id".to_owned(),
                             AttributeValue::S(x.receipt_id.clone()),
                         ),
-                        ("reason".to_owned(), AttributeValue::S(x.reason.clone())),
+                        // Capped here too: a report from an older agent may carry a longer one.
+                        (
+                            "reason".to_owned(),
+                            AttributeValue::S(cap_reason(&x.reason)),
+                        ),
                     ]))
                 })
                 .collect();

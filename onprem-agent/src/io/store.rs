@@ -139,10 +139,7 @@ impl Conflict {
 
     /// The conflict as a status report names it.
     pub fn rejection(&self) -> Rejection {
-        Rejection {
-            receipt_id: self.receipt.receipt_id.clone(),
-            reason: self.reason(),
-        }
+        Rejection::new(self.receipt.receipt_id.clone(), &self.reason())
     }
 }
 

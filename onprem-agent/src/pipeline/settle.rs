@@ -189,10 +189,7 @@ fn isolated_entry(
         if kept {
             reason.push_str(KEPT_WITHOUT_DLQ);
         }
-        Rejection {
-            receipt_id: r.receipt.receipt_id.clone(),
-            reason,
-        }
+        Rejection::new(r.receipt.receipt_id.clone(), &reason)
     }));
     rejections.truncate(MAX_REJECTIONS);
     let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);

@@ -1,4 +1,4 @@
-//! Tests of `status`.
+//! Tests of `report`.
 
 use super::*;
 
@@ -82,5 +82,26 @@ fn the_state_follows_the_settled_chunks_and_refusals() {
     assert_eq!(
         serde_json::to_string(&BatchState::StoredWithRejections).expect("json"),
         "\"stored_with_rejections\""
+    );
+}
+
+#[test]
+fn a_long_reason_is_cut_at_a_character_boundary_and_says_so() {
+    let short = Rejection::new("id", "refused (P0001): too long");
+    assert_eq!(short.reason, "refused (P0001): too long");
+    let long = Rejection::new("id", &"é".repeat(5_000));
+    assert!(
+        long.reason.len() <= MAX_REASON_BYTES,
+        "{}",
+        long.reason.len()
+    );
+    assert!(long.reason.ends_with('…'));
+    assert!(
+        long.reason.len() > MAX_REASON_BYTES - 8,
+        "cut close to the cap"
+    );
+    assert_eq!(
+        cap_reason(&"x".repeat(MAX_REASON_BYTES)).len(),
+        MAX_REASON_BYTES
     );
 }
