@@ -1,0 +1,145 @@
+//! Tests of `config`.
+
+use super::*;
+use std::collections::HashMap;
+
+fn load(vars: &[(&str, &str)]) -> Result<IngestConfig, ConfigError> {
+    let map: HashMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    IngestConfig::from_lookup(|k| map.get(k).cloned())
+}
+
+#[test]
+fn queue_url_alone_gives_the_documented_defaults() {
+    let c = load(&[("SLUICE_QUEUE_URL", "http://127.0.0.1:1/q")]).expect("valid");
+    assert_eq!(c.max_message_bytes, 262_144);
+    assert_eq!(c.max_receipts_per_chunk, 500);
+    assert_eq!(c.max_receipts_per_request, 50_000);
+    assert_eq!(c.compression, Compression::None);
+    assert!(c.api_token.is_none());
+}
+
+#[test]
+fn every_bad_variable_is_reported_at_once() {
+    let err = load(&[
+        ("SLUICE_MAX_MESSAGE_BYTES", "2000000"),
+        ("SLUICE_MAX_RECEIPTS_PER_CHUNK", "many"),
+        ("SLUICE_COMPRESSION", "lz4"),
+        ("SLUICE_API_TOKEN", "short"),
+    ])
+    .expect_err("invalid");
+    let all = err.to_string();
+    for needle in [
+        "SLUICE_QUEUE_URL: required",
+        "SLUICE_MAX_MESSAGE_BYTES: 2000000 is out of range 1024..=1048576",
+        "SLUICE_MAX_RECEIPTS_PER_CHUNK: \"many\" is not a whole number",
+        "SLUICE_COMPRESSION: \"lz4\"",
+        "SLUICE_API_TOKEN",
+    ] {
+        assert!(all.contains(needle), "missing {needle:?} in {all}");
+    }
+    assert_eq!(err.0.len(), 5);
+}
+
+#[test]
+fn a_bad_status_table_or_dynamodb_endpoint_is_named() {
+    let err = load(&[
+        ("SLUICE_QUEUE_URL", "http://127.0.0.1:1/q"),
+        ("SLUICE_STATUS_TABLE", "no spaces"),
+        ("SLUICE_DYNAMODB_ENDPOINT", "localhost:5000"),
+    ])
+    .expect_err("invalid");
+    assert_eq!(
+        err.0,
+        [
+            r#"SLUICE_DYNAMODB_ENDPOINT: "localhost:5000" is not an http(s) URL"#,
+            r#"SLUICE_STATUS_TABLE: "no spaces" is not a DynamoDB table name (3 to 255 of A-Z a-z 0-9 _ - .)"#,
+        ]
+    );
+    let ok = load(&[
+        ("SLUICE_QUEUE_URL", "http://127.0.0.1:1/q"),
+        ("SLUICE_STATUS_TABLE", "sluice-uploads"),
+    ])
+    .expect("valid");
+    assert_eq!(ok.status_table.as_deref(), Some("sluice-uploads"));
+}
+
+#[test]
+fn bad_status_and_webhook_settings_are_named() {
+    let err = load(&[
+        ("SLUICE_QUEUE_URL", "http://127.0.0.1:1/q"),
+        ("SLUICE_LAMBDA_HANDLER", "fold"),
+        ("SLUICE_STATUS_QUEUE_URL", "status-queue"),
+        ("SLUICE_STATUS_TTL_DAYS", "0"),
+        ("SLUICE_WEBHOOK_SECRET", "short"),
+        ("SLUICE_WEBHOOK_ALLOW_INSECURE", "yes"),
+        ("SLUICE_WEBHOOK_GIVE_UP_SECONDS", "forever"),
+    ])
+    .expect_err("invalid");
+    assert_eq!(
+        err.0,
+        [
+            r#"SLUICE_LAMBDA_HANDLER: "fold" is not one of api, status"#,
+            r#"SLUICE_STATUS_QUEUE_URL: "status-queue" is not an http(s) URL"#,
+            "SLUICE_STATUS_TTL_DAYS: 0 is out of range 1..=3650",
+            r#"SLUICE_WEBHOOK_GIVE_UP_SECONDS: "forever" is not a whole number"#,
+            r#"SLUICE_WEBHOOK_ALLOW_INSECURE: "yes" is not 0 or 1"#,
+            "SLUICE_WEBHOOK_SECRET: use at least 16 characters",
+            "SLUICE_STATUS_QUEUE_URL: needs SLUICE_STATUS_TABLE (the table the status is folded into)",
+        ]
+    );
+    let err = load(&[("SLUICE_LAMBDA_HANDLER", "status")]).expect_err("no table");
+    assert_eq!(
+        err.0,
+        ["SLUICE_LAMBDA_HANDLER=status: needs SLUICE_STATUS_TABLE"]
+    );
+    let ok = load(&[
+        ("SLUICE_LAMBDA_HANDLER", "status"),
+        ("SLUICE_STATUS_TABLE", "sluice-uploads"),
+        ("SLUICE_WEBHOOK_SECRET", "0123456789abcdef-secret"),
+    ])
+    .expect("the status function needs no chunk queue");
+    assert_eq!(ok.handler, Handler::Status);
+    assert_eq!(ok.status_ttl_days, 30);
+    assert_eq!(ok.webhook_give_up_seconds, 86_400);
+    assert!(!format!("{ok:?}").contains("0123456789abcdef"));
+}
+
+#[test]
+fn allowed_webhook_domains_are_read_and_a_bad_one_is_named() {
+    let ok = load(&[
+        ("SLUICE_QUEUE_URL", "http://127.0.0.1:1/q"),
+        (
+            "SLUICE_WEBHOOK_ALLOWED_DOMAINS",
+            "example.com, hooks.partner.io",
+        ),
+    ])
+    .expect("valid");
+    assert_eq!(
+        ok.webhook_destinations().allowed_domains,
+        ["example.com", "hooks.partner.io"]
+    );
+    let err = load(&[
+        ("SLUICE_QUEUE_URL", "http://127.0.0.1:1/q"),
+        ("SLUICE_WEBHOOK_ALLOWED_DOMAINS", "example.com,*.partner.io"),
+    ])
+    .expect_err("invalid");
+    assert_eq!(
+        err.0,
+        [
+            r#"SLUICE_WEBHOOK_ALLOWED_DOMAINS: "*.partner.io" is not a domain name (e.g. hooks.example.com)"#
+        ]
+    );
+}
+
+#[test]
+fn the_token_is_never_printed() {
+    let c = load(&[
+        ("SLUICE_QUEUE_URL", "http://127.0.0.1:1/q"),
+        ("SLUICE_API_TOKEN", "a-very-secret-token-value"),
+    ])
+    .expect("valid");
+    assert!(!format!("{c:?}").contains("a-very-secret"));
+}
