@@ -248,6 +248,14 @@ async fn a_revoked_insert_permission_pauses_the_agent_until_granted_again() -> a
         &format!("GRANT SELECT, INSERT ON ALL TABLES IN SCHEMA sluice TO {role}"),
     )
     .await?;
+    // Its heartbeat in the agents table updates its own row (and deletes it at a clean stop):
+    // without a heartbeat going through, an agent holds no lease of the budget and writes
+    // nothing.
+    sql(
+        &env,
+        &format!("GRANT UPDATE, DELETE ON sluice.agents TO {role}"),
+    )
+    .await?;
     let url = env
         .database_url
         .replacen("postgres://postgres@", &format!("postgres://{role}@"), 1);

@@ -446,25 +446,27 @@ async fn check_config_online_names_what_the_procedure_target_lacks() -> anyhow::
     Ok(())
 }
 
-/// The procedure dropped while the agent runs refuses every call, and the canary (an empty
-/// call) is refused the same way: systemic, so nothing is dead-lettered; the agent pauses with
-/// `write_refused` on `/readyz` and resumes by itself once the procedure is back.
-#[tokio::test]
-async fn a_dropped_procedure_pauses_the_agent_until_it_is_back() -> anyhow::Result<()> {
+/// Drains 200 receipts through the example's procedure, breaks it with `break_it` while the
+/// agent runs, uploads 300 more: every call is refused, and the canary (the procedure called on
+/// one plain receipt, rolled back) is refused the same way, so the fault is systemic: nothing is
+/// dead-lettered, the agent pauses with `write_refused` on `/readyz` naming `expected`, and
+/// resumes by itself once the example's procedure is back.
+async fn a_broken_procedure_pauses_the_agent_until_it_is_back(
+    seed: u64,
+    name: &str,
+    break_it: &str,
+    expected: &str,
+) -> anyhow::Result<()> {
     let env = TestEnv::new().await?;
     expenses::load_with_tenants(&env.pool, TENANTS).await?;
     let mut oracle = Oracle::new();
-    let mut g = Generator::new(154);
+    let mut g = Generator::new(seed);
     env.upload_acknowledged(&mut oracle, &g.receipts(200), "50")
         .await?;
-    let agent = env
-        .launch_agent("dropped", &expenses::target_toml())
-        .await?;
+    let agent = env.launch_agent(name, &expenses::target_toml()).await?;
     env.wait_drained_in(Stored::Expenses, 200, DRAIN_TIMEOUT)
         .await?;
-    sqlx::raw_sql("DROP PROCEDURE expenses.ingest_receipts(jsonb)")
-        .execute(&env.pool)
-        .await?;
+    sqlx::raw_sql(break_it).execute(&env.pool).await?;
     env.upload_acknowledged(&mut oracle, &g.receipts(300), "50")
         .await?;
     let body = wait_for(
@@ -476,11 +478,11 @@ async fn a_dropped_procedure_pauses_the_agent_until_it_is_back() -> anyhow::Resu
         },
     )
     .await?;
-    assert!(
-        body.contains("procedure expenses.ingest_receipts(jsonb) does not exist"),
-        "{body}"
-    );
+    assert!(body.contains(expected), "{body}");
     assert_eq!(expenses_stored(&env).await, 200);
+    sqlx::raw_sql("DROP PROCEDURE IF EXISTS expenses.ingest_receipts(jsonb)")
+        .execute(&env.pool)
+        .await?;
     expenses::load(&env.pool, &["ingest_receipts.sql"]).await?;
     env.wait_drained_in(Stored::Expenses, 500, DRAIN_TIMEOUT)
         .await?;
@@ -493,4 +495,38 @@ async fn a_dropped_procedure_pauses_the_agent_until_it_is_back() -> anyhow::Resu
     assert_eq!(expenses_stored(&env).await, 500);
     assert!(env.drain_dlq().await?.is_empty(), "nothing dead-lettered");
     Ok(())
+}
+
+/// The procedure dropped while the agent runs refuses every call, the canary too.
+#[tokio::test]
+async fn a_dropped_procedure_pauses_the_agent_until_it_is_back() -> anyhow::Result<()> {
+    a_broken_procedure_pauses_the_agent_until_it_is_back(
+        154,
+        "dropped",
+        "DROP PROCEDURE expenses.ingest_receipts(jsonb)",
+        "procedure expenses.ingest_receipts(jsonb) does not exist",
+    )
+    .await
+}
+
+/// A procedure that COMMITs inside its loop fails every call that has a receipt (2D000: the
+/// agent's transaction holds the call), but takes an empty one: the canary calls it with a
+/// plain receipt, so the fault is still seen as the procedure's, not every row's.
+#[tokio::test]
+async fn a_procedure_that_commits_inside_its_loop_pauses_the_agent_and_dead_letters_nothing(
+) -> anyhow::Result<()> {
+    a_broken_procedure_pauses_the_agent_until_it_is_back(
+        155,
+        "commits",
+        "CREATE OR REPLACE PROCEDURE expenses.ingest_receipts(receipts jsonb)
+         LANGUAGE plpgsql AS $$
+         DECLARE r jsonb;
+         BEGIN
+           FOR r IN SELECT * FROM jsonb_array_elements(receipts) LOOP
+             COMMIT;
+           END LOOP;
+         END $$",
+        "2D000",
+    )
+    .await
 }

@@ -213,3 +213,81 @@ async fn the_live_set_is_judged_by_the_database_clock_and_long_expired_rows_are_
     assert_eq!(left, 0, "a clean stop leaves the table");
     Ok(())
 }
+
+/// Two agents share 600 receipts/s. A test transaction then locks one agent's row in the
+/// agents table: its heartbeats stop going through while its writes still would. The other
+/// counts it out after 5 s and takes the whole budget; the locked one must stop writing once
+/// its lease ends (`budget_lease_lapsed`), so together they stay within the budget rather than
+/// writing 1.5 times it. Unlocked, it rejoins and everything is stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_agent_whose_heartbeats_fail_while_writes_succeed_stops_writing_so_the_total_holds(
+) -> anyhow::Result<()> {
+    const BUDGET: u32 = 600;
+    let env = TestEnv::new().await?;
+    let mut oracle = Oracle::new();
+    let receipts = Generator::new(15).receipts(40_000);
+    env.upload_acknowledged(&mut oracle, &receipts, "100")
+        .await?;
+    drop(receipts);
+    let agents = env.launch_fleet("agent", 2, &fleet_toml(BUDGET)).await?;
+    let (free, locked) = (&agents[0], &agents[1]);
+    wait_live(&[free, locked], 2, TIMEOUT).await?;
+
+    let locked_id: String =
+        sqlx::query_scalar("SELECT agent_id::text FROM sluice.agents WHERE pid = $1")
+            .bind(i32::try_from(locked.pid().unwrap_or_default())?)
+            .fetch_one(&env.pool)
+            .await?;
+    let mut lock = env.pool.begin().await?;
+    sqlx::query("SELECT 1 FROM sluice.agents WHERE agent_id = $1::uuid FOR UPDATE")
+        .bind(&locked_id)
+        .execute(&mut *lock)
+        .await?;
+    wait_live(&[free], 1, REBALANCE).await?;
+    wait_for(
+        REBALANCE,
+        "budget_lease_lapsed on the locked agent",
+        || async {
+            let raised = locked
+                .metric("sluice_condition", &[("condition", "budget_lease_lapsed")])
+                .await?;
+            (raised == 1.0).then_some(())
+        },
+    )
+    .await?;
+    let from = env.db_now().await? + 1.0;
+    let window = Duration::from_secs(20);
+    let together = env.stored_rate(from, window).await?;
+    eprintln!("two agents, one locked out of the agents table: {together:.1} receipts/s");
+    let budget = f64::from(BUDGET);
+    assert!(
+        together <= budget * (1.0 + TOLERANCE),
+        "{together:.1} receipts/s stored with one agent's heartbeats failing: the budget is {BUDGET}"
+    );
+    assert!(
+        together >= budget * 0.8,
+        "{together:.1} receipts/s: the free agent should have taken the whole budget"
+    );
+
+    lock.rollback().await?;
+    wait_live(&[free, locked], 2, REBALANCE * 3).await?;
+    wait_for(REBALANCE, "budget_lease_lapsed cleared", || async {
+        let raised = locked
+            .metric("sluice_condition", &[("condition", "budget_lease_lapsed")])
+            .await?;
+        (raised == 0.0).then_some(())
+    })
+    .await?;
+    for a in &agents {
+        env.rewrite_agent_config(a, &fleet_toml(100_000))?;
+        a.signal(Signal::SIGHUP)?;
+    }
+    env.wait_drained(oracle.acknowledged() as i64, TIMEOUT)
+        .await?;
+    let dead = oracle.verify(&env).await?;
+    assert!(dead.is_empty(), "nothing is dead-lettered: {dead:?}");
+    for a in agents {
+        a.stop().await?;
+    }
+    Ok(())
+}
