@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use sluice_protocol::envelope::Chunk;
+use sluice_protocol::Receipt;
 
 use crate::io::sqs::{Handle, Queue};
 use crate::io::store::{LedgerEntry, Row, Store};
@@ -45,6 +46,18 @@ impl Delivery {
             batch_id: &self.chunk.batch_id,
             chunk_index: self.chunk.chunk_index,
         })
+    }
+
+    /// Whether this message carries `receipt` of chunk `chunk_index` of `batch_id`: that chunk,
+    /// and a receipt with that content (another version of the same id is another receipt).
+    pub fn carries(&self, batch_id: &str, chunk_index: u32, receipt: &Receipt) -> bool {
+        self.chunk.batch_id == batch_id
+            && self.chunk.chunk_index == chunk_index
+            && self
+                .chunk
+                .receipts
+                .iter()
+                .any(|r| r.receipt_id == receipt.receipt_id && r == receipt)
     }
 
     /// The chunk's ledger row before anything is counted (the write adds what it did).

@@ -145,14 +145,9 @@ async fn commit(ctx: &WriterContext, batch: &[Delivery]) -> Result<Settled, Writ
         // A kept message's chunk is final too: its refused rows will be refused again (the
         // queue's redrive policy decides where they go), and without this row its upload would
         // stay `storing` for ever. A released one is not: it comes back and is settled then.
-        match &disposition {
-            Disposition::Delete => {
-                ledger.push(isolated_entry(d, &settled.outcome, &mine, &refused, false));
-            }
-            Disposition::Keep { .. } => {
-                ledger.push(isolated_entry(d, &settled.outcome, &mine, &refused, true));
-            }
-            Disposition::Release { .. } => {}
+        if !matches!(disposition, Disposition::Release { .. }) {
+            let kept = matches!(disposition, Disposition::Keep { .. });
+            ledger.push(isolated_entry(d, &settled.outcome, &mine, &refused, kept));
         }
         settled.dispositions.push(disposition);
     }
@@ -162,11 +157,9 @@ async fn commit(ctx: &WriterContext, batch: &[Delivery]) -> Result<Settled, Writ
     Ok(settled)
 }
 
-/// Whether the message `d` carries `row`: the row's chunk, and a receipt with its content.
+/// Whether the message `d` carries `row` (its chunk, and a receipt with its content).
 fn carries(d: &Delivery, row: &Row<'_>) -> bool {
-    d.chunk.batch_id == row.batch_id
-        && d.chunk.chunk_index == row.chunk_index
-        && d.chunk.receipts.iter().any(|r| r == row.receipt)
+    d.carries(row.batch_id, row.chunk_index, row.receipt)
 }
 
 /// The ledger row of a chunk settled by bisection: what the bisection's commits stored for

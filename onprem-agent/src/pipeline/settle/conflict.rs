@@ -5,8 +5,6 @@
 //! (the store does that in the write's transaction). Without a dead-letter queue its message is
 //! kept, so the queue's redrive policy moves it, as for rows the database refuses.
 
-use sluice_protocol::Receipt;
-
 use super::{dead_letter_row, Disposition, Settled};
 use crate::io::store::Conflict;
 use crate::pipeline::delivery::{Delivery, WriterContext};
@@ -66,11 +64,5 @@ pub(super) fn of_chunk<'c>(conflicts: &'c [Conflict], d: &Delivery) -> Vec<&'c C
 }
 
 fn from_chunk(d: &Delivery, c: &Conflict) -> bool {
-    d.chunk.batch_id == c.batch_id
-        && d.chunk.chunk_index == c.chunk_index
-        && d.chunk.receipts.iter().any(|r| same(r, &c.receipt))
-}
-
-fn same(a: &Receipt, b: &Receipt) -> bool {
-    a.receipt_id == b.receipt_id && a == b
+    d.carries(&c.batch_id, c.chunk_index, &c.receipt)
 }
