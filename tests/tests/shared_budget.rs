@@ -12,7 +12,7 @@ use serde_json::Value;
 use sluice_e2e::gen::Generator;
 use sluice_e2e::oracle::Oracle;
 use sluice_e2e::shared_budget::{fleet_toml, wait_live};
-use sluice_e2e::{wait_for, Signal, TestEnv};
+use sluice_e2e::{wait_for, AgentProcess, Signal, TestEnv};
 
 const TOTAL: u32 = 900;
 /// ± 5 % of the total.
@@ -24,6 +24,24 @@ const REBALANCE: Duration = Duration::from_secs(10);
 const BACKLOG: usize = 90_000;
 /// Generous for a loaded 2-core machine: agents start, see each other, drain the rest.
 const TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Drains the rest quickly (a reload raises the total, and it is split as well), then judges
+/// the whole run: everything acknowledged stored once, nothing dead-lettered.
+async fn drain_the_rest(
+    env: &TestEnv,
+    agents: &[AgentProcess],
+    oracle: &Oracle,
+) -> anyhow::Result<()> {
+    for a in agents {
+        env.rewrite_agent_config(a, &fleet_toml(100_000))?;
+        a.signal(Signal::SIGHUP)?;
+    }
+    env.wait_drained(oracle.acknowledged() as i64, TIMEOUT)
+        .await?;
+    let dead = oracle.verify(env).await?;
+    assert!(dead.is_empty(), "nothing is dead-lettered: {dead:?}");
+    Ok(())
+}
 
 fn assert_near_total(rate: f64, what: &str) {
     let total = f64::from(TOTAL);
@@ -112,15 +130,7 @@ async fn three_agents_share_one_budget_and_two_take_it_over_when_one_is_killed(
     let share = report["agent"]["rate_share"].as_f64().unwrap_or_default();
     assert!((share - 0.5).abs() < 1e-3, "{report:#}");
 
-    // Drain the rest quickly: a reload raises the total, and it is split as well.
-    for a in &agents {
-        env.rewrite_agent_config(a, &fleet_toml(100_000))?;
-        a.signal(Signal::SIGHUP)?;
-    }
-    env.wait_drained(oracle.acknowledged() as i64, TIMEOUT)
-        .await?;
-    let dead = oracle.verify(&env).await?;
-    assert!(dead.is_empty(), "nothing is dead-lettered: {dead:?}");
+    drain_the_rest(&env, &agents, &oracle).await?;
 
     // A clean stop leaves the table at once; the killed agent's row stays until pruned.
     for a in agents {
@@ -278,14 +288,7 @@ async fn an_agent_whose_heartbeats_fail_while_writes_succeed_stops_writing_so_th
         (raised == 0.0).then_some(())
     })
     .await?;
-    for a in &agents {
-        env.rewrite_agent_config(a, &fleet_toml(100_000))?;
-        a.signal(Signal::SIGHUP)?;
-    }
-    env.wait_drained(oracle.acknowledged() as i64, TIMEOUT)
-        .await?;
-    let dead = oracle.verify(&env).await?;
-    assert!(dead.is_empty(), "nothing is dead-lettered: {dead:?}");
+    drain_the_rest(&env, &agents, &oracle).await?;
     for a in agents {
         a.stop().await?;
     }
