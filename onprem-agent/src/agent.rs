@@ -43,6 +43,7 @@ use crate::pipeline::liveness::Liveness;
 use crate::pipeline::receiving::Receiving;
 use crate::pipeline::refusal::Refusals;
 use crate::pipeline::report::Reporter;
+use crate::pipeline::slow::SlowMessages;
 use crate::pipeline::writer;
 use crate::telemetry::names as m;
 use crate::throttle::share::{Identity, Member};
@@ -283,6 +284,8 @@ async fn pipeline(
     if let Some(r) = reporter {
         background.spawn(r.run(heartbeat_stop.clone()));
     }
+    let slow = SlowMessages::new(health.clone());
+    background.spawn(slow.clone().run(heartbeat_stop.clone()));
     let writer_ctx = WriterContext {
         store: store
             .clone()
@@ -294,6 +297,7 @@ async fn pipeline(
         throttle: throttle.clone(),
         liveness: liveness.clone(),
         refusals,
+        slow,
         report,
         receiving: poller_ctx.receiving.clone(),
     };

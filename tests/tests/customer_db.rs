@@ -1,7 +1,8 @@
 //! A real customer's database, end to end against a real PostgreSQL and a real SQS-API server
 //! (moto): a DBA's table lock is waited out (watchdog fed, nothing lost, draining resumes by
 //! itself), the database password shows nowhere however it is given, `/readyz` never needs a
-//! writer's connection, and `status` reads only through indexes.
+//! writer's connection, `status` reads only through indexes, and a message that always times
+//! out is released while the rest is written.
 
 use std::time::Duration;
 
@@ -138,6 +139,91 @@ async fn a_table_lock_is_waited_out_with_the_watchdog_fed_and_nothing_lost() -> 
         !log.contains("Pipeline made no progress"),
         "the watchdog starved:\n{log}"
     );
+    Ok(())
+}
+
+/// The merchant whose rows the test's trigger makes slower than the statement timeout.
+const SLOW_MERCHANT: &str = "Slow Merchant GmbH";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_that_always_times_out_is_released_and_the_rest_is_written() -> anyhow::Result<()>
+{
+    let env = TestEnv::new().await?;
+    env.migrate().await?;
+    // A trigger that sleeps past the statement timeout on one merchant's rows only: the
+    // database takes every other write (and the canary) at once.
+    for statement in [
+        "CREATE FUNCTION sluice.slow_merchant() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+           IF NEW.merchant = 'Slow Merchant GmbH' THEN PERFORM pg_sleep(3); END IF;
+           RETURN NEW;
+         END $$",
+        "CREATE TRIGGER slow_merchant BEFORE INSERT ON sluice.receipts
+         FOR EACH ROW EXECUTE FUNCTION sluice.slow_merchant()",
+    ] {
+        sqlx::query(statement).execute(&env.pool).await?;
+    }
+    let mut receipts = Generator::new(59).receipts(20);
+    receipts[7]["merchant"] = Value::from(SLOW_MERCHANT);
+    let mut oracle = Oracle::new();
+    // One receipt per message, all in one batch: the slow row shares its transaction with 19
+    // others.
+    env.upload_acknowledged(&mut oracle, &receipts, "1").await?;
+    let agent = env
+        .launch_agent(
+            "slow",
+            "[database]\nstatement_timeout_ms = 500\nlock_timeout_ms = 300\n\
+             [batch]\nmax_rows = 500\nmax_wait_ms = 2000",
+        )
+        .await?;
+
+    // Everything else is written while the slow message is held back, named on /readyz.
+    wait_for(DRAIN_TIMEOUT, "the 19 other receipts stored", || async {
+        (env.count_receipts_or_zero().await == 19).then_some(())
+    })
+    .await?;
+    let ready = wait_for(
+        Duration::from_secs(60),
+        "/readyz naming the slow message",
+        || async {
+            match agent.get("/readyz").await {
+                Some((503, body)) if body.contains("slow_message") => Some(body),
+                _ => None,
+            }
+        },
+    )
+    .await?;
+    assert!(ready.contains("statement timeout"), "{ready}");
+    assert!(
+        !ready.contains("database_lock_wait"),
+        "the database takes writes: {ready}"
+    );
+    let stored: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM sluice.receipts WHERE merchant = 'Slow Merchant GmbH'",
+    )
+    .fetch_one(&env.pool)
+    .await?;
+    assert_eq!(stored, 0);
+    let config = agent.config().display().to_string();
+    let shown = text(&env.agent_cli(&["status", "--config", &config]).await?);
+    assert!(shown.contains("slow_message"), "{shown}");
+    let log = agent.log_text();
+    assert!(log.contains("writing its halves apart"), "{log}");
+    assert!(log.contains("released to the queue"), "{log}");
+
+    // The trigger is fixed: the message comes back after its delay, is written, and the
+    // condition clears by itself. Nothing was dead-lettered.
+    sqlx::query("DROP TRIGGER slow_merchant ON sluice.receipts")
+        .execute(&env.pool)
+        .await?;
+    env.wait_drained(20, DRAIN_TIMEOUT).await?;
+    wait_for(Duration::from_secs(30), "/readyz 200 again", || async {
+        matches!(agent.get("/readyz").await, Some((200, _))).then_some(())
+    })
+    .await?;
+    agent.stop().await?;
+    let dead = oracle.verify(&env).await?;
+    assert!(dead.is_empty(), "{dead:?}");
     Ok(())
 }
 

@@ -19,6 +19,7 @@ use crate::pipeline::liveness::Liveness;
 use crate::pipeline::receiving::Receiving;
 use crate::pipeline::refusal::Refusals;
 use crate::pipeline::report::ReportWake;
+use crate::pipeline::slow::SlowMessages;
 use crate::throttle::Throttle;
 
 /// One decoded delivery, holding its share of the in-flight budget until it is dropped.
@@ -87,6 +88,8 @@ pub struct WriterContext {
     pub liveness: Liveness,
     /// Whether every write is refused, and the probe that retries them.
     pub refusals: Arc<Refusals>,
+    /// The messages released for timing out alone, named by `slow_message`.
+    pub slow: SlowMessages,
     /// Wakes the status reporter after a commit (never waits).
     pub report: ReportWake,
     /// The pollers' receives on their way: a release at shutdown waits for them.

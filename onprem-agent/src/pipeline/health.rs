@@ -33,6 +33,10 @@ pub const ENVELOPE_VERSION_UNKNOWN: &str = "envelope_version_unknown";
 /// Writes wait on a lock or run past `database.statement_timeout_ms` (SQLSTATE 55P03 or
 /// 57014): someone holds the agent's tables. Retried with backoff; clears on the next commit.
 pub const DATABASE_LOCK_WAIT: &str = "database_lock_wait";
+/// A message's write times out again and again while the database takes other writes at once
+/// (a slow trigger on its rows, a session holding them locked): it is released to the queue
+/// with a delay, everything else written (`pipeline::slow`).
+pub const SLOW_MESSAGE: &str = "slow_message";
 /// No heartbeat of this agent went through the `agents` table within its lease: the other
 /// agents may already have taken its share of the budget, so it writes nothing until one does
 /// (`throttle::share`).

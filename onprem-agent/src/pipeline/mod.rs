@@ -11,6 +11,7 @@
 //! | [`settle`] | commit a batch, or isolate its refused rows and dead-letter them |
 //! | [`isolate`] | bisection of a refused batch; every row refused one way is systemic |
 //! | [`refusal`] | systemic refusals: pause receiving, probe with backoff, `write_refused` |
+//! | [`slow`] | batches that time out while the database takes other writes: split, released, `slow_message` |
 //! | [`receiving`] | the receives on their way, which shutdown's releases wait for |
 //! | [`inflight`] | messages held, heartbeat (visibility extension), release on shutdown |
 //! | [`health`] | database up/down, shared by writers and pollers |
@@ -32,5 +33,6 @@ pub(crate) mod receiving;
 pub(crate) mod refusal;
 pub(crate) mod report;
 pub(crate) mod settle;
+pub(crate) mod slow;
 pub(crate) mod unknown_version;
 pub(crate) mod writer;

@@ -12,7 +12,10 @@
 //!   retries with backoff (`pipeline::refusal`);
 //! - a lost connection, a server shutdown, overload: the commit's outcome is unknown, so
 //!   nothing is deleted; the same batch is retried with backoff (the write is idempotent)
-//!   while the heartbeat keeps its messages invisible, and receiving pauses.
+//!   while the heartbeat keeps its messages invisible, and receiving pauses;
+//! - timeouts again and again while the database takes a plain receipt at once: the batch is
+//!   written in halves, and a message that still times out alone is released with a delay
+//!   (`pipeline::slow`).
 //!
 //! Order is what keeps data safe: a message is deleted only after its receipts are committed
 //! or its refused rows are on the dead-letter queue.
@@ -28,7 +31,9 @@ use crate::io::store::{dedup, is_lock_wait, Row, StoreError};
 use crate::pipeline::backoff::outage_backoff;
 use crate::pipeline::delivery::{Delivery, WriterContext};
 use crate::pipeline::health::{BUDGET_LEASE_LAPSED, DATABASE_LOCK_WAIT};
+use crate::pipeline::refusal::canary;
 use crate::pipeline::settle::{settle, Disposition, Settled, WriteError};
+use crate::pipeline::slow::{RELEASE_DELAY, TIMEOUTS_BEFORE_SPLIT};
 use crate::telemetry::names as m;
 
 /// Receives batches until the batcher closes the channel. After `cancel`, batches not yet
@@ -81,12 +86,49 @@ fn unique_rows(batch: &[Delivery]) -> usize {
     dedup(&rows).len()
 }
 
+/// Writes a batch, retrying what may not have committed. A batch that keeps timing out while
+/// the database takes a plain receipt at once is written in halves (`pipeline::slow`), one
+/// after the other in arrival order.
 async fn write_with_retry(ctx: &WriterContext, batch: Vec<Delivery>, cancel: &CancellationToken) {
+    let mut pending = vec![batch];
+    while let Some(batch) = pending.pop() {
+        match write_until_settled(ctx, batch, cancel).await {
+            Written::Settled => {}
+            Written::Split(first, second) => {
+                pending.push(second);
+                pending.push(first);
+            }
+            Written::ShutDown => {
+                for rest in pending.drain(..) {
+                    release_at_shutdown(ctx, &rest).await;
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// How [`write_until_settled`] left a batch.
+enum Written {
+    /// Written, dead-lettered or released: each message has its outcome.
+    Settled,
+    /// Timed out again and again on its own: to be written as these two halves.
+    Split(Vec<Delivery>, Vec<Delivery>),
+    /// Shut down first; the batch was released.
+    ShutDown,
+}
+
+async fn write_until_settled(
+    ctx: &WriterContext,
+    batch: Vec<Delivery>,
+    cancel: &CancellationToken,
+) -> Written {
     let mut delays = outage_backoff();
+    let mut timeouts = 0;
     loop {
         if !ctx.throttle.holds_lease(Instant::now()) && !wait_for_lease(ctx, cancel).await {
             release_at_shutdown(ctx, &batch).await;
-            return;
+            return Written::ShutDown;
         }
         // Waiting on the database is a known wait, as long as a write may take (its
         // statements under the transaction's timeouts, the whole under the store's deadline);
@@ -98,23 +140,34 @@ async fn write_with_retry(ctx: &WriterContext, batch: Vec<Delivery>, cancel: &Ca
             Ok(settled) => {
                 ctx.health.db_up();
                 ctx.health.clear(DATABASE_LOCK_WAIT);
+                ctx.slow.committed(
+                    batch.iter().map(|d| d.handle.message_id.as_str()),
+                    Instant::now(),
+                );
                 ctx.report.committed();
                 finish(ctx, batch, settled).await;
-                return;
+                return Written::Settled;
             }
             Err(WriteError::Systemic { error }) => {
                 refused_everywhere(ctx, &batch, &error).await;
-                return;
+                return Written::Settled;
             }
             Err(WriteError::Store(e)) if e.is_refused() => {
                 // Refused outside the rows' bisection (the chunk ledger): nothing to blame.
                 refused_everywhere(ctx, &batch, &e).await;
-                return;
+                return Written::Settled;
             }
             Err(WriteError::Store(e)) => {
                 metrics::counter!(m::ERRORS, "kind" => e.kind()).increment(1);
                 ctx.throttle.observe_error(&e);
                 if is_lock_wait(&e) {
+                    timeouts += 1;
+                    if timeouts >= TIMEOUTS_BEFORE_SPLIT {
+                        timeouts = 0;
+                        if takes_a_plain_receipt(ctx).await {
+                            return split_or_release(ctx, batch, &e).await;
+                        }
+                    }
                     ctx.health
                         .raise(DATABASE_LOCK_WAIT, lock_wait_reason(&e, ctx));
                 }
@@ -132,12 +185,44 @@ async fn write_with_retry(ctx: &WriterContext, batch: Vec<Delivery>, cancel: &Ca
                     _ = tokio::time::sleep(delay) => {}
                     _ = cancel.cancelled() => {
                         release_at_shutdown(ctx, &batch).await;
-                        return;
+                        return Written::ShutDown;
                     }
                 }
             }
         }
     }
+}
+
+/// Whether the database writes a plain receipt (the canary, rolled back) without timing out:
+/// then a batch that keeps timing out is slow because of its own rows.
+async fn takes_a_plain_receipt(ctx: &WriterContext) -> bool {
+    let _waiting = ctx.liveness.waiting_up_to(ctx.store.timeouts().deadline());
+    matches!(canary(&ctx.store).await, Ok(None))
+}
+
+/// A batch times out while the database takes other writes: two halves to write apart, or,
+/// for one message, a release with a delay under the `slow_message` condition.
+async fn split_or_release(
+    ctx: &WriterContext,
+    mut batch: Vec<Delivery>,
+    e: &StoreError,
+) -> Written {
+    // The database takes writes: the wait is this batch's, not the tables'.
+    ctx.health.clear(DATABASE_LOCK_WAIT);
+    if batch.len() > 1 {
+        let second = batch.split_off(batch.len() / 2);
+        tracing::warn!(error = %e, messages = batch.len() + second.len(), "Batch keeps timing out while the database takes a plain receipt at once; writing its halves apart.");
+        return Written::Split(batch, second);
+    }
+    for d in &batch {
+        tracing::warn!(error = %e, message_id = %d.handle.message_id, batch_id = %d.chunk.batch_id, chunk_index = d.chunk.chunk_index, retry_in = ?RELEASE_DELAY, "Message keeps timing out on its own; released to the queue, the rest goes on.");
+        ctx.slow.released(&d.handle.message_id, e, Instant::now());
+    }
+    let handles: Vec<Handle> = batch.iter().map(|d| d.handle.clone()).collect();
+    ctx.inflight
+        .release(&ctx.queue, &handles, RELEASE_DELAY)
+        .await;
+    Written::Settled
 }
 
 /// Waits, as a known wait, until this agent holds its share of the budget again (a heartbeat
