@@ -39,6 +39,16 @@ pub const MAX_MERCHANT_CHARS: usize = 200;
 pub const MAX_CATEGORY_CHARS: usize = 64;
 /// Longest `image.key`, in characters: S3 object keys are at most 1024 bytes.
 pub const MAX_IMAGE_KEY_CHARS: usize = 1024;
+/// The media types a receipt photo may have: what the cloud's check recognises from the bytes.
+pub const PHOTO_CONTENT_TYPES: &[&str] = &[
+    "image/jpeg",
+    "image/png",
+    "image/webp",
+    "image/heic",
+    "application/pdf",
+];
+/// Largest photo, in bytes (the product's photos are 0.2 to 10 MB; a deployment may set less).
+pub const MAX_PHOTO_BYTES: u64 = 20 * 1024 * 1024;
 /// Most line items per receipt: bounds the size of one receipt (and of one database write).
 pub const MAX_ITEMS: usize = 500;
 /// Longest item `description`, in characters.
@@ -66,19 +76,39 @@ const RECEIPT_FIELDS: &[&str] = &[
     "items",
     "metadata",
 ];
-const IMAGE_FIELDS: &[&str] = &["key", "sha256", "bytes"];
+const IMAGE_FIELDS: &[&str] = &["key", "sha256", "bytes", "content_type"];
 const ITEM_FIELDS: &[&str] = &["description", "quantity", "unit_price", "amount"];
 
-/// Where the receipt's photo lives.
+/// The receipt's photo: a reference to an object kept elsewhere (`key` without
+/// `content_type`), a photo declared for upload (`content_type` without `key`: the API answers
+/// with a URL to `PUT` it to), or a photo the bridge carries (both: checked in the cloud, the
+/// agent fetches it by `key`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Image {
-    /// Object key, 1 to 1024 characters.
-    pub key: String,
+    /// Object key, 1 to 1024 characters; absent on a photo declared for upload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
     /// SHA-256 of the photo: 64 hex digits, lowercase after validation.
     pub sha256: String,
     /// Size of the photo in bytes.
     pub bytes: u64,
+    /// The photo's media type, one of [`PHOTO_CONTENT_TYPES`]; set on a photo declared for
+    /// upload and on one the bridge carries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+}
+
+impl Image {
+    /// A photo declared for upload: the API hands out a URL to `PUT` it to.
+    pub fn is_declared(&self) -> bool {
+        self.key.is_none()
+    }
+
+    /// A photo the bridge carries: checked in the cloud, fetched by the agent by `key`.
+    pub fn is_carried(&self) -> bool {
+        self.key.is_some() && self.content_type.is_some()
+    }
 }
 
 /// One line of a receipt.

@@ -116,12 +116,22 @@ fn item() -> impl Strategy<Value = Item> {
     )
 }
 
+/// A reference (a key alone) or a photo the bridge carries (a key and its type).
 fn image() -> impl Strategy<Value = Image> {
-    (text(1, 32), "[0-9a-f]{64}", any::<u64>()).prop_map(|(key, sha256, bytes)| Image {
-        key,
-        sha256,
-        bytes,
-    })
+    (
+        text(1, 32),
+        "[0-9a-f]{64}",
+        any::<u64>(),
+        proptest::option::of(proptest::sample::select(
+            crate::receipt::PHOTO_CONTENT_TYPES,
+        )),
+    )
+        .prop_map(|(key, sha256, bytes, content_type)| Image {
+            key: Some(key),
+            sha256,
+            bytes,
+            content_type: content_type.map(str::to_owned),
+        })
 }
 
 fn metadata() -> impl Strategy<Value = Map<String, Value>> {

@@ -277,7 +277,7 @@ impl Checker {
             return None;
         };
         let p = pointer.as_str();
-        let key = self.required(img, p, "key", |s| {
+        let key = self.string(img, p, "key", Need::Optional, |s| {
             check_len(s, 1, MAX_IMAGE_KEY_CHARS).map(|()| s.to_owned())
         });
         let sha256 = self.required(img, p, "sha256", |s| {
@@ -291,11 +291,34 @@ impl Checker {
             None => Err("is required".into()),
         });
         let bytes = self.keep_at(p, "bytes", bytes_result);
+        let content_type = self.string(img, p, "content_type", Need::Optional, |s| {
+            rules::content_type(s).map(|()| s.to_owned())
+        });
         self.unknown_fields(img, IMAGE_FIELDS, p);
+        let (key, sha256, bytes, content_type) = (key?, sha256?, bytes?, content_type?);
+        if key.is_none() {
+            // A photo declared for upload: what it is and how big, so the upload URL can be
+            // bound to them.
+            if content_type.is_none() {
+                self.report(
+                    format!("{p}/content_type"),
+                    format!(
+                        "is required when the image has no key (a photo to upload): one of {}",
+                        PHOTO_CONTENT_TYPES.join(", ")
+                    ),
+                );
+                return None;
+            }
+            if let Err(reason) = rules::photo_bytes(bytes) {
+                self.report(format!("{p}/bytes"), reason);
+                return None;
+            }
+        }
         Some(Some(Image {
-            key: key?,
-            sha256: sha256?,
-            bytes: bytes?,
+            key,
+            sha256,
+            bytes,
+            content_type,
         }))
     }
 

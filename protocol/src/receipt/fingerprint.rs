@@ -74,8 +74,17 @@ impl Receipt {
                 out.extend_from_slice(b"{\"bytes\":");
                 // A number, written as serde_json writes one: no `String` in between.
                 let _ = serde_json::to_writer(&mut *out, &i.bytes);
+                // `content_type` only where set, so the fingerprints of receipts without a
+                // photo type stay what they were.
+                if let Some(c) = &i.content_type {
+                    out.extend_from_slice(b",\"content_type\":");
+                    string(out, c);
+                }
                 out.extend_from_slice(b",\"key\":");
-                string(out, &i.key);
+                match &i.key {
+                    Some(k) => string(out, k),
+                    None => out.extend_from_slice(b"null"),
+                }
                 out.extend_from_slice(b",\"sha256\":");
                 lowercase(out, &i.sha256);
                 out.push(b'}');

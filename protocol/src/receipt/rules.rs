@@ -158,6 +158,26 @@ pub(super) fn sha256(s: &str) -> Result<(), String> {
     }
 }
 
+/// `image.content_type`: one of the photo types the cloud's check recognises.
+pub(super) fn content_type(s: &str) -> Result<(), String> {
+    if PHOTO_CONTENT_TYPES.contains(&s) {
+        Ok(())
+    } else {
+        Err(format!("must be one of {}", PHOTO_CONTENT_TYPES.join(", ")))
+    }
+}
+
+/// `image.bytes` of a photo declared for upload: 1 byte to [`MAX_PHOTO_BYTES`].
+pub(super) fn photo_bytes(n: u64) -> Result<(), String> {
+    if (1..=MAX_PHOTO_BYTES).contains(&n) {
+        Ok(())
+    } else {
+        Err(format!(
+            "must be from 1 to {MAX_PHOTO_BYTES} for a photo to upload (20 MiB)"
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;

@@ -508,9 +508,65 @@ fn image_fields_are_required_and_unknown_ones_rejected() {
         found[1],
         pair(
             "/receipts/3/image/size",
-            "is not a known field; expected one of: key, sha256, bytes"
+            "is not a known field; expected one of: key, sha256, bytes, content_type"
         )
     );
+}
+
+#[test]
+fn a_photo_declared_for_upload_needs_its_type_and_a_size_within_bounds() {
+    let declared = |image: Value| {
+        let mut v = full_json(3);
+        v["image"] = image;
+        v
+    };
+    let sha = "a".repeat(64);
+    let ok = declared(json!({"sha256": sha, "bytes": 250_000, "content_type": "image/jpeg"}));
+    let r = Receipt::from_value(&ok, 3).expect("a declared photo is valid");
+    let image = r.image.expect("image");
+    assert!(image.is_declared() && !image.is_carried());
+    assert_eq!(
+        problem(&declared(json!({"sha256": sha, "bytes": 250_000}))),
+        pair(
+            "/receipts/3/image/content_type",
+            "is required when the image has no key (a photo to upload): one of image/jpeg, \
+             image/png, image/webp, image/heic, application/pdf"
+        )
+    );
+    assert_eq!(
+        problem(&declared(
+            json!({"sha256": sha, "bytes": 250_000, "content_type": "image/gif"})
+        )),
+        pair(
+            "/receipts/3/image/content_type",
+            "must be one of image/jpeg, image/png, image/webp, image/heic, application/pdf"
+        )
+    );
+    for bytes in [0, MAX_PHOTO_BYTES + 1] {
+        assert_eq!(
+            problem(&declared(
+                json!({"sha256": sha, "bytes": bytes, "content_type": "image/png"})
+            )),
+            pair(
+                "/receipts/3/image/bytes",
+                "must be from 1 to 20971520 for a photo to upload (20 MiB)"
+            ),
+            "{bytes}"
+        );
+    }
+    // A reference keeps its old rules: any size, no type needed.
+    assert!(accepted(&declared(
+        json!({"key": "k.jpg", "sha256": sha, "bytes": 0})
+    )));
+    // A photo the bridge carries: a key and its type.
+    let carried = declared(
+        json!({"key": "photos/x", "sha256": sha, "bytes": 9, "content_type": "application/pdf"}),
+    );
+    let image = Receipt::from_value(&carried, 3)
+        .expect("valid")
+        .image
+        .expect("image");
+    assert!(image.is_carried());
 }
 
 // -- items --------------------------------------------------------------------------------------

@@ -80,7 +80,15 @@ pub(crate) fn accept(r: &mut Receipt) -> bool {
             .as_deref()
             .is_none_or(|s| text(s, &|s| check_len(s, 0, MAX_CATEGORY_CHARS)))
         && r.image.as_ref().is_none_or(|i| {
-            text(&i.key, &|s| check_len(s, 1, MAX_IMAGE_KEY_CHARS)) && text(&i.sha256, &sha256)
+            i.key
+                .as_deref()
+                .is_none_or(|k| text(k, &|s| check_len(s, 1, MAX_IMAGE_KEY_CHARS)))
+                && text(&i.sha256, &sha256)
+                && i.content_type
+                    .as_deref()
+                    .is_none_or(|c| text(c, &super::rules::content_type))
+                && (i.key.is_some()
+                    || (i.content_type.is_some() && super::rules::photo_bytes(i.bytes).is_ok()))
         })
         && r.items.len() <= MAX_ITEMS
         && r.items.iter().all(|item| {

@@ -165,7 +165,7 @@ fn receipt_columns<'q>(
         total.push(r.total.as_str());
         tax.push(r.tax.as_ref().map(|t| t.as_str()));
         category.push(r.category.as_deref());
-        image_key.push(r.image.as_ref().map(|i| i.key.as_str()));
+        image_key.push(r.image.as_ref().and_then(|i| i.key.as_deref()));
         image_sha.push(r.image.as_ref().map(|i| i.sha256.as_str()));
         image_bytes.push(r.image.as_ref().map(|i| i.bytes.to_string()));
         // Serialized by sqlx into the argument buffer: no copy of the map, no String between.

@@ -152,11 +152,18 @@ fn tree_form(r: &Receipt) -> Vec<u8> {
         "total": decimal(&r.total),
         "tax": r.tax.as_ref().map(decimal),
         "category": r.category,
-        "image": r.image.as_ref().map(|i| json!({
-            "key": i.key,
-            "sha256": i.sha256.to_ascii_lowercase(),
-            "bytes": i.bytes,
-        })),
+        "image": r.image.as_ref().map(|i| {
+            let mut image = json!({
+                "key": i.key,
+                "sha256": i.sha256.to_ascii_lowercase(),
+                "bytes": i.bytes,
+            });
+            // The type is in the canonical form only where set (older fingerprints unchanged).
+            if let Some(c) = &i.content_type {
+                image["content_type"] = json!(c);
+            }
+            image
+        }),
         "items": items,
         "metadata": r.metadata.clone().map(Value::Object).unwrap_or(Value::Null),
     });

@@ -305,7 +305,7 @@ fn copy_text<'a>(rows: impl Iterator<Item = (&'a Receipt, &'a str, u32)>) -> (St
             Some(r.total.as_str()),
             r.tax.as_ref().map(|t| t.as_str()),
             r.category.as_deref(),
-            r.image.as_ref().map(|i| i.key.as_str()),
+            r.image.as_ref().and_then(|i| i.key.as_deref()),
             r.image.as_ref().map(|i| i.sha256.as_str()),
             bytes.as_deref(),
             metadata.as_deref(),
