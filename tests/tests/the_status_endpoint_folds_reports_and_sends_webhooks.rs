@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use aws_sdk_sqs::types::MessageAttributeValue;
 use serde_json::{json, Value};
+use sluice_cloud::records::UploadRecord;
 use sluice_e2e::gen::{id_of, Generator};
 use sluice_e2e::{assert_signed, is_final, wait_for, TestEnv, WebhookReceiver};
 use sluice_protocol::report::{encode_reports, ChunkReport, Rejection};
@@ -145,12 +146,19 @@ async fn reports_are_folded_once_and_malformed_ones_reach_the_status_dlq() -> an
         "no callback was named: {done}"
     );
 
-    // Each malformed message stays unconsumed until the redrive policy moves it to the DLQ.
+    // Each malformed message stays unconsumed until the redrive policy moves it to the DLQ,
+    // and so does each well-formed report that no accepted upload takes: one for a batch
+    // never accepted, one naming another chunk count than the accepted upload's.
     let bad_report = report(&batch, 3, 3, 0, &[]);
+    let never_accepted = uuid::Uuid::new_v4().to_string();
+    let forged = report(&never_accepted, 0, 1, 1, &[]);
+    let other_count = report(&batch, 3, 4, 1, &[]);
     let malformed: Vec<(String, Option<&str>)> = vec![
         ("not base64 !".into(), None),
         ("eyJ2IjoxfQ==".into(), None), // base64 of {"v":1}, not gzip
         (encode_reports(&[bad_report], 1 << 20).remove(0), None),
+        (encode_reports(&[forged], 1 << 20).remove(0), None),
+        (encode_reports(&[other_count], 1 << 20).remove(0), None),
         ("{}".into(), Some("webhook")),
         (format!("{{\"batch_id\":\"{batch}\"}}"), Some("telemetry")),
     ];
@@ -195,11 +203,26 @@ async fn reports_are_folded_once_and_malformed_ones_reach_the_status_dlq() -> an
         done,
         "malformed reports change nothing"
     );
+    assert_eq!(
+        env.upload_record(&never_accepted).await?,
+        None,
+        "a report creates no item"
+    );
     let log = std::fs::read_to_string(env.dir().join("ingest.log"))?;
+    let unbound = format!(
+        "chunk report not bound to an accepted upload (batch \"{never_accepted}\", chunk 0): \
+         no upload was accepted under this batch id"
+    );
+    let mismatched = format!(
+        "chunk report not bound to an accepted upload (batch \"{batch}\", chunk 3): \
+         chunk_count 4 is not the accepted upload's 3 chunks"
+    );
     for named in [
         "malformed status message: status message is not base64",
         "malformed status message: status message is not gzip",
         "chunk_index 3 is not below chunk_count 3",
+        unbound.as_str(),
+        mismatched.as_str(),
         "malformed webhook job: missing field `batch_id`",
         "status message of unknown kind \"telemetry\"",
     ] {
@@ -379,11 +402,22 @@ async fn the_same_report_twice_counts_once_and_rejections_keep_the_first_hundred
     );
     let service = sluice_cloud::report::StatusService::new(
         &cfg,
-        records,
+        records.clone(),
         sluice_e2e::sqs_client(&env.servers.sqs_endpoint),
     )?;
-    // A batch the ingest never accepted (no table at accept): chunks come from the reports.
+    // The upload accepted as the API accepts it (its record first): reports fold only into that.
     let batch = uuid::Uuid::new_v4().to_string();
+    records
+        .put(&UploadRecord {
+            batch_id: batch.clone(),
+            idempotency_key: None,
+            body_sha256: "ab".repeat(32),
+            receipts: 300,
+            chunks: 3,
+            owner: None,
+            callback: None,
+        })
+        .await?;
     let refusals = |chunk: u32| -> Vec<Rejection> {
         (0..60)
             .map(|i| Rejection {
@@ -413,10 +447,10 @@ async fn the_same_report_twice_counts_once_and_rejections_keep_the_first_hundred
         ("stored", json!(120)),
         ("rejected", json!(180)),
         ("rejections_total", json!(180)),
-        ("accepted_at", Value::Null),
     ] {
         assert_eq!(done[field], want, "{field}");
     }
+    assert!(done["accepted_at"].is_string(), "{done}");
     let named: Vec<Rejection> = serde_json::from_value(done["rejections"].clone())?;
     let first: Vec<Rejection> = refusals(0)
         .into_iter()

@@ -7,15 +7,21 @@ use super::store::{newly_final, Folded};
 use super::{StatusError, StatusService};
 
 impl StatusService {
-    /// Folds every report of `body`. A malformed report fails the message after the others
-    /// were folded (folding them again is harmless).
+    /// Folds every report of `body`. A malformed report, or one not bound to its accepted
+    /// upload, fails the message after the others were folded (folding them again is
+    /// harmless).
     pub(super) async fn fold_message(&self, body: &str) -> Result<(), StatusError> {
         let message = decode_message(body)?;
         let mut bad = None;
         for report in &message.reports {
-            match check(report) {
-                Ok(()) => self.fold_report(report).await?,
-                Err(e) => bad = Some(e),
+            let folded = match check(report) {
+                Ok(()) => self.fold_report(report).await,
+                Err(e) => Err(e),
+            };
+            match folded {
+                Ok(()) => {}
+                Err(e) if e.is_malformed() => bad = Some(e),
+                Err(e) => return Err(e),
             }
         }
         bad.map_or(Ok(()), Err)
@@ -29,6 +35,14 @@ impl StatusService {
                 Some(item) => item,
                 None => return Ok(()),
             },
+            // Forged, or meant for another deployment: it goes where malformed reports go.
+            Folded::Unbound(why) => {
+                return Err(StatusError::Unbound {
+                    batch_id: r.batch_id.clone(),
+                    chunk_index: r.chunk_index,
+                    why,
+                })
+            }
         };
         if newly_final(&item) {
             let with_webhook = item.contains_key("callback");

@@ -12,8 +12,10 @@
 //! | [`consumer`] | locally: a background task that long-polls the status queue |
 //! | [`lambda`] | on Lambda (`SLUICE_LAMBDA_HANDLER=status`): the SQS event source |
 //!
-//! A message that cannot be read is a [`StatusError`] for which [`StatusError::is_malformed`]
-//! holds: it is logged and left on the queue (on Lambda, a batch item failure), so the status
+//! A message that cannot be read, or a report that no accepted upload takes
+//! ([`StatusError::Unbound`]: a report is folded only into the item the API wrote when it
+//! accepted the upload, with the same chunk count), is a [`StatusError`] for which
+//! [`StatusError::is_malformed`] holds: it is logged and left on the queue (on Lambda, a batch item failure), so the status
 //! queue's redrive policy moves it to its DLQ. A DynamoDB or SQS failure leaves the message
 //! too, and it is retried after its visibility timeout.
 
@@ -43,6 +45,14 @@ pub enum StatusError {
         chunk_index: u32,
         why: String,
     },
+    /// A well-formed report that no accepted upload takes: its batch id was never accepted, or
+    /// its chunk count or index is not the accepted upload's. Nothing was folded.
+    #[error("chunk report not bound to an accepted upload (batch {batch_id:?}, chunk {chunk_index}): {why}")]
+    Unbound {
+        batch_id: String,
+        chunk_index: u32,
+        why: String,
+    },
     #[error("malformed webhook job: {0}")]
     BadJob(String),
     #[error("status message of unknown kind {0:?} (sluice-kind attribute)")]
@@ -62,6 +72,7 @@ impl StatusError {
             self,
             StatusError::Malformed(_)
                 | StatusError::BadReport { .. }
+                | StatusError::Unbound { .. }
                 | StatusError::BadJob(_)
                 | StatusError::UnknownKind(_)
         )

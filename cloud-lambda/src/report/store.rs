@@ -2,6 +2,9 @@
 //! (once per chunk, with a conditional UpdateItem), marking it complete, reading it back as a
 //! [`BatchStatus`], and the webhook's delivery claim and outcome.
 //!
+//! Keeps the guarantee "A status report counts only for the upload it belongs to": the fold
+//! is conditioned on the item `crate::records` wrote at accept, so a report creates no item.
+//!
 //! Attributes beside the accept fields of `crate::records`: `folded` (a number set of the
 //! chunk indexes folded), the counters `chunks_done`, `stored`, `duplicates`, `conflicts`,
 //! `rejected`, `reported_receipts` (ADDed), `rejections` (a list of `{receipt_id, reason}`,
@@ -34,6 +37,10 @@ pub enum Folded {
     Counted(Box<Item>),
     /// This chunk was folded before (a re-sent report): nothing changed.
     Already,
+    /// The report is not bound to an accepted upload (no upload was accepted under its batch
+    /// id, or it names another chunk count or a chunk the upload does not have): nothing
+    /// changed, nothing was created. Why, for the log.
+    Unbound(String),
 }
 
 /// A webhook delivery's claim.
@@ -56,13 +63,13 @@ impl Records {
         }
     }
 
-    /// Folds `r` once: counters added, its chunk index added to `folded`, its rejections
-    /// appended; a report of a chunk already folded changes nothing.
+    /// Folds `r` once into its accepted upload: counters added, its chunk index added to
+    /// `folded`, its rejections appended. Only an item the API accepted (it has `body_sha256`)
+    /// whose `chunks` is the report's `chunk_count` and above its `chunk_index` takes a report,
+    /// so a report cannot create an item, end an upload early or grow `folded`; such a report
+    /// is [`Folded::Unbound`]. A report of a chunk already folded changes nothing.
     pub async fn fold(&self, r: &ChunkReport) -> Result<Folded, StoreError> {
-        let mut sets = vec![
-            "chunks = if_not_exists(chunks, :count)",
-            "#ttl = if_not_exists(#ttl, :expires)",
-        ];
+        let mut sets = vec!["#ttl = if_not_exists(#ttl, :expires)"];
         let mut update = Update::default()
             .name("#ttl", TTL_ATTRIBUTE)
             .value(":count", num(u64::from(r.chunk_count)))
@@ -118,11 +125,14 @@ impl Records {
         );
         let update = update
             .expression(expression)
-            .condition("NOT contains(#folded, :idx)")
+            .condition(
+                "attribute_exists(body_sha256) AND chunks = :count AND :idx < chunks \
+                 AND NOT contains(#folded, :idx)",
+            )
             .returning_new();
         let item = match self.table.update(&r.batch_id, update).await {
             Ok(item) => item.unwrap_or_default(),
-            Err(UpdateError::Condition) => return Ok(Folded::Already),
+            Err(UpdateError::Condition) => return self.why_not_folded(r).await,
             Err(e) => return Err(self.store_error("UpdateItem (fold)", e)),
         };
         let listed = match item.get("rejections") {
@@ -133,6 +143,43 @@ impl Records {
             self.trim_rejections(&r.batch_id, listed).await?;
         }
         Ok(Folded::Counted(Box::new(item)))
+    }
+
+    /// Why the fold's condition did not hold, read back consistently: the chunk was folded
+    /// before ([`Folded::Already`]), or the report is not bound to the accepted upload.
+    async fn why_not_folded(&self, r: &ChunkReport) -> Result<Folded, StoreError> {
+        let item = self.get(&r.batch_id).await?;
+        let Some(item) = item.filter(|i| i.contains_key("body_sha256")) else {
+            return Ok(Folded::Unbound(
+                "no upload was accepted under this batch id".to_owned(),
+            ));
+        };
+        let chunks = number(&item, "chunks");
+        if chunks != Some(u64::from(r.chunk_count)) {
+            return Ok(Folded::Unbound(format!(
+                "chunk_count {} is not the accepted upload's {} chunks",
+                r.chunk_count,
+                chunks.map_or("(unknown)".to_owned(), |c| c.to_string())
+            )));
+        }
+        if u64::from(r.chunk_index) >= chunks.unwrap_or(0) {
+            return Ok(Folded::Unbound(format!(
+                "chunk_index {} is not a chunk of the accepted upload",
+                r.chunk_index
+            )));
+        }
+        let folded = match item.get("folded") {
+            Some(AttributeValue::Ns(set)) => set.contains(&r.chunk_index.to_string()),
+            _ => false,
+        };
+        if folded {
+            return Ok(Folded::Already);
+        }
+        // The item meets the condition now (it changed after the update): try again later.
+        Err(self.store_error(
+            "UpdateItem (fold)",
+            "the condition failed, yet the item read back meets it; retried",
+        ))
     }
 
     /// Keeps the first [`MAX_REJECTIONS`] of `listed` named rejections.
