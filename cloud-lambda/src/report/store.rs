@@ -30,6 +30,16 @@ pub struct StoreError {
     pub detail: String,
 }
 
+/// What recording a delivery's outcome did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// Recorded under the claim that sent it.
+    Done,
+    /// The claim was taken over (it had lapsed): the outcome of the newer claim stands and
+    /// nothing was written.
+    ClaimLost,
+}
+
 /// What folding one report did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Folded {
@@ -46,8 +56,9 @@ pub enum Folded {
 /// A webhook delivery's claim.
 #[derive(Debug)]
 pub enum Claim {
-    /// This consumer sends; the item as claimed.
-    Won(Box<Item>),
+    /// This consumer sends; the item as claimed, and the claim's token, which its outcome is
+    /// recorded under ([`Records::record_webhook`]).
+    Won { item: Box<Item>, token: String },
     /// Delivered or given up already, or no callback: nothing to do.
     Done,
     /// Another consumer holds the claim until this Unix second.
@@ -227,11 +238,16 @@ impl Records {
     }
 
     /// Claims the webhook of `batch_id` for `hold` seconds: only one consumer sends at a time,
-    /// and never after it was delivered or given up.
+    /// and never after it was delivered or given up. The claim carries a token of its own
+    /// (`webhook_claim`): only its holder records the outcome.
     pub async fn claim_webhook(&self, batch_id: &str, hold: u64) -> Result<Claim, StoreError> {
         let now = unix_now();
+        let token = uuid::Uuid::new_v4().to_string();
         let update = Update::default()
-            .expression("SET webhook_state = :sending, webhook_claim_until = :until")
+            .expression(
+                "SET webhook_state = :sending, webhook_claim_until = :until, webhook_claim = :token",
+            )
+            .value(":token", AttributeValue::S(token.clone()))
             .condition(
                 "attribute_exists(callback) AND attribute_exists(completed_at_ms) AND \
                  (webhook_state = :pending OR (webhook_state = :sending AND webhook_claim_until < :now))",
@@ -242,7 +258,10 @@ impl Records {
             .value(":now", num(now))
             .returning_new();
         match self.table.update(batch_id, update).await {
-            Ok(item) => Ok(Claim::Won(Box::new(item.unwrap_or_default()))),
+            Ok(item) => Ok(Claim::Won {
+                item: Box::new(item.unwrap_or_default()),
+                token,
+            }),
             Err(UpdateError::Condition) => {
                 let item = self.get(batch_id).await?.unwrap_or_default();
                 Ok(
@@ -259,28 +278,35 @@ impl Records {
         }
     }
 
-    /// Records one delivery attempt: `Ok` delivered; `Err(why)` failed, pending another try
-    /// unless `give_up`.
+    /// Records one delivery attempt under the claim `token` that made it: `Ok` delivered;
+    /// `Err(why)` failed, pending another try unless `give_up`. A claim that was taken over
+    /// records nothing ([`Recorded::ClaimLost`]), so a late outcome never overwrites a newer
+    /// one (a `delivered` turned `pending` would be sent again).
     pub async fn record_webhook(
         &self,
         batch_id: &str,
+        token: &str,
         attempts: u64,
         outcome: Result<(), &str>,
         give_up: bool,
-    ) -> Result<(), StoreError> {
-        let update = Update::default().value(":n", num(attempts));
+    ) -> Result<Recorded, StoreError> {
+        let update = Update::default()
+            .value(":n", num(attempts))
+            .value(":token", AttributeValue::S(token.to_owned()))
+            .value(":sending", AttributeValue::S("sending".into()))
+            .condition("webhook_claim = :token AND webhook_state = :sending");
         let update = match outcome {
             Ok(()) => update
                 .expression(
                     "SET webhook_state = :state, webhook_attempts = :n, webhook_delivered_at = :now \
-                     REMOVE webhook_claim_until, webhook_last_error",
+                     REMOVE webhook_claim_until, webhook_claim, webhook_last_error",
                 )
                 .value(":state", AttributeValue::S("delivered".into()))
                 .value(":now", num(unix_now())),
             Err(why) => update
                 .expression(
                     "SET webhook_state = :state, webhook_attempts = :n, webhook_last_error = :why \
-                     REMOVE webhook_claim_until",
+                     REMOVE webhook_claim_until, webhook_claim",
                 )
                 .value(
                     ":state",
@@ -288,11 +314,11 @@ impl Records {
                 )
                 .value(":why", AttributeValue::S(why.to_owned())),
         };
-        self.table
-            .update(batch_id, update)
-            .await
-            .map_err(|e| self.store_error("UpdateItem (webhook outcome)", e))?;
-        Ok(())
+        match self.table.update(batch_id, update).await {
+            Ok(_) => Ok(Recorded::Done),
+            Err(UpdateError::Condition) => Ok(Recorded::ClaimLost),
+            Err(e) => Err(self.store_error("UpdateItem (webhook outcome)", e)),
+        }
     }
 }
 
