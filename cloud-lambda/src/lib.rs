@@ -21,6 +21,8 @@ pub mod publish;
 pub mod records;
 pub mod report;
 pub mod routes;
+#[cfg(test)]
+mod test_stack;
 pub mod upload;
 
 use std::sync::Arc;

@@ -3,12 +3,14 @@
 //!
 //! Keeps the guarantee "An `Idempotency-Key` names one body".
 //!
-//! The accept fields are written with a conditional UpdateItem *before* any chunk is sent: it
-//! succeeds when the batch id is new or was recorded with the same digest (a safe retry), and
-//! fails with [`RecordError::KeyReused`] when the same key came with another body, so the
-//! second body is never enqueued under the first one's batch id. Only the accept fields are
-//! set, so a retry never clobbers the counts the status folding (`crate::report`) has added to
-//! the same item. Items expire through DynamoDB's TTL on `expires_at` (30 days after the last
+//! The accept fields are written with a conditional UpdateItem *before* any chunk is sent, on
+//! condition that the batch id has none yet. When it has, a second conditional UpdateItem
+//! succeeds only for the same digest and owner (a safe retry) and renews nothing but the
+//! expiry: a retry never replaces the first accept's callback, key or counts, nor the counts
+//! the status folding (`crate::report`) has added to the same item. With another body it fails
+//! with [`RecordError::KeyReused`], so the second body is never enqueued under the first one's
+//! batch id. (The batch id itself is the caller's and the key's, `routes::keyed_batch_id`, so
+//! another caller's same key never meets this item.) Items expire through DynamoDB's TTL on `expires_at` (30 days after the last
 //! accept by default, `SLUICE_STATUS_TTL_DAYS`).
 //!
 //! The calls themselves go through the DynamoDB adapter, `crate::io::dynamodb`.
@@ -87,9 +89,29 @@ impl Records {
     }
 
     /// Records `rec`'s accept fields, unless its batch id is already bound to another digest
-    /// (or, with an owner, to another owner). Counts folded into the item are left alone.
+    /// (or to another owner). The first accept's fields are kept: a retry (the same digest and
+    /// owner) only renews the expiry, so it cannot change the callback, the key or the counts
+    /// the first one recorded. Counts folded into the item are left alone.
     pub async fn put(&self, rec: &UploadRecord) -> Result<(), RecordError> {
         let now = unix_now();
+        match self
+            .table
+            .update(&rec.batch_id, self.first_accept(rec, now))
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(UpdateError::Condition) => {}
+            Err(UpdateError::Failed(detail)) => return Err(RecordError::Unavailable(detail)),
+        }
+        match self.table.update(&rec.batch_id, self.retry(rec, now)).await {
+            Ok(_) => Ok(()),
+            Err(UpdateError::Condition) => Err(RecordError::KeyReused),
+            Err(UpdateError::Failed(detail)) => Err(RecordError::Unavailable(detail)),
+        }
+    }
+
+    /// The first accept of a batch id: every accept field, on condition that none was recorded.
+    fn first_accept(&self, rec: &UploadRecord, now: u64) -> Update {
         let mut sets = vec![
             "body_sha256 = :digest",
             "receipts = :receipts",
@@ -97,7 +119,6 @@ impl Records {
             "accepted_at = if_not_exists(accepted_at, :now)",
             "#ttl = :expires",
         ];
-        let mut condition = "attribute_not_exists(body_sha256) OR body_sha256 = :digest".to_owned();
         let mut update = Update::default()
             .name("#ttl", TTL_ATTRIBUTE)
             .value(":digest", AttributeValue::S(rec.body_sha256.clone()))
@@ -111,8 +132,6 @@ impl Records {
         }
         if let Some(owner) = &rec.owner {
             sets.push("#owner = :owner");
-            condition =
-                format!("({condition}) AND (attribute_not_exists(#owner) OR #owner = :owner)");
             update = update
                 .name("#owner", "owner")
                 .value(":owner", AttributeValue::S(owner.clone()));
@@ -121,13 +140,25 @@ impl Records {
             sets.push("callback = :callback");
             update = update.value(":callback", AttributeValue::S(url.clone()));
         }
-        let update = update
+        update
             .expression(format!("SET {}", sets.join(", ")))
-            .condition(condition);
-        match self.table.update(&rec.batch_id, update).await {
-            Ok(_) => Ok(()),
-            Err(UpdateError::Condition) => Err(RecordError::KeyReused),
-            Err(UpdateError::Failed(detail)) => Err(RecordError::Unavailable(detail)),
+            .condition("attribute_not_exists(body_sha256)")
+    }
+
+    /// A retry of an accepted batch id: the same digest and the same owner (or none, as the
+    /// first had none) renew the expiry and nothing else.
+    fn retry(&self, rec: &UploadRecord, now: u64) -> Update {
+        let update = Update::default()
+            .name("#ttl", TTL_ATTRIBUTE)
+            .name("#owner", "owner")
+            .value(":digest", AttributeValue::S(rec.body_sha256.clone()))
+            .value(":expires", num(now + self.ttl_seconds))
+            .expression("SET #ttl = :expires");
+        match &rec.owner {
+            Some(owner) => update
+                .value(":owner", AttributeValue::S(owner.clone()))
+                .condition("body_sha256 = :digest AND #owner = :owner"),
+            None => update.condition("body_sha256 = :digest AND attribute_not_exists(#owner)"),
         }
     }
 

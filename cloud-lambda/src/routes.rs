@@ -8,12 +8,15 @@
 //! `POST /v1/batches` validates every receipt, splits them into chunks and enqueues them; it
 //! answers 202 only once SQS has accepted every chunk. `GET /healthz` answers `ok`.
 //!
-//! An `Idempotency-Key` names one body: with the upload records table (`records`), the batch
-//! id is derived from the key alone and recorded with the body's SHA-256 before anything is
-//! sent, so the same key with another body is refused (422 `idempotency_key_reused`) and the
-//! same key with the same body gets the same batch id. Without the table (a fallback, warned
-//! about at startup) the batch id is derived from the key *and* the digest: two bodies never
-//! share a batch id, but reuse cannot be answered 422.
+//! An `Idempotency-Key` names one body of one caller: with the upload records table
+//! (`records`), the batch id is derived from the caller (`identity::caller`, when the
+//! authentication names one) and the key, and recorded with the body's SHA-256 before anything
+//! is sent, so the same caller's key with another body is refused (422
+//! `idempotency_key_reused`) and with the same body gets the same batch id. Two callers using
+//! one key get two batches: neither is refused because of the other, nor learns the other used
+//! it. A retry keeps the first accept's record (its callback among it). Without the table (a
+//! fallback, warned about at startup) the batch id is derived from the caller, the key *and*
+//! the digest: two bodies never share a batch id, but reuse cannot be answered 422.
 //!
 //! `Sluice-Callback` names a URL the final status is POSTed to (see `crate::report::webhook`);
 //! `GET /v1/batches/{batch_id}` (module `batch_status`) answers an upload's status.
@@ -316,6 +319,7 @@ async fn create_batch(
     let format = content_type(&headers)?;
     let gzip = content_encoding(&headers)?;
     let key = idempotency_key(&headers)?;
+    let owner = identity::caller(&extensions);
     let callback = callback(&state, &headers)?;
     let raw = read_limited(body, cfg.max_body_bytes).await?;
     let (bytes, digest) = if gzip {
@@ -329,8 +333,8 @@ async fn create_batch(
     };
     let batch_id = match (&state.records, &key) {
         (_, None) => uuid::Uuid::new_v4().to_string(),
-        (Some(_), Some(key)) => keyed_batch_id(key),
-        (None, Some(key)) => unrecorded_batch_id(key, &digest),
+        (Some(_), Some(key)) => keyed_batch_id(owner.as_deref(), key),
+        (None, Some(key)) => unrecorded_batch_id(owner.as_deref(), key, &digest),
     };
     let receipts = match format {
         Format::Json => batch::parse_json(&bytes, cfg.max_receipts_per_request)?,
@@ -370,7 +374,7 @@ async fn create_batch(
             body_sha256: digest,
             receipts: receipts.len(),
             chunks: messages.len(),
-            owner: identity::caller(&extensions),
+            owner,
             callback,
         };
         records.put(&record).await.map_err(|e| match e {
@@ -480,16 +484,27 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, IngestError> {
     Ok(Some(key.to_owned()))
 }
 
-/// A stable batch id from `Idempotency-Key` (the same key always gives the same id). Used with
-/// the upload records, which bind the key to one body.
-fn keyed_batch_id(key: &str) -> String {
-    uuid::Uuid::new_v5(&BATCH_NAMESPACE, key.as_bytes()).to_string()
+/// A stable batch id from `owner` and its `Idempotency-Key` (the same caller's key always gives
+/// the same id; another caller's same key another id). Used with the upload records, which bind
+/// the id to one body. Without an owner (the local bearer token names no one) the id is the
+/// key's alone, as it always was; with one, the name carries both, so it never equals a name of
+/// the key alone (a key has no newline).
+fn keyed_batch_id(owner: Option<&str>, key: &str) -> String {
+    let name = match owner {
+        None => key.to_owned(),
+        Some(owner) => format!("owner={owner}\nkey={key}"),
+    };
+    uuid::Uuid::new_v5(&BATCH_NAMESPACE, name.as_bytes()).to_string()
 }
 
-/// Without the upload records: the batch id of the key *and* the body's digest, so that two
-/// bodies sent with one key never share a batch id (a retry of the same body still does).
-fn unrecorded_batch_id(key: &str, digest: &str) -> String {
-    let name = format!("{key}\n{digest}");
+/// Without the upload records: the batch id of the owner, the key *and* the body's digest, so
+/// that two bodies sent with one key never share a batch id (a retry of the same body still
+/// does), nor two callers' uploads.
+fn unrecorded_batch_id(owner: Option<&str>, key: &str, digest: &str) -> String {
+    let name = match owner {
+        None => format!("{key}\n{digest}"),
+        Some(owner) => format!("owner={owner}\nkey={key}\nsha256={digest}"),
+    };
     uuid::Uuid::new_v5(&BATCH_NAMESPACE, name.as_bytes()).to_string()
 }
 

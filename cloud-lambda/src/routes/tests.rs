@@ -398,10 +398,15 @@ async fn a_gzip_bomb_is_refused_once_the_inflated_body_passes_the_limit() {
 
 #[test]
 fn without_the_records_table_one_key_with_two_bodies_gets_two_batch_ids() {
-    let a = unrecorded_batch_id("upload-42", "aa");
-    assert_eq!(a, unrecorded_batch_id("upload-42", "aa"));
-    assert_ne!(a, unrecorded_batch_id("upload-42", "bb"));
-    assert_ne!(a, unrecorded_batch_id("upload-43", "aa"));
+    let a = unrecorded_batch_id(None, "upload-42", "aa");
+    assert_eq!(a, unrecorded_batch_id(None, "upload-42", "aa"));
+    assert_ne!(a, unrecorded_batch_id(None, "upload-42", "bb"));
+    assert_ne!(a, unrecorded_batch_id(None, "upload-43", "aa"));
+    // Two callers' same key and body: two batch ids.
+    let b = unrecorded_batch_id(Some("user-1"), "upload-42", "aa");
+    assert_eq!(b, unrecorded_batch_id(Some("user-1"), "upload-42", "aa"));
+    assert_ne!(b, unrecorded_batch_id(Some("user-2"), "upload-42", "aa"));
+    assert_ne!(b, a);
 }
 
 #[test]
@@ -415,8 +420,32 @@ fn the_inflated_body_is_hashed_as_sent_plain() {
 
 #[test]
 fn same_idempotency_key_gives_the_same_batch_id() {
-    assert_eq!(keyed_batch_id("upload-42"), keyed_batch_id("upload-42"));
-    assert_ne!(keyed_batch_id("upload-42"), keyed_batch_id("upload-43"));
+    assert_eq!(
+        keyed_batch_id(None, "upload-42"),
+        keyed_batch_id(None, "upload-42")
+    );
+    assert_ne!(
+        keyed_batch_id(None, "upload-42"),
+        keyed_batch_id(None, "upload-43")
+    );
+    // Without an owner the id is the key's alone, as before owners scoped keys.
+    assert_eq!(
+        keyed_batch_id(None, "upload-42"),
+        uuid::Uuid::new_v5(&BATCH_NAMESPACE, b"upload-42").to_string()
+    );
+}
+
+#[test]
+fn one_key_of_two_owners_gives_two_batch_ids() {
+    let a = keyed_batch_id(Some("user-1"), "upload-42");
+    assert_eq!(a, keyed_batch_id(Some("user-1"), "upload-42"));
+    assert_ne!(a, keyed_batch_id(Some("user-2"), "upload-42"));
+    assert_ne!(a, keyed_batch_id(None, "upload-42"));
+    // The owner and key are not run together: ("a", "b\nc") cannot be written as a key.
+    assert_ne!(
+        keyed_batch_id(Some("user-1x"), "k"),
+        keyed_batch_id(Some("user-1"), "xk")
+    );
 }
 
 #[test]
@@ -506,5 +535,6 @@ async fn the_idempotency_key_is_echoed_even_on_errors() {
     );
 }
 
+mod idempotency;
 mod openapi;
 mod webhooks;
