@@ -42,8 +42,14 @@ pub struct IngestConfig {
     pub status_queue_url: Option<String>,
     /// `SLUICE_WEBHOOK_QUEUE_URL`: another queue for webhook jobs (default: the status queue).
     pub webhook_queue_url: Option<String>,
-    /// `SLUICE_WEBHOOK_SECRET`: signs webhooks; unset, `Sluice-Callback` is refused.
+    /// `SLUICE_WEBHOOK_SECRET`: the webhooks' master secret as a value, for local runs and the
+    /// demo only (on AWS an environment variable is readable by anyone who may read the
+    /// function's configuration; use `SLUICE_WEBHOOK_SECRET_ARN`).
     pub webhook_secret: Option<String>,
+    /// `SLUICE_WEBHOOK_SECRET_ARN`: the Secrets Manager secret (a plain string) holding the
+    /// master secret, read at run time by the function that signs. With neither this nor
+    /// `SLUICE_WEBHOOK_SECRET`, `Sluice-Callback` is refused.
+    pub webhook_secret_arn: Option<String>,
     /// `SLUICE_WEBHOOK_ALLOW_INSECURE=1`: plain-HTTP callbacks to a loopback host (local use).
     pub webhook_allow_insecure: bool,
     /// `SLUICE_WEBHOOK_ALLOWED_DOMAINS`: callback hosts must be one of these domains or a name
@@ -85,6 +91,7 @@ impl fmt::Debug for IngestConfig {
                 "webhook_secret",
                 &self.webhook_secret.as_ref().map(|_| "<redacted>"),
             )
+            .field("webhook_secret_arn", &self.webhook_secret_arn)
             .field("webhook_allow_insecure", &self.webhook_allow_insecure)
             .field("webhook_allowed_domains", &self.webhook_allowed_domains)
             .field("webhook_give_up_seconds", &self.webhook_give_up_seconds)
@@ -125,6 +132,23 @@ impl IngestConfig {
         crate::report::destination::Destinations {
             allow_insecure: self.webhook_allow_insecure,
             allowed_domains: self.webhook_allowed_domains.clone(),
+        }
+    }
+
+    /// Whether webhooks can be signed: a master secret is configured (as a value or an ARN).
+    /// The API function only checks this; it never reads the secret.
+    pub fn webhooks_configured(&self) -> bool {
+        self.webhook_secret.is_some() || self.webhook_secret_arn.is_some()
+    }
+
+    /// The webhooks' master secret, where the status is folded: the Secrets Manager secret,
+    /// read at its first use, or the value given.
+    pub fn webhook_master(&self) -> Option<crate::report::webhook::MasterSecret> {
+        use crate::report::webhook::MasterSecret;
+        match (&self.webhook_secret_arn, &self.webhook_secret) {
+            (Some(arn), _) => Some(MasterSecret::from_arn(arn.clone())),
+            (None, Some(value)) => Some(MasterSecret::given(value.clone())),
+            (None, None) => None,
         }
     }
 
@@ -278,6 +302,15 @@ impl IngestConfig {
         if webhook_secret.as_ref().is_some_and(|t| t.len() < 16) {
             problems.push("SLUICE_WEBHOOK_SECRET: use at least 16 characters".to_owned());
         }
+        let webhook_secret_arn = get("SLUICE_WEBHOOK_SECRET_ARN").filter(|t| !t.is_empty());
+        if let Some(arn) = &webhook_secret_arn {
+            if let Err(why) = check_secret_arn(arn) {
+                problems.push(format!("SLUICE_WEBHOOK_SECRET_ARN: {why}"));
+            }
+            if webhook_secret.is_some() {
+                problems.push("SLUICE_WEBHOOK_SECRET and SLUICE_WEBHOOK_SECRET_ARN are both set: set one (the ARN on AWS, the value for local runs only)".to_owned());
+            }
+        }
         if status_table.is_none() {
             if status_queue_url.is_some() {
                 problems.push("SLUICE_STATUS_QUEUE_URL: needs SLUICE_STATUS_TABLE (the table the status is folded into)".to_owned());
@@ -303,6 +336,7 @@ impl IngestConfig {
                 status_queue_url,
                 webhook_queue_url,
                 webhook_secret,
+                webhook_secret_arn,
                 webhook_allow_insecure,
                 webhook_allowed_domains,
                 webhook_give_up_seconds,
@@ -310,6 +344,42 @@ impl IngestConfig {
         } else {
             Err(ConfigError(problems))
         }
+    }
+}
+
+/// Checks that `arn` is a Secrets Manager secret's ARN,
+/// `arn:<partition>:secretsmanager:<region>:<12-digit account>:secret:<name>`, saying what is
+/// wrong when it is not.
+pub fn check_secret_arn(arn: &str) -> Result<(), String> {
+    const SHAPE: &str = "arn:<partition>:secretsmanager:<region>:<account id>:secret:<name>";
+    let parts: Vec<&str> = arn.splitn(7, ':').collect();
+    let why = match parts.as_slice() {
+        ["arn", _, service, ..] if *service != "secretsmanager" => {
+            Some(format!("the service is {service:?}, not secretsmanager"))
+        }
+        ["arn", partition, _, region, account, kind, name] => {
+            if partition.is_empty() {
+                Some("the partition is empty".to_owned())
+            } else if region.is_empty() {
+                Some("the region is empty".to_owned())
+            } else if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+                Some(format!("the account {account:?} is not 12 digits"))
+            } else if *kind != "secret" {
+                Some(format!("the resource type is {kind:?}, not secret"))
+            } else if name.is_empty() {
+                Some("the secret name is empty".to_owned())
+            } else {
+                None
+            }
+        }
+        ["arn", _, _, ..] => Some("it has fewer than 7 colon-separated parts".to_owned()),
+        _ => Some("it does not start with arn:".to_owned()),
+    };
+    match why {
+        None => Ok(()),
+        Some(why) => Err(format!(
+            "{arn:?} is not a Secrets Manager secret ARN ({SHAPE}): {why}"
+        )),
     }
 }
 

@@ -7,6 +7,11 @@
 //! * `sluice-ingest upload FILE.ndjson --api URL [--wait]`: sends a large file through an API,
 //!   and with `--wait` follows its batches until they are stored, naming refused lines.
 //!
+//! * `sluice-ingest webhook-key --owner OWNER`: prints one owner's webhook signing key and its
+//!   `kid`, derived from the master secret (`SLUICE_WEBHOOK_SECRET_ARN`, read from Secrets
+//!   Manager, or `SLUICE_WEBHOOK_SECRET`), for the operator to give that owner's receiver.
+//!   Exit 64 without a usable setting, 69 when the secret cannot be read.
+//!
 //! Exit codes of `upload`: 0 all accepted (with `--wait`: all stored), 1 something refused,
 //! 2 bad flags, 64 bad `--api`, 66 unreadable file; with `--wait` also 69 no status endpoint
 //! (404 for every batch), 75 `--wait-timeout` passed, 130 Ctrl-C.
@@ -31,6 +36,8 @@ use sluice_cloud::IngestConfig;
 const EXIT_CONFIG: u8 = 64;
 /// Exit code for an upload file that cannot be read (EX_NOINPUT).
 const EXIT_NO_INPUT: u8 = 66;
+/// Exit code for a webhook secret that cannot be read (EX_UNAVAILABLE).
+const EXIT_UNAVAILABLE: u8 = 69;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -50,6 +57,17 @@ struct Cli {
 enum Command {
     /// Upload an NDJSON file (one receipt per line) in parallel requests; prints the batch ids.
     Upload(UploadArgs),
+    /// Print one owner's webhook signing key and its key id (kid), derived from the master
+    /// secret: SLUICE_WEBHOOK_SECRET_ARN (read from Secrets Manager with the standard AWS
+    /// credentials) or SLUICE_WEBHOOK_SECRET.
+    WebhookKey(WebhookKeyArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct WebhookKeyArgs {
+    /// The owner, as the API records it: the JWT `sub`, or the IAM caller's ARN.
+    #[arg(long)]
+    owner: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -96,8 +114,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Some(Command::Upload(args)) = cli.command {
-        return runtime.block_on(upload(args));
+    match cli.command {
+        Some(Command::Upload(args)) => return runtime.block_on(upload(args)),
+        Some(Command::WebhookKey(args)) => return runtime.block_on(webhook_key(args)),
+        None => {}
     }
     let cfg = match IngestConfig::from_env() {
         Ok(c) => c,
@@ -180,6 +200,51 @@ async fn serve(listen: SocketAddr, cfg: IngestConfig) -> anyhow::Result<()> {
         .await?;
     tracing::info!("Stopped.");
     Ok(())
+}
+
+/// `webhook-key`: the owner's key on stdout as `kid=…` and `key=…` lines.
+async fn webhook_key(args: WebhookKeyArgs) -> ExitCode {
+    use sluice_cloud::report::webhook::MasterSecret;
+    let get = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let owner = args.owner.trim();
+    if owner.is_empty() {
+        eprintln!(
+            "sluice-ingest: --owner is empty (the JWT `sub` or IAM caller ARN the API records)"
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let master = match (
+        get("SLUICE_WEBHOOK_SECRET_ARN"),
+        get("SLUICE_WEBHOOK_SECRET"),
+    ) {
+        (Some(_), Some(_)) => {
+            eprintln!("sluice-ingest: SLUICE_WEBHOOK_SECRET and SLUICE_WEBHOOK_SECRET_ARN are both set: set one");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+        (Some(arn), None) => {
+            if let Err(why) = sluice_cloud::config::check_secret_arn(&arn) {
+                eprintln!("sluice-ingest: SLUICE_WEBHOOK_SECRET_ARN: {why}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            MasterSecret::from_arn(arn)
+        }
+        (None, Some(value)) => MasterSecret::given(value),
+        (None, None) => {
+            eprintln!("sluice-ingest: set SLUICE_WEBHOOK_SECRET_ARN (or SLUICE_WEBHOOK_SECRET) to the webhooks' master secret");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match master.key_for(Some(owner)).await {
+        Ok(key) => {
+            println!("kid={}", key.kid());
+            println!("key={}", key.secret().expose());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("sluice-ingest: {e}");
+            ExitCode::from(EXIT_UNAVAILABLE)
+        }
+    }
 }
 
 /// SIGTERM or SIGINT: requests in progress finish, new connections are refused.

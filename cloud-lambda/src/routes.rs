@@ -150,7 +150,7 @@ pub enum IngestError {
     RecordsUnavailable(String),
     #[error("invalid Sluice-Callback: {0}")]
     BadCallback(String),
-    #[error("Sluice-Callback given, but webhooks are not configured on this API (SLUICE_WEBHOOK_SECRET and SLUICE_STATUS_TABLE); nothing was enqueued")]
+    #[error("Sluice-Callback given, but webhooks are not configured on this API (SLUICE_WEBHOOK_SECRET_ARN or SLUICE_WEBHOOK_SECRET, and SLUICE_STATUS_TABLE); nothing was enqueued")]
     WebhooksNotConfigured,
 }
 
@@ -400,7 +400,7 @@ fn callback(state: &AppState, headers: &HeaderMap) -> Result<Option<String>, Ing
     let Some(v) = headers.get(webhook::CALLBACK_HEADER) else {
         return Ok(None);
     };
-    if state.config.webhook_secret.is_none() || state.records.is_none() {
+    if !state.config.webhooks_configured() || state.records.is_none() {
         return Err(IngestError::WebhooksNotConfigured);
     }
     let raw = v

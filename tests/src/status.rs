@@ -197,10 +197,18 @@ impl WebhookReceiver {
 /// `t` is recent.
 pub fn assert_signed(d: &Delivery) {
     let header = d.headers["sluice-signature"].to_str().expect("ASCII");
-    let (t, v1) = header
-        .split_once(',')
-        .and_then(|(t, v)| Some((t.strip_prefix("t=")?, v.strip_prefix("v1=")?)))
-        .unwrap_or_else(|| panic!("signature header {header:?}"));
+    // `t=<t>,kid=<kid>,v1=<hex>`, read by field name as a receiver does.
+    let field = |name: &str| {
+        header
+            .split(',')
+            .filter_map(|f| f.split_once('='))
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v)
+            .unwrap_or_else(|| panic!("no {name} in the signature header {header:?}"))
+    };
+    let (t, v1) = (field("t"), field("v1"));
+    // The local bearer token names no owner: the master key, `kid=default`.
+    assert_eq!(field("kid"), "default", "{header}");
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(WEBHOOK_SECRET.as_bytes()).expect("key");
     mac.update(format!("{t}.").as_bytes());
     mac.update(&d.body);

@@ -143,3 +143,102 @@ fn the_token_is_never_printed() {
     .expect("valid");
     assert!(!format!("{c:?}").contains("a-very-secret"));
 }
+
+const ARN: &str = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:sluice-webhook-AbCdEf";
+
+#[test]
+fn without_a_webhook_secret_or_arn_webhooks_are_off_as_before() {
+    let c = load(&[
+        ("SLUICE_QUEUE_URL", "http://127.0.0.1:1/q"),
+        ("SLUICE_STATUS_TABLE", "sluice-uploads"),
+    ])
+    .expect("valid");
+    assert!(c.webhook_secret.is_none() && c.webhook_secret_arn.is_none());
+    assert!(!c.webhooks_configured());
+    assert!(c.webhook_master().is_none());
+    // An empty value is unset, as for every other variable.
+    let c = load(&[
+        ("SLUICE_QUEUE_URL", "http://127.0.0.1:1/q"),
+        ("SLUICE_WEBHOOK_SECRET_ARN", ""),
+    ])
+    .expect("valid");
+    assert!(!c.webhooks_configured());
+}
+
+#[test]
+fn a_webhook_secret_arn_is_read_and_printed_but_never_fetched_by_the_config() {
+    let c = load(&[
+        ("SLUICE_QUEUE_URL", "http://127.0.0.1:1/q"),
+        ("SLUICE_WEBHOOK_SECRET_ARN", ARN),
+    ])
+    .expect("valid");
+    assert_eq!(c.webhook_secret_arn.as_deref(), Some(ARN));
+    assert!(c.webhooks_configured());
+    let master = format!("{:?}", c.webhook_master().expect("from the ARN"));
+    assert!(master.contains(ARN), "{master}");
+    // The value, for local runs.
+    let c = load(&[
+        ("SLUICE_QUEUE_URL", "http://127.0.0.1:1/q"),
+        ("SLUICE_WEBHOOK_SECRET", "0123456789abcdef-secret"),
+    ])
+    .expect("valid");
+    assert!(c.webhooks_configured());
+    assert!(!format!("{:?}", c.webhook_master()).contains("0123456789abcdef"));
+}
+
+#[test]
+fn a_malformed_webhook_secret_arn_is_named_with_what_is_wrong() {
+    for (arn, why) in [
+        ("sluice-webhook", "it does not start with arn:"),
+        (
+            "arn:aws:ssm:eu-west-1:123456789012:parameter/sluice",
+            r#"the service is "ssm", not secretsmanager"#,
+        ),
+        (
+            "arn:aws:secretsmanager:eu-west-1:123456789012:sluice",
+            "it has fewer than 7 colon-separated parts",
+        ),
+        (
+            "arn:aws:kms:eu-west-1:123456789012:secret:sluice",
+            r#"the service is "kms", not secretsmanager"#,
+        ),
+        (
+            "arn:aws:secretsmanager::123456789012:secret:sluice",
+            "the region is empty",
+        ),
+        (
+            "arn:aws:secretsmanager:eu-west-1:1234:secret:sluice",
+            r#"the account "1234" is not 12 digits"#,
+        ),
+        (
+            "arn:aws:secretsmanager:eu-west-1:123456789012:key:sluice",
+            r#"the resource type is "key", not secret"#,
+        ),
+        (
+            "arn:aws:secretsmanager:eu-west-1:123456789012:secret:",
+            "the secret name is empty",
+        ),
+    ] {
+        let err = load(&[
+            ("SLUICE_QUEUE_URL", "http://127.0.0.1:1/q"),
+            ("SLUICE_WEBHOOK_SECRET_ARN", arn),
+        ])
+        .expect_err(arn);
+        assert_eq!(
+            err.0,
+            [format!(
+                "SLUICE_WEBHOOK_SECRET_ARN: {arn:?} is not a Secrets Manager secret ARN (arn:<partition>:secretsmanager:<region>:<account id>:secret:<name>): {why}"
+            )]
+        );
+    }
+    let err = load(&[
+        ("SLUICE_QUEUE_URL", "http://127.0.0.1:1/q"),
+        ("SLUICE_WEBHOOK_SECRET_ARN", ARN),
+        ("SLUICE_WEBHOOK_SECRET", "0123456789abcdef-secret"),
+    ])
+    .expect_err("both");
+    assert_eq!(
+        err.0,
+        ["SLUICE_WEBHOOK_SECRET and SLUICE_WEBHOOK_SECRET_ARN are both set: set one (the ARN on AWS, the value for local runs only)"]
+    );
+}

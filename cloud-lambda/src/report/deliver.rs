@@ -99,7 +99,11 @@ impl StatusService {
         status.webhook = None;
         let payload = serde_json::to_vec(&status).unwrap_or_default();
         let attempts = number(&item, "webhook_attempts").unwrap_or(0) + 1;
-        match self.sender.post(&url, payload).await {
+        match self
+            .sender
+            .post_for(&url, text(&item, "owner"), payload)
+            .await
+        {
             Ok(()) => {
                 let recorded = self
                     .records

@@ -101,8 +101,8 @@ impl StatusService {
             records,
             sqs,
             webhook_queue,
-            sender: webhook::Sender::new(
-                cfg.webhook_secret.clone(),
+            sender: webhook::Sender::with_master(
+                cfg.webhook_master(),
                 cfg.webhook_destinations(),
                 cfg.webhook_give_up_seconds,
             )?,

@@ -31,7 +31,7 @@ async fn each_malformed_callback_is_a_400_naming_the_header_and_why() {
     .await;
     assert_eq!(
         answer["message"],
-        "Sluice-Callback given, but webhooks are not configured on this API (SLUICE_WEBHOOK_SECRET and SLUICE_STATUS_TABLE); nothing was enqueued"
+        "Sluice-Callback given, but webhooks are not configured on this API (SLUICE_WEBHOOK_SECRET_ARN or SLUICE_WEBHOOK_SECRET, and SLUICE_STATUS_TABLE); nothing was enqueued"
     );
     // With a (closed) table, each malformed value is named.
     for (value, insecure, why) in [
