@@ -22,7 +22,36 @@ use read::{Accepted, RawChunk, Validated};
 /// ignores fields it does not know); any change an older agent would misread (a field renamed,
 /// retyped or made required, a new meaning, receipts of a new shape) bumps it, and an agent
 /// that meets a version it does not know hands the message back to the queue untouched.
+///
+/// Version 1 is written for every chunk that holds no photo the bridge carries, so agents that
+/// read only version 1 go on draining them; [`ENVELOPE_VERSION_PHOTOS`] for the others.
 pub const ENVELOPE_VERSION: u32 = 1;
+
+/// The version of a chunk holding at least one photo the bridge carries
+/// ([`crate::Image::is_carried`]): an agent that reads only version 1 would store such a
+/// receipt without fetching its photo (and refuse the new `content_type` field), so it
+/// releases the chunk untouched instead, under `envelope_version_unknown`.
+pub const ENVELOPE_VERSION_PHOTOS: u32 = 2;
+
+/// The newest envelope version this build reads (it reads every version from 1 up).
+pub const ENVELOPE_VERSION_NEWEST: u32 = ENVELOPE_VERSION_PHOTOS;
+
+/// Whether this build reads envelope version `v`.
+pub fn reads_version(v: u32) -> bool {
+    (ENVELOPE_VERSION..=ENVELOPE_VERSION_NEWEST).contains(&v)
+}
+
+/// The version a chunk of these receipts is written in: the oldest that can carry them.
+pub fn version_for(receipts: &[Receipt]) -> u32 {
+    if receipts
+        .iter()
+        .any(|r| r.image.as_ref().is_some_and(crate::Image::is_carried))
+    {
+        ENVELOPE_VERSION_PHOTOS
+    } else {
+        ENVELOPE_VERSION
+    }
+}
 
 /// SQS message attribute carrying the body encoding ("gzip" | "zstd"); absent = plain JSON.
 pub const ENCODING_ATTRIBUTE: &str = "sluice-encoding";
@@ -116,7 +145,7 @@ pub struct Chunk {
 }
 
 impl Chunk {
-    /// A chunk of the current [`ENVELOPE_VERSION`].
+    /// A chunk in the version its receipts need ([`version_for`]).
     pub fn new(
         batch_id: String,
         chunk_index: u32,
@@ -124,7 +153,7 @@ impl Chunk {
         receipts: Vec<Receipt>,
     ) -> Self {
         Chunk {
-            v: ENVELOPE_VERSION,
+            v: version_for(&receipts),
             batch_id,
             chunk_index,
             chunk_count,
@@ -214,7 +243,7 @@ pub enum DecodeError {
         message: String,
     },
     /// The envelope's `v` is not one this build reads.
-    #[error("envelope version {0} is not supported (this build reads version {ENVELOPE_VERSION})")]
+    #[error("envelope version {0} is not supported (this build reads versions {ENVELOPE_VERSION} to {ENVELOPE_VERSION_NEWEST})")]
     UnsupportedVersion(u32),
     /// The envelope's header is inconsistent.
     #[error("bad envelope header: {0}")]
@@ -257,9 +286,10 @@ fn check_header(
 
 /// Serializes, compresses and base64-encodes one chunk.
 pub fn encode(chunk: &Chunk, compression: Compression) -> Result<EncodedMessage, EncodeError> {
-    if chunk.v != ENVELOPE_VERSION {
+    let needed = version_for(&chunk.receipts);
+    if chunk.v != needed {
         return Err(EncodeError::BadHeader(format!(
-            "v is {}, this build writes version {ENVELOPE_VERSION}",
+            "v is {}, these receipts are written in version {needed}",
             chunk.v
         )));
     }
@@ -368,7 +398,7 @@ pub fn decode_measured(body: &str, encoding: Option<&str>) -> Result<Decoded, De
             }
         }
     };
-    if raw.v != ENVELOPE_VERSION {
+    if !reads_version(raw.v) {
         return Err(DecodeError::UnsupportedVersion(raw.v));
     }
     let batch_id = check_header(
@@ -391,8 +421,8 @@ pub fn decode_measured(body: &str, encoding: Option<&str>) -> Result<Decoded, De
     Ok(Decoded { chunk, json_bytes })
 }
 
-/// Parses a chunk's JSON; a body that is not a version-1 envelope but says it is another
-/// version is [`DecodeError::UnsupportedVersion`].
+/// Parses a chunk's JSON; a body that is not an envelope this build reads but says it is
+/// another version is [`DecodeError::UnsupportedVersion`].
 fn parse(json: &[u8]) -> Result<RawChunk<Validated>, DecodeError> {
     // The quick path checks the UTF-8 of the whole chunk once and parses it as text: parsed
     // from bytes, serde_json checks every string on its own, a call per string that cost about
@@ -405,7 +435,7 @@ fn parse(json: &[u8]) -> Result<RawChunk<Validated>, DecodeError> {
     }
     serde_json::from_slice(json).map_err(|err| {
         if let Ok(probe) = serde_json::from_slice::<VersionProbe>(json) {
-            if probe.v != ENVELOPE_VERSION {
+            if !reads_version(probe.v) {
                 return DecodeError::UnsupportedVersion(probe.v);
             }
         }

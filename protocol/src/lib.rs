@@ -27,7 +27,8 @@ mod test_support;
 pub use batch::{parse_json, parse_ndjson, BatchError, MAX_REPORTED_ERRORS};
 pub use envelope::{
     decode, encode, Chunk, Compression, DecodeError, EncodeError, EncodedMessage,
-    ENCODING_ATTRIBUTE, ENVELOPE_VERSION, MAX_DECODED_BYTES,
+    ENCODING_ATTRIBUTE, ENVELOPE_VERSION, ENVELOPE_VERSION_NEWEST, ENVELOPE_VERSION_PHOTOS,
+    MAX_DECODED_BYTES,
 };
 pub use receipt::{Decimal, FieldError, Fingerprint, Image, Item, Receipt};
 pub use report::{BatchState, BatchStatus, ChunkReport, Rejection};

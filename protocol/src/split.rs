@@ -13,7 +13,7 @@
 use std::ops::Range;
 
 use crate::envelope::{
-    attribute_size, finish, Compression, EncodeError, EncodedMessage, ENVELOPE_VERSION,
+    attribute_size, finish, version_for, Compression, EncodeError, EncodedMessage,
     MAX_DECODED_BYTES,
 };
 use crate::receipt::{parse_uuid, Receipt};
@@ -111,6 +111,8 @@ fn to_u32(n: usize) -> Result<u32, SplitError> {
 
 /// The pieces of one upload and the arithmetic over them.
 struct Packer<'a> {
+    /// One version for every chunk of the upload: the one its receipts need.
+    version: u32,
     batch_json: String,
     parts: &'a [String],
     receipts: &'a [Receipt],
@@ -139,6 +141,7 @@ impl<'a> Packer<'a> {
             prefix.push(total);
         }
         let mut packer = Packer {
+            version: version_for(receipts),
             batch_json,
             parts,
             receipts,
@@ -156,8 +159,8 @@ impl<'a> Packer<'a> {
     /// writes a [`crate::Chunk`] (field order, no spaces).
     fn header(&self, index: usize, count: usize) -> String {
         format!(
-            r#"{{"v":{ENVELOPE_VERSION},"batch_id":{},"chunk_index":{index},"chunk_count":{count},"receipts":["#,
-            self.batch_json
+            r#"{{"v":{},"batch_id":{},"chunk_index":{index},"chunk_count":{count},"receipts":["#,
+            self.version, self.batch_json
         )
     }
 

@@ -300,7 +300,7 @@ async fn a_newer_ingest_is_stored_or_released_never_dead_lettered() -> anyhow::R
     )
     .await?;
     for _ in 0..2 {
-        env.send_raw(&chunk_body(2, &gen.receipts(5), json!({"parts": []})), &[])
+        env.send_raw(&chunk_body(3, &gen.receipts(5), json!({"parts": []})), &[])
             .await?;
     }
     let mut oracle = Oracle::new();

@@ -16,7 +16,7 @@
 use std::collections::HashSet;
 use std::time::Instant;
 
-use sluice_protocol::envelope::{self, Chunk, Compression, ENVELOPE_VERSION};
+use sluice_protocol::envelope::{self, Chunk, Compression};
 use sluice_protocol::report::{Rejection, MAX_REJECTIONS};
 use sluice_protocol::Receipt;
 
@@ -245,13 +245,12 @@ async fn dead_letter_row(
     receipt: &Receipt,
     reason: &str,
 ) -> Result<(), SqsError> {
-    let chunk = Chunk {
-        v: ENVELOPE_VERSION,
-        batch_id: d.chunk.batch_id.clone(),
-        chunk_index: d.chunk.chunk_index,
-        chunk_count: d.chunk.chunk_count,
-        receipts: vec![receipt.clone()],
-    };
+    let chunk = Chunk::new(
+        d.chunk.batch_id.clone(),
+        d.chunk.chunk_index,
+        d.chunk.chunk_count,
+        vec![receipt.clone()],
+    );
     let encoded = envelope::encode(&chunk, Compression::None).map_err(|e| SqsError {
         op: "encode dead letter",
         detail: e.to_string(),

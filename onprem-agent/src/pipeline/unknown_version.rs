@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use sluice_protocol::envelope::ENVELOPE_VERSION;
+use sluice_protocol::envelope::{ENVELOPE_VERSION, ENVELOPE_VERSION_NEWEST};
 
 use crate::pipeline::health::{Health, ENVELOPE_VERSION_UNKNOWN};
 use crate::telemetry::names as m;
@@ -51,15 +51,15 @@ impl VersionWatch {
         if first {
             tracing::error!(
                 version,
-                reads = ENVELOPE_VERSION,
+                reads = %format_args!("{ENVELOPE_VERSION}-{ENVELOPE_VERSION_NEWEST}"),
                 "Messages arrive in envelope version {version}, which this agent does not read: upgrade the agent. They are released to the queue untouched, not dead-lettered."
             );
         }
         health.raise(
             ENVELOPE_VERSION_UNKNOWN,
             format!(
-                "messages in envelope version {version} arrive; this agent reads version \
-                 {ENVELOPE_VERSION}: upgrade the agent (they stay on the queue meanwhile)"
+                "messages in envelope version {version} arrive; this agent reads versions \
+                 {ENVELOPE_VERSION} to {ENVELOPE_VERSION_NEWEST}: upgrade the agent (they stay on the queue meanwhile)"
             ),
         );
     }

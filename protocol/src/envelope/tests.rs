@@ -253,10 +253,10 @@ fn an_unknown_optional_envelope_field_from_a_newer_ingest_is_ignored() {
 
 #[test]
 fn another_envelope_version_is_refused_even_when_its_shape_differs() {
-    let v2 = json!({"v": 2, "batch_id": BATCH, "parts": []});
+    let v3 = json!({"v": 3, "batch_id": BATCH, "parts": []});
     assert_eq!(
-        decode(&plain(&v2), None),
-        Err(DecodeError::UnsupportedVersion(2))
+        decode(&plain(&v3), None),
+        Err(DecodeError::UnsupportedVersion(3))
     );
     let mut env = envelope_json(vec![minimal_json(0)]);
     env["v"] = json!(0);
@@ -264,7 +264,7 @@ fn another_envelope_version_is_refused_even_when_its_shape_differs() {
     assert_eq!(err, DecodeError::UnsupportedVersion(0));
     assert_eq!(
         err.to_string(),
-        "envelope version 0 is not supported (this build reads version 1)"
+        "envelope version 0 is not supported (this build reads versions 1 to 2)"
     );
 }
 
@@ -317,10 +317,10 @@ fn a_compressed_body_fails_as_its_plain_json_would() {
     let mut bad = minimal_json(1);
     bad["total"] = json!(3.5);
     let invalid = plain(&envelope_json(vec![minimal_json(0), bad]));
-    let v2 = plain(&json!({"v": 2, "batch_id": BATCH, "parts": []}));
+    let v3 = plain(&json!({"v": 3, "batch_id": BATCH, "parts": []}));
     let mut trailing = plain(&envelope_json(vec![minimal_json(0)]));
     trailing.push_str(" x");
-    for json in ["{\"v\":1,\n \"batch_id\": ]", &invalid, &v2, &trailing, ""] {
+    for json in ["{\"v\":1,\n \"batch_id\": ]", &invalid, &v3, &trailing, ""] {
         let plain_result = decode(json, None);
         assert!(plain_result.is_err(), "{json}");
         let zstd_body = b64(&zstd::bulk::compress(json.as_bytes(), 3).expect("zstd"));
@@ -421,4 +421,42 @@ proptest! {
         };
         let _ = decode(&body, message.encoding);
     }
+}
+
+#[test]
+fn a_chunk_carrying_a_photo_is_version_2_and_every_other_stays_version_1() {
+    let mut receipt: Receipt = serde_json::from_value(minimal_json(0)).expect("receipt");
+    let plain_chunk = Chunk::new(BATCH.into(), 0, 1, vec![receipt.clone()]);
+    assert_eq!(plain_chunk.v, ENVELOPE_VERSION);
+    receipt.image = Some(crate::Image {
+        key: Some("photos/x/y".into()),
+        sha256: "a".repeat(64),
+        bytes: 3,
+        content_type: Some("image/png".into()),
+    });
+    let photo_chunk = Chunk::new(BATCH.into(), 0, 1, vec![receipt.clone()]);
+    assert_eq!(photo_chunk.v, crate::ENVELOPE_VERSION_PHOTOS);
+    let body = encode(&photo_chunk, Compression::None)
+        .expect("encoded")
+        .body;
+    assert!(body.starts_with(r#"{"v":2,"#), "{body}");
+    assert_eq!(decode(&body, None).expect("read"), photo_chunk);
+    // Written as version 1, a carried photo would be misread by an older agent: refused.
+    let mislabelled = Chunk {
+        v: 1,
+        ..photo_chunk
+    };
+    assert_eq!(
+        encode(&mislabelled, Compression::None).map(|_| ()),
+        Err(EncodeError::BadHeader(
+            "v is 1, these receipts are written in version 2".into()
+        ))
+    );
+    // split() writes every chunk of an upload holding a carried photo as version 2.
+    let messages = crate::split(BATCH, &[receipt], &crate::Limits::default()).expect("split");
+    assert!(
+        messages[0].body.starts_with(r#"{"v":2,"#),
+        "{}",
+        messages[0].body
+    );
 }
