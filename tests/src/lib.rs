@@ -76,7 +76,8 @@ pub use records::dynamodb_client;
 pub use servers::{binary, free_local_addr, repo_root, servers, Servers};
 pub use sqs::{create_queue_pair, sqs_client, QueuePair};
 pub use status::{
-    assert_signed, block_merchant, is_final, Delivery, WebhookReceiver, WEBHOOK_SECRET,
+    accept_upload, assert_signed, block_merchant, is_final, Delivery, WebhookReceiver,
+    WEBHOOK_SECRET,
 };
 
 /// Polls `check` every 100 ms until it returns `Some`, or fails after `timeout` with the last

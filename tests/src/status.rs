@@ -12,6 +12,9 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use hmac::{Hmac, Mac as _};
 
+use sluice_cloud::records::{Records, UploadRecord};
+use sluice_cloud::report::StatusService;
+
 use crate::{create_queue_pair, wait_for, AgentProcess, IngestProcess, QueuePair, TestEnv};
 
 /// The webhook secret the status tests give the ingest.
@@ -23,6 +26,34 @@ impl TestEnv {
     /// with the test's other queues when the [`TestEnv`] is dropped.
     pub async fn create_status_queue(&self) -> anyhow::Result<QueuePair> {
         create_queue_pair(&self.sqs, &format!("{}-status", self.name), 2, 3).await
+    }
+
+    /// This test's upload records (the table created) and a status service folding into them
+    /// in this process, configured with the queue and the table and `vars` on top.
+    pub async fn status_service(
+        &self,
+        vars: &[(&str, String)],
+    ) -> anyhow::Result<(Records, StatusService)> {
+        let cfg = sluice_cloud::IngestConfig::from_lookup(|k| match k {
+            "SLUICE_QUEUE_URL" => Some(self.queue_url.clone()),
+            "SLUICE_STATUS_TABLE" => Some(self.status_table()),
+            _ => vars
+                .iter()
+                .find(|(name, _)| *name == k)
+                .map(|(_, v)| v.clone()),
+        })
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let records = Records::new(
+            crate::dynamodb_client(&self.servers.sqs_endpoint),
+            self.status_table(),
+        );
+        records.create_if_missing().await?;
+        let service = StatusService::new(
+            &cfg,
+            records.clone(),
+            crate::sqs_client(&self.servers.sqs_endpoint),
+        )?;
+        Ok((records, service))
     }
 
     /// The status queue's URL, whether or not it exists yet.
@@ -111,6 +142,29 @@ impl IngestProcess {
             anyhow::anyhow!("{e}; last status: {seen}")
         })
     }
+}
+
+/// Records an upload of `receipts` receipts in `chunks` chunks as the API does when it accepts
+/// one (`Records::put`, no key or owner): its new batch id. Reports fold only into such a record.
+pub async fn accept_upload(
+    records: &Records,
+    receipts: usize,
+    chunks: usize,
+    callback: Option<&str>,
+) -> anyhow::Result<String> {
+    let batch = uuid::Uuid::new_v4().to_string();
+    records
+        .put(&UploadRecord {
+            batch_id: batch.clone(),
+            idempotency_key: None,
+            body_sha256: "cd".repeat(32),
+            receipts,
+            chunks,
+            owner: None,
+            callback: callback.map(str::to_owned),
+        })
+        .await?;
+    Ok(batch)
 }
 
 /// Whether a status answer is final: `stored` or `stored_with_rejections`.

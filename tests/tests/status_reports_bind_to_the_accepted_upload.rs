@@ -6,49 +6,11 @@
 //! moto DynamoDB; that such reports reach the status DLQ through a real `sluice-ingest` is
 //! `reports_are_folded_once_and_malformed_ones_reach_the_status_dlq`.
 
-use sluice_cloud::records::{Records, UploadRecord};
+use sluice_cloud::records::Records;
 use sluice_cloud::report::store::batch_status;
 use sluice_cloud::report::{StatusError, StatusService};
-use sluice_e2e::TestEnv;
+use sluice_e2e::{accept_upload, TestEnv};
 use sluice_protocol::report::{encode_reports, BatchState, ChunkReport};
-
-/// This test's upload records (the table created) and a status service folding into them.
-async fn service(env: &TestEnv) -> anyhow::Result<(Records, StatusService)> {
-    let cfg = sluice_cloud::IngestConfig::from_lookup(|k| match k {
-        "SLUICE_QUEUE_URL" => Some(env.queue_url.clone()),
-        "SLUICE_STATUS_TABLE" => Some(env.status_table()),
-        _ => None,
-    })
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let records = Records::new(
-        sluice_e2e::dynamodb_client(&env.servers.sqs_endpoint),
-        env.status_table(),
-    );
-    records.create_if_missing().await?;
-    let service = StatusService::new(
-        &cfg,
-        records.clone(),
-        sluice_e2e::sqs_client(&env.servers.sqs_endpoint),
-    )?;
-    Ok((records, service))
-}
-
-/// Accepts an upload of `chunks` chunks as the API does (`Records::put`): its batch id.
-async fn accept(records: &Records, chunks: usize) -> anyhow::Result<String> {
-    let batch = uuid::Uuid::new_v4().to_string();
-    records
-        .put(&UploadRecord {
-            batch_id: batch.clone(),
-            idempotency_key: None,
-            body_sha256: "cd".repeat(32),
-            receipts: chunks * 2,
-            chunks,
-            owner: None,
-            callback: None,
-        })
-        .await?;
-    Ok(batch)
-}
 
 /// Chunk `index` of `count`: two receipts, both stored.
 fn report(batch: &str, index: u32, count: u32) -> ChunkReport {
@@ -90,7 +52,7 @@ fn assert_unbound(folded: Result<(), StatusError>, batch: &str, why: &str) {
 async fn a_report_for_a_batch_never_accepted_is_refused_and_creates_no_item() -> anyhow::Result<()>
 {
     let env = TestEnv::new().await?;
-    let (_records, service) = service(&env).await?;
+    let (_records, service) = env.status_service(&[]).await?;
     let batch = uuid::Uuid::new_v4().to_string();
     // One chunk of one: on its own it would make a "stored" upload out of nothing.
     assert_unbound(
@@ -105,8 +67,8 @@ async fn a_report_for_a_batch_never_accepted_is_refused_and_creates_no_item() ->
 #[tokio::test]
 async fn a_report_with_another_chunk_count_is_refused_and_changes_nothing() -> anyhow::Result<()> {
     let env = TestEnv::new().await?;
-    let (records, service) = service(&env).await?;
-    let batch = accept(&records, 3).await?;
+    let (records, service) = env.status_service(&[]).await?;
+    let batch = accept_upload(&records, 6, 3, None).await?;
     fold(&service, report(&batch, 0, 3)).await?;
     let before = env.upload_record(&batch).await?.expect("accepted");
     // A smaller count, and a huge one that would grow `folded` towards the item size limit.
@@ -134,8 +96,8 @@ async fn a_report_with_another_chunk_count_is_refused_and_changes_nothing() -> a
 #[tokio::test]
 async fn an_index_past_the_accepted_chunks_cannot_end_the_upload_early() -> anyhow::Result<()> {
     let env = TestEnv::new().await?;
-    let (records, service) = service(&env).await?;
-    let batch = accept(&records, 2).await?;
+    let (records, service) = env.status_service(&[]).await?;
+    let batch = accept_upload(&records, 4, 2, None).await?;
     fold(&service, report(&batch, 0, 2)).await?;
     let status = |records: Records, batch: String| async move {
         let item = records.get(&batch).await?.expect("accepted");

@@ -8,9 +8,8 @@ use std::time::Duration;
 
 use aws_sdk_sqs::types::MessageAttributeValue;
 use serde_json::{json, Value};
-use sluice_cloud::records::UploadRecord;
 use sluice_e2e::gen::{id_of, Generator};
-use sluice_e2e::{assert_signed, is_final, wait_for, TestEnv, WebhookReceiver};
+use sluice_e2e::{accept_upload, assert_signed, is_final, wait_for, TestEnv, WebhookReceiver};
 use sluice_protocol::report::{encode_reports, ChunkReport, Rejection};
 
 const TIMEOUT: Duration = Duration::from_secs(120);
@@ -390,34 +389,9 @@ async fn the_same_report_twice_counts_once_and_rejections_keep_the_first_hundred
 ) -> anyhow::Result<()> {
     let env = TestEnv::new().await?;
     let ingest = env.start_ingest(&[]).await?;
-    let cfg = sluice_cloud::IngestConfig::from_lookup(|k| match k {
-        "SLUICE_QUEUE_URL" => Some(env.queue_url.clone()),
-        "SLUICE_STATUS_TABLE" => Some(env.status_table()),
-        _ => None,
-    })
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let records = sluice_cloud::records::Records::new(
-        sluice_e2e::dynamodb_client(&env.servers.sqs_endpoint),
-        env.status_table(),
-    );
-    let service = sluice_cloud::report::StatusService::new(
-        &cfg,
-        records.clone(),
-        sluice_e2e::sqs_client(&env.servers.sqs_endpoint),
-    )?;
+    let (records, service) = env.status_service(&[]).await?;
     // The upload accepted as the API accepts it (its record first): reports fold only into that.
-    let batch = uuid::Uuid::new_v4().to_string();
-    records
-        .put(&UploadRecord {
-            batch_id: batch.clone(),
-            idempotency_key: None,
-            body_sha256: "ab".repeat(32),
-            receipts: 300,
-            chunks: 3,
-            owner: None,
-            callback: None,
-        })
-        .await?;
+    let batch = accept_upload(&records, 300, 3, None).await?;
     let refusals = |chunk: u32| -> Vec<Rejection> {
         (0..60)
             .map(|i| Rejection {

@@ -6,35 +6,23 @@
 //! `pending` (and have it sent again). Straight through the status service and the upload
 //! records on real moto (DynamoDB and SQS), with a loopback webhook receiver.
 
-use sluice_cloud::records::{Records, UploadRecord};
+use sluice_cloud::records::Records;
 use sluice_cloud::report::store::{Claim, Recorded};
 use sluice_cloud::report::StatusService;
-use sluice_e2e::{assert_signed, TestEnv, WebhookReceiver, WEBHOOK_SECRET};
+use sluice_e2e::{accept_upload, assert_signed, TestEnv, WebhookReceiver, WEBHOOK_SECRET};
 use sluice_protocol::report::ChunkReport;
 
-/// This test's upload records (the table created), its status queue (which takes the webhook
-/// jobs) and a status service that sends webhooks to loopback.
+/// This test's upload records, its status queue (which takes the webhook jobs) and a status
+/// service that sends webhooks to loopback.
 async fn service(env: &TestEnv) -> anyhow::Result<(Records, StatusService, String)> {
     let status = env.create_status_queue().await?;
-    let cfg = sluice_cloud::IngestConfig::from_lookup(|k| match k {
-        "SLUICE_QUEUE_URL" => Some(env.queue_url.clone()),
-        "SLUICE_STATUS_TABLE" => Some(env.status_table()),
-        "SLUICE_STATUS_QUEUE_URL" => Some(status.queue_url.clone()),
-        "SLUICE_WEBHOOK_SECRET" => Some(WEBHOOK_SECRET.to_owned()),
-        "SLUICE_WEBHOOK_ALLOW_INSECURE" => Some("1".to_owned()),
-        _ => None,
-    })
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let records = Records::new(
-        sluice_e2e::dynamodb_client(&env.servers.sqs_endpoint),
-        env.status_table(),
-    );
-    records.create_if_missing().await?;
-    let service = StatusService::new(
-        &cfg,
-        records.clone(),
-        sluice_e2e::sqs_client(&env.servers.sqs_endpoint),
-    )?;
+    let (records, service) = env
+        .status_service(&[
+            ("SLUICE_STATUS_QUEUE_URL", status.queue_url.clone()),
+            ("SLUICE_WEBHOOK_SECRET", WEBHOOK_SECRET.to_owned()),
+            ("SLUICE_WEBHOOK_ALLOW_INSECURE", "1".to_owned()),
+        ])
+        .await?;
     Ok((records, service, status.queue_url))
 }
 
@@ -42,18 +30,7 @@ async fn service(env: &TestEnv) -> anyhow::Result<(Records, StatusService, Strin
 /// folded through `Records::fold` and nothing more: the state a fold leaves when it stops
 /// after its UpdateItem and before `complete`.
 async fn folded_not_completed(records: &Records, callback: &str) -> anyhow::Result<String> {
-    let batch = uuid::Uuid::new_v4().to_string();
-    records
-        .put(&UploadRecord {
-            batch_id: batch.clone(),
-            idempotency_key: None,
-            body_sha256: "ef".repeat(32),
-            receipts: 4,
-            chunks: 2,
-            owner: None,
-            callback: Some(callback.to_owned()),
-        })
-        .await?;
+    let batch = accept_upload(records, 4, 2, Some(callback)).await?;
     for index in 0..2 {
         records
             .fold(&ChunkReport {
