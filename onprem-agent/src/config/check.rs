@@ -85,6 +85,12 @@ impl AgentConfig {
         .check();
         let mut problems = problems;
         self.target.check(&mut problems);
+        super::photos::check(
+            self.photos.as_ref(),
+            Some(&self.throttle),
+            Some(&self.target),
+            &mut problems,
+        );
         if problems.is_empty() {
             Ok(())
         } else {

@@ -9,8 +9,8 @@ use std::path::Path;
 
 use super::check::Parsed;
 use super::{
-    AgentConfig, BatchConfig, ConfigError, DatabaseConfig, LogConfig, QueueConfig, ServerConfig,
-    ShutdownConfig, StatusConfig, TargetConfig, ThrottleConfig, WriteConfig,
+    AgentConfig, BatchConfig, ConfigError, DatabaseConfig, LogConfig, PhotosConfig, QueueConfig,
+    ServerConfig, ShutdownConfig, StatusConfig, TargetConfig, ThrottleConfig, WriteConfig,
 };
 
 /// Prefix of environment overrides: `SLUICE__THROTTLE__ROWS_PER_SECOND=800`.
@@ -20,7 +20,7 @@ pub const ENV_SEPARATOR: &str = "__";
 
 const SECTIONS: &[&str] = &[
     "queue", "database", "throttle", "batch", "server", "log", "shutdown", "write", "status",
-    "target",
+    "target", "photos",
 ];
 
 impl AgentConfig {
@@ -101,6 +101,9 @@ impl AgentConfig {
         let write = reader.optional::<WriteConfig>("write");
         let status = reader.optional::<StatusConfig>("status");
         let target = reader.optional::<TargetConfig>("target");
+        // Optional without defaults: absent means no photos are carried (a problem is listed
+        // when it does not parse, so the result below is an error then).
+        let photos = reader.get::<PhotosConfig>("photos").ok().flatten();
 
         // Every section that parsed is checked, so the operator sees everything at once.
         let parsed = Parsed {
@@ -117,6 +120,12 @@ impl AgentConfig {
         if let Some(t) = &target {
             t.check(&mut problems);
         }
+        super::photos::check(
+            photos.as_ref(),
+            throttle.as_ref(),
+            target.as_ref(),
+            &mut problems,
+        );
 
         match (
             (
@@ -148,6 +157,7 @@ impl AgentConfig {
                 write,
                 status,
                 target,
+                photos,
             }),
             // A section that did not parse has its problem listed already.
             _ => Err(ConfigError { problems }),

@@ -14,6 +14,7 @@
 
 mod check;
 mod load;
+mod photos;
 mod report;
 pub(crate) mod schedule;
 pub mod secret;
@@ -28,6 +29,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use load::{ENV_PREFIX, ENV_SEPARATOR};
+pub use photos::{PhotoStore, PhotosConfig, PHOTO_BURST_BYTES};
 pub use report::StatusConfig;
 pub use secret::{redact_url, DatabaseUrl};
 pub use target::{ProcedureName, Target, TargetConfig, TargetKind};
@@ -45,6 +47,10 @@ pub struct AgentConfig {
     pub write: WriteConfig,
     pub status: StatusConfig,
     pub target: TargetConfig,
+    /// `[photos]`: where the photos the bridge carries are fetched from and stored. Absent:
+    /// a chunk holding a carried photo is released, never stored without it
+    /// (`photos_not_configured`).
+    pub photos: Option<PhotosConfig>,
 }
 
 /// `[queue]`: where messages come from and where the undecodable ones go. Required: `url` has
@@ -197,6 +203,9 @@ pub struct ThrottleConfig {
     pub baseline_relearn_minutes: u32,
     /// `[[throttle.schedule]]`: rates by weekday and local time; first match wins.
     pub schedule: Vec<ScheduleWindowConfig>,
+    /// Photo bytes fetched from S3 per second (`[photos]`); unset: not limited. The bucket
+    /// holds at least one largest photo (20 MiB), so any photo can pass.
+    pub photo_bytes_per_second: Option<u64>,
 }
 
 impl Default for ThrottleConfig {
@@ -233,6 +242,7 @@ impl Default for ThrottleConfig {
             probe_interval_ms: 50,
             baseline_relearn_minutes: 10,
             schedule: Vec::new(),
+            photo_bytes_per_second: None,
         }
     }
 }

@@ -77,7 +77,8 @@ impl Reloader {
         let mut out = Reloaded::default();
         for (key, old, new) in changes {
             let section = key.split(['.', '[']).next().unwrap_or("");
-            if RELOADABLE.contains(&section) {
+            // The photo byte limiter is built once, with the writers.
+            if RELOADABLE.contains(&section) && key != "throttle.photo_bytes_per_second" {
                 out.applied.push(format!("{key}: {old} → {new}"));
             } else {
                 out.needs_restart.push(key);
@@ -87,7 +88,9 @@ impl Reloader {
             .reload(&new.throttle, LocalTime::now(), Instant::now())?;
         // Only [throttle] is in force: keep the rest as running, so the next reload still
         // reports restart-only changes against what actually runs.
+        let photo_rate = current.throttle.photo_bytes_per_second;
         current.throttle = new.throttle;
+        current.throttle.photo_bytes_per_second = photo_rate;
         drop(current);
         tracing::info!(
             changed = %out.applied.join("; "),
