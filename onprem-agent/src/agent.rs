@@ -40,6 +40,7 @@ use crate::pipeline::delivery::WriterContext;
 use crate::pipeline::health::Health;
 use crate::pipeline::inflight::{self, InFlight};
 use crate::pipeline::liveness::Liveness;
+use crate::pipeline::photos::Photos;
 use crate::pipeline::receiving::Receiving;
 use crate::pipeline::refusal::Refusals;
 use crate::pipeline::report::Reporter;
@@ -286,6 +287,12 @@ async fn pipeline(
     }
     let slow = SlowMessages::new(health.clone());
     background.spawn(slow.clone().run(heartbeat_stop.clone()));
+    let photos = match &cfg.photos {
+        Some(p) => Some(Arc::new(
+            Photos::connect(p, cfg.throttle.photo_bytes_per_second).await?,
+        )),
+        None => None,
+    };
     let writer_ctx = WriterContext {
         store: store
             .clone()
@@ -297,6 +304,7 @@ async fn pipeline(
         throttle: throttle.clone(),
         liveness: liveness.clone(),
         refusals,
+        photos,
         slow,
         report,
         receiving: poller_ctx.receiving.clone(),

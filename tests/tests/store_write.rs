@@ -25,6 +25,7 @@ fn rows<'a>(receipts: &'a [Receipt], batch_id: &'a str, chunk_index: u32) -> Vec
             receipt: r,
             batch_id,
             chunk_index,
+            photo: None,
         })
         .collect()
 }

@@ -57,6 +57,12 @@ mod verify;
 pub use admin::Depth;
 pub use message::{Attributes, Received};
 pub use roots::NoRootCertificates;
+
+/// Refuses a host without root certificates (the SDK's TLS setup would panic on it); for
+/// every AWS client the agent builds.
+pub fn check_roots() -> Result<(), NoRootCertificates> {
+    roots::check()
+}
 pub use verify::{DeadLetterProblem, QueueFacts};
 
 /// An SQS call failed as a whole.

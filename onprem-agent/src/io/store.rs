@@ -27,6 +27,7 @@ use sqlx::{Executor, PgPool};
 use crate::config::{secret, DatabaseConfig, OnConflict, Target};
 
 pub mod agents;
+mod photos;
 mod plan;
 mod probe;
 mod procedure;
@@ -48,7 +49,7 @@ pub use procedure::TargetProblem;
 
 pub use timeouts::{is_lock_wait, WriteTimeouts};
 
-/// Migrations embedded in the binary: the built-in target's (0001-0005 in `migrations/`).
+/// Migrations embedded in the binary: the built-in target's (0001-0006 in `migrations/`).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// The procedure target's migrations (`migrations/procedure/`, from 10001): the ledger and the
@@ -71,6 +72,9 @@ pub struct Row<'a> {
     pub receipt: &'a Receipt,
     pub batch_id: &'a str,
     pub chunk_index: u32,
+    /// The photo the receipt carries, fetched and checked, to store in `receipt_photos` with
+    /// it (`[photos] store = "database"`); `None` otherwise.
+    pub photo: Option<&'a [u8]>,
 }
 
 /// One chunk-ledger row, with what became of the chunk's receipts. [`Store::write`] adds
@@ -111,6 +115,8 @@ pub struct WriteOutcome {
     pub conflicts: Vec<Conflict>,
     /// Receipts stored (inserted or replacing another version) per chunk.
     pub stored_by_chunk: IdMap<ChunkKey, u32>,
+    /// Photo bytes written to `receipt_photos`.
+    pub photo_bytes: u64,
 }
 
 /// An incoming receipt whose `receipt_id` is stored (or earlier in the same batch) with other
@@ -343,6 +349,11 @@ impl Store {
         Ok(u32::try_from(n).unwrap_or(u32::MAX))
     }
 
+    /// Whether `receipt_photos` holds photo `sha256` of receipt `receipt_id`.
+    pub async fn photo_stored(&self, receipt_id: &str, sha256: &str) -> Result<bool, StoreError> {
+        photos::stored(&self.pool, receipt_id, sha256).await
+    }
+
     /// Receipts committed per second over the last `window`, from the chunk ledger (see
     /// [`RECENT_RATE`]).
     pub async fn recent_rate(&self, window: Duration) -> Result<f64, StoreError> {
@@ -430,6 +441,9 @@ impl Store {
                 .into_iter()
                 .partition(|(r, _)| inserted.contains(&r.receipt.receipt_id));
             target.contents(&mut tx, &updates, &written).await?;
+            if matches!(self.target, Target::Sluice) {
+                outcome.photo_bytes += photos::write(&mut tx, &updates, &written).await?;
+            }
             // Every row of an id found taken goes to the next round; this round counts the rest.
             let taken: IdSet<&str> = taken
                 .iter()

@@ -34,8 +34,12 @@ impl Rows for Delivery {
     fn rows(&self) -> usize {
         self.chunk.receipts.len()
     }
+    /// The decoded bytes held, and the declared bytes of the photos it carries, which are
+    /// fetched for its batch's transaction: batches stay bounded in photo bytes too.
     fn bytes(&self) -> usize {
-        self.share.bytes()
+        self.share
+            .bytes()
+            .saturating_add(crate::pipeline::photos::declared_bytes(self))
     }
 }
 
@@ -46,6 +50,7 @@ impl Delivery {
             receipt: r,
             batch_id: &self.chunk.batch_id,
             chunk_index: self.chunk.chunk_index,
+            photo: None,
         })
     }
 
@@ -88,6 +93,8 @@ pub struct WriterContext {
     pub liveness: Liveness,
     /// Whether every write is refused, and the probe that retries them.
     pub refusals: Arc<Refusals>,
+    /// `[photos]`: where carried photos are fetched from and stored; `None` without it.
+    pub photos: crate::pipeline::photos::SharedPhotos,
     /// The messages released for timing out alone, named by `slow_message`.
     pub slow: SlowMessages,
     /// Wakes the status reporter after a commit (never waits).

@@ -45,6 +45,14 @@ pub const BUDGET_LEASE_LAPSED: &str = "budget_lease_lapsed";
 /// is paused until a probe write is taken (`pipeline::refusal`).
 pub const WRITE_REFUSED: &str = "write_refused";
 
+/// The photo bucket cannot be asked (unreachable, a 5xx, access denied) or a photo file cannot
+/// be written: batches holding carried photos are retried with backoff, nothing deleted or
+/// dead-lettered; clears on the next batch whose photos are fetched (`pipeline::photos`).
+pub const PHOTO_STORE_UNAVAILABLE: &str = "photo_store_unavailable";
+/// Messages hold photos the bridge carries and this agent has no `[photos]` section: they are
+/// released to the queue, never stored without their photos, until the agent restarts with one.
+pub const PHOTOS_NOT_CONFIGURED: &str = "photos_not_configured";
+
 /// A raised condition, as `/readyz` and `/v1/status` show it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Condition {

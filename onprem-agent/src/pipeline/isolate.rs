@@ -180,6 +180,7 @@ pub(crate) fn add(total: &mut WriteOutcome, o: WriteOutcome) {
     total.updated += o.updated;
     total.duplicates += o.duplicates;
     total.conflicts.extend(o.conflicts);
+    total.photo_bytes += o.photo_bytes;
     for (chunk, n) in o.stored_by_chunk {
         *total.stored_by_chunk.entry(chunk).or_default() += n;
     }

@@ -17,6 +17,7 @@
 //! | [`health`] | database up/down, shared by writers and pollers |
 //! | [`liveness`] | progress reports from the loops, read by the watchdog |
 //! | [`backoff`] | the retry delays through an outage |
+//! | [`photos`] | carried photos: fetched, checked and stored with their receipts; `image_missing`, `image_checksum` |
 //! | [`report`] | the status reporter: each settled chunk's figures, from the ledger, to the status queue |
 //! | [`unknown_version`] | envelope versions this agent does not read: released, reported |
 
@@ -29,6 +30,7 @@ pub(crate) mod health;
 pub(crate) mod inflight;
 pub(crate) mod isolate;
 pub(crate) mod liveness;
+pub(crate) mod photos;
 pub(crate) mod receiving;
 pub(crate) mod refusal;
 pub(crate) mod report;

@@ -43,6 +43,7 @@ pub async fn canary(store: &Store) -> Result<Option<StoreError>, StoreError> {
         receipt: &receipt,
         batch_id: "00000000-0000-4000-8000-000000000000",
         chunk_index: 0,
+        photo: None,
     };
     match store.try_write(&[row]).await {
         Ok(()) => Ok(None),

@@ -23,7 +23,9 @@ use sluice_protocol::Receipt;
 use crate::io::sqs::SqsError;
 use crate::io::store::{LedgerEntry, Row, StoreError, WriteOutcome};
 use crate::pipeline::delivery::{Delivery, WriterContext};
+use crate::pipeline::health::PHOTO_STORE_UNAVAILABLE;
 use crate::pipeline::isolate::{by_receipt, isolate, Isolation, RowWriter as _};
+use crate::pipeline::photos::{self, PhotoError, Prepared};
 use crate::telemetry::names as m;
 
 /// Why a batch could not be settled this time.
@@ -36,6 +38,10 @@ pub enum WriteError {
     /// Every row is refused the same way: not the rows' fault. Nothing is dead-lettered.
     #[error("every row refused: {error}")]
     Systemic { error: StoreError },
+    /// The batch's carried photos could not be fetched or written (S3 unreachable, a photo
+    /// file not written): retried with backoff, nothing deleted (`photo_store_unavailable`).
+    #[error(transparent)]
+    Photos(#[from] PhotoError),
 }
 
 /// What happens to one SQS message once its batch is settled.
@@ -57,59 +63,90 @@ pub struct Settled {
     pub outcome: WriteOutcome,
     pub dead_lettered: u64,
     pub dispositions: Vec<Disposition>,
+    /// Receipts of the batch not stored (refused by the database or for their photo).
+    pub unstored: HashSet<String>,
 }
 
 mod conflict;
 
-/// Commits the batch, then settles the receipts it refused as conflicts (`conflict`).
+/// Fetches the batch's carried photos (`pipeline::photos`), commits the batch with them, then
+/// settles the receipts it refused as conflicts (`conflict`) and deletes the objects of the
+/// photos now stored.
 pub async fn settle(ctx: &WriterContext, batch: &[Delivery]) -> Result<Settled, WriteError> {
-    let mut settled = commit(ctx, batch).await?;
+    let prepared = photos::prepare(ctx, batch).await?;
+    if ctx.photos.is_some() {
+        ctx.health.clear(PHOTO_STORE_UNAVAILABLE);
+    }
+    let mut settled = commit(ctx, batch, prepared.as_ref()).await?;
+    let mut unstored = std::mem::take(&mut settled.unstored);
+    unstored.extend(
+        settled
+            .outcome
+            .conflicts
+            .iter()
+            .map(|c| c.receipt.receipt_id.clone()),
+    );
+    metrics::counter!(m::PHOTO_BYTES_STORED).increment(settled.outcome.photo_bytes);
     conflict::settle(ctx, batch, &mut settled).await;
+    if let Some(p) = &prepared {
+        photos::delete_committed(ctx, p, &unstored).await;
+    }
     Ok(settled)
 }
 
 /// Commits the batch; if the database refuses some rows, finds them by bisection, commits the
-/// rest and dead-letters each refused row with the database's reason.
-async fn commit(ctx: &WriterContext, batch: &[Delivery]) -> Result<Settled, WriteError> {
-    let all: Vec<Row<'_>> = batch.iter().flat_map(Delivery::store_rows).collect();
-    let ledger: Vec<LedgerEntry> = batch.iter().map(Delivery::ledger_entry).collect();
+/// rest and dead-letters each refused row with the database's reason. Receipts refused for
+/// their photo (`prepared`) are left out of the write and dead-lettered the same way.
+async fn commit(
+    ctx: &WriterContext,
+    batch: &[Delivery],
+    prepared: Option<&Prepared>,
+) -> Result<Settled, WriteError> {
+    let mut all: Vec<Row<'_>> = Vec::new();
+    let mut photo_refused: Vec<(Row<'_>, String)> = Vec::new();
+    for row in batch.iter().flat_map(Delivery::store_rows) {
+        match prepared {
+            Some(p) => match p.refused.iter().find(|r| r.is(&row)) {
+                Some(r) => photo_refused.push((row, r.reason.clone())),
+                None => all.push(p.attach(row)),
+            },
+            None => all.push(row),
+        }
+    }
+    // With receipts refused for their photo, the ledger rows follow the dead letters, as for
+    // rows the database refuses.
+    let ledger: Vec<LedgerEntry> = if photo_refused.is_empty() {
+        batch.iter().map(Delivery::ledger_entry).collect()
+    } else {
+        Vec::new()
+    };
     let started = Instant::now();
-    let first_error = match ctx.store.write(&all, &ledger).await {
+    let (outcome, mut refused) = match ctx.store.write(&all, &ledger).await {
         Ok(outcome) => {
             let took = started.elapsed();
             metrics::histogram!(m::COMMIT_SECONDS).record(took.as_secs_f64());
             ctx.throttle.observe_commit(took);
             ctx.refusals.committed();
-            return Ok(Settled {
-                outcome,
-                dead_lettered: 0,
-                dispositions: vec![Disposition::Delete; batch.len()],
-            });
+            if photo_refused.is_empty() {
+                return Ok(Settled {
+                    outcome,
+                    dead_lettered: 0,
+                    dispositions: vec![Disposition::Delete; batch.len()],
+                    unstored: HashSet::new(),
+                });
+            }
+            (outcome, Vec::new())
         }
-        Err(e) if e.is_refused() => e,
+        Err(e) if e.is_refused() => isolate_refused(ctx, batch.len(), &all, e).await?,
         Err(e) => return Err(e.into()),
     };
-    tracing::warn!(error = %first_error, messages = batch.len(), rows = all.len(), "Batch refused by the database; isolating the rows at fault.");
-    let rows = by_receipt(&all);
-    let (outcome, committed, mut refused) = match isolate(&ctx.store, &rows, first_error).await? {
-        Isolation::Systemic { error } => return Err(WriteError::Systemic { error }),
-        Isolation::Found {
-            outcome,
-            committed,
-            refused,
-        } => (outcome, committed, refused),
-    };
-    if committed {
-        ctx.refusals.committed();
-    } else if let [(_, error)] = refused.as_slice() {
-        // A one-row batch cannot tell the row's fault from the table's: the canary can.
-        if ctx.store.refuses_everything(error).await? {
-            let (_, error) = refused.swap_remove(0);
-            return Err(WriteError::Systemic { error });
-        }
-    }
+    refused.extend(photo_refused);
     let mut settled = Settled {
         outcome,
+        unstored: refused
+            .iter()
+            .map(|(r, _)| r.receipt.receipt_id.clone())
+            .collect(),
         ..Settled::default()
     };
     let failed = dead_letter_refused(ctx, batch, &refused, &mut settled).await;
@@ -122,10 +159,7 @@ async fn commit(ctx: &WriterContext, batch: &[Delivery]) -> Result<Settled, Writ
             .collect();
         let reason = || {
             mine.iter()
-                .map(|&i| {
-                    let (r, why) = &refused[i];
-                    format!("receipt {}: {why}", r.receipt.receipt_id)
-                })
+                .map(|&i| refused[i].1.clone())
                 .collect::<Vec<_>>()
                 .join("; ")
         };
@@ -157,6 +191,43 @@ async fn commit(ctx: &WriterContext, batch: &[Delivery]) -> Result<Settled, Writ
     Ok(settled)
 }
 
+/// The rows of `all` the database refuses, found by bisection, each with its reason; and what
+/// the bisection's commits stored. A refusal of every row is systemic.
+async fn isolate_refused<'a>(
+    ctx: &WriterContext,
+    messages: usize,
+    all: &[Row<'a>],
+    first_error: StoreError,
+) -> Result<(WriteOutcome, Vec<(Row<'a>, String)>), WriteError> {
+    tracing::warn!(error = %first_error, messages, rows = all.len(), "Batch refused by the database; isolating the rows at fault.");
+    let rows = by_receipt(all);
+    let (outcome, committed, mut refused) = match isolate(&ctx.store, &rows, first_error).await? {
+        Isolation::Systemic { error } => return Err(WriteError::Systemic { error }),
+        Isolation::Found {
+            outcome,
+            committed,
+            refused,
+        } => (outcome, committed, refused),
+    };
+    if committed {
+        ctx.refusals.committed();
+    } else if let [(_, error)] = refused.as_slice() {
+        // A one-row batch cannot tell the row's fault from the table's: the canary can.
+        if ctx.store.refuses_everything(error).await? {
+            let (_, error) = refused.swap_remove(0);
+            return Err(WriteError::Systemic { error });
+        }
+    }
+    let refused = refused
+        .into_iter()
+        .map(|(r, why)| {
+            let reason = refused_reason(&r.receipt.receipt_id, &why);
+            (r, reason)
+        })
+        .collect();
+    Ok((outcome, refused))
+}
+
 /// Whether the message `d` carries `row` (its chunk, and a receipt with its content).
 fn carries(d: &Delivery, row: &Row<'_>) -> bool {
     d.carries(row.batch_id, row.chunk_index, row.receipt)
@@ -170,15 +241,15 @@ fn isolated_entry(
     d: &Delivery,
     outcome: &WriteOutcome,
     mine: &[usize],
-    refused: &[(Row<'_>, StoreError)],
+    refused: &[(Row<'_>, String)],
     kept: bool,
 ) -> LedgerEntry {
     let key = (d.chunk.batch_id.clone(), d.chunk.chunk_index);
     let conflicts = conflict::of_chunk(&outcome.conflicts, d);
     let mut rejections: Vec<Rejection> = conflicts.iter().map(|c| c.rejection()).collect();
     rejections.extend(mine.iter().map(|&i| {
-        let (r, why) = &refused[i];
-        let mut reason = refused_reason(&r.receipt.receipt_id, why);
+        let (r, reason) = &refused[i];
+        let mut reason = reason.clone();
         if kept {
             reason.push_str(KEPT_WITHOUT_DLQ);
         }
@@ -209,20 +280,19 @@ fn refused_reason(id: &str, why: &StoreError) -> String {
 async fn dead_letter_refused(
     ctx: &WriterContext,
     batch: &[Delivery],
-    refused: &[(Row<'_>, StoreError)],
+    refused: &[(Row<'_>, String)],
     settled: &mut Settled,
 ) -> HashSet<usize> {
     let mut failed = HashSet::new();
     if !ctx.queue.has_dead_letter_queue() {
         return failed;
     }
-    for (i, (row, why)) in refused.iter().enumerate() {
+    for (i, (row, reason)) in refused.iter().enumerate() {
         let id = row.receipt.receipt_id.as_str();
         let Some(d) = batch.iter().find(|d| carries(d, row)) else {
             continue;
         };
-        let reason = refused_reason(id, why);
-        match dead_letter_row(ctx, d, row.receipt, &reason).await {
+        match dead_letter_row(ctx, d, row.receipt, reason).await {
             Ok(()) => {
                 settled.dead_lettered += 1;
                 ctx.health.dead_letter_sent();

@@ -30,7 +30,8 @@ use crate::io::sqs::Handle;
 use crate::io::store::{dedup, is_lock_wait, Row, StoreError};
 use crate::pipeline::backoff::outage_backoff;
 use crate::pipeline::delivery::{Delivery, WriterContext};
-use crate::pipeline::health::{BUDGET_LEASE_LAPSED, DATABASE_LOCK_WAIT};
+use crate::pipeline::health::{BUDGET_LEASE_LAPSED, DATABASE_LOCK_WAIT, PHOTO_STORE_UNAVAILABLE};
+use crate::pipeline::photos;
 use crate::pipeline::refusal::canary;
 use crate::pipeline::settle::{settle, Disposition, Settled, WriteError};
 use crate::pipeline::slow::{RELEASE_DELAY, TIMEOUTS_BEFORE_SPLIT};
@@ -53,6 +54,11 @@ pub async fn run(
         }
         if ctx.health.receiving_paused() {
             release(&ctx, &batch).await;
+            continue;
+        }
+        // Without `[photos]`, a carried photo's message goes back, never stored without it.
+        let batch = photos::without_unconfigured(&ctx, batch).await;
+        if batch.is_empty() {
             continue;
         }
         let rows = u32::try_from(unique_rows(&batch)).unwrap_or(u32::MAX);
@@ -151,6 +157,28 @@ async fn write_until_settled(
             Err(WriteError::Systemic { error }) => {
                 refused_everywhere(ctx, &batch, &error).await;
                 return Written::Settled;
+            }
+            Err(WriteError::Photos(e)) => {
+                metrics::counter!(m::ERRORS, "kind" => "photo_store").increment(1);
+                ctx.health.raise(
+                    PHOTO_STORE_UNAVAILABLE,
+                    format!(
+                        "the photos of a batch cannot be fetched or stored: {e}. Nothing is \
+                         stored or deleted; retrying with backoff, messages kept (check \
+                         photos.bucket, photos.endpoint, the agent's s3:GetObject permission, \
+                         photos.directory)"
+                    ),
+                );
+                let delay = delays.next().unwrap_or(Duration::from_secs(30));
+                tracing::warn!(error = %e, messages = batch.len(), retry_in = ?delay, "Photos of a batch not fetched; nothing stored or deleted, retrying it.");
+                let _waiting = ctx.liveness.waiting();
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = cancel.cancelled() => {
+                        release_at_shutdown(ctx, &batch).await;
+                        return Written::ShutDown;
+                    }
+                }
             }
             Err(WriteError::Store(e)) if e.is_refused() => {
                 // Refused outside the rows' bisection (the chunk ledger): nothing to blame.

@@ -87,3 +87,15 @@ pub const STATUS_UNREPORTED: &str = "sluice_status_unreported_chunks";
 pub const STATUS_REPORTS_SENT: &str = "sluice_status_reports_sent_total";
 /// Status sends (rounds) that failed, wholly or in part; what failed is re-sent.
 pub const STATUS_SEND_FAILURES: &str = "sluice_status_send_failures_total";
+/// Photo bytes fetched from S3 (`[photos]`), whole photos checked or not.
+pub const PHOTO_BYTES_FETCHED: &str = "sluice_photo_bytes_fetched_total";
+/// Photo bytes stored with their receipts (`receipt_photos` rows or files), once each.
+pub const PHOTO_BYTES_STORED: &str = "sluice_photo_bytes_stored_total";
+/// Photos whose object was missing or did not match the receipt, by `reason` (image_missing,
+/// image_checksum): their receipts are dead-lettered.
+pub const PHOTOS_REFUSED: &str = "sluice_photos_refused_total";
+/// Objects of committed photos that could not be deleted from the bucket (left to its
+/// lifecycle rule).
+pub const PHOTO_DELETE_FAILURES: &str = "sluice_photo_delete_failures_total";
+/// Seconds a batch waited for `throttle.photo_bytes_per_second`.
+pub const PHOTO_LIMITER_WAIT_SECONDS: &str = "sluice_photo_limiter_wait_seconds";

@@ -20,6 +20,7 @@ pub(crate) mod adaptive;
 pub(crate) mod controller;
 mod explained;
 pub(crate) mod limiter;
+pub(crate) mod photo_bytes;
 pub mod probe;
 pub(crate) mod share;
 

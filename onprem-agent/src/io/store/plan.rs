@@ -167,6 +167,7 @@ mod tests {
                 receipt: r,
                 batch_id: "b",
                 chunk_index: 0,
+                photo: None,
             })
             .collect();
         (rows, receipts.iter().map(Receipt::fingerprint).collect())
@@ -247,6 +248,7 @@ mod tests {
             receipt: &b,
             batch_id: "b",
             chunk_index: 0,
+            photo: None,
         }];
         let stored = IdMap::from_iter([(b.receipt_id.clone(), None)]);
         for policy in [OnConflict::Reject, OnConflict::Update] {

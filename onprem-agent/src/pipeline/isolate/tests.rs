@@ -61,6 +61,7 @@ fn rows(receipts: &[Receipt]) -> Vec<Row<'_>> {
             receipt,
             batch_id: "b",
             chunk_index: 0,
+            photo: None,
         })
         .collect()
 }

@@ -186,6 +186,7 @@ fn chunk_rows<'a>(
             receipt: r,
             batch_id,
             chunk_index: index,
+            photo: None,
         })
         .collect();
     let ledger = LedgerEntry {
