@@ -443,3 +443,43 @@ async fn without_a_photos_section_a_carried_photo_is_released_not_stored() -> an
     agent.stop().await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_redelivered_after_its_objects_were_deleted_is_a_quiet_duplicate(
+) -> anyhow::Result<()> {
+    let env = TestEnv::new().await?;
+    let (client, bucket) = bucket(&env).await?;
+    let batch_id = uuid::Uuid::new_v4().to_string();
+    let all: Vec<Photo> = (0..4)
+        .map(|n| carried(&batch_id, n, photo_bytes(n + 7)))
+        .collect();
+    for p in &all {
+        put(&client, &bucket, &p.key, &p.data).await?;
+    }
+    let receipts: Vec<_> = all.iter().map(|p| p.receipt.clone()).collect();
+    send_chunks(&env, &batch_id, &receipts, 4).await?;
+    let agent = env
+        .launch_agent("photos-again", &photos_toml(&env, &bucket, ""))
+        .await?;
+    env.wait_drained(4, Duration::from_secs(60)).await?;
+    assert!(keys_left(&client, &bucket).await?.is_empty());
+    // The same chunk again (a delete of its message lost after the commit): its objects are
+    // gone, its photos stored.
+    send_chunks(&env, &batch_id, &receipts, 4).await?;
+    sluice_e2e::wait_for(Duration::from_secs(60), "the copy counted", || async {
+        (agent.counter("sluice_receipts_duplicate_total").await >= 4.0).then_some(())
+    })
+    .await?;
+    env.wait_drained(4, Duration::from_secs(60)).await?;
+    assert!(
+        env.drain_dlq().await?.is_empty(),
+        "not taken for image_missing"
+    );
+    let photos = stored_photos(&env).await?;
+    assert_eq!(photos.len(), 4);
+    for p in &all {
+        assert!(photos[&p.id].3 == p.data);
+    }
+    agent.stop().await?;
+    Ok(())
+}
