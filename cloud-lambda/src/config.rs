@@ -57,6 +57,24 @@ pub struct IngestConfig {
     pub webhook_allowed_domains: Vec<String>,
     /// `SLUICE_WEBHOOK_GIVE_UP_SECONDS`: retries stop this long after the batch became final.
     pub webhook_give_up_seconds: u64,
+    /// `SLUICE_PHOTO_BUCKET`: the S3 bucket receipt photos are uploaded to (presigned PUTs,
+    /// `photos/{batch_id}/{receipt_id}`), where the chunks waiting for them are held
+    /// (`pending/{batch_id}/{chunk_index}.json`). Unset: a body declaring photos is refused.
+    pub photo_bucket: Option<String>,
+    /// `SLUICE_PHOTO_EVENTS_QUEUE_URL`: the queue the bucket's ObjectCreated notifications go
+    /// to. Locally the ingest checks the photos in a background task.
+    pub photo_events_queue_url: Option<String>,
+    /// `SLUICE_PHOTO_URL_SECONDS`: how long a photo's upload URL is valid (default 900); a
+    /// photo not uploaded by then is refused `image_missing`.
+    pub photo_url_seconds: u64,
+    /// `SLUICE_PHOTO_MAX_BYTES`: a photo above this size is refused `image_too_large`
+    /// (default 10 MiB).
+    pub photo_max_bytes: u64,
+    /// `SLUICE_PHOTO_SWEEP_SECONDS`: how often the local background task looks for photos
+    /// past their deadline (default 60).
+    pub photo_sweep_seconds: u64,
+    /// `SLUICE_S3_ENDPOINT`: an S3-API server instead of AWS's (local only; path-style).
+    pub s3_endpoint: Option<String>,
 }
 
 /// What a Lambda function built from this binary serves (`SLUICE_LAMBDA_HANDLER`).
@@ -67,6 +85,9 @@ pub enum Handler {
     Api,
     /// `status`: the status queue's SQS event source (folding and webhooks).
     Status,
+    /// `photos`: the photo events queue's SQS event source (each uploaded photo checked, its
+    /// chunk released), and the scheduled sweep of photos past their deadline.
+    Photos,
 }
 
 impl fmt::Debug for IngestConfig {
@@ -95,6 +116,12 @@ impl fmt::Debug for IngestConfig {
             .field("webhook_allow_insecure", &self.webhook_allow_insecure)
             .field("webhook_allowed_domains", &self.webhook_allowed_domains)
             .field("webhook_give_up_seconds", &self.webhook_give_up_seconds)
+            .field("photo_bucket", &self.photo_bucket)
+            .field("photo_events_queue_url", &self.photo_events_queue_url)
+            .field("photo_url_seconds", &self.photo_url_seconds)
+            .field("photo_max_bytes", &self.photo_max_bytes)
+            .field("photo_sweep_seconds", &self.photo_sweep_seconds)
+            .field("s3_endpoint", &self.s3_endpoint)
             .finish()
     }
 }
@@ -109,6 +136,8 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
 /// SendMessageBatch calls in flight per request: enough to hide SQS latency, few enough not
 /// to trip SQS throttling from one request.
 pub const DEFAULT_PUBLISH_CONCURRENCY: usize = 8;
+/// Largest photo by default (`SLUICE_PHOTO_MAX_BYTES`): 10 MiB.
+pub const DEFAULT_PHOTO_MAX_BYTES: u64 = 10 * 1024 * 1024;
 /// A day of webhook retries.
 pub const DEFAULT_WEBHOOK_GIVE_UP_SECONDS: usize = 24 * 3600;
 
@@ -163,9 +192,10 @@ impl IngestConfig {
         let handler = match get("SLUICE_LAMBDA_HANDLER").as_deref() {
             None | Some("") | Some("api") => Handler::Api,
             Some("status") => Handler::Status,
+            Some("photos") => Handler::Photos,
             Some(other) => {
                 problems.push(format!(
-                    "SLUICE_LAMBDA_HANDLER: {other:?} is not one of api, status"
+                    "SLUICE_LAMBDA_HANDLER: {other:?} is not one of api, status, photos"
                 ));
                 Handler::Api
             }
@@ -198,6 +228,20 @@ impl IngestConfig {
         let dynamodb_endpoint = endpoint("SLUICE_DYNAMODB_ENDPOINT");
         let status_queue_url = endpoint("SLUICE_STATUS_QUEUE_URL");
         let webhook_queue_url = endpoint("SLUICE_WEBHOOK_QUEUE_URL");
+        let photo_events_queue_url = endpoint("SLUICE_PHOTO_EVENTS_QUEUE_URL");
+        let s3_endpoint = endpoint("SLUICE_S3_ENDPOINT");
+        let photo_bucket = get("SLUICE_PHOTO_BUCKET").filter(|s| !s.is_empty());
+        if let Some(b) = &photo_bucket {
+            let ok = (3..=63).contains(&b.len())
+                && b.bytes().all(|c| {
+                    c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'-' | b'.')
+                });
+            if !ok {
+                problems.push(format!(
+                    "SLUICE_PHOTO_BUCKET: {b:?} is not an S3 bucket name (3 to 63 of a-z 0-9 - .)"
+                ));
+            }
+        }
         let status_table = get("SLUICE_STATUS_TABLE").filter(|s| !s.is_empty());
         if let Some(t) = &status_table {
             let ok = (3..=255).contains(&t.len())
@@ -262,6 +306,14 @@ impl IngestConfig {
             1,
             14 * 24 * 3600,
         ) as u64;
+        let photo_url_seconds = number("SLUICE_PHOTO_URL_SECONDS", 900, 1, 7 * 24 * 3600) as u64;
+        let photo_max_bytes = number(
+            "SLUICE_PHOTO_MAX_BYTES",
+            DEFAULT_PHOTO_MAX_BYTES as usize,
+            1,
+            sluice_protocol::receipt::MAX_PHOTO_BYTES as usize,
+        ) as u64;
+        let photo_sweep_seconds = number("SLUICE_PHOTO_SWEEP_SECONDS", 60, 1, 3600) as u64;
         let compression = match get("SLUICE_COMPRESSION") {
             None => Compression::None,
             Some(v) => v.parse().unwrap_or_else(|_| {
@@ -318,6 +370,16 @@ impl IngestConfig {
                 problems.push("SLUICE_LAMBDA_HANDLER=status: needs SLUICE_STATUS_TABLE".to_owned());
             }
         }
+        if photo_bucket.is_some() && status_table.is_none() {
+            problems.push("SLUICE_PHOTO_BUCKET: needs SLUICE_STATUS_TABLE (each photo's verdict and each held chunk is recorded there)".to_owned());
+        }
+        if photo_bucket.is_none() {
+            if photo_events_queue_url.is_some() {
+                problems.push("SLUICE_PHOTO_EVENTS_QUEUE_URL: needs SLUICE_PHOTO_BUCKET (the bucket whose events it carries)".to_owned());
+            } else if handler == Handler::Photos {
+                problems.push("SLUICE_LAMBDA_HANDLER=photos: needs SLUICE_PHOTO_BUCKET".to_owned());
+            }
+        }
         if problems.is_empty() {
             Ok(Self {
                 queue_url,
@@ -340,6 +402,12 @@ impl IngestConfig {
                 webhook_allow_insecure,
                 webhook_allowed_domains,
                 webhook_give_up_seconds,
+                photo_bucket,
+                photo_events_queue_url,
+                photo_url_seconds,
+                photo_max_bytes,
+                photo_sweep_seconds,
+                s3_endpoint,
             })
         } else {
             Err(ConfigError(problems))

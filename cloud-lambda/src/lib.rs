@@ -9,6 +9,7 @@
 //! | [`routes`] | the axum `Router` shared by Lambda and the local server; errors → HTTP status |
 //! | [`publish`] | the chunks' SendMessageBatch calls: grouping, bounded parallel calls, per-entry retries |
 //! | [`records`] | the upload records in DynamoDB: an `Idempotency-Key` bound to its body |
+//! | [`photos`] | receipt photos: upload URLs, held chunks, each photo checked, chunks released |
 //! | [`report`] | upload-status reporting: the agents' chunk reports folded into the records; webhooks |
 //! | [`upload`] | the client: a large NDJSON file cut into parallel, retried requests |
 //! | `io` | the adapters: the only modules that call the AWS SDK (`sqs`, `dynamodb`) |
@@ -17,6 +18,7 @@
 
 pub mod config;
 mod io;
+pub mod photos;
 pub mod publish;
 pub mod records;
 pub mod report;
@@ -46,5 +48,6 @@ pub fn state(
         config: Arc::new(cfg),
         publisher,
         records,
+        photos: None,
     }
 }

@@ -25,6 +25,7 @@ use clap::{Parser, Subcommand};
 use std::sync::Arc;
 
 use sluice_cloud::config::Handler;
+use sluice_cloud::photos::PhotoService;
 use sluice_cloud::records::Records;
 use sluice_cloud::report::StatusService;
 use sluice_cloud::upload::outcome::{self, WaitReport};
@@ -177,6 +178,30 @@ async fn serve(listen: SocketAddr, cfg: IngestConfig) -> anyhow::Result<()> {
         Some(records) => Some(StatusService::new(&cfg, records.clone(), client.clone())?),
         None => None,
     };
+    let photos = match (&records, &cfg.photo_bucket) {
+        (Some(records), Some(_)) => {
+            let s3 = sluice_cloud::photos::s3_client(&cfg).await;
+            Some(PhotoService::new(
+                &cfg,
+                records.clone(),
+                s3,
+                client.clone(),
+            )?)
+        }
+        _ => None,
+    };
+    match (&photos, &cfg.photo_events_queue_url) {
+        (Some(photos), _) if on_lambda && cfg.handler == Handler::Photos => {
+            return sluice_cloud::photos::lambda::run(photos.clone()).await;
+        }
+        (Some(photos), Some(queue)) if !on_lambda => {
+            let every = std::time::Duration::from_secs(cfg.photo_sweep_seconds);
+            let task =
+                sluice_cloud::photos::consumer::run(Arc::new(photos.clone()), queue.clone(), every);
+            tokio::spawn(task);
+        }
+        _ => {}
+    }
     match (status, &cfg.status_queue_url) {
         (Some(status), _) if on_lambda && cfg.handler == Handler::Status => {
             return sluice_cloud::report::lambda::run(status).await;
@@ -187,7 +212,11 @@ async fn serve(listen: SocketAddr, cfg: IngestConfig) -> anyhow::Result<()> {
         }
         _ => {}
     }
-    let app = sluice_cloud::app(sluice_cloud::state(cfg, client, records));
+    let mut state = sluice_cloud::state(cfg, client, records);
+    if let Some(photos) = photos {
+        state = state.with_photos(photos);
+    }
+    let app = sluice_cloud::app(state);
     if on_lambda {
         return lambda_http::run(app)
             .await

@@ -40,6 +40,8 @@ pub struct UploadRecord {
     pub owner: Option<String>,
     /// The `Sluice-Callback` URL to POST the final status to.
     pub callback: Option<String>,
+    /// Chunks held until their photos are checked (`crate::photos`); 0 when none.
+    pub held_chunks: usize,
 }
 
 /// Why a record was not written.
@@ -139,6 +141,10 @@ impl Records {
         if let Some(url) = &rec.callback {
             sets.push("callback = :callback");
             update = update.value(":callback", AttributeValue::S(url.clone()));
+        }
+        if rec.held_chunks > 0 {
+            sets.push("held_chunks = :held");
+            update = update.value(":held", num(rec.held_chunks as u64));
         }
         update
             .expression(format!("SET {}", sets.join(", ")))

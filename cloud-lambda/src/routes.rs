@@ -43,6 +43,7 @@ use sluice_protocol::FieldError;
 use subtle::ConstantTimeEq as _;
 
 use crate::config::IngestConfig;
+use crate::photos::{HeldChunk, PhotoError, PhotoService, PhotoUpload};
 use crate::publish::{PublishError, Publisher};
 use crate::records::{RecordError, Records, UploadRecord};
 use crate::report::webhook;
@@ -70,6 +71,17 @@ pub struct AppState {
     pub publisher: Publisher,
     /// The upload records (`SLUICE_STATUS_TABLE`), when configured.
     pub records: Option<Records>,
+    /// Receipt photos (`SLUICE_PHOTO_BUCKET`), when configured: declared photos are refused
+    /// without it.
+    pub photos: Option<PhotoService>,
+}
+
+impl AppState {
+    /// This state, holding the chunks of uploads with declared photos through `photos`.
+    pub fn with_photos(mut self, photos: PhotoService) -> Self {
+        self.photos = Some(photos);
+        self
+    }
 }
 
 /// The router, shared by the Lambda and the local server.
@@ -118,6 +130,9 @@ pub struct Accepted {
     pub receipts: usize,
     pub chunks: usize,
     pub bytes: usize,
+    /// One upload URL per declared photo (absent when none was declared).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub photos: Vec<PhotoUpload>,
 }
 
 /// Everything a request can fail with, mapped to an HTTP status by [`IntoResponse`].
@@ -150,6 +165,10 @@ pub enum IngestError {
     RecordsUnavailable(String),
     #[error("invalid Sluice-Callback: {0}")]
     BadCallback(String),
+    #[error("{count} receipts declare a photo to upload (image with content_type and no key; the first: {first}), but photo uploads are not configured on this API (SLUICE_PHOTO_BUCKET); nothing was enqueued. Give each image a key, or leave image out")]
+    PhotosNotConfigured { count: usize, first: String },
+    #[error("{0}")]
+    PhotosUnavailable(PhotoError),
     #[error("Sluice-Callback given, but webhooks are not configured on this API (SLUICE_WEBHOOK_SECRET_ARN or SLUICE_WEBHOOK_SECRET, and SLUICE_STATUS_TABLE); nothing was enqueued")]
     WebhooksNotConfigured,
 }
@@ -185,6 +204,8 @@ impl IngestError {
             BadBody(_) | BadIdempotencyKey(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             BadCallback(_) => (StatusCode::BAD_REQUEST, "bad_callback"),
             WebhooksNotConfigured => (StatusCode::BAD_REQUEST, "webhooks_not_configured"),
+            PhotosNotConfigured { .. } => (StatusCode::BAD_REQUEST, "photos_not_configured"),
+            PhotosUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "photos_unavailable"),
             Batch(e) => match e {
                 BatchError::TooManyReceipts { .. } => {
                     (StatusCode::PAYLOAD_TOO_LARGE, "too_many_receipts")
@@ -208,6 +229,9 @@ impl IngestError {
             ),
             IngestError::RecordsUnavailable(_) => Some(
                 "the upload records could not be written; nothing was enqueued; retry the same request",
+            ),
+            IngestError::PhotosUnavailable(_) => Some(
+                "the chunks waiting for photos could not be held; retry the same request",
             ),
             _ => None,
         }
@@ -273,7 +297,9 @@ impl IntoResponse for IngestError {
                     HeaderValue::from_static("Bearer realm=\"sluice\""),
                 );
             }
-            IngestError::Unavailable(_) | IngestError::RecordsUnavailable(_) => {
+            IngestError::Unavailable(_)
+            | IngestError::RecordsUnavailable(_)
+            | IngestError::PhotosUnavailable(_) => {
                 resp.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
             }
@@ -336,11 +362,40 @@ async fn create_batch(
         (Some(_), Some(key)) => keyed_batch_id(owner.as_deref(), key),
         (None, Some(key)) => unrecorded_batch_id(owner.as_deref(), key, &digest),
     };
-    let receipts = match format {
+    let mut receipts = match format {
         Format::Json => batch::parse_json(&bytes, cfg.max_receipts_per_request)?,
         Format::NdJson => batch::parse_ndjson(&bytes, cfg.max_receipts_per_request)?,
     };
     drop(bytes);
+    // Declared photos: each gets its object key now, so the chunks are split as they will be
+    // sent (the photo carried), and the chunks holding them wait for them.
+    let declared: std::collections::HashSet<String> = receipts
+        .iter()
+        .filter(|r| r.image.as_ref().is_some_and(|i| i.is_declared()))
+        .map(|r| r.receipt_id.clone())
+        .collect();
+    let photos = match (&state.photos, declared.is_empty()) {
+        (_, true) => None,
+        (Some(photos), false) if state.records.is_some() => Some(photos),
+        _ => {
+            let first = receipts
+                .iter()
+                .position(|r| declared.contains(&r.receipt_id))
+                .map(|i| format!("/receipts/{i}/image, receipt_id {}", receipts[i].receipt_id))
+                .unwrap_or_default();
+            return Err(IngestError::PhotosNotConfigured {
+                count: declared.len(),
+                first,
+            });
+        }
+    };
+    if photos.is_some() {
+        for r in &mut receipts {
+            if let Some(image) = r.image.as_mut().filter(|i| i.is_declared()) {
+                image.key = Some(crate::photos::object_key(&batch_id, &r.receipt_id));
+            }
+        }
+    }
     let limits = Limits {
         max_message_bytes: cfg.max_message_bytes,
         max_receipts_per_chunk: cfg.max_receipts_per_chunk,
@@ -367,6 +422,22 @@ async fn create_batch(
         SplitError::Encode(msg) => BatchError::Shape(format!("could not encode the batch: {msg}")),
     })?;
     let total_bytes = messages.iter().map(|m| m.sqs_size()).sum();
+    // The chunks holding a declared photo, with their receipts (chunks are consecutive runs).
+    let mut held = Vec::new();
+    if photos.is_some() {
+        let mut start = 0;
+        for m in &messages {
+            let part = &receipts[start..start + m.receipts];
+            start += m.receipts;
+            if part.iter().any(|r| declared.contains(&r.receipt_id)) {
+                held.push(HeldChunk {
+                    chunk_index: m.chunk_index,
+                    chunk_count: messages.len() as u32,
+                    receipts: part.to_vec(),
+                });
+            }
+        }
+    }
     if let Some(records) = &state.records {
         let record = UploadRecord {
             batch_id: batch_id.clone(),
@@ -376,21 +447,36 @@ async fn create_batch(
             chunks: messages.len(),
             owner,
             callback,
+            held_chunks: held.len(),
         };
         records.put(&record).await.map_err(|e| match e {
             RecordError::KeyReused => IngestError::KeyReused(key.clone().unwrap_or_default()),
             RecordError::Unavailable(_) => IngestError::RecordsUnavailable(e.to_string()),
         })?;
     }
-    state.publisher.publish(&messages).await?;
-    tracing::info!(batch_id = %batch_id, receipts = receipts.len(), chunks = messages.len(), bytes = total_bytes, "Batch enqueued.");
+    let uploads = match photos {
+        Some(photos) => photos
+            .hold(&batch_id, &held, &declared)
+            .await
+            .map_err(IngestError::PhotosUnavailable)?,
+        None => Vec::new(),
+    };
+    let held_indexes: std::collections::HashSet<u32> = held.iter().map(|c| c.chunk_index).collect();
+    let now: Vec<_> = messages
+        .into_iter()
+        .filter(|m| !held_indexes.contains(&m.chunk_index))
+        .collect();
+    state.publisher.publish(&now).await?;
+    let chunks = now.len() + held.len();
+    tracing::info!(batch_id = %batch_id, receipts = receipts.len(), chunks, held = held.len(), photos = uploads.len(), bytes = total_bytes, "Batch enqueued.");
     Ok((
         StatusCode::ACCEPTED,
         Json(Accepted {
             batch_id,
             receipts: receipts.len(),
-            chunks: messages.len(),
+            chunks,
             bytes: total_bytes,
+            photos: uploads,
         }),
     ))
 }

@@ -182,6 +182,9 @@ pub fn decode_message(body: &str) -> Result<StatusMessage, StatusDecodeError> {
 pub enum BatchState {
     /// Accepted and queued; no chunk settled yet.
     Accepted,
+    /// Accepted with declared photos: some chunks are held in the cloud until each of their
+    /// photos is uploaded and checked (or refused, or past its deadline).
+    AwaitingPhotos,
     /// Some chunks settled.
     Storing,
     /// Every chunk settled, every receipt stored or a duplicate. Final.

@@ -81,7 +81,7 @@ fn bad_status_and_webhook_settings_are_named() {
     assert_eq!(
         err.0,
         [
-            r#"SLUICE_LAMBDA_HANDLER: "fold" is not one of api, status"#,
+            r#"SLUICE_LAMBDA_HANDLER: "fold" is not one of api, status, photos"#,
             r#"SLUICE_STATUS_QUEUE_URL: "status-queue" is not an http(s) URL"#,
             "SLUICE_STATUS_TTL_DAYS: 0 is out of range 1..=3650",
             r#"SLUICE_WEBHOOK_GIVE_UP_SECONDS: "forever" is not a whole number"#,
@@ -240,5 +240,45 @@ fn a_malformed_webhook_secret_arn_is_named_with_what_is_wrong() {
     assert_eq!(
         err.0,
         ["SLUICE_WEBHOOK_SECRET and SLUICE_WEBHOOK_SECRET_ARN are both set: set one (the ARN on AWS, the value for local runs only)"]
+    );
+}
+
+#[test]
+fn photo_settings_have_defaults_and_bad_ones_are_named() {
+    let c = load(&[
+        ("SLUICE_QUEUE_URL", "http://127.0.0.1:1/q"),
+        ("SLUICE_STATUS_TABLE", "uploads"),
+        ("SLUICE_PHOTO_BUCKET", "receipt-photos"),
+        ("SLUICE_LAMBDA_HANDLER", "photos"),
+    ])
+    .expect("valid");
+    assert_eq!(c.handler, Handler::Photos);
+    assert_eq!(c.photo_url_seconds, 900);
+    assert_eq!(c.photo_max_bytes, 10 * 1024 * 1024);
+    let err = load(&[
+        ("SLUICE_QUEUE_URL", "http://127.0.0.1:1/q"),
+        ("SLUICE_PHOTO_BUCKET", "Bad_Bucket"),
+        ("SLUICE_PHOTO_URL_SECONDS", "0"),
+        ("SLUICE_S3_ENDPOINT", "localhost:4566"),
+    ])
+    .expect_err("invalid");
+    assert_eq!(
+        err.0,
+        [
+            "SLUICE_S3_ENDPOINT: \"localhost:4566\" is not an http(s) URL",
+            "SLUICE_PHOTO_BUCKET: \"Bad_Bucket\" is not an S3 bucket name (3 to 63 of a-z 0-9 - .)",
+            "SLUICE_PHOTO_URL_SECONDS: 0 is out of range 1..=604800",
+            "SLUICE_PHOTO_BUCKET: needs SLUICE_STATUS_TABLE (each photo's verdict and each held chunk is recorded there)",
+        ]
+    );
+    let err = load(&[
+        ("SLUICE_QUEUE_URL", "http://127.0.0.1:1/q"),
+        ("SLUICE_STATUS_TABLE", "uploads"),
+        ("SLUICE_PHOTO_EVENTS_QUEUE_URL", "http://127.0.0.1:1/events"),
+    ])
+    .expect_err("invalid");
+    assert_eq!(
+        err.0,
+        ["SLUICE_PHOTO_EVENTS_QUEUE_URL: needs SLUICE_PHOTO_BUCKET (the bucket whose events it carries)"]
     );
 }

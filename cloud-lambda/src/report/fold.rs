@@ -27,7 +27,7 @@ impl StatusService {
         bad.map_or(Ok(()), Err)
     }
 
-    async fn fold_report(&self, r: &ChunkReport) -> Result<(), StatusError> {
+    pub(crate) async fn fold_report(&self, r: &ChunkReport) -> Result<(), StatusError> {
         let item = match self.records.fold(r).await? {
             Folded::Counted(item) => *item,
             // A re-sent report: the fold that counted it may have stopped before completing.

@@ -193,6 +193,78 @@ impl Records {
         ))
     }
 
+    /// Records the receipts of chunk `chunk_index` the cloud refused for their photo
+    /// (`crate::photos`), once per chunk (`photo_refused` holds the chunk indexes recorded):
+    /// `rejected` counts them and `rejections` names them, beside the agent's own refusals.
+    /// The chunk itself is still folded by its agent report (its other receipts), so
+    /// `chunks_done` is left alone. `false` when they were recorded before.
+    pub async fn record_photo_refusals(
+        &self,
+        batch_id: &str,
+        chunk_index: u32,
+        refused: &[Rejection],
+    ) -> Result<bool, StoreError> {
+        let list = refused
+            .iter()
+            .take(MAX_REJECTIONS)
+            .map(|x| {
+                AttributeValue::M(HashMap::from([
+                    (
+                        "receipt_id".to_owned(),
+                        AttributeValue::S(x.receipt_id.clone()),
+                    ),
+                    (
+                        "reason".to_owned(),
+                        AttributeValue::S(cap_reason(&x.reason)),
+                    ),
+                ]))
+            })
+            .collect();
+        let update = Update::default()
+            .name("#rejected", "rejected")
+            .name("#refused", "photo_refused")
+            .value(":n", num(refused.len() as u64))
+            .value(":idx", num(u64::from(chunk_index)))
+            .value(":idxs", AttributeValue::Ns(vec![chunk_index.to_string()]))
+            .value(":empty", AttributeValue::L(vec![]))
+            .value(":rej", AttributeValue::L(list))
+            .expression(
+                "SET rejections = list_append(if_not_exists(rejections, :empty), :rej) \
+                 ADD #rejected :n, #refused :idxs",
+            )
+            .condition("attribute_exists(body_sha256) AND NOT contains(#refused, :idx)")
+            .returning_new();
+        let item = match self.table.update(batch_id, update).await {
+            Ok(item) => item.unwrap_or_default(),
+            Err(UpdateError::Condition) => return Ok(false),
+            Err(e) => return Err(self.store_error("UpdateItem (photo refusals)", e)),
+        };
+        let listed = match item.get("rejections") {
+            Some(AttributeValue::L(l)) => l.len(),
+            _ => 0,
+        };
+        if listed > MAX_REJECTIONS {
+            self.trim_rejections(batch_id, listed).await?;
+        }
+        Ok(true)
+    }
+
+    /// Counts chunk `chunk_index` of `batch_id` as released from its photo hold, once
+    /// (`released_chunks` holds the indexes): `held_chunks` goes down by one.
+    pub async fn release_held(&self, batch_id: &str, chunk_index: u32) -> Result<(), StoreError> {
+        let update = Update::default()
+            .name("#released", "released_chunks")
+            .value(":minus", AttributeValue::N("-1".into()))
+            .value(":idx", num(u64::from(chunk_index)))
+            .value(":idxs", AttributeValue::Ns(vec![chunk_index.to_string()]))
+            .expression("ADD held_chunks :minus, #released :idxs")
+            .condition("attribute_exists(body_sha256) AND NOT contains(#released, :idx)");
+        match self.table.update(batch_id, update).await {
+            Ok(_) | Err(UpdateError::Condition) => Ok(()),
+            Err(e) => Err(self.store_error("UpdateItem (release held chunk)", e)),
+        }
+    }
+
     /// Keeps the first [`MAX_REJECTIONS`] of `listed` named rejections.
     async fn trim_rejections(&self, batch_id: &str, listed: usize) -> Result<(), StoreError> {
         let drop: Vec<String> = (MAX_REJECTIONS..listed)
@@ -402,7 +474,12 @@ pub fn batch_status(batch_id: &str, item: &Item) -> BatchStatus {
     // update): until then the batch is still settling, so a final state and its
     // `completed_at` are only ever seen together.
     let completed_at = number(item, "completed_at_ms").and_then(rfc3339_ms);
+    // An upload with declared photos waits for them while any chunk is held; once released
+    // its chunks are on their way to the agent.
+    let held = number(item, "held_chunks");
     let state = match BatchState::of(chunks, chunks_done, conflicts + rejected) {
+        _ if held.is_some_and(|h| h > 0) => BatchState::AwaitingPhotos,
+        BatchState::Accepted if held.is_some() => BatchState::Storing,
         s if s.is_final() && completed_at.is_none() => BatchState::Storing,
         s => s,
     };

@@ -538,3 +538,22 @@ async fn the_idempotency_key_is_echoed_even_on_errors() {
 mod idempotency;
 mod openapi;
 mod webhooks;
+
+#[tokio::test]
+async fn declared_photos_without_a_photo_bucket_are_refused_and_named() {
+    let mut receipts: Vec<Value> = (0..3).map(receipt).collect();
+    for r in &mut receipts[1..] {
+        r["image"] = json!({"sha256": "a".repeat(64), "bytes": 1000, "content_type": "image/png"});
+    }
+    let body = serde_json::to_vec(&json!({ "receipts": receipts })).expect("serializable");
+    let (status, _, answer) = send(app_with(&[]), body, &[JSON]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert_eq!(answer["error"], "photos_not_configured");
+    assert_eq!(
+        answer["message"],
+        "2 receipts declare a photo to upload (image with content_type and no key; the first: \
+         /receipts/1/image, receipt_id 00000000-0000-4000-8000-000000000001), but photo uploads \
+         are not configured on this API (SLUICE_PHOTO_BUCKET); nothing was enqueued. Give each \
+         image a key, or leave image out"
+    );
+}

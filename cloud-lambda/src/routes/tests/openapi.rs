@@ -56,6 +56,11 @@ fn every_error() -> Vec<IngestError> {
         IngestError::RecordsUnavailable("x".into()),
         IngestError::BadCallback("x".into()),
         IngestError::WebhooksNotConfigured,
+        IngestError::PhotosNotConfigured {
+            count: 1,
+            first: "x".into(),
+        },
+        IngestError::PhotosUnavailable(crate::photos::PhotoError::Malformed("x".into())),
     ];
     for e in &all {
         match e {
@@ -76,7 +81,9 @@ fn every_error() -> Vec<IngestError> {
             | IngestError::Unavailable(_)
             | IngestError::RecordsUnavailable(_)
             | IngestError::BadCallback(_)
-            | IngestError::WebhooksNotConfigured => {}
+            | IngestError::WebhooksNotConfigured
+            | IngestError::PhotosNotConfigured { .. }
+            | IngestError::PhotosUnavailable(_) => {}
         }
     }
     all
@@ -122,9 +129,19 @@ fn the_openapi_schemas_match_the_types_sent_and_received() {
         receipts: 0,
         chunks: 0,
         bytes: 0,
+        photos: vec![crate::photos::PhotoUpload {
+            receipt_id: String::new(),
+            upload_url: String::new(),
+            headers: Default::default(),
+            expires_at: String::new(),
+        }],
     })
     .expect("serializable");
     assert_eq!(object_keys(&accepted), schema_properties(&doc, "Accepted"));
+    assert_eq!(
+        object_keys(&accepted["photos"][0]),
+        schema_properties(&doc, "PhotoUpload")
+    );
 
     let field_error = serde_json::to_value(FieldError {
         index: 0,

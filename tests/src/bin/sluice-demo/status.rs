@@ -94,6 +94,7 @@ impl Timeline {
 fn name(s: BatchState) -> &'static str {
     match s {
         BatchState::Accepted => "accepted",
+        BatchState::AwaitingPhotos => "awaiting_photos",
         BatchState::Storing => "storing",
         BatchState::Stored => "stored",
         BatchState::StoredWithRejections => "stored_with_rejections",

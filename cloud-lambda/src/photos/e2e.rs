@@ -1,0 +1,396 @@
+//! The photo flow end to end against moto (SQS, DynamoDB and S3 in one server; see
+//! `crate::test_stack`): one upload declaring 300 photos through the router, the photos PUT to
+//! their presigned URLs with reqwest, S3's ObjectCreated events read from the events queue and
+//! checked, the sweep of the photo never uploaded, then the main queue and the upload's status.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt as _;
+use serde_json::{json, Value};
+use sha2::{Digest as _, Sha256};
+use tower::ServiceExt as _;
+
+use super::*;
+use crate::io::sqs::Queue;
+use crate::test_stack::{moto_endpoint, unique};
+
+const PHOTOS: usize = 300;
+const URL_SECONDS: u64 = 8;
+
+struct Stack {
+    sqs: aws_sdk_sqs::Client,
+    s3: aws_sdk_s3::Client,
+    queue_url: String,
+    events_url: String,
+    bucket: String,
+    table: String,
+}
+
+async fn stack() -> Stack {
+    let endpoint = moto_endpoint();
+    let sqs = aws_sdk_sqs::Client::from_conf(sluice_aws::local_sqs(&endpoint).build());
+    let s3 = aws_sdk_s3::Client::from_conf(crate::io::s3::local_config(&endpoint).build());
+    let queue = |name: String| {
+        let sqs = sqs.clone();
+        async move {
+            sqs.create_queue()
+                .queue_name(name)
+                .send()
+                .await
+                .expect("moto creates the queue")
+                .queue_url
+                .expect("a queue URL")
+        }
+    };
+    let queue_url = queue(unique("chunks")).await;
+    let events_name = unique("photo-events");
+    let events_url = queue(events_name.clone()).await;
+    let bucket = unique("photos");
+    s3.create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("moto creates the bucket");
+    let notification = aws_sdk_s3::types::NotificationConfiguration::builder()
+        .queue_configurations(
+            aws_sdk_s3::types::QueueConfiguration::builder()
+                .queue_arn(format!("arn:aws:sqs:us-east-1:123456789012:{events_name}"))
+                .events(aws_sdk_s3::types::Event::S3ObjectCreated)
+                .filter(
+                    aws_sdk_s3::types::NotificationConfigurationFilter::builder()
+                        .key(
+                            aws_sdk_s3::types::S3KeyFilter::builder()
+                                .filter_rules(
+                                    aws_sdk_s3::types::FilterRule::builder()
+                                        .name(aws_sdk_s3::types::FilterRuleName::Prefix)
+                                        .value(PHOTO_PREFIX)
+                                        .build(),
+                                )
+                                .build(),
+                        )
+                        .build(),
+                )
+                .build()
+                .expect("a queue configuration"),
+        )
+        .build();
+    s3.put_bucket_notification_configuration()
+        .bucket(&bucket)
+        .notification_configuration(notification)
+        .send()
+        .await
+        .expect("moto takes the notification");
+    let table = unique("uploads");
+    let dynamodb =
+        aws_sdk_dynamodb::Client::from_conf(sluice_aws::local_dynamodb(&endpoint).build());
+    Records::new(dynamodb, table.clone())
+        .create_if_missing()
+        .await
+        .expect("moto creates the table");
+    Stack {
+        sqs,
+        s3,
+        queue_url,
+        events_url,
+        bucket,
+        table,
+    }
+}
+
+fn service(st: &Stack, env: &HashMap<&str, String>) -> (crate::IngestConfig, PhotoService) {
+    let cfg = crate::IngestConfig::from_lookup(|k| env.get(k).cloned()).expect("valid config");
+    let dynamodb =
+        aws_sdk_dynamodb::Client::from_conf(sluice_aws::local_dynamodb(&moto_endpoint()).build());
+    let records = Records::new(dynamodb, st.table.clone());
+    let photos =
+        PhotoService::new(&cfg, records, st.s3.clone(), st.sqs.clone()).expect("photo service");
+    (cfg, photos)
+}
+
+fn receipt_id(i: usize) -> String {
+    format!("00000000-0000-4000-8000-{i:012}")
+}
+
+/// The photo receipt `i` declares: a PNG of its own.
+fn png(i: usize) -> Vec<u8> {
+    let mut b = b"\x89PNG\r\n\x1a\n".to_vec();
+    b.extend(format!("photo number {i:06}").bytes());
+    b
+}
+
+fn gif() -> Vec<u8> {
+    b"GIF89a\x01\x00\x01\x00\x80\x00\x00".to_vec()
+}
+
+fn receipt(i: usize, photo: &[u8]) -> Value {
+    json!({
+        "receipt_id": receipt_id(i),
+        "tenant_id": "acme",
+        "merchant": "Café Müller",
+        "issued_on": "2026-04-15",
+        "currency": "EUR",
+        "total": "42.50",
+        "image": {
+            "sha256": format!("{:x}", Sha256::digest(photo)),
+            "bytes": photo.len(),
+            "content_type": "image/png",
+        },
+    })
+}
+
+async fn call(app: &Router, req: Request<Body>) -> (StatusCode, Value) {
+    let resp = app.clone().oneshot(req).await.expect("infallible");
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+async fn status_of(app: &Router, batch_id: &str) -> Value {
+    let (status, answer) = call(
+        app,
+        Request::get(format!("/v1/batches/{batch_id}"))
+            .body(Body::empty())
+            .expect("valid"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    answer
+}
+
+/// Every chunk on the main queue, decoded.
+async fn drain_chunks(st: &Stack) -> Vec<Chunk> {
+    let mut chunks = Vec::new();
+    let mut empty = 0;
+    while empty < 2 {
+        let out = st
+            .sqs
+            .receive_message()
+            .queue_url(&st.queue_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .expect("moto answers");
+        let messages = out.messages.unwrap_or_default();
+        if messages.is_empty() {
+            empty += 1;
+        }
+        for m in messages {
+            let encoding = m
+                .message_attributes
+                .as_ref()
+                .and_then(|a| a.get(envelope::ENCODING_ATTRIBUTE))
+                .and_then(|v| v.string_value.clone());
+            let chunk = envelope::decode(m.body.as_deref().unwrap_or(""), encoding.as_deref())
+                .expect("a chunk");
+            chunks.push(chunk);
+            st.sqs
+                .delete_message()
+                .queue_url(&st.queue_url)
+                .set_receipt_handle(m.receipt_handle)
+                .send()
+                .await
+                .expect("deleted");
+        }
+    }
+    chunks
+}
+
+use axum::Router;
+
+#[tokio::test]
+async fn three_hundred_photos_checked_released_and_the_refused_named() {
+    let st = stack().await;
+    let env: HashMap<&str, String> = HashMap::from([
+        ("SLUICE_QUEUE_URL", st.queue_url.clone()),
+        ("SLUICE_STATUS_TABLE", st.table.clone()),
+        ("SLUICE_PHOTO_BUCKET", st.bucket.clone()),
+        ("SLUICE_PHOTO_EVENTS_QUEUE_URL", st.events_url.clone()),
+        ("SLUICE_PHOTO_URL_SECONDS", URL_SECONDS.to_string()),
+        ("SLUICE_MAX_RECEIPTS_PER_CHUNK", "50".to_owned()),
+    ]);
+    let (cfg, photos) = service(&st, &env);
+    let dynamodb =
+        aws_sdk_dynamodb::Client::from_conf(sluice_aws::local_dynamodb(&moto_endpoint()).build());
+    let records = Records::new(dynamodb, st.table.clone());
+    let app =
+        crate::app(crate::state(cfg, st.sqs.clone(), Some(records)).with_photos(photos.clone()));
+
+    // Receipt 0's upload has other bytes, receipt 1 declares a GIF's digest and size as a
+    // PNG, receipt 2 is never uploaded.
+    let receipts: Vec<Value> = (0..PHOTOS)
+        .map(|i| {
+            if i == 1 {
+                receipt(i, &gif())
+            } else {
+                receipt(i, &png(i))
+            }
+        })
+        .collect();
+    let body = serde_json::to_vec(&json!({ "receipts": receipts })).expect("json");
+    let (status, answer) = call(
+        &app,
+        Request::post("/v1/batches")
+            .header("content-type", "application/json")
+            .body(Body::from(body))
+            .expect("valid"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    let batch_id = answer["batch_id"].as_str().expect("a batch id").to_owned();
+    assert_eq!(answer["chunks"], 6);
+    let uploads: Vec<PhotoUpload> =
+        serde_json::from_value(answer["photos"].clone()).expect("photos");
+    assert_eq!(uploads.len(), PHOTOS);
+    // Small: URLs and headers, no receipt echoed.
+    assert!(answer.get("receipts_echo").is_none());
+    assert_eq!(status_of(&app, &batch_id).await["state"], "awaiting_photos");
+    assert!(
+        drain_chunks(&st).await.is_empty(),
+        "nothing is sent before its photos"
+    );
+
+    let http = reqwest::Client::new();
+    for u in &uploads {
+        let i: usize = u.receipt_id[24..].parse().expect("an index");
+        let bytes = match i {
+            0 => {
+                let mut b = png(0);
+                b[12] ^= 0x20;
+                b
+            }
+            1 => gif(),
+            2 => continue,
+            _ => png(i),
+        };
+        let mut put = http.put(&u.upload_url).body(bytes);
+        for (k, v) in &u.headers {
+            put = put.header(k, v);
+        }
+        let resp = put.send().await.expect("moto answers the PUT");
+        let code = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        assert!(code.is_success() || i == 0, "PUT {i}: {code} {text}");
+    }
+
+    // Check every event moto put on the events queue, as the background task does.
+    let events = Queue::new(st.sqs.clone(), st.events_url.clone());
+    let mut idle = 0;
+    while idle < 2 {
+        let messages = events.receive(1, "x").await.expect("moto answers");
+        if messages.is_empty() {
+            idle += 1;
+        }
+        for m in messages {
+            photos.handle_message(&m.body).await.expect("checked");
+            events
+                .delete_batch([("0", m.receipt_handle.as_deref())])
+                .await
+                .expect("deleted");
+        }
+    }
+    assert_eq!(status_of(&app, &batch_id).await["state"], "awaiting_photos");
+
+    // Past the deadline: the photo never uploaded is refused, its chunk released.
+    tokio::time::sleep(Duration::from_secs(
+        URL_SECONDS + DEADLINE_GRACE_SECONDS + 1,
+    ))
+    .await;
+    photos.sweep().await.expect("swept");
+    // A second sweep and a redelivered event change nothing.
+    photos.sweep().await.expect("swept again");
+
+    let chunks = drain_chunks(&st).await;
+    assert_eq!(chunks.len(), 6, "each chunk once");
+    let sent: Vec<&Receipt> = chunks.iter().flat_map(|c| &c.receipts).collect();
+    assert_eq!(sent.len(), PHOTOS - 3);
+    for r in &sent {
+        let image = r.image.as_ref().expect("an image");
+        assert!(image.is_carried(), "{image:?}");
+        assert_eq!(
+            image.key.as_deref(),
+            Some(object_key(&batch_id, &r.receipt_id).as_str())
+        );
+        assert_eq!(image.content_type.as_deref(), Some("image/png"));
+    }
+    let status = status_of(&app, &batch_id).await;
+    assert_eq!(status["state"], "storing", "{status}");
+    assert_eq!(status["rejected"], 3, "{status}");
+    let mut named: Vec<(String, String)> = status["rejections"]
+        .as_array()
+        .expect("rejections")
+        .iter()
+        .map(|r| {
+            (
+                r["receipt_id"].as_str().unwrap_or("").to_owned(),
+                r["reason"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    named.sort();
+    let zero_reason = named[0].1.clone();
+    assert_eq!(
+        named,
+        [
+            (receipt_id(0), zero_reason.clone()),
+            (receipt_id(1), IMAGE_TYPE.to_owned()),
+            (receipt_id(2), IMAGE_MISSING.to_owned()),
+        ]
+    );
+    // S3 refuses a PUT whose x-amz-checksum-sha256 is not its body's; a server that does not
+    // check it lets the bytes land, and the check refuses them.
+    assert!(
+        zero_reason == IMAGE_CHECKSUM || zero_reason == IMAGE_MISSING,
+        "{zero_reason}"
+    );
+}
+
+#[tokio::test]
+async fn a_malformed_event_is_refused_with_its_reason() {
+    let st = stack().await;
+    let env: HashMap<&str, String> = HashMap::from([
+        ("SLUICE_QUEUE_URL", st.queue_url.clone()),
+        ("SLUICE_STATUS_TABLE", st.table.clone()),
+        ("SLUICE_PHOTO_BUCKET", st.bucket.clone()),
+    ]);
+    let (_, photos) = service(&st, &env);
+    let err = photos
+        .handle_message("{not json")
+        .await
+        .expect_err("refused");
+    assert!(err.is_malformed());
+    assert!(err
+        .to_string()
+        .starts_with("malformed photo event: not an S3 event notification"));
+    let event = json!({"Records": [{"eventName": "ObjectCreated:Put",
+        "s3": {"object": {"key": "elsewhere/x.png"}}}]});
+    let err = photos
+        .handle_message(&event.to_string())
+        .await
+        .expect_err("refused");
+    assert!(
+        err.to_string()
+            .contains("is not photos/<batch id>/<receipt id>"),
+        "{err}"
+    );
+    // A photo of no upload: no held chunk takes it.
+    let key = object_key(&receipt_id(9), &receipt_id(9));
+    st.s3
+        .put_object()
+        .bucket(&st.bucket)
+        .key(&key)
+        .metadata(CHUNK_METADATA, "0")
+        .body(png(9).into())
+        .send()
+        .await
+        .expect("put");
+    let err = photos.check(&key).await.expect_err("refused");
+    assert!(err.to_string().contains("no held chunk"), "{err}");
+}
