@@ -11,11 +11,16 @@
 #     stack.env                        the two variables the tests read
 #     .lock                            flock serialising up/down
 #
-# Usage: stack.sh prereqs | up | env | status | down [--purge]
+# Usage: stack.sh prereqs | up | env | status | photos [BUCKET] | down [--purge]
 #   prereqs check (and where possible install) PostgreSQL and moto
 #   up      start whatever is not running (idempotent), print the env lines
 #   env     print stack.env (exit 1 if the stack is not up)
 #   status  say what runs (exit 0 only if both servers answer)
+#   photos  receipt photos on moto (issue 32): the bucket BUCKET (default
+#           sluice-photos), the queue sluice-photo-events and the bucket's
+#           ObjectCreated notification (prefix photos/) to it; prints the
+#           ingest's SLUICE_PHOTO_BUCKET, SLUICE_PHOTO_EVENTS_QUEUE_URL and
+#           SLUICE_S3_ENDPOINT lines (idempotent; the stack must be up)
 #   down    stop both servers; --purge also deletes the state dir
 # Messages go to stderr prefixed "stack:"; only the env lines go to stdout.
 # As root, PostgreSQL runs as the unprivileged user "postgres" (initdb refuses
@@ -401,6 +406,34 @@ cmd_down() {
     log "down"
 }
 
+# Receipt photos: moto serves S3 too, presigned PUTs included, and delivers the
+# bucket's ObjectCreated notifications to its own SQS queue.
+cmd_photos() {
+    local bucket="${1:-sluice-photos}"
+    load_ports
+    [[ -n "$MOTOPORT" ]] && moto_answering || die "the stack is not up; run: $0 up"
+    ensure_moto
+    "$MOTO_PYTHON" - "http://127.0.0.1:$MOTOPORT" "$bucket" <<'PY'
+import sys, boto3
+endpoint, bucket = sys.argv[1], sys.argv[2]
+kw = dict(endpoint_url=endpoint, region_name="us-east-1",
+          aws_access_key_id="test", aws_secret_access_key="test")
+s3, sqs = boto3.client("s3", **kw), boto3.client("sqs", **kw)
+try:
+    s3.create_bucket(Bucket=bucket)
+except s3.exceptions.BucketAlreadyOwnedByYou:
+    pass
+queue = sqs.create_queue(QueueName="sluice-photo-events")["QueueUrl"]
+arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration={
+    "QueueConfigurations": [{"QueueArn": arn, "Events": ["s3:ObjectCreated:*"],
+        "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": "photos/"}]}}}]})
+print(f"SLUICE_PHOTO_BUCKET={bucket}")
+print(f"SLUICE_PHOTO_EVENTS_QUEUE_URL={queue}")
+print(f"SLUICE_S3_ENDPOINT={endpoint}")
+PY
+}
+
 STATE="$(realpath -m -- "$STATE")"   # absolute: it goes into -k and the pid files
 
 case "${1:-}" in
@@ -408,6 +441,7 @@ case "${1:-}" in
     up) shift; cmd_up "$@" ;;
     env) cmd_env ;;
     status) cmd_status ;;
+    photos) shift; cmd_photos "$@" ;;
     down) shift; cmd_down "$@" ;;
-    *) echo "usage: $0 prereqs | up | env | status | down [--purge]" >&2; exit 2 ;;
+    *) echo "usage: $0 prereqs | up | env | status | photos [BUCKET] | down [--purge]" >&2; exit 2 ;;
 esac
