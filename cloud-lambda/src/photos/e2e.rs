@@ -352,6 +352,87 @@ async fn three_hundred_photos_checked_released_and_the_refused_named() {
     );
 }
 
+/// An app and its photo service on a fresh stack, photos valid `url_seconds`.
+async fn photo_app(st: &Stack, url_seconds: u64) -> (Router, PhotoService) {
+    let env: HashMap<&str, String> = HashMap::from([
+        ("SLUICE_QUEUE_URL", st.queue_url.clone()),
+        ("SLUICE_STATUS_TABLE", st.table.clone()),
+        ("SLUICE_PHOTO_BUCKET", st.bucket.clone()),
+        ("SLUICE_PHOTO_URL_SECONDS", url_seconds.to_string()),
+    ]);
+    let (cfg, photos) = service(st, &env);
+    let records = photos.records.clone();
+    let app =
+        crate::app(crate::state(cfg, st.sqs.clone(), Some(records)).with_photos(photos.clone()));
+    (app, photos)
+}
+
+async fn upload(app: &Router, receipts: Vec<Value>) -> (String, Vec<PhotoUpload>) {
+    let body = serde_json::to_vec(&json!({ "receipts": receipts })).expect("json");
+    let (status, answer) = call(
+        app,
+        Request::post("/v1/batches")
+            .header("content-type", "application/json")
+            .body(Body::from(body))
+            .expect("valid"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    let uploads = serde_json::from_value(answer["photos"].clone()).expect("photos");
+    (answer["batch_id"].as_str().expect("id").to_owned(), uploads)
+}
+
+#[tokio::test]
+async fn the_last_photos_checked_at_once_release_their_chunk_once() {
+    let st = stack().await;
+    let (app, photos) = photo_app(&st, 600).await;
+    let (batch_id, uploads) = upload(&app, (0..2).map(|i| receipt(i, &png(i))).collect()).await;
+    let http = reqwest::Client::new();
+    for (i, u) in uploads.iter().enumerate() {
+        let mut put = http.put(&u.upload_url).body(png(i));
+        for (k, v) in &u.headers {
+            put = put.header(k, v);
+        }
+        assert!(put.send().await.expect("PUT").status().is_success());
+    }
+    // Both photos' events, each delivered three times, all at once.
+    let keys: Vec<String> = (0..2)
+        .map(|i| object_key(&batch_id, &receipt_id(i)))
+        .collect();
+    let checks = (0..6).map(|n| photos.check(&keys[n % 2]));
+    for r in futures_util::future::join_all(checks).await {
+        r.expect("checked");
+    }
+    let chunks = drain_chunks(&st).await;
+    assert_eq!(chunks.len(), 1, "released once");
+    assert_eq!(chunks[0].receipts.len(), 2);
+    let status = status_of(&app, &batch_id).await;
+    assert_eq!(status["state"], "storing", "{status}");
+    assert_eq!(status["rejected"], 0);
+}
+
+#[tokio::test]
+async fn a_chunk_whose_every_photo_is_missing_is_settled_by_the_cloud() {
+    let st = stack().await;
+    let (app, photos) = photo_app(&st, 1).await;
+    let (batch_id, uploads) = upload(&app, (0..2).map(|i| receipt(i, &png(i))).collect()).await;
+    assert_eq!(uploads.len(), 2);
+    tokio::time::sleep(Duration::from_secs(1 + DEADLINE_GRACE_SECONDS + 1)).await;
+    photos.sweep().await.expect("swept");
+    assert!(drain_chunks(&st).await.is_empty(), "nothing left to send");
+    let status = status_of(&app, &batch_id).await;
+    assert_eq!(status["state"], "stored_with_rejections", "{status}");
+    assert_eq!(status["chunks_done"], 1);
+    assert_eq!(status["rejected"], 2);
+    assert!(status["completed_at"].is_string(), "{status}");
+    for r in status["rejections"].as_array().expect("rejections") {
+        assert_eq!(r["reason"], IMAGE_MISSING);
+    }
+    // A second sweep counts nothing twice.
+    photos.sweep().await.expect("swept again");
+    assert_eq!(status_of(&app, &batch_id).await["rejected"], 2);
+}
+
 #[tokio::test]
 async fn a_malformed_event_is_refused_with_its_reason() {
     let st = stack().await;

@@ -8,7 +8,10 @@
 //! Attributes beside the accept fields of `crate::records`: `folded` (a number set of the
 //! chunk indexes folded), the counters `chunks_done`, `stored`, `duplicates`, `conflicts`,
 //! `rejected`, `reported_receipts` (ADDed), `rejections` (a list of `{receipt_id, reason}`,
-//! trimmed to the first [`MAX_REJECTIONS`]), `completed_at_ms`, and `webhook_*`. The calls
+//! trimmed to the first [`MAX_REJECTIONS`]), `completed_at_ms`, and `webhook_*`. With declared
+//! photos (`crate::photos`): `held_chunks` (chunks not yet released; above 0 the state is
+//! `awaiting_photos`), `released_chunks` and `photo_refused` (number sets: a chunk's release
+//! and its photo refusals are counted once; the refusals go to `rejected` and `rejections`). The calls
 //! themselves go through the DynamoDB adapter, `crate::io::dynamodb`.
 
 use std::collections::HashMap;
