@@ -475,3 +475,63 @@ async fn a_malformed_event_is_refused_with_its_reason() {
     let err = photos.check(&key).await.expect_err("refused");
     assert!(err.to_string().contains("no held chunk"), "{err}");
 }
+
+#[tokio::test]
+async fn the_background_task_checks_events_and_sweeps() {
+    let st = stack().await;
+    let (app, photos) = photo_app(&st, 2).await;
+    let task = tokio::spawn(consumer::run(
+        std::sync::Arc::new(photos.clone()),
+        st.events_url.clone(),
+        Duration::from_secs(1),
+    ));
+    let (batch_id, uploads) = upload(&app, (0..3).map(|i| receipt(i, &png(i))).collect()).await;
+    let http = reqwest::Client::new();
+    // Receipt 2's photo never comes.
+    for u in &uploads[..2] {
+        let i: usize = u.receipt_id[24..].parse().expect("an index");
+        let mut put = http.put(&u.upload_url).body(png(i));
+        for (k, v) in &u.headers {
+            put = put.header(k, v);
+        }
+        assert!(put.send().await.expect("PUT").status().is_success());
+    }
+    let mut status = Value::Null;
+    for _ in 0..40 {
+        status = status_of(&app, &batch_id).await;
+        if status["state"] == "storing" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    task.abort();
+    assert_eq!(status["state"], "storing", "{status}");
+    assert_eq!(status["rejections"][0]["receipt_id"], receipt_id(2));
+    assert_eq!(status["rejections"][0]["reason"], IMAGE_MISSING);
+    let chunks = drain_chunks(&st).await;
+    assert_eq!(chunks.len(), 1);
+    assert_eq!(chunks[0].receipts.len(), 2);
+}
+
+#[tokio::test]
+async fn on_lambda_an_sqs_event_is_checked_and_anything_else_sweeps() {
+    let st = stack().await;
+    let (_, photos) = photo_app(&st, 60).await;
+    let swept = lambda::handle(
+        &photos,
+        json!({"source": "aws.events", "detail-type": "Scheduled Event"}),
+    )
+    .await
+    .expect("swept");
+    assert_eq!(swept, json!({"swept": 0}));
+    let event = json!({"Records": [
+        {"messageId": "m-bad", "eventSource": "aws:sqs", "body": "{not json"},
+        {"messageId": "m-test", "eventSource": "aws:sqs",
+         "body": "{\"Service\":\"Amazon S3\",\"Event\":\"s3:TestEvent\"}"},
+    ]});
+    let answer = lambda::handle(&photos, event).await.expect("answered");
+    assert_eq!(
+        answer,
+        json!({"batchItemFailures": [{"itemIdentifier": "m-bad"}]})
+    );
+}
