@@ -387,6 +387,30 @@ async fn the_last_photos_checked_at_once_release_their_chunk_once() {
     let st = stack().await;
     let (app, photos) = photo_app(&st, 600).await;
     let (batch_id, uploads) = upload(&app, (0..2).map(|i| receipt(i, &png(i))).collect()).await;
+    // The headers the PUT must carry: what the URL is bound to.
+    let mut names: Vec<&str> = uploads[0].headers.keys().map(String::as_str).collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            "content-length",
+            "content-type",
+            "x-amz-checksum-sha256",
+            "x-amz-meta-sluice-chunk"
+        ],
+        "{:?}",
+        uploads[0]
+    );
+    assert_eq!(uploads[0].headers["content-type"], "image/png");
+    assert_eq!(
+        uploads[0].headers["x-amz-checksum-sha256"],
+        base64::engine::general_purpose::STANDARD.encode(Sha256::digest(png(0)))
+    );
+    assert!(
+        uploads[0].upload_url.contains("X-Amz-Expires=600"),
+        "{}",
+        uploads[0].upload_url
+    );
     let http = reqwest::Client::new();
     for (i, u) in uploads.iter().enumerate() {
         let mut put = http.put(&u.upload_url).body(png(i));
