@@ -162,6 +162,7 @@ pub async fn accept_upload(
             chunks,
             owner: None,
             callback: callback.map(str::to_owned),
+            held_chunks: 0,
         })
         .await?;
     Ok(batch)
