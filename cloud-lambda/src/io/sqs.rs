@@ -19,6 +19,23 @@ pub use aws_sdk_sqs::Client;
 /// What one batch call answers: SQS's `Failed` list, or the whole call's error.
 pub type BatchAnswer = Result<Vec<BatchResultErrorEntry>, String>;
 
+/// A Lambda SQS event source's partial batch response naming the messages `failed` (their ids):
+/// those stay on the queue, for another receive or, past `maxReceiveCount`, its DLQ.
+pub fn batch_response(
+    failed: impl IntoIterator<Item = String>,
+) -> lambda_http::aws_lambda_events::sqs::SqsBatchResponse {
+    let mut response = lambda_http::aws_lambda_events::sqs::SqsBatchResponse::default();
+    response.batch_item_failures = failed
+        .into_iter()
+        .map(|id| {
+            let mut f = lambda_http::aws_lambda_events::sqs::BatchItemFailure::default();
+            f.item_identifier = id;
+            f
+        })
+        .collect();
+    response
+}
+
 /// SQS's longest DelaySeconds (15 minutes).
 const MAX_DELAY_SECONDS: u64 = 900;
 

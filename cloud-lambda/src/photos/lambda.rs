@@ -3,7 +3,7 @@
 //! other invocation (the template's schedule, an EventBridge rule) runs the sweep of photos
 //! past their deadline.
 
-use lambda_http::aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use lambda_http::aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_http::{service_fn, LambdaEvent};
 use serde_json::Value;
 
@@ -49,15 +49,5 @@ pub async fn handle_event(service: &PhotoService, event: SqsEvent) -> SqsBatchRe
         }
     });
     let failed = futures_util::future::join_all(work).await;
-    let mut response = SqsBatchResponse::default();
-    response.batch_item_failures = failed
-        .into_iter()
-        .flatten()
-        .map(|id| {
-            let mut f = BatchItemFailure::default();
-            f.item_identifier = id;
-            f
-        })
-        .collect();
-    response
+    crate::io::sqs::batch_response(failed.into_iter().flatten())
 }

@@ -2,7 +2,7 @@
 //! with partial batch responses, so a message that was not consumed (malformed, or a failed
 //! DynamoDB call) returns to the queue alone and a malformed one reaches its DLQ.
 
-use lambda_http::aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use lambda_http::aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_http::{service_fn, LambdaEvent};
 
 use super::webhook::KIND_ATTRIBUTE;
@@ -38,17 +38,7 @@ pub async fn handle_event(service: &StatusService, event: SqsEvent) -> SqsBatchR
         }
     });
     let failed = futures_util::future::join_all(work).await;
-    let mut response = SqsBatchResponse::default();
-    response.batch_item_failures = failed
-        .into_iter()
-        .flatten()
-        .map(|id| {
-            let mut f = BatchItemFailure::default();
-            f.item_identifier = id;
-            f
-        })
-        .collect();
-    response
+    crate::io::sqs::batch_response(failed.into_iter().flatten())
 }
 
 #[cfg(test)]
