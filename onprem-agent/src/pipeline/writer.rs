@@ -246,10 +246,7 @@ async fn split_or_release(
         tracing::warn!(error = %e, message_id = %d.handle.message_id, batch_id = %d.chunk.batch_id, chunk_index = d.chunk.chunk_index, retry_in = ?RELEASE_DELAY, "Message keeps timing out on its own; released to the queue, the rest goes on.");
         ctx.slow.released(&d.handle.message_id, e, Instant::now());
     }
-    let handles: Vec<Handle> = batch.iter().map(|d| d.handle.clone()).collect();
-    ctx.inflight
-        .release(&ctx.queue, &handles, RELEASE_DELAY)
-        .await;
+    release_after(ctx, &batch, RELEASE_DELAY).await;
     Written::Settled
 }
 
@@ -335,8 +332,11 @@ async fn release_at_shutdown(ctx: &WriterContext, batch: &[Delivery]) {
 
 /// Hands the batch's messages back to the queue at once (visibility 0).
 async fn release(ctx: &WriterContext, batch: &[Delivery]) {
+    release_after(ctx, batch, Duration::ZERO).await;
+}
+
+/// Hands the batch's messages back to the queue, visible again after `delay`.
+async fn release_after(ctx: &WriterContext, batch: &[Delivery], delay: Duration) {
     let handles: Vec<Handle> = batch.iter().map(|d| d.handle.clone()).collect();
-    ctx.inflight
-        .release(&ctx.queue, &handles, Duration::ZERO)
-        .await;
+    ctx.inflight.release(&ctx.queue, &handles, delay).await;
 }
