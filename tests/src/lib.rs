@@ -56,6 +56,7 @@ pub mod gen;
 pub mod ingest_bench;
 pub mod large;
 pub mod oracle;
+pub mod photos;
 pub mod proxy;
 pub mod shared_budget;
 pub mod sqs_proxy;

@@ -9,39 +9,13 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
-use aws_sdk_s3::primitives::ByteStream;
 use serde_json::json;
-use sha2::{Digest as _, Sha256};
+use sluice_e2e::photos::{carried, sha256_hex as hex_sha, Carried as Photo, PhotoBucket};
 use sluice_e2e::TestEnv;
-use sluice_protocol::envelope::{self, Chunk, Compression, ENCODING_ATTRIBUTE};
-use sluice_protocol::Receipt;
+use sluice_protocol::envelope::{self, ENCODING_ATTRIBUTE};
 
 /// The dead letter's reason attribute.
 const ERROR_ATTRIBUTE: &str = "sluice-error";
-
-fn s3(endpoint: &str) -> aws_sdk_s3::Client {
-    let conf = aws_sdk_s3::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .credentials_provider(Credentials::new("test", "test", None, None, "sluice-test"))
-        .force_path_style(true)
-        .build();
-    aws_sdk_s3::Client::from_conf(conf)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// A receipt to send, and what the bucket holds for it.
-struct Photo {
-    receipt: serde_json::Value,
-    id: String,
-    key: String,
-    data: Vec<u8>,
-}
 
 /// `n`-th photo: deterministic bytes of a few kilobytes up to a few hundred.
 fn photo_bytes(n: usize) -> Vec<u8> {
@@ -49,91 +23,9 @@ fn photo_bytes(n: usize) -> Vec<u8> {
     (0..len).map(|i| ((i * 31 + n * 17) % 251) as u8).collect()
 }
 
-/// A receipt of `batch_id` carrying `data` as its photo under the key the cloud uses.
-fn carried(batch_id: &str, n: usize, data: Vec<u8>) -> Photo {
-    let id = uuid::Uuid::new_v4().to_string();
-    let key = format!("photos/{batch_id}/{id}");
-    let receipt = json!({
-        "receipt_id": id, "tenant_id": "acme", "merchant": format!("Shop {n}"),
-        "issued_on": "2026-03-01", "currency": "EUR", "total": format!("{n}.50"),
-        "image": {
-            "key": key, "sha256": hex(&Sha256::digest(&data)),
-            "bytes": data.len(), "content_type": "image/jpeg",
-        },
-    });
-    Photo {
-        receipt,
-        id,
-        key,
-        data,
-    }
-}
-
-/// Sends `receipts` as chunks of `per_chunk` of one batch.
-async fn send_chunks(
-    env: &TestEnv,
-    batch_id: &str,
-    receipts: &[serde_json::Value],
-    per_chunk: usize,
-) -> anyhow::Result<()> {
-    let chunks: Vec<_> = receipts.chunks(per_chunk).collect();
-    for (i, part) in chunks.iter().enumerate() {
-        let receipts = part
-            .iter()
-            .enumerate()
-            .map(|(j, v)| Receipt::from_value(v, j))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| anyhow::anyhow!("invalid receipt: {e:?}"))?;
-        let chunk = Chunk::new(
-            batch_id.to_owned(),
-            u32::try_from(i)?,
-            u32::try_from(chunks.len())?,
-            receipts,
-        );
-        let message = envelope::encode(&chunk, Compression::Zstd)?;
-        match message.encoding {
-            Some(enc) => {
-                env.send_raw(&message.body, &[(ENCODING_ATTRIBUTE, enc)])
-                    .await?
-            }
-            None => env.send_raw(&message.body, &[]).await?,
-        }
-    }
-    Ok(())
-}
-
 /// This test's bucket on moto.
-async fn bucket(env: &TestEnv) -> anyhow::Result<(aws_sdk_s3::Client, String)> {
-    let client = s3(&env.servers.sqs_endpoint);
-    let name = format!("{}-photos", env.name);
-    client.create_bucket().bucket(&name).send().await?;
-    Ok((client, name))
-}
-
-async fn put(
-    client: &aws_sdk_s3::Client,
-    bucket: &str,
-    key: &str,
-    data: &[u8],
-) -> anyhow::Result<()> {
-    client
-        .put_object()
-        .bucket(bucket)
-        .key(key)
-        .body(ByteStream::from(data.to_vec()))
-        .send()
-        .await?;
-    Ok(())
-}
-
-async fn keys_left(client: &aws_sdk_s3::Client, bucket: &str) -> anyhow::Result<Vec<String>> {
-    let out = client.list_objects_v2().bucket(bucket).send().await?;
-    Ok(out
-        .contents
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|o| o.key)
-        .collect())
+async fn bucket(env: &TestEnv) -> anyhow::Result<PhotoBucket> {
+    PhotoBucket::create(&env.sqs, &env.servers.sqs_endpoint, &env.name).await
 }
 
 /// `receipt_photos`, by receipt id: (content type, sha256, bytes, data).
@@ -151,24 +43,21 @@ async fn stored_photos(
         .collect())
 }
 
-fn photos_toml(env: &TestEnv, bucket: &str, extra: &str) -> String {
-    format!(
-        "[photos]\nbucket = {bucket:?}\nendpoint = {:?}\nregion = \"us-east-1\"\n{extra}",
-        env.servers.sqs_endpoint
-    )
+fn photos_toml(env: &TestEnv, bucket: &PhotoBucket, extra: &str) -> String {
+    bucket.agent_section(&env.servers.sqs_endpoint, extra)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn carried_photos_are_stored_with_their_receipts_and_bad_ones_dead_lettered(
 ) -> anyhow::Result<()> {
     let env = TestEnv::new().await?;
-    let (client, bucket) = bucket(&env).await?;
+    let bucket = bucket(&env).await?;
     let batch_id = uuid::Uuid::new_v4().to_string();
     let good: Vec<Photo> = (0..12)
         .map(|n| carried(&batch_id, n, photo_bytes(n)))
         .collect();
     for p in &good {
-        put(&client, &bucket, &p.key, &p.data).await?;
+        bucket.put(&p.key, &p.data).await?;
     }
     // No object at its key.
     let missing = carried(&batch_id, 100, photo_bytes(100));
@@ -176,7 +65,7 @@ async fn carried_photos_are_stored_with_their_receipts_and_bad_ones_dead_lettere
     let altered = carried(&batch_id, 101, photo_bytes(101));
     let mut other = altered.data.clone();
     other[0] ^= 0xff;
-    put(&client, &bucket, &altered.key, &other).await?;
+    bucket.put(&altered.key, &other).await?;
     // A plain reference (no content type): stored as today, never fetched.
     let reference_id = uuid::Uuid::new_v4().to_string();
     let reference = json!({
@@ -188,7 +77,7 @@ async fn carried_photos_are_stored_with_their_receipts_and_bad_ones_dead_lettere
     receipts.insert(3, missing.receipt.clone());
     receipts.insert(9, altered.receipt.clone());
     receipts.push(reference);
-    send_chunks(&env, &batch_id, &receipts, 5).await?;
+    env.send_carried(&batch_id, &receipts, 5).await?;
 
     let agent = env
         .launch_agent(
@@ -205,7 +94,7 @@ async fn carried_photos_are_stored_with_their_receipts_and_bad_ones_dead_lettere
             .get(&p.id)
             .unwrap_or_else(|| panic!("photo of {} stored", p.id));
         assert_eq!(ct, "image/jpeg");
-        assert_eq!(sha, &hex(&Sha256::digest(&p.data)));
+        assert_eq!(sha, &hex_sha(&p.data));
         assert_eq!(*n, p.data.len() as i64);
         assert!(data == &p.data, "photo of {} byte-identical", p.id);
     }
@@ -257,7 +146,7 @@ async fn carried_photos_are_stored_with_their_receipts_and_bad_ones_dead_lettere
     }
 
     // The stored photos' objects are deleted; the dead-lettered one's stays for a redrive.
-    let left = keys_left(&client, &bucket).await?;
+    let left = bucket.keys("").await?;
     assert_eq!(left, vec![altered.key.clone()]);
     let fetched = agent.counter("sluice_photo_bytes_stored_total").await;
     let total: usize = good.iter().map(|p| p.data.len()).sum();
@@ -269,17 +158,17 @@ async fn carried_photos_are_stored_with_their_receipts_and_bad_ones_dead_lettere
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn carried_photos_are_stored_as_files_named_by_their_hash() -> anyhow::Result<()> {
     let env = TestEnv::new().await?;
-    let (client, bucket) = bucket(&env).await?;
+    let bucket = bucket(&env).await?;
     let dir = env.dir().join("photo-store");
     let batch_id = uuid::Uuid::new_v4().to_string();
     let good: Vec<Photo> = (0..8)
         .map(|n| carried(&batch_id, n, photo_bytes(n + 40)))
         .collect();
     for p in &good {
-        put(&client, &bucket, &p.key, &p.data).await?;
+        bucket.put(&p.key, &p.data).await?;
     }
     let receipts: Vec<_> = good.iter().map(|p| p.receipt.clone()).collect();
-    send_chunks(&env, &batch_id, &receipts, 3).await?;
+    env.send_carried(&batch_id, &receipts, 3).await?;
     let agent = env
         .launch_agent(
             "photos-dir",
@@ -295,7 +184,7 @@ async fn carried_photos_are_stored_as_files_named_by_their_hash() -> anyhow::Res
         .await?;
     env.wait_drained(8, Duration::from_secs(90)).await?;
     for p in &good {
-        let sha = hex(&Sha256::digest(&p.data));
+        let sha = hex_sha(&p.data);
         let path = dir.join(&sha[..2]).join(&sha);
         let on_disk = std::fs::read(&path)?;
         assert!(on_disk == p.data, "{} byte-identical", path.display());
@@ -304,7 +193,7 @@ async fn carried_photos_are_stored_as_files_named_by_their_hash() -> anyhow::Res
         .fetch_one(&env.pool)
         .await?;
     assert_eq!(n, 0, "the directory store leaves the table empty");
-    assert!(keys_left(&client, &bucket).await?.is_empty());
+    assert!(bucket.keys("").await?.is_empty());
     assert!(env.drain_dlq().await?.is_empty());
     agent.stop().await?;
     Ok(())
@@ -313,7 +202,7 @@ async fn carried_photos_are_stored_as_files_named_by_their_hash() -> anyhow::Res
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_mid_drain_loses_no_photo_and_stores_none_twice() -> anyhow::Result<()> {
     let env = TestEnv::new().await?;
-    let (client, bucket) = bucket(&env).await?;
+    let bucket = bucket(&env).await?;
     let batch_id = uuid::Uuid::new_v4().to_string();
     let all: Vec<Photo> = (0..300)
         .map(|n| {
@@ -325,10 +214,10 @@ async fn a_kill_mid_drain_loses_no_photo_and_stores_none_twice() -> anyhow::Resu
         })
         .collect();
     for p in &all {
-        put(&client, &bucket, &p.key, &p.data).await?;
+        bucket.put(&p.key, &p.data).await?;
     }
     let receipts: Vec<_> = all.iter().map(|p| p.receipt.clone()).collect();
-    send_chunks(&env, &batch_id, &receipts, 10).await?;
+    env.send_carried(&batch_id, &receipts, 10).await?;
     // Slow enough that the kill lands mid-drain; short visibility so the held messages come
     // back soon.
     let settings = format!(
@@ -354,7 +243,7 @@ async fn a_kill_mid_drain_loses_no_photo_and_stores_none_twice() -> anyhow::Resu
     }
     // No redelivery found its object gone and took it for missing.
     assert!(env.drain_dlq().await?.is_empty());
-    assert!(keys_left(&client, &bucket).await?.is_empty());
+    assert!(bucket.keys("").await?.is_empty());
     second.stop().await?;
     Ok(())
 }
@@ -362,21 +251,19 @@ async fn a_kill_mid_drain_loses_no_photo_and_stores_none_twice() -> anyhow::Resu
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_bucket_keeps_everything_until_it_answers() -> anyhow::Result<()> {
     let env = TestEnv::new().await?;
-    let (client, bucket) = bucket(&env).await?;
+    let bucket = bucket(&env).await?;
     let batch_id = uuid::Uuid::new_v4().to_string();
     let all: Vec<Photo> = (0..6)
         .map(|n| carried(&batch_id, n, photo_bytes(n)))
         .collect();
     for p in &all {
-        put(&client, &bucket, &p.key, &p.data).await?;
+        bucket.put(&p.key, &p.data).await?;
     }
     let receipts: Vec<_> = all.iter().map(|p| p.receipt.clone()).collect();
-    send_chunks(&env, &batch_id, &receipts, 3).await?;
+    env.send_carried(&batch_id, &receipts, 3).await?;
     // A port nothing listens on.
     let closed = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-    let wrong = format!(
-        "[photos]\nbucket = {bucket:?}\nendpoint = \"http://{closed}\"\nregion = \"us-east-1\""
-    );
+    let wrong = bucket.agent_section(&format!("http://{closed}"), "");
     let agent = env.launch_agent("photos-down", &wrong).await?;
     sluice_e2e::wait_for(
         Duration::from_secs(60),
@@ -413,14 +300,15 @@ async fn without_a_photos_section_a_carried_photo_is_released_not_stored() -> an
     let env = TestEnv::new().await?;
     let batch_id = uuid::Uuid::new_v4().to_string();
     let p = carried(&batch_id, 1, photo_bytes(1));
-    send_chunks(&env, &batch_id, std::slice::from_ref(&p.receipt), 1).await?;
+    env.send_carried(&batch_id, std::slice::from_ref(&p.receipt), 1)
+        .await?;
     // A chunk without photos still goes through.
     let plain_batch = uuid::Uuid::new_v4().to_string();
     let plain = json!({
         "receipt_id": uuid::Uuid::new_v4().to_string(), "tenant_id": "acme", "merchant": "Plain",
         "issued_on": "2026-03-01", "currency": "EUR", "total": "2.00",
     });
-    send_chunks(&env, &plain_batch, &[plain], 1).await?;
+    env.send_carried(&plain_batch, &[plain], 1).await?;
     let agent = env.launch_agent("no-photos", "").await?;
     sluice_e2e::wait_for(Duration::from_secs(60), "photos_not_configured", || async {
         let (code, body) = agent.get("/readyz").await?;
@@ -448,24 +336,24 @@ async fn without_a_photos_section_a_carried_photo_is_released_not_stored() -> an
 async fn a_chunk_redelivered_after_its_objects_were_deleted_is_a_quiet_duplicate(
 ) -> anyhow::Result<()> {
     let env = TestEnv::new().await?;
-    let (client, bucket) = bucket(&env).await?;
+    let bucket = bucket(&env).await?;
     let batch_id = uuid::Uuid::new_v4().to_string();
     let all: Vec<Photo> = (0..4)
         .map(|n| carried(&batch_id, n, photo_bytes(n + 7)))
         .collect();
     for p in &all {
-        put(&client, &bucket, &p.key, &p.data).await?;
+        bucket.put(&p.key, &p.data).await?;
     }
     let receipts: Vec<_> = all.iter().map(|p| p.receipt.clone()).collect();
-    send_chunks(&env, &batch_id, &receipts, 4).await?;
+    env.send_carried(&batch_id, &receipts, 4).await?;
     let agent = env
         .launch_agent("photos-again", &photos_toml(&env, &bucket, ""))
         .await?;
     env.wait_drained(4, Duration::from_secs(60)).await?;
-    assert!(keys_left(&client, &bucket).await?.is_empty());
+    assert!(bucket.keys("").await?.is_empty());
     // The same chunk again (a delete of its message lost after the commit): its objects are
     // gone, its photos stored.
-    send_chunks(&env, &batch_id, &receipts, 4).await?;
+    env.send_carried(&batch_id, &receipts, 4).await?;
     sluice_e2e::wait_for(Duration::from_secs(60), "the copy counted", || async {
         (agent.counter("sluice_receipts_duplicate_total").await >= 4.0).then_some(())
     })
