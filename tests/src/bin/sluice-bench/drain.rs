@@ -176,7 +176,7 @@ pub(crate) async fn backlog_env(pg: &PrivatePostgres) -> anyhow::Result<TestEnv>
 /// Receipts per second between the first and the last commit seen in the samples. Commits
 /// come in whole batches, so counting from the window's edges would be off by up to a batch
 /// at each end; measured from commit to commit it is not.
-fn commit_rate(samples: &[(f64, f64)]) -> f64 {
+pub(crate) fn commit_rate(samples: &[(f64, f64)]) -> f64 {
     let changes: Vec<(f64, f64)> = samples
         .windows(2)
         .filter(|w| w[1].1 > w[0].1)

@@ -20,7 +20,9 @@
 //! 6. end to end, unthrottled, no foreground: the agent's receipts/s and CPU per receipt
 //!    against raw COPY, and the Vector peer beside it when `VECTOR_BIN` is set (`peer`);
 //! 7. the rate accuracy of three agents sharing one budget (`shared_budget`);
-//! 8. the status traffic: SQS and DynamoDB requests per million receipts that reporting an
+//! 8. receipt photos: photos/s and MB/s end to end, unthrottled by store and at a byte budget,
+//!    and the agent's peak RSS draining photos of 10 MiB (`photos`);
+//! 9. the status traffic: SQS and DynamoDB requests per million receipts that reporting an
 //!    upload's fate adds, beside the data path's, and the time from the agent's commit to
 //!    `stored` on the status endpoint (`status`).
 //!
@@ -32,6 +34,7 @@ mod ingest_bomb;
 mod memory;
 mod peer;
 mod pgbench;
+mod photos;
 mod protect;
 mod shared_budget;
 mod status;
@@ -83,9 +86,12 @@ struct Args {
     /// --quick).
     #[arg(long)]
     status_receipts: Option<usize>,
-    /// Measure only the status traffic (row 8), skipping the rest.
+    /// Measure only the status traffic (row 9), skipping the rest.
     #[arg(long)]
     only_status: bool,
+    /// Measure only the photo rows (row 8), skipping the rest.
+    #[arg(long)]
+    only_photos: bool,
     /// Measure only the speed rows: the write path against raw COPY, and the end-to-end
     /// drain (with the Vector peer when `VECTOR_BIN` is set).
     #[arg(long)]
@@ -117,6 +123,7 @@ enum Part {
     Memory,
     Targets,
     SharedBudget,
+    Photos,
     Status,
 }
 
@@ -128,6 +135,7 @@ impl Args {
             (self.only_targets, Part::Targets),
             (self.only_shared_budget, Part::SharedBudget),
             (self.only_status, Part::Status),
+            (self.only_photos, Part::Photos),
             (self.only_speed, Part::Speed),
             (self.only_protection, Part::Protection),
         ];
@@ -236,7 +244,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         targets::measure(&pg, receipts, &mut table).await?;
     }
 
-    // 8. The status traffic beside the data path's.
+    // 8. Receipt photos.
+    if args.runs(Part::Photos) {
+        photos::measure(&pg, window, &mut table).await?;
+    }
+
+    // 9. The status traffic beside the data path's.
     if args.runs(Part::Status) {
         let receipts = args
             .status_receipts
