@@ -70,6 +70,9 @@ pub struct IngestConfig {
     /// `SLUICE_PHOTO_MAX_BYTES`: a photo above this size is refused `image_too_large`
     /// (default 10 MiB).
     pub photo_max_bytes: u64,
+    /// `SLUICE_PHOTO_MAX_PIXELS`: a photo whose header names more pixels (width × height)
+    /// is refused `image_too_large` (default 100,000,000: a 100-megapixel camera's).
+    pub photo_max_pixels: u64,
     /// `SLUICE_PHOTO_SWEEP_SECONDS`: how often the local background task looks for photos
     /// past their deadline (default 60).
     pub photo_sweep_seconds: u64,
@@ -120,6 +123,7 @@ impl fmt::Debug for IngestConfig {
             .field("photo_events_queue_url", &self.photo_events_queue_url)
             .field("photo_url_seconds", &self.photo_url_seconds)
             .field("photo_max_bytes", &self.photo_max_bytes)
+            .field("photo_max_pixels", &self.photo_max_pixels)
             .field("photo_sweep_seconds", &self.photo_sweep_seconds)
             .field("s3_endpoint", &self.s3_endpoint)
             .finish()
@@ -138,6 +142,10 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
 pub const DEFAULT_PUBLISH_CONCURRENCY: usize = 8;
 /// Largest photo by default (`SLUICE_PHOTO_MAX_BYTES`): 10 MiB.
 pub const DEFAULT_PHOTO_MAX_BYTES: u64 = 10 * 1024 * 1024;
+/// Default for `SLUICE_PHOTO_MAX_PIXELS`: a 100-megapixel camera's photo.
+pub const DEFAULT_PHOTO_MAX_PIXELS: usize = 100_000_000;
+/// The most `SLUICE_PHOTO_MAX_PIXELS` may be set to.
+const MAX_PHOTO_PIXELS: usize = 1_000_000_000;
 /// A day of webhook retries.
 pub const DEFAULT_WEBHOOK_GIVE_UP_SECONDS: usize = 24 * 3600;
 
@@ -313,6 +321,12 @@ impl IngestConfig {
             1,
             sluice_protocol::receipt::MAX_PHOTO_BYTES as usize,
         ) as u64;
+        let photo_max_pixels = number(
+            "SLUICE_PHOTO_MAX_PIXELS",
+            DEFAULT_PHOTO_MAX_PIXELS,
+            1,
+            MAX_PHOTO_PIXELS,
+        ) as u64;
         let photo_sweep_seconds = number("SLUICE_PHOTO_SWEEP_SECONDS", 60, 1, 3600) as u64;
         let compression = match get("SLUICE_COMPRESSION") {
             None => Compression::None,
@@ -406,6 +420,7 @@ impl IngestConfig {
                 photo_events_queue_url,
                 photo_url_seconds,
                 photo_max_bytes,
+                photo_max_pixels,
                 photo_sweep_seconds,
                 s3_endpoint,
             })

@@ -32,9 +32,10 @@
 //! (`photo_refused`), the hold released once per chunk (`released_chunks`).
 //!
 //! **Refusals.** `image_checksum` (size other than declared, or another SHA-256),
-//! `image_too_large` (above `SLUICE_PHOTO_MAX_BYTES`), `image_type` (the magic bytes are not the
-//! declared type's), `image_missing` (not uploaded by the deadline). The reason is the code
-//! alone; the detail is logged. Pixel dimensions are not checked. A chunk whose every receipt
+//! `image_too_large` (above `SLUICE_PHOTO_MAX_BYTES`, or more pixels than
+//! `SLUICE_PHOTO_MAX_PIXELS` by its header), `image_type` (the magic bytes are not the declared
+//! type's, or an image's header names no pixel dimensions), `image_missing` (not uploaded by
+//! the deadline). The reason is the code alone; the detail is logged. A chunk whose every receipt
 //! is refused is never published: it is folded here as the agent would (every receipt
 //! `rejected`), so the upload still ends.
 
@@ -168,6 +169,8 @@ pub struct PhotoService {
     status: StatusService,
     compression: Compression,
     max_bytes: u64,
+    /// `SLUICE_PHOTO_MAX_PIXELS`: width × height above this is refused `image_too_large`.
+    max_pixels: u64,
     url_seconds: u64,
     pub(crate) sqs: crate::io::sqs::Client,
 }
@@ -195,6 +198,7 @@ impl PhotoService {
             ),
             compression: cfg.compression,
             max_bytes: cfg.photo_max_bytes,
+            max_pixels: cfg.photo_max_pixels,
             url_seconds: cfg.photo_url_seconds,
             sqs,
         })
@@ -345,7 +349,13 @@ impl PhotoService {
         let item = if map_text(&item, "verdicts", &receipt_id).is_some() {
             item
         } else {
-            let (verdict, detail) = judge(&declared, &object.body, object.size, self.max_bytes);
+            let (verdict, detail) = judge(
+                &declared,
+                &object.body,
+                object.size,
+                self.max_bytes,
+                self.max_pixels,
+            );
             if verdict != OK {
                 tracing::info!(batch_id, receipt_id, verdict, detail, "Photo refused.");
             }
@@ -579,6 +589,7 @@ pub(crate) fn judge(
     body: &[u8],
     size: u64,
     max_bytes: u64,
+    max_pixels: u64,
 ) -> (&'static str, String) {
     let mut parts = declared.split(' ');
     let (sha256, bytes, content_type) = (
@@ -609,7 +620,7 @@ pub(crate) fn judge(
         );
     }
     match sniff(body) {
-        Some(t) if t == content_type => (OK, String::new()),
+        Some(t) if t == content_type => pixels(t, body, max_pixels),
         Some(t) => (
             IMAGE_TYPE,
             format!("the bytes are {t}, {content_type} declared"),
@@ -650,6 +661,36 @@ fn hex_decode(s: &str) -> Option<Vec<u8>> {
         .step_by(2)
         .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
         .collect()
+}
+
+/// The verdict on a photo of `content_type` by its pixel dimensions, read from its header: an
+/// image whose header names none is not one (`image_type`), one above `max_pixels` is refused
+/// `image_too_large`. A PDF has no pixel dimensions and passes.
+fn pixels(content_type: &str, body: &[u8], max_pixels: u64) -> (&'static str, String) {
+    if content_type == "application/pdf" {
+        return (OK, String::new());
+    }
+    match imagesize::blob_size(body) {
+        Ok(d) if d.width == 0 || d.height == 0 => (
+            IMAGE_TYPE,
+            format!(
+                "its {content_type} header gives {} × {} pixels",
+                d.width, d.height
+            ),
+        ),
+        Ok(d) if (d.width as u64).saturating_mul(d.height as u64) > max_pixels => (
+            IMAGE_TOO_LARGE,
+            format!(
+                "{} × {} pixels, above the limit of {max_pixels}",
+                d.width, d.height
+            ),
+        ),
+        Ok(_) => (OK, String::new()),
+        Err(e) => (
+            IMAGE_TYPE,
+            format!("its {content_type} header gives no pixel dimensions ({e})"),
+        ),
+    }
 }
 
 /// `photos/{batch_id}/{receipt_id}`, both UUIDs.

@@ -255,6 +255,26 @@ fn photo_settings_have_defaults_and_bad_ones_are_named() {
     assert_eq!(c.handler, Handler::Photos);
     assert_eq!(c.photo_url_seconds, 900);
     assert_eq!(c.photo_max_bytes, 10 * 1024 * 1024);
+    assert_eq!(c.photo_max_pixels, 100_000_000);
+    for (value, problem) in [
+        (
+            "0",
+            "SLUICE_PHOTO_MAX_PIXELS: 0 is out of range 1..=1000000000",
+        ),
+        (
+            "2000000000",
+            "SLUICE_PHOTO_MAX_PIXELS: 2000000000 is out of range 1..=1000000000",
+        ),
+    ] {
+        let err = load(&[
+            ("SLUICE_QUEUE_URL", "http://127.0.0.1:1/q"),
+            ("SLUICE_STATUS_TABLE", "uploads"),
+            ("SLUICE_PHOTO_BUCKET", "receipt-photos"),
+            ("SLUICE_PHOTO_MAX_PIXELS", value),
+        ])
+        .expect_err("invalid");
+        assert_eq!(err.0, [problem]);
+    }
     let err = load(&[
         ("SLUICE_QUEUE_URL", "http://127.0.0.1:1/q"),
         ("SLUICE_PHOTO_BUCKET", "Bad_Bucket"),

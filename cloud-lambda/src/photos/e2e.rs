@@ -116,9 +116,7 @@ fn receipt_id(i: usize) -> String {
 
 /// The photo receipt `i` declares: a PNG of its own.
 fn png(i: usize) -> Vec<u8> {
-    let mut b = b"\x89PNG\r\n\x1a\n".to_vec();
-    b.extend(format!("photo number {i:06}").bytes());
-    b
+    super::tests::png_of(1200, 1600, format!("photo number {i:06}").as_bytes())
 }
 
 fn gif() -> Vec<u8> {

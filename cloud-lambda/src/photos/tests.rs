@@ -4,6 +4,16 @@ use super::*;
 
 const SHA_EMPTY: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
+/// A PNG's signature and header (`width` × `height`), then `rest`.
+pub(super) fn png_of(width: u32, height: u32, rest: &[u8]) -> Vec<u8> {
+    let mut b = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR".to_vec();
+    b.extend(width.to_be_bytes());
+    b.extend(height.to_be_bytes());
+    b.extend([8, 2, 0, 0, 0, 0, 0, 0, 0]);
+    b.extend(rest);
+    b
+}
+
 fn declared(body: &[u8], content_type: &str) -> String {
     format!("{:x} {} {content_type}", Sha256::digest(body), body.len())
 }
@@ -22,26 +32,30 @@ fn magic_bytes_name_each_photo_type() {
 
 #[test]
 fn each_refusal_has_its_reason() {
-    let png = b"\x89PNG\r\n\x1a\nrest of a png".to_vec();
+    let png = png_of(640, 480, b"rest of a png");
     let ok = declared(&png, "image/png");
-    assert_eq!(judge(&ok, &png, png.len() as u64, 1 << 20).0, "ok");
+    assert_eq!(judge(&ok, &png, png.len() as u64, 1 << 20, 1 << 20).0, "ok");
     // Other bytes of the same size: the SHA-256 differs.
     let mut other = png.clone();
     other[10] ^= 1;
     assert_eq!(
-        judge(&ok, &other, other.len() as u64, 1 << 20).0,
+        judge(&ok, &other, other.len() as u64, 1 << 20, 1 << 20).0,
         IMAGE_CHECKSUM
     );
     // Another size than declared.
-    assert_eq!(judge(&ok, &png[..5], 5, 1 << 20).0, IMAGE_CHECKSUM);
+    assert_eq!(judge(&ok, &png[..5], 5, 1 << 20, 1 << 20).0, IMAGE_CHECKSUM);
     // Above the configured maximum, whatever was declared.
-    assert_eq!(judge(&ok, &png[..4], 1 << 21, 1 << 20).0, IMAGE_TOO_LARGE);
+    assert_eq!(
+        judge(&ok, &png[..4], 1 << 21, 1 << 20, 1 << 20).0,
+        IMAGE_TOO_LARGE
+    );
     // A GIF declared image/png, with its own digest and size: the type is wrong.
     let gif = b"GIF89a\x01\x00\x01\x00".to_vec();
     let (v, detail) = judge(
         &declared(&gif, "image/png"),
         &gif,
         gif.len() as u64,
+        1 << 20,
         1 << 20,
     );
     assert_eq!(v, IMAGE_TYPE, "{detail}");
@@ -51,6 +65,7 @@ fn each_refusal_has_its_reason() {
         &declared(&jpeg, "image/png"),
         &jpeg,
         jpeg.len() as u64,
+        1 << 20,
         1 << 20,
     );
     assert_eq!(v, IMAGE_TYPE);
@@ -100,5 +115,74 @@ fn held_chunk_keys_round_trip() {
     assert_eq!(
         parse_photo_key(&object_key(b, b)).expect("a photo key"),
         (b.to_owned(), b.to_owned())
+    );
+}
+
+#[test]
+fn pixel_dimensions_come_from_the_header_and_are_bounded() {
+    // 640 × 480 = 307,200 pixels: within 400,000, above 300,000.
+    let png = png_of(640, 480, b"pixels");
+    let ok = declared(&png, "image/png");
+    assert_eq!(judge(&ok, &png, png.len() as u64, 1 << 20, 400_000).0, OK);
+    let (v, detail) = judge(&ok, &png, png.len() as u64, 1 << 20, 300_000);
+    assert_eq!(v, IMAGE_TOO_LARGE);
+    assert_eq!(detail, "640 × 480 pixels, above the limit of 300000");
+    // A PNG signature with no header after it is no PNG.
+    let bare = b"\x89PNG\r\n\x1a\nno header".to_vec();
+    let (v, detail) = judge(
+        &declared(&bare, "image/png"),
+        &bare,
+        bare.len() as u64,
+        1 << 20,
+        1 << 20,
+    );
+    assert_eq!(v, IMAGE_TYPE, "{detail}");
+    assert!(
+        detail.starts_with("its image/png header gives no pixel dimensions"),
+        "{detail}"
+    );
+    // Zero pixels wide.
+    let empty = png_of(0, 480, b"");
+    let (v, detail) = judge(
+        &declared(&empty, "image/png"),
+        &empty,
+        empty.len() as u64,
+        1 << 20,
+        1 << 20,
+    );
+    assert_eq!(
+        (v, detail.as_str()),
+        (IMAGE_TYPE, "its image/png header gives 0 × 480 pixels")
+    );
+    // A JPEG: SOI, then a baseline frame header of 1600 high, 1200 wide.
+    let jpeg =
+        b"\xFF\xD8\xFF\xC0\x00\x11\x08\x06\x40\x04\xB0\x03\x01\x22\x00\x02\x11\x01\x03\x11\x01"
+            .to_vec();
+    let (v, detail) = judge(
+        &declared(&jpeg, "image/jpeg"),
+        &jpeg,
+        jpeg.len() as u64,
+        1 << 20,
+        1_000_000,
+    );
+    assert_eq!(
+        (v, detail.as_str()),
+        (
+            IMAGE_TOO_LARGE,
+            "1200 × 1600 pixels, above the limit of 1000000"
+        )
+    );
+    // A PDF has no pixels to count.
+    let pdf = b"%PDF-1.7 a receipt".to_vec();
+    assert_eq!(
+        judge(
+            &declared(&pdf, "application/pdf"),
+            &pdf,
+            pdf.len() as u64,
+            1 << 20,
+            1
+        )
+        .0,
+        OK
     );
 }
