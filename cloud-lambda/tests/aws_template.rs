@@ -153,43 +153,67 @@ fn functions_fed_by_sqs_have_no_reserved_concurrency_and_a_maximum_concurrency()
 
 #[test]
 fn the_status_dlq_can_be_moved_back_and_its_alarm_says_how() {
+    dlq_can_be_moved_back(
+        "StatusDeadLetterAlarm",
+        ("StatusDeadLetterQueueArn", "StatusDeadLetterQueue"),
+        ("StatusQueueArn", "StatusQueue"),
+    );
+}
+
+/// A photo event the photo function could not check waits in its DLQ; past its upload
+/// deadline its photo would be refused `image_missing`, so an alarm fires at once and says how
+/// to move it back.
+#[test]
+fn the_photo_events_dlq_alarms_and_can_be_moved_back() {
+    dlq_can_be_moved_back(
+        "PhotoEventsDeadLetterAlarm",
+        (
+            "PhotoEventsDeadLetterQueueArn",
+            "PhotoEventsDeadLetterQueue",
+        ),
+        ("PhotoEventsQueueArn", "PhotoEventsQueue"),
+    );
+    let t = template();
+    let errors = t
+        .at(&["Resources", "PhotoErrorsAlarm", "Properties"])
+        .expect("an alarm on the photo function's errors")
+        .text();
+    assert!(errors.contains("!Ref PhotoFunction"), "{errors}");
+}
+
+/// The DLQ's and its queue's ARNs are outputs, `alarm` names both and the move command, and
+/// operators may start the move.
+fn dlq_can_be_moved_back(
+    alarm: &str,
+    (dlq_output, dlq): (&str, &str),
+    (queue_output, queue): (&str, &str),
+) {
     let t = template();
     let outputs = t.get("Outputs").expect("Outputs");
     for (name, value) in [
-        (
-            "StatusDeadLetterQueueArn",
-            "!GetAtt StatusDeadLetterQueue.Arn",
-        ),
-        ("StatusQueueArn", "!GetAtt StatusQueue.Arn"),
+        (dlq_output, format!("!GetAtt {dlq}.Arn")),
+        (queue_output, format!("!GetAtt {queue}.Arn")),
     ] {
         assert_eq!(
             outputs.at(&[name, "Value"]).map(|n| n.value.as_str()),
-            Some(value),
+            Some(value.as_str()),
             "output {name}"
         );
     }
-    let alarm = t
-        .at(&[
-            "Resources",
-            "StatusDeadLetterAlarm",
-            "Properties",
-            "AlarmDescription",
-        ])
-        .expect("the status DLQ's alarm")
+    let text = t
+        .at(&["Resources", alarm, "Properties", "AlarmDescription"])
+        .unwrap_or_else(|| panic!("the alarm {alarm}"))
         .text();
-    for named in [
-        "aws sqs start-message-move-task",
-        "StatusDeadLetterQueueArn",
-        "StatusQueueArn",
-    ] {
-        assert!(alarm.contains(named), "the alarm names {named:?}: {alarm}");
+    for named in ["aws sqs start-message-move-task", dlq_output, queue_output] {
+        assert!(text.contains(named), "{alarm} names {named:?}: {text}");
     }
     let operator = t
         .at(&["Resources", "OperatorPolicy"])
         .expect("OperatorPolicy")
         .text();
     assert!(
-        operator.contains("sqs:StartMessageMoveTask"),
-        "operators may move the status DLQ back"
+        operator.contains("sqs:StartMessageMoveTask")
+            && operator.contains(&format!("!GetAtt {dlq}.Arn")),
+        "operators may move {dlq} back"
     );
 }
