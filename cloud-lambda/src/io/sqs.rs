@@ -185,3 +185,81 @@ fn delete_entry(id: &str, handle: Option<&str>) -> Option<DeleteMessageBatchRequ
         .build()
         .ok()
 }
+
+/// Long-poll wait per receive of [`Queue::consume`].
+const CONSUME_WAIT_SECONDS: i32 = 20;
+/// Longest pause between receives after the queue failed.
+const CONSUME_MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Deletes are tried three times, quickly: a message left on the queue is only handled again.
+const DELETE_RETRY: sluice_aws::BatchRetry = sluice_aws::BatchRetry {
+    tries: 3,
+    min_delay: Duration::from_millis(100),
+    max_delay: Duration::from_secs(1),
+};
+
+impl Queue {
+    /// Locally, what the Lambda SQS event source does on AWS: long-polls this queue until the
+    /// task is dropped, hands each message to `handle` (at most 10 at once) and deletes those it
+    /// consumed (`true`). A failed receive is retried with backoff (1 s doubling to 30 s) and
+    /// logged; a message not consumed, or whose delete failed, comes back after its visibility
+    /// timeout, which handlers take as harmless. `what` names the queue in the log.
+    pub async fn consume<F, Fut>(&self, kind_attribute: &str, what: &str, handle: F)
+    where
+        F: Fn(Received) -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            let messages = match self.receive(CONSUME_WAIT_SECONDS, kind_attribute).await {
+                Ok(messages) => {
+                    backoff = Duration::from_secs(1);
+                    messages
+                }
+                Err(e) => {
+                    tracing::warn!(queue = %self.url, error = %e, retry_in_s = backoff.as_secs(), "Cannot receive from the {what}.");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(CONSUME_MAX_BACKOFF);
+                    continue;
+                }
+            };
+            let work = messages.into_iter().map(|m| {
+                let (id, handle_of) = (m.message_id.clone(), m.receipt_handle.clone());
+                let done = handle(m);
+                async move { done.await.then_some((id, handle_of)) }
+            });
+            let consumed: Vec<(String, Option<String>)> = futures_util::future::join_all(work)
+                .await
+                .into_iter()
+                .flatten()
+                .collect();
+            if !consumed.is_empty() {
+                self.delete_consumed(&consumed, what).await;
+            }
+        }
+    }
+
+    /// Deletes what was consumed in DeleteMessageBatch calls (a receive holds at most 10), the
+    /// entries SQS refuses through no fault of the sender tried again.
+    async fn delete_consumed(&self, consumed: &[(String, Option<String>)], what: &str) {
+        use sluice_aws::Retrying;
+        let delete = |pending: Vec<(String, (String, Option<String>))>| async move {
+            let entries = pending
+                .iter()
+                .map(|(id, (_, handle))| (id.as_str(), handle.as_deref()));
+            self.delete_batch(entries).await
+        };
+        let failed = DELETE_RETRY
+            .run(consumed, delete, |retrying| match retrying {
+                Retrying::Entry { entry, reason } => {
+                    tracing::debug!(message_id = %entry.0, error = %reason, "SQS refused to delete a message of the {what}; retrying.");
+                }
+                Retrying::Call { error, pending, .. } => {
+                    tracing::debug!(error = %error, messages = pending, "DeleteMessageBatch on the {what} failed; retrying.");
+                }
+            })
+            .await;
+        for ((message_id, _), error) in failed {
+            tracing::warn!(message_id = %message_id, error = %error, "Cannot delete a consumed message of the {what}; handling it again is harmless.");
+        }
+    }
+}
