@@ -58,6 +58,9 @@ use crate::report::{StatusError, StatusService};
 
 pub mod consumer;
 pub mod lambda;
+pub mod processor;
+
+pub use processor::{PhotoProcessor, IMAGE_FIELDS};
 
 /// Where uploaded photos go: `photos/{batch_id}/{receipt_id}`.
 pub const PHOTO_PREFIX: &str = "photos/";
@@ -132,6 +135,9 @@ pub enum PhotoError {
     Status(#[from] StatusError),
     #[error("a held chunk cannot be encoded: {0}")]
     Encode(String),
+    /// The photo processor failed: the photo stays unsettled, its event is retried.
+    #[error("the photo processor failed on {key}: {detail}")]
+    Processor { key: String, detail: String },
 }
 
 impl PhotoError {
@@ -173,6 +179,8 @@ pub struct PhotoService {
     max_pixels: u64,
     url_seconds: u64,
     pub(crate) sqs: crate::io::sqs::Client,
+    /// The receipt app's hook ([`processor`]), if one is plugged in.
+    processor: Option<std::sync::Arc<dyn PhotoProcessor>>,
 }
 
 impl PhotoService {
@@ -201,7 +209,15 @@ impl PhotoService {
             max_pixels: cfg.photo_max_pixels,
             url_seconds: cfg.photo_url_seconds,
             sqs,
+            processor: None,
         })
+    }
+
+    /// This service, handing each photo that passes the check to `processor` for the fields
+    /// of its receipt ([`processor`]).
+    pub fn with_processor(mut self, processor: std::sync::Arc<dyn PhotoProcessor>) -> Self {
+        self.processor = Some(processor);
+        self
     }
 
     /// Holds `chunks` of `batch_id` (each photo record, then each chunk's receipts) and
@@ -359,7 +375,25 @@ impl PhotoService {
             if verdict != OK {
                 tracing::info!(batch_id, receipt_id, verdict, detail, "Photo refused.");
             }
-            self.set_verdict(&record, &receipt_id, verdict).await?
+            let fields = match (&self.processor, verdict == OK) {
+                (Some(processor), true) => {
+                    let content_type = declared.split(' ').nth(2).unwrap_or_default();
+                    let fields = processor
+                        .fields(&receipt_id, content_type, &object.body)
+                        .await
+                        .map_err(|detail| PhotoError::Processor {
+                            key: key.to_owned(),
+                            detail,
+                        })?;
+                    (!fields.is_empty())
+                        .then(|| serde_json::to_string(&fields))
+                        .transpose()
+                        .map_err(|e| PhotoError::Encode(e.to_string()))?
+                }
+                _ => None,
+            };
+            self.set_verdict(&record, &receipt_id, verdict, fields)
+                .await?
         };
         self.settle(&batch_id, chunk_index, &item).await
     }
@@ -370,11 +404,19 @@ impl PhotoService {
         record: &str,
         receipt_id: &str,
         verdict: &str,
+        fields: Option<String>,
     ) -> Result<Item, PhotoError> {
         let update = Update::default()
             .name("#id", receipt_id)
-            .value(":v", AttributeValue::S(verdict.to_owned()))
-            .expression("SET verdicts.#id = :v")
+            .value(":v", AttributeValue::S(verdict.to_owned()));
+        let update = match fields {
+            Some(json) => update
+                .name("#f", &processor::attribute(receipt_id))
+                .value(":f", AttributeValue::S(json))
+                .expression("SET verdicts.#id = :v, #f = :f"),
+            None => update.expression("SET verdicts.#id = :v"),
+        };
+        let update = update
             .condition("attribute_exists(verdicts) AND attribute_not_exists(verdicts.#id)")
             .returning_new();
         match self.records.table.update(record, update).await {
@@ -445,7 +487,18 @@ impl PhotoService {
                 Some(AttributeValue::S(v)) if v != OK => {
                     refused.push(Rejection::new(r.receipt_id.clone(), v));
                 }
-                _ => accepted.push(r),
+                _ => match with_fields(r, item) {
+                    Ok(r) => accepted.push(r),
+                    Err((receipt_id, detail)) => {
+                        tracing::info!(
+                            batch_id,
+                            receipt_id,
+                            detail,
+                            "The fields read from the photo make an invalid receipt; refused."
+                        );
+                        refused.push(Rejection::new(receipt_id, IMAGE_FIELDS));
+                    }
+                },
             }
         }
         if accepted.is_empty() {
@@ -553,7 +606,7 @@ impl PhotoService {
                 };
                 for id in &missing {
                     tracing::info!(batch_id, receipt_id = %id, "Photo not uploaded by its deadline; refused.");
-                    item = self.set_verdict(&record, id, IMAGE_MISSING).await?;
+                    item = self.set_verdict(&record, id, IMAGE_MISSING, None).await?;
                 }
             }
             self.settle(&batch_id, chunk_index, &item).await?;
@@ -661,6 +714,18 @@ fn hex_decode(s: &str) -> Option<Vec<u8>> {
         .step_by(2)
         .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
         .collect()
+}
+
+/// `r` with the fields its photo's processor gave it, if any; its id and why when they make it
+/// invalid.
+fn with_fields(r: Receipt, item: &Item) -> Result<Receipt, (String, String)> {
+    let Some(AttributeValue::S(json)) = item.get(&processor::attribute(&r.receipt_id)) else {
+        return Ok(r);
+    };
+    serde_json::from_str::<processor::Fields>(json)
+        .map_err(|e| e.to_string())
+        .and_then(|fields| processor::apply(&r, &fields))
+        .map_err(|detail| (r.receipt_id.clone(), detail))
 }
 
 /// The verdict on a photo of `content_type` by its pixel dimensions, read from its header: an

@@ -557,3 +557,91 @@ async fn on_lambda_an_sqs_event_is_checked_and_anything_else_sweeps() {
         json!({"batchItemFailures": [{"itemIdentifier": "m-bad"}]})
     );
 }
+
+/// A receipt app's processor: the merchant read from the photo; for receipt 1 a total that is
+/// no number; for receipt 2 an outage the first time it is asked.
+#[derive(Debug, Default)]
+struct ReadsPhotos {
+    calls: std::sync::Mutex<Vec<String>>,
+}
+
+impl processor::PhotoProcessor for ReadsPhotos {
+    fn fields<'a>(
+        &'a self,
+        id: &'a str,
+        content_type: &'a str,
+        photo: &'a [u8],
+    ) -> processor::FieldsFuture<'a> {
+        Box::pin(async move {
+            let first = {
+                let mut calls = self.calls.lock().expect("not poisoned");
+                calls.push(id.to_owned());
+                calls.iter().filter(|c| *c == id).count() == 1
+            };
+            if id == receipt_id(2) && first {
+                return Err("the OCR service is down".to_owned());
+            }
+            let mut fields = processor::Fields::new();
+            fields.insert(
+                "merchant".into(),
+                json!(format!(
+                    "Read from a {content_type} of {} bytes",
+                    photo.len()
+                )),
+            );
+            if id == receipt_id(1) {
+                fields.insert("total".into(), json!("forty-two"));
+            }
+            Ok(fields)
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_processor_sets_fields_read_from_the_photo_and_invalid_ones_refuse() {
+    let st = stack().await;
+    let (app, photos) = photo_app(&st, 600).await;
+    let reader = std::sync::Arc::new(ReadsPhotos::default());
+    let photos = photos.with_processor(reader.clone());
+    let (batch_id, uploads) = upload(&app, (0..3).map(|i| receipt(i, &png(i))).collect()).await;
+    let http = reqwest::Client::new();
+    for (i, u) in uploads.iter().enumerate() {
+        let mut put = http.put(&u.upload_url).body(png(i));
+        for (k, v) in &u.headers {
+            put = put.header(k, v);
+        }
+        assert!(put.send().await.expect("PUT").status().is_success());
+    }
+    let keys: Vec<String> = (0..3)
+        .map(|i| object_key(&batch_id, &receipt_id(i)))
+        .collect();
+    photos.check(&keys[0]).await.expect("checked");
+    photos.check(&keys[1]).await.expect("checked");
+    // The processor's outage leaves the photo unsettled: an error to retry, not a refusal.
+    let err = photos.check(&keys[2]).await.expect_err("retried later");
+    assert!(!err.is_malformed(), "{err}");
+    assert!(err.to_string().contains("the OCR service is down"), "{err}");
+    assert!(drain_chunks(&st).await.is_empty(), "not released yet");
+    photos.check(&keys[2]).await.expect("checked again");
+    // A redelivered event of a settled photo does not ask the processor again.
+    photos.check(&keys[0]).await.expect("checked");
+    let calls = reader.calls.lock().expect("not poisoned").clone();
+    assert_eq!(calls.len(), 4, "{calls:?}");
+
+    let chunks = drain_chunks(&st).await;
+    assert_eq!(chunks.len(), 1);
+    let sent: Vec<&Receipt> = chunks.iter().flat_map(|c| &c.receipts).collect();
+    let ids: Vec<&str> = sent.iter().map(|r| r.receipt_id.as_str()).collect();
+    assert_eq!(ids, [receipt_id(0), receipt_id(2)]);
+    for (r, i) in sent.iter().zip([0, 2]) {
+        assert_eq!(
+            r.merchant,
+            format!("Read from a image/png of {} bytes", png(i).len())
+        );
+        assert!(r.image.as_ref().is_some_and(|im| im.is_carried()));
+    }
+    let status = status_of(&app, &batch_id).await;
+    assert_eq!(status["rejected"], 1, "{status}");
+    assert_eq!(status["rejections"][0]["receipt_id"], receipt_id(1));
+    assert_eq!(status["rejections"][0]["reason"], IMAGE_FIELDS);
+}
