@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::ops::live::{LiveFigures, Recording};
-use crate::telemetry::names::COMMIT_SECONDS;
+use crate::telemetry::names::{COMMIT_SECONDS, COUNTERS_FROM_ZERO};
 
 /// How often histogram samples are folded into their buckets.
 const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
@@ -55,6 +55,9 @@ pub fn install() -> Option<Installed> {
                 });
             if let Err(e) = spawned {
                 tracing::warn!(error = %e, "Cannot start metrics upkeep; histograms will grow.");
+            }
+            for name in COUNTERS_FROM_ZERO {
+                metrics::counter!(*name).absolute(0);
             }
             Some(Installed {
                 prometheus: handle,

@@ -185,6 +185,8 @@ pub async fn heartbeat(
             "Extending visibility of held messages."
         );
         let failed = queue.change_visibility(&due, secs).await;
+        metrics::counter!(m::VISIBILITY_EXTENSIONS)
+            .increment(due.len().saturating_sub(failed.len()) as u64);
         lead = at.elapsed().min(visibility_timeout / 4);
         let reasons: std::collections::HashMap<&str, &str> = failed
             .iter()

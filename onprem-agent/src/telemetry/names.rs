@@ -15,6 +15,8 @@ pub const MESSAGES_RECEIVED: &str = "sluice_messages_received_total";
 pub const MESSAGES_DELETED: &str = "sluice_messages_deleted_total";
 pub const MESSAGES_DEAD_LETTERED: &str = "sluice_messages_dead_lettered_total";
 pub const MESSAGES_RELEASED: &str = "sluice_messages_released_total";
+/// Held messages whose visibility the heartbeat extended (one per message and extension).
+pub const VISIBILITY_EXTENSIONS: &str = "sluice_visibility_extensions_total";
 /// Held messages whose visibility could not be extended before it lapsed (after retries).
 pub const VISIBILITY_EXTENSION_FAILURES: &str = "sluice_visibility_extension_failures_total";
 /// Messages in an envelope version this agent does not read, released to the queue.
@@ -99,3 +101,23 @@ pub const PHOTOS_REFUSED: &str = "sluice_photos_refused_total";
 pub const PHOTO_DELETE_FAILURES: &str = "sluice_photo_delete_failures_total";
 /// Seconds a batch waited for `throttle.photo_bytes_per_second`.
 pub const PHOTO_LIMITER_WAIT_SECONDS: &str = "sluice_photo_limiter_wait_seconds";
+
+/// Counters exported at 0 from the start (by `ops::recorder::install`), not only after their
+/// first event: a dashboard's `rate()` of a counter that never moved is then 0, not "no data",
+/// and an alert on it can tell "none yet" from "not scraped". All unlabelled.
+pub const COUNTERS_FROM_ZERO: &[&str] = &[
+    RECEIPTS_RECEIVED,
+    ROWS_WRITTEN,
+    RECEIPTS_DUPLICATE,
+    RECEIPTS_DEAD_LETTERED,
+    RECEIPTS_CONFLICT,
+    RECEIPTS_UPDATED,
+    MESSAGES_RECEIVED,
+    MESSAGES_DELETED,
+    MESSAGES_DEAD_LETTERED,
+    MESSAGES_RELEASED,
+    VISIBILITY_EXTENSIONS,
+    VISIBILITY_EXTENSION_FAILURES,
+    DEAD_LETTER_FAILURES,
+    BATCHES,
+];
