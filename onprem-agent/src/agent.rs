@@ -164,6 +164,7 @@ pub async fn start(
             health: health.clone(),
             reporter: reporter.clone(),
             throttle: throttle.clone(),
+            database: Default::default(),
         });
         let stop = server_stop.clone();
         server_task = Some(tokio::spawn(async move {

@@ -29,11 +29,8 @@ use crate::ops::live::{self, LiveStatus, RateExplained};
 use crate::pipeline::health::Condition;
 use crate::pipeline::report::ReportView;
 
-/// The rate achieved is measured over this window of the chunk ledger's `committed_at`: long
-/// enough to smooth batches of hundreds of rows, short enough to say "now".
-pub const DB_RATE_WINDOW: Duration = Duration::from_secs(60);
-/// Receipts per message are averaged over this many of the latest chunk-ledger rows.
-pub const LEDGER_SAMPLE: i64 = 200;
+/// The windows of the database's figures: the same as the live page's (`ops::live`).
+pub use crate::ops::live::{DB_RATE_WINDOW, LEDGER_SAMPLE};
 /// How long the agent and PostgreSQL get to answer before they count as absent.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Between the two reads of the agent's figures a one-shot `status` takes to measure its rate.

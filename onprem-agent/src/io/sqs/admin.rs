@@ -3,12 +3,12 @@
 
 use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::QueueAttributeName;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{receive_messages, Attributes, Queue, Received, SqsError};
 
 /// Messages in one queue, by state (SQS's approximate counts).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Depth {
     /// Waiting to be received.
     pub visible: u64,
