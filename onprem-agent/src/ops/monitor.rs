@@ -130,6 +130,65 @@ mod tests {
         }
     }
 
+    /// The Grafana dashboard (deploy/grafana/sluice.json) queries only metrics the agent
+    /// exports, and every alert rule links to a panel of it by id, under that panel's title.
+    #[test]
+    fn the_dashboard_uses_real_metrics_and_every_alert_links_to_its_panel() {
+        let dashboard: serde_json::Value =
+            serde_json::from_str(include_str!("../../../deploy/grafana/sluice.json"))
+                .expect("sluice.json is JSON");
+        let known = include_str!("../telemetry/names.rs");
+        let mut titles = std::collections::HashMap::new();
+        let mut exprs = 0;
+        for p in dashboard["panels"].as_array().into_iter().flatten() {
+            titles.insert(
+                p["id"].as_u64().unwrap_or(0),
+                p["title"].as_str().unwrap_or(""),
+            );
+            for t in p["targets"].as_array().into_iter().flatten() {
+                let expr = t["expr"].as_str().unwrap_or_default();
+                exprs += 1;
+                let mut rest = expr;
+                while let Some(i) = rest.find("sluice_") {
+                    let tail = &rest[i..];
+                    let end = tail
+                        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                        .unwrap_or(tail.len());
+                    let name = &tail[..end];
+                    let base = name.strip_suffix("_bucket").unwrap_or(name);
+                    assert!(
+                        known.contains(&format!("\"{base}\"")),
+                        "the dashboard queries {name}, which telemetry/names.rs does not define"
+                    );
+                    rest = &tail[end..];
+                }
+            }
+        }
+        assert!(exprs >= 20, "{exprs} expressions");
+        let rules = include_str!("../../../deploy/prometheus/sluice-alerts.yml");
+        let links: Vec<&str> = rules
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("dashboard: "))
+            .collect();
+        let named: Vec<&str> = rules
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("panel: "))
+            .collect();
+        assert_eq!(
+            links.len(),
+            rules.matches("- alert:").count(),
+            "one link per rule"
+        );
+        for (link, title) in links.iter().zip(&named) {
+            let id: u64 = link
+                .trim_matches('"')
+                .strip_prefix("/d/sluice-agent/sluice?viewPanel=")
+                .and_then(|id| id.parse().ok())
+                .unwrap_or_else(|| panic!("{link} is not a panel of uid sluice-agent"));
+            assert_eq!(titles.get(&id), Some(&title.trim_matches('"')), "{link}");
+        }
+    }
+
     #[test]
     fn the_systemd_status_line_shows_both_queues() {
         let main = Depth {
