@@ -4,17 +4,20 @@
 //!   router through `lambda_http::run`, or with `SLUICE_LAMBDA_HANDLER=status` the status
 //!   queue's SQS events; elsewhere it listens on `--listen` until SIGTERM/SIGINT, folding the
 //!   status queue in the background when `SLUICE_STATUS_QUEUE_URL` is set.
-//! * `sluice-ingest upload FILE.ndjson --api URL [--wait]`: sends a large file through an API,
-//!   and with `--wait` follows its batches until they are stored, naming refused lines.
+//! * `sluice-ingest upload FILE.ndjson --api URL [--photos DIR] [--wait]`: sends a large file
+//!   through an API (with `--photos`, each receipt's photo from `DIR` too, resumable through a
+//!   journal), and with `--wait` follows its batches until they are stored, naming refused lines.
 //!
 //! * `sluice-ingest webhook-key --owner OWNER`: prints one owner's webhook signing key and its
 //!   `kid`, derived from the master secret (`SLUICE_WEBHOOK_SECRET_ARN`, read from Secrets
 //!   Manager, or `SLUICE_WEBHOOK_SECRET`), for the operator to give that owner's receiver.
 //!   Exit 64 without a usable setting, 69 when the secret cannot be read.
 //!
-//! Exit codes of `upload`: 0 all accepted (with `--wait`: all stored), 1 something refused,
-//! 2 bad flags, 64 bad `--api`, 66 unreadable file; with `--wait` also 69 no status endpoint
-//! (404 for every batch), 75 `--wait-timeout` passed, 130 Ctrl-C.
+//! Exit codes of `upload`: 0 all accepted (with `--wait`: all stored), 1 something refused
+//! (or a photo not stored), 2 bad flags, 64 bad `--api`, 65 a line's photo cannot be sent
+//! (nothing was sent), 66 unreadable file or photo directory, 73 the journal cannot be opened;
+//! with `--wait` also 69 no status endpoint (404 for every batch), 75 `--wait-timeout` passed,
+//! 130 Ctrl-C.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -35,8 +38,12 @@ use sluice_cloud::IngestConfig;
 
 /// Exit code for an invalid configuration (EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
+/// Exit code for photos that cannot be sent (EX_DATAERR): nothing was sent.
+const EXIT_DATA: u8 = 65;
 /// Exit code for an upload file that cannot be read (EX_NOINPUT).
 const EXIT_NO_INPUT: u8 = 66;
+/// Exit code for a journal that cannot be opened (EX_CANTCREAT).
+const EXIT_CANT_CREATE: u8 = 73;
 /// Exit code for a webhook secret that cannot be read (EX_UNAVAILABLE).
 const EXIT_UNAVAILABLE: u8 = 69;
 
@@ -81,9 +88,10 @@ struct UploadArgs {
     /// Bearer token (or SLUICE_API_TOKEN).
     #[arg(long, env = "SLUICE_API_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// Receipts per request.
-    #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u32).range(1..=50_000))]
-    receipts_per_request: u32,
+    /// Receipts per request [default: 5000, 500 with --photos (the 202 answer lists an upload
+    /// URL per photo, and each request's photos are sent before its URLs expire)].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=50_000))]
+    receipts_per_request: Option<u32>,
     /// Requests in flight at once.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     parallel: u16,
@@ -100,6 +108,21 @@ struct UploadArgs {
     /// How long --wait follows before giving up (exit 75): 90, 90s, 15m, 2h. Default 30m.
     #[arg(long, requires = "wait", value_parser = wait::parse_timeout)]
     wait_timeout: Option<std::time::Duration>,
+    /// Upload each receipt's photo from DIR: the file its line's `photo` field names (relative
+    /// to DIR; the field is not sent), else DIR/<receipt_id>.<jpg|jpeg|png|webp|heic|pdf>.
+    /// Receipts without a file are sent without a photo.
+    #[arg(long, value_name = "DIR")]
+    photos: Option<PathBuf>,
+    /// Photo uploads in flight at once.
+    #[arg(long, requires = "photos", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=128))]
+    photo_parallel: u16,
+    /// The resume journal (one line per photo stored; a re-run skips those) [default:
+    /// DIR/.sluice-upload.journal].
+    #[arg(long, requires = "photos", value_name = "FILE")]
+    journal: Option<PathBuf>,
+    /// Refuse the upload (before sending anything) if a receipt has no photo file.
+    #[arg(long, requires = "photos")]
+    require_photos: bool,
 }
 
 fn main() -> ExitCode {
@@ -295,37 +318,69 @@ async fn stop_signal() {
 }
 
 async fn upload(args: UploadArgs) -> ExitCode {
+    use std::io::IsTerminal as _;
     let token = args.token.filter(|t| !t.is_empty());
+    let photos = args.photos.clone().map(|dir| upload::PhotoOptions {
+        journal: args.journal.clone(),
+        parallel: usize::from(args.photo_parallel),
+        require: args.require_photos,
+        ..upload::PhotoOptions::new(dir)
+    });
+    let default_per_request = if photos.is_some() { 500 } else { 5_000 };
     let opts = UploadOptions {
         api: args.api.clone(),
         token: token.clone(),
-        receipts_per_request: args.receipts_per_request as usize,
+        receipts_per_request: args.receipts_per_request.unwrap_or(default_per_request) as usize,
         parallel: usize::from(args.parallel),
         gzip: !args.no_gzip,
+        photos,
         ..UploadOptions::default()
     };
     let started = Instant::now();
-    let report = match upload::upload_file(&args.file, &opts, move |p: Progress| {
+    let with_photos = opts.photos.is_some();
+    // With photos: a redrawn line on a terminal only (several a second), nothing otherwise.
+    let tty = std::io::stderr().is_terminal();
+    let last_drawn = std::sync::Mutex::new(None::<Instant>);
+    let result = upload::upload_file(&args.file, &opts, move |p: Progress| {
+        if !with_photos {
+            eprint!(
+                "\rsluice-ingest: {} receipts in {} requests sent ({} retries), {:.1} s",
+                p.receipts_done,
+                p.requests_done,
+                p.retries,
+                started.elapsed().as_secs_f64()
+            );
+            return;
+        }
+        let mut last = last_drawn.lock().unwrap_or_else(|e| e.into_inner());
+        let finished = p.photos_done == p.photos_total;
+        if !tty || (!finished && last.is_some_and(|at| at.elapsed().as_millis() < 200)) {
+            return;
+        }
+        *last = Some(Instant::now());
         eprint!(
-            "\rsluice-ingest: {} receipts in {} requests sent ({} retries), {:.1} s",
-            p.receipts_done,
-            p.requests_done,
-            p.retries,
-            started.elapsed().as_secs_f64()
+            "\rsluice-ingest: {}\x1b[K",
+            upload::photo_progress_line(&p, started.elapsed())
         );
     })
-    .await
-    {
+    .await;
+    let report = match result {
         Ok(r) => r,
         Err(e) => {
             eprintln!("sluice-ingest: {e}");
             return ExitCode::from(match e {
-                upload::UploadError::Read { .. } => EXIT_NO_INPUT,
+                upload::UploadError::Read { .. } | upload::UploadError::PhotoDir { .. } => {
+                    EXIT_NO_INPUT
+                }
+                upload::UploadError::Photos { .. } => EXIT_DATA,
+                upload::UploadError::Journal { .. } => EXIT_CANT_CREATE,
                 _ => EXIT_CONFIG,
             });
         }
     };
-    eprintln!();
+    if !with_photos || tty {
+        eprintln!();
+    }
     let waited = match args.wait {
         true => {
             let opts = WaitOptions {
@@ -375,6 +430,22 @@ async fn upload(args: UploadArgs) -> ExitCode {
             }
         }
     }
+    if let Some(p) = &report.photos {
+        if !args.json {
+            for f in &p.failed {
+                println!(
+                    "line {}: photo {} NOT STORED: {}",
+                    f.line,
+                    f.file.display(),
+                    f.error
+                );
+            }
+        }
+        eprintln!(
+            "sluice-ingest: {}",
+            upload::describe_photos(p, started.elapsed())
+        );
+    }
     eprintln!(
         "sluice-ingest: {} receipts accepted, {} refused, in {:.1} s",
         report.accepted,
@@ -402,7 +473,12 @@ async fn upload(args: UploadArgs) -> ExitCode {
             "sluice-ingest: {}",
             outcome::describe_totals(&w.totals, w.end)
         );
-        return ExitCode::from(outcome::exit_code(report.refused, w.end, &w.totals));
+        let failed_photos = report.photos.as_ref().map_or(0, |p| p.failed.len());
+        return ExitCode::from(outcome::exit_code(
+            report.refused + failed_photos,
+            w.end,
+            &w.totals,
+        ));
     }
     if report.ok() {
         ExitCode::SUCCESS

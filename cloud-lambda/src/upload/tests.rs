@@ -48,7 +48,7 @@ fn the_file_is_cut_into_parts_skipping_blank_lines() {
     let path = dir.join("parts.ndjson");
     std::fs::write(&path, "a\n\nb\nc\r\n  \nd\ne").expect("write");
     let (tx, mut rx) = mpsc::channel(10);
-    read_parts(std::fs::File::open(&path).expect("open"), 2, &tx).expect("read");
+    read_parts(std::fs::File::open(&path).expect("open"), 2, None, &tx).expect("read");
     drop(tx);
     let mut parts = Vec::new();
     while let Ok(p) = rx.try_recv() {

@@ -63,6 +63,7 @@ fn batches_are_followed_once_each_with_all_their_line_ranges() {
         ],
         accepted: 9,
         refused: 3,
+        photos: None,
     };
     let batches = batches_of(&report);
     let got: Vec<(&str, &[(usize, usize)])> = batches
