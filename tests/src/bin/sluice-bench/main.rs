@@ -24,7 +24,9 @@
 //!    and the agent's peak RSS draining photos of 10 MiB (`photos`);
 //! 9. the status traffic: SQS and DynamoDB requests per million receipts that reporting an
 //!    upload's fate adds, beside the data path's, and the time from the agent's commit to
-//!    `stored` on the status endpoint (`status`).
+//!    `stored` on the status endpoint (`status`);
+//! 10. `sluice-ingest upload --photos` against the local S3: photos/s and MB/s for 200 photos
+//!    of 1 MB (`photo_upload`).
 //!
 //! `write_path` measures 1, `drain` measures 2 and 3 with `pgbench` as the foreground; the
 //! ingest rows come from the harness (`sluice_e2e::ingest_bench`).
@@ -34,6 +36,7 @@ mod ingest_bomb;
 mod memory;
 mod peer;
 mod pgbench;
+mod photo_upload;
 mod photos;
 mod protect;
 mod shared_budget;
@@ -100,6 +103,12 @@ struct Args {
     /// adaptive).
     #[arg(long)]
     only_protection: bool,
+    /// Photos of 1 MB uploaded by `upload --photos` (default 200; 50 with --quick).
+    #[arg(long)]
+    upload_photos: Option<usize>,
+    /// Measure only `upload --photos` against the local S3 (row 10).
+    #[arg(long)]
+    only_photo_upload: bool,
 }
 
 /// Receipts per transaction: the agent's default `batch.max_rows`.
@@ -125,6 +134,7 @@ enum Part {
     SharedBudget,
     Photos,
     Status,
+    PhotoUpload,
 }
 
 impl Args {
@@ -138,6 +148,7 @@ impl Args {
             (self.only_photos, Part::Photos),
             (self.only_speed, Part::Speed),
             (self.only_protection, Part::Protection),
+            (self.only_photo_upload, Part::PhotoUpload),
         ];
         let chosen: Vec<Part> = only.iter().filter(|(on, _)| *on).map(|(_, p)| *p).collect();
         chosen.is_empty() || chosen.contains(&part)
@@ -216,6 +227,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     if args.runs(Part::Ingest) {
         measure_ingest(&args, &mut table).await?;
+    }
+    if args.runs(Part::PhotoUpload) {
+        let photos = args
+            .upload_photos
+            .unwrap_or(if args.quick { 50 } else { 200 });
+        eprintln!("bench: upload --photos, {photos} photos of 1 MB");
+        photo_upload::measure(photos, &mut table).await?;
     }
     if args.runs(Part::Protection) {
         let backlog = args
