@@ -97,7 +97,7 @@ fn parse_line(line: &[u8]) -> Option<Entry> {
 #[derive(Debug)]
 pub struct Journal {
     pub path: PathBuf,
-    done: HashSet<[u8; 16]>,
+    done: Mutex<HashSet<[u8; 16]>>,
     file: Mutex<std::fs::File>,
     /// Records read at the start.
     pub loaded: usize,
@@ -123,7 +123,7 @@ impl Journal {
         Ok(Journal {
             path: path.to_owned(),
             loaded: parsed.entries.len(),
-            done: parsed.entries.iter().map(Entry::key).collect(),
+            done: Mutex::new(parsed.entries.iter().map(Entry::key).collect()),
             file: Mutex::new(file),
             torn: parsed.torn,
         })
@@ -131,11 +131,18 @@ impl Journal {
 
     /// Whether the photo is recorded as stored.
     pub fn contains(&self, batch_id: &str, receipt_id: &str, sha256: &str, api: &str) -> bool {
-        self.done.contains(&key(batch_id, receipt_id, sha256, api))
+        self.done
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&key(batch_id, receipt_id, sha256, api))
     }
 
     /// Records a photo stored: one `write` of the whole line (the file is unbuffered).
     pub fn record(&self, entry: &Entry) -> std::io::Result<()> {
+        self.done
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(entry.key());
         let line = format!(
             "{} {} {} {}\n",
             entry.batch_id, entry.receipt_id, entry.sha256, entry.api
