@@ -23,7 +23,7 @@
 //! | `ingest` | [`IngestHandle`]: the ingest API in-process |
 //! | `records` | the ingest's upload records table (DynamoDB on the local server) |
 //! | `ingest_process` | [`IngestProcess`]: the real `sluice-ingest` binary |
-//! | `photo_bucket` | [`PhotoBucket`]: a test's photo bucket and events queue, the ingest holding photos |
+//! | `photos` | [`PhotoBucket`]: a photo bucket and its events queue, the ingest holding photos; receipts carrying photos, generated JPEGs, the presigned PUTs |
 //! | `status` | the status queue, the status endpoint polled, a [`WebhookReceiver`], signatures |
 //! | `sqs` | the SQS client for the local server and queue pairs with a redrive policy |
 //! | `container` | [`Container`]: a Debian container whose PID 1 is systemd (`make test-systemd`) |
@@ -44,7 +44,6 @@ mod ingest;
 mod ingest_process;
 mod metrics;
 mod notify;
-mod photo_bucket;
 mod postgres;
 mod process;
 mod records;
@@ -73,7 +72,7 @@ pub use ingest_process::IngestProcess;
 pub use metrics::Metrics;
 pub use nix::sys::signal::Signal;
 pub use notify::NotifySocket;
-pub use photo_bucket::{s3_client, PhotoBucket};
+pub use photos::{s3_client, PhotoBucket};
 pub use postgres::{create_database, with_database, PrivatePostgres};
 pub use process::{signal, ChildProcess, Launch};
 pub use records::dynamodb_client;

@@ -13,7 +13,7 @@ use sha2::{Digest as _, Sha256};
 use sluice_protocol::envelope::{self, Chunk, Compression, ENCODING_ATTRIBUTE};
 use sluice_protocol::Receipt;
 
-use crate::TestEnv;
+use crate::{IngestProcess, TestEnv};
 
 /// moto's default account, which names the events queue in the notification's ARN.
 const MOTO_ACCOUNT: &str = "123456789012";
@@ -62,7 +62,14 @@ impl PhotoBucket {
             .await?
             .queue_url
             .ok_or_else(|| anyhow::anyhow!("moto answered no queue URL for {events}"))?;
-        s3.create_bucket().bucket(&bucket).send().await?;
+        match s3.create_bucket().bucket(&bucket).send().await {
+            Ok(_) => {}
+            // Ours already (the demo's, from an earlier run).
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_bucket_already_owned_by_you()) => {}
+            Err(e) => return Err(e.into()),
+        }
         let prefix = FilterRule::builder()
             .name(FilterRuleName::Prefix)
             .value("photos/")
@@ -120,12 +127,41 @@ impl PhotoBucket {
         )
     }
 
+    /// Deletes every object in the bucket.
+    pub async fn empty(&self) -> anyhow::Result<()> {
+        use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+        let keys = self.keys("").await?;
+        for part in keys.chunks(1000) {
+            let objects = part
+                .iter()
+                .map(|k| ObjectIdentifier::builder().key(k).build())
+                .collect::<Result<Vec<_>, _>>()?;
+            self.s3
+                .delete_objects()
+                .bucket(&self.name)
+                .delete(Delete::builder().set_objects(Some(objects)).build()?)
+                .send()
+                .await?;
+        }
+        Ok(())
+    }
+
     /// The keys left in the bucket under `prefix`.
     pub async fn keys(&self, prefix: &str) -> anyhow::Result<Vec<String>> {
-        let mut keys = Vec::new();
+        Ok(self
+            .list(prefix)
+            .await?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect())
+    }
+
+    /// Every object under `prefix`: key and size.
+    pub async fn list(&self, prefix: &str) -> anyhow::Result<Vec<(String, i64)>> {
+        let mut out = Vec::new();
         let mut token = None;
         loop {
-            let out = self
+            let page = self
                 .s3
                 .list_objects_v2()
                 .bucket(&self.name)
@@ -133,17 +169,59 @@ impl PhotoBucket {
                 .set_continuation_token(token)
                 .send()
                 .await?;
-            keys.extend(
-                out.contents
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter_map(|o| o.key),
-            );
-            token = out.next_continuation_token;
-            if token.is_none() {
-                return Ok(keys);
+            for o in page.contents.unwrap_or_default() {
+                out.push((o.key.unwrap_or_default(), o.size.unwrap_or(0)));
+            }
+            match page.next_continuation_token {
+                Some(t) if page.is_truncated == Some(true) => token = Some(t),
+                _ => return Ok(out),
             }
         }
+    }
+
+    /// One object's bytes.
+    pub async fn get(&self, key: &str) -> anyhow::Result<Vec<u8>> {
+        let out = self
+            .s3
+            .get_object()
+            .bucket(&self.name)
+            .key(key)
+            .send()
+            .await?;
+        Ok(out.body.collect().await?.into_bytes().to_vec())
+    }
+
+    /// Deletes every object and the bucket (the local server keeps objects in memory).
+    pub async fn remove(&self) -> anyhow::Result<()> {
+        self.empty().await?;
+        self.s3.delete_bucket().bucket(&self.name).send().await?;
+        Ok(())
+    }
+}
+
+impl TestEnv {
+    /// This test's bucket `{name}-photos` and its events queue `{name}-photo-events` (removed
+    /// with the test's other queues).
+    pub async fn create_photo_bucket(&self) -> anyhow::Result<PhotoBucket> {
+        PhotoBucket::create(&self.sqs, &self.servers.sqs_endpoint, &self.name).await
+    }
+
+    /// `sluice-ingest` with photos on `bucket` (checked in the background as their events
+    /// come; upload URLs and the sweep at their defaults), and `extra` variables on top.
+    pub async fn start_photo_ingest(
+        &self,
+        log: &str,
+        bucket: &PhotoBucket,
+        extra: &[(&str, &str)],
+    ) -> anyhow::Result<IngestProcess> {
+        let endpoint = self.servers.sqs_endpoint.clone();
+        let mut vars = vec![
+            ("SLUICE_PHOTO_BUCKET", bucket.name.as_str()),
+            ("SLUICE_PHOTO_EVENTS_QUEUE_URL", bucket.events_url.as_str()),
+            ("SLUICE_S3_ENDPOINT", endpoint.as_str()),
+        ];
+        vars.extend_from_slice(extra);
+        self.start_ingest_process_with(log, &vars).await
     }
 }
 

@@ -23,11 +23,6 @@ fn photo_bytes(n: usize) -> Vec<u8> {
     (0..len).map(|i| ((i * 31 + n * 17) % 251) as u8).collect()
 }
 
-/// This test's bucket on moto.
-async fn bucket(env: &TestEnv) -> anyhow::Result<PhotoBucket> {
-    PhotoBucket::create(&env.sqs, &env.servers.sqs_endpoint, &env.name).await
-}
-
 /// `receipt_photos`, by receipt id: (content type, sha256, bytes, data).
 async fn stored_photos(
     env: &TestEnv,
@@ -51,7 +46,7 @@ fn photos_toml(env: &TestEnv, bucket: &PhotoBucket, extra: &str) -> String {
 async fn carried_photos_are_stored_with_their_receipts_and_bad_ones_dead_lettered(
 ) -> anyhow::Result<()> {
     let env = TestEnv::new().await?;
-    let bucket = bucket(&env).await?;
+    let bucket = env.create_photo_bucket().await?;
     let batch_id = uuid::Uuid::new_v4().to_string();
     let good: Vec<Photo> = (0..12)
         .map(|n| carried(&batch_id, n, photo_bytes(n)))
@@ -158,7 +153,7 @@ async fn carried_photos_are_stored_with_their_receipts_and_bad_ones_dead_lettere
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn carried_photos_are_stored_as_files_named_by_their_hash() -> anyhow::Result<()> {
     let env = TestEnv::new().await?;
-    let bucket = bucket(&env).await?;
+    let bucket = env.create_photo_bucket().await?;
     let dir = env.dir().join("photo-store");
     let batch_id = uuid::Uuid::new_v4().to_string();
     let good: Vec<Photo> = (0..8)
@@ -202,7 +197,7 @@ async fn carried_photos_are_stored_as_files_named_by_their_hash() -> anyhow::Res
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_mid_drain_loses_no_photo_and_stores_none_twice() -> anyhow::Result<()> {
     let env = TestEnv::new().await?;
-    let bucket = bucket(&env).await?;
+    let bucket = env.create_photo_bucket().await?;
     let batch_id = uuid::Uuid::new_v4().to_string();
     let all: Vec<Photo> = (0..300)
         .map(|n| {
@@ -251,7 +246,7 @@ async fn a_kill_mid_drain_loses_no_photo_and_stores_none_twice() -> anyhow::Resu
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_bucket_keeps_everything_until_it_answers() -> anyhow::Result<()> {
     let env = TestEnv::new().await?;
-    let bucket = bucket(&env).await?;
+    let bucket = env.create_photo_bucket().await?;
     let batch_id = uuid::Uuid::new_v4().to_string();
     let all: Vec<Photo> = (0..6)
         .map(|n| carried(&batch_id, n, photo_bytes(n)))
@@ -336,7 +331,7 @@ async fn without_a_photos_section_a_carried_photo_is_released_not_stored() -> an
 async fn a_chunk_redelivered_after_its_objects_were_deleted_is_a_quiet_duplicate(
 ) -> anyhow::Result<()> {
     let env = TestEnv::new().await?;
-    let bucket = bucket(&env).await?;
+    let bucket = env.create_photo_bucket().await?;
     let batch_id = uuid::Uuid::new_v4().to_string();
     let all: Vec<Photo> = (0..4)
         .map(|n| carried(&batch_id, n, photo_bytes(n + 7)))

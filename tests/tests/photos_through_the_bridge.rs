@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use sluice_e2e::photos::{jpeg, put_photos, sha256_hex, PhotoBucket};
+use sluice_e2e::photos::{jpeg, put_photos, sha256_hex};
 use sluice_e2e::proxy::{Mode, Proxy};
 use sluice_e2e::{assert_signed, is_final, wait_for, TestEnv, WebhookReceiver};
 
@@ -58,8 +58,7 @@ enum Store {
 
 async fn three_hundred_photos_through_the_bridge(store: Store) -> anyhow::Result<()> {
     let env = TestEnv::new().await?;
-    let endpoint = env.servers.sqs_endpoint.clone();
-    let bucket = PhotoBucket::create(&env.sqs, &endpoint, &env.name).await?;
+    let bucket = env.create_photo_bucket().await?;
     env.create_status_queue().await?;
     let receiver = WebhookReceiver::start(&[]).await?;
     let mut vars = bucket.ingest_vars(URL_SECONDS, 1);

@@ -26,7 +26,7 @@
 //!    upload's fate adds, beside the data path's, and the time from the agent's commit to
 //!    `stored` on the status endpoint (`status`);
 //! 10. `sluice-ingest upload --photos` against the local S3: photos/s and MB/s for 200 photos
-//!    of 1 MB (`photo_upload`).
+//!     of 1 MB (`photo_upload`).
 //!
 //! `write_path` measures 1, `drain` measures 2 and 3 with `pgbench` as the foreground; the
 //! ingest rows come from the harness (`sluice_e2e::ingest_bench`).

@@ -88,6 +88,11 @@ pub(crate) struct Args {
     /// The agent's limit in receipts per second (burst: the larger of this and 500).
     #[arg(long, default_value_t = 2_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) rate: u32,
+    /// Receipts (the first ones) uploaded with a generated photo each (0: none). Their photos
+    /// go to moto's S3 through the URLs the API answers, are checked by the ingest and stored
+    /// by the agent in `sluice.receipt_photos`.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    pub(crate) photos: u32,
     /// Seed for the generated receipts (the same seed gives the same receipts).
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -207,8 +212,15 @@ impl Report {
 /// can stop them however this ends.
 async fn session(args: &Args, paths: &Paths, children: &mut Children) -> anyhow::Result<Report> {
     let started = Instant::now();
-    let receipts =
-        Arc::new(sluice_e2e::gen::Generator::new(args.seed).receipts(args.receipts as usize));
+    let mut receipts = sluice_e2e::gen::Generator::new(args.seed).receipts(args.receipts as usize);
+    // The first ones come with a photo file instead of a reference to an archived image
+    // (`upload --photos` leaves a line that already has an `image` as it is).
+    for r in receipts.iter_mut().take(args.photos as usize) {
+        if let Some(o) = r.as_object_mut() {
+            o.remove("image");
+        }
+    }
+    let receipts = Arc::new(receipts);
 
     step("Local stack");
     let servers = tokio::task::spawn_blocking(sluice_e2e::servers)
@@ -234,13 +246,24 @@ async fn session(args: &Args, paths: &Paths, children: &mut Children) -> anyhow:
         ingest_url,
     } = start_services(args, paths, &world, children).await?;
 
+    let photos = (args.photos as usize).min(receipts.len());
+    let photo_dir = upload::write_photos(paths, &receipts[..photos])?;
     step(&format!(
-        "Uploading {} receipts: POST /v1/batches, {} per request, {} in parallel",
+        "Uploading {} receipts, {} with a photo: POST /v1/batches, {} per request, {} in \
+         parallel; each photo PUT to its presigned S3 URL",
         thousands(receipts.len() as u64),
+        thousands(photos as u64),
         thousands(RECEIPTS_PER_REQUEST as u64),
         PARALLEL_REQUESTS
     ));
-    let upload = upload(&ingest_url, &receipts, paths, children).await?;
+    let upload = upload(
+        &ingest_url,
+        &receipts,
+        photo_dir.as_deref(),
+        paths,
+        children,
+    )
+    .await?;
     upload.print();
 
     step(&format!(
@@ -285,6 +308,9 @@ async fn session(args: &Args, paths: &Paths, children: &mut Children) -> anyhow:
         "Summary (read from PostgreSQL, database {DB_NAME})"
     ));
     let mut problems = summarize(&world, &receipts, &upload, args).await?;
+    if let Some(dir) = &photo_dir {
+        problems.extend(summary::photos(&world, dir, &receipts[..photos]).await?);
+    }
     problems.extend(status.problems());
     println!("  demo time {}", secs(started.elapsed()));
     Ok(Report {

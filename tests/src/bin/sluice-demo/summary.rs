@@ -369,3 +369,44 @@ fn print_table(rows: &[Vec<String>], right: &[bool]) {
 
 #[cfg(test)]
 mod tests;
+
+/// The photos of `with_photos` as stored in `sluice.receipt_photos`, against their files in
+/// `dir`: printed, and what differs.
+pub(crate) async fn photos(
+    world: &World,
+    dir: &std::path::Path,
+    with_photos: &[Value],
+) -> anyhow::Result<Vec<String>> {
+    let stored: std::collections::HashMap<String, Vec<u8>> =
+        world.stored_photos().await?.into_iter().collect();
+    let mut problems = Vec::new();
+    let (mut identical, mut bytes) = (0u64, 0u64);
+    for r in with_photos {
+        let id = r["receipt_id"].as_str().unwrap_or_default();
+        let file = dir.join(format!("{id}.jpg"));
+        let want = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+        match stored.get(id) {
+            Some(got) if *got == want => {
+                identical += 1;
+                bytes += got.len() as u64;
+            }
+            Some(_) => problems.push(format!("the photo of {id} differs from {}", file.display())),
+            None => problems.push(format!("the photo of {id} is not stored")),
+        }
+    }
+    println!(
+        "  photos stored   {} of {} in sluice.receipt_photos, {:.1} MB, byte-identical to the files in {}",
+        count(identical as i64),
+        count(with_photos.len() as i64),
+        bytes as f64 / 1e6,
+        dir.display()
+    );
+    if stored.len() > with_photos.len() {
+        problems.push(format!(
+            "{} photos stored, {} uploaded",
+            stored.len(),
+            with_photos.len()
+        ));
+    }
+    Ok(problems)
+}

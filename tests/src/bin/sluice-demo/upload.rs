@@ -25,6 +25,9 @@ pub(crate) struct UploadStats {
     chunks: u64,
     bytes: u64,
     retries: u64,
+    /// Photos PUT to S3, and their bytes.
+    photos: u64,
+    photo_bytes: u64,
 }
 
 impl UploadStats {
@@ -42,7 +45,46 @@ impl UploadStats {
                 String::new()
             }
         );
+        if self.photos > 0 {
+            println!(
+                "  PUT {} photos ({:.1} MB) to S3; the ingest checked each before queueing its \
+                 receipt",
+                thousands(self.photos),
+                self.photo_bytes as f64 / 1e6
+            );
+        }
     }
+}
+
+/// Writes a generated JPEG for each of `receipts` to `photos/<receipt_id>.jpg` in the demo's
+/// directory, recreated (with no upload journal: the world is new), as a user's photo folder for
+/// `sluice-ingest upload --photos`. `None` when there are none.
+pub(crate) fn write_photos(
+    paths: &Paths,
+    receipts: &[Value],
+) -> anyhow::Result<Option<std::path::PathBuf>> {
+    let dir = paths.dir.join("photos");
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
+    if receipts.is_empty() {
+        return Ok(None);
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    for (i, r) in receipts.iter().enumerate() {
+        let id = r["receipt_id"]
+            .as_str()
+            .context("a generated receipt has an id")?;
+        let path = dir.join(format!("{id}.jpg"));
+        std::fs::write(&path, sluice_e2e::photos::jpeg(i, photo_size(i)))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(Some(dir))
+}
+
+/// Photo `i`'s size: 60 kB to 400 kB, as phone photos of receipts go.
+fn photo_size(i: usize) -> usize {
+    60_000 + (i * 7_919) % 340_000
 }
 
 /// Writes the receipts to an NDJSON file and sends it with the uploader `sluice-ingest upload`
@@ -50,6 +92,7 @@ impl UploadStats {
 pub(crate) async fn upload(
     base: &str,
     receipts: &[Value],
+    photos: Option<&std::path::Path>,
     paths: &Paths,
     children: &mut Children,
 ) -> anyhow::Result<UploadStats> {
@@ -62,21 +105,23 @@ pub(crate) async fn upload(
     std::fs::write(&file, text).with_context(|| format!("writing {}", file.display()))?;
     let total = receipts.len() as u64;
     let bar = Arc::new(std::sync::Mutex::new(ProgressBar::new(total)));
-    bar.lock().unwrap_or_else(|p| p.into_inner()).show(0, 0);
+    bar.lock().unwrap_or_else(|p| p.into_inner()).show(0, 0, 0);
     let opts = sluice_cloud::upload::UploadOptions {
         api: base.to_owned(),
         receipts_per_request: RECEIPTS_PER_REQUEST,
         parallel: PARALLEL_REQUESTS,
         max_attempts: UPLOAD_TRIES,
+        photos: photos.map(|dir| sluice_cloud::upload::PhotoOptions::new(dir.to_owned())),
         ..Default::default()
     };
     let started = Instant::now();
     let shown = Arc::clone(&bar);
     let report = sluice_cloud::upload::upload_file(&file, &opts, move |p| {
-        shown
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .show(p.receipts_done as u64, p.requests_done as u64);
+        shown.lock().unwrap_or_else(|p| p.into_inner()).show(
+            p.receipts_done as u64,
+            p.requests_done as u64,
+            p.photos_done as u64,
+        );
     })
     .await;
     bar.lock().unwrap_or_else(|p| p.into_inner()).finish();
@@ -93,10 +138,21 @@ pub(crate) async fn upload(
                     .map(|e| format!("lines {}…: {e}", r.first_line))
             })
             .collect();
+        let photos: Vec<String> = report
+            .photos
+            .iter()
+            .flat_map(|p| &p.failed)
+            .map(|f| format!("photo of line {}: {}", f.line, f.error))
+            .collect();
         bail!(
-            "{} receipts were refused; that is a bug:\n{}",
+            "{} receipts were refused, {} photos not stored; that is a bug:\n{}",
             report.refused,
-            refused.join("\n")
+            photos.len(),
+            refused
+                .into_iter()
+                .chain(photos)
+                .collect::<Vec<_>>()
+                .join("\n")
         );
     }
     Ok(UploadStats {
@@ -115,6 +171,8 @@ pub(crate) async fn upload(
             .iter()
             .map(|r| r.attempts.saturating_sub(1) as u64)
             .sum(),
+        photos: report.photos.as_ref().map_or(0, |p| p.uploaded as u64),
+        photo_bytes: report.photos.as_ref().map_or(0, |p| p.uploaded_bytes),
     })
 }
 
@@ -140,10 +198,15 @@ impl ProgressBar {
         }
     }
 
-    fn show(&mut self, done: u64, requests: u64) {
+    fn show(&mut self, done: u64, requests: u64, photos: u64) {
         let filled = (done * Self::WIDTH / self.total.max(1)) as usize;
+        let photos = if photos > 0 {
+            format!("  {} photos", thousands(photos))
+        } else {
+            String::new()
+        };
         let line = format!(
-            "[{}{}] {}/{} receipts  {} requests  {}",
+            "[{}{}] {}/{} receipts  {} requests{photos}  {}",
             "#".repeat(filled),
             ".".repeat(Self::WIDTH as usize - filled),
             thousands(done),

@@ -1,5 +1,7 @@
 //! The demo world, recreated on every run: database `sluice_demo`, queues `sluice-demo`,
-//! `sluice-demo-dlq` and `sluice-demo-status`, the agent's configuration for them, and what they hold.
+//! `sluice-demo-dlq` and `sluice-demo-status`, the upload records table, the photo bucket
+//! `sluice-demo-photos` with its events queue `sluice-demo-photo-events`, the agent's
+//! configuration for them, and what they hold.
 
 use anyhow::Context as _;
 use sqlx::postgres::PgPoolOptions;
@@ -8,6 +10,9 @@ use sqlx::PgPool;
 use crate::{
     Args, BATCH_MAX_ROWS, DB_NAME, DLQ_NAME, MAX_RECEIVE_COUNT, QUEUE_NAME, STATUS_QUEUE_NAME,
 };
+
+/// The ingest's upload records (Idempotency-Key binding, status, photo verdicts).
+const STATUS_TABLE: &str = "sluice-demo-uploads";
 
 /// The main queue's visibility timeout, and the agent's.
 const VISIBILITY_TIMEOUT_SECONDS: u32 = 60;
@@ -23,6 +28,8 @@ pub(crate) struct World {
     pub(crate) dlq_url: String,
     /// The agent's chunk reports, folded by the ingest into the upload's status.
     pub(crate) status_queue_url: String,
+    /// Where receipt photos are uploaded, checked and fetched from.
+    pub(crate) photos: sluice_e2e::photos::PhotoBucket,
 }
 
 impl World {
@@ -56,6 +63,32 @@ impl World {
             MAX_RECEIVE_COUNT,
         )
         .await?;
+        // The same receipts make the same batch ids: records of an earlier run would make
+        // this upload a replay of it.
+        let dynamodb = sluice_e2e::dynamodb_client(&servers.sqs_endpoint);
+        if let Err(e) = dynamodb
+            .delete_table()
+            .table_name(STATUS_TABLE)
+            .send()
+            .await
+        {
+            if !e
+                .as_service_error()
+                .is_some_and(|e| e.is_resource_not_found_exception())
+            {
+                return Err(anyhow::Error::new(e).context("deleting the upload records table"));
+            }
+        }
+        let photos =
+            sluice_e2e::photos::PhotoBucket::create(&sqs, &servers.sqs_endpoint, QUEUE_NAME)
+                .await
+                .context("creating the photo bucket")?;
+        photos.empty().await.context("emptying the photo bucket")?;
+        sqs.purge_queue()
+            .queue_url(&photos.events_url)
+            .send()
+            .await
+            .context("purging the photo events queue")?;
         let status_queue_url = sqs
             .create_queue()
             .queue_name(STATUS_QUEUE_NAME)
@@ -72,12 +105,13 @@ impl World {
             queue_url: queues.queue_url,
             dlq_url: queues.dlq_url,
             status_queue_url,
+            photos,
         })
     }
 
     /// Environment for both children: throwaway credentials for the local SQS-API server.
     pub(crate) fn child_env(&self) -> Vec<(String, String)> {
-        [
+        let mut env: Vec<(String, String)> = [
             ("AWS_ACCESS_KEY_ID", "test"),
             ("AWS_SECRET_ACCESS_KEY", "test"),
             ("AWS_REGION", "us-east-1"),
@@ -86,14 +120,25 @@ impl World {
             ("SLUICE_QUEUE_URL", &self.queue_url),
             ("SLUICE_SQS_ENDPOINT", &self.sqs_endpoint),
             // The ingest's upload records (Idempotency-Key binding) on the same local server.
-            ("SLUICE_STATUS_TABLE", "sluice-demo-uploads"),
+            ("SLUICE_STATUS_TABLE", STATUS_TABLE),
             ("SLUICE_DYNAMODB_ENDPOINT", &self.sqs_endpoint),
             // The ingest folds the agent's reports into that table.
             ("SLUICE_STATUS_QUEUE_URL", &self.status_queue_url),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect()
+        .collect();
+        // The ingest's photos: URLs valid 5 minutes, the missing looked for every 10 s.
+        env.extend(self.photos.ingest_vars(300, 10));
+        env
+    }
+
+    /// Photos stored with their receipts: (receipt id, data).
+    pub(crate) async fn stored_photos(&self) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+        sqlx::query_as("SELECT receipt_id::text, data FROM sluice.receipt_photos")
+            .fetch_all(&self.pool)
+            .await
+            .context("reading sluice.receipt_photos")
     }
 
     /// Receipts stored, or `None` while the agent has not created its schema yet.
@@ -143,6 +188,8 @@ queue_url = {status:?}
 [server]
 listen = {listen:?}
 
+{photos}
+
 [log]
 format = "pretty"
 level = "warn"
@@ -154,5 +201,8 @@ level = "warn"
         db = world.database_url,
         rate = args.rate,
         burst = args.burst(),
+        photos = world
+            .photos
+            .agent_section(&world.sqs_endpoint, "store = \"database\""),
     )
 }
