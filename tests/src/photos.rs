@@ -257,6 +257,24 @@ pub fn jpeg(n: usize, len: usize) -> Vec<u8> {
     b
 }
 
+/// Photo `n` of `len` bytes as a PNG: the signature and an IHDR chunk of 1200 × 1600 pixels,
+/// then bytes of its own, different for every `n`.
+pub fn png(n: usize, len: usize) -> Vec<u8> {
+    let mut b = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR".to_vec();
+    b.extend_from_slice(&1200u32.to_be_bytes());
+    b.extend_from_slice(&1600u32.to_be_bytes());
+    b.extend_from_slice(&[8, 2, 0, 0, 0]);
+    let mut x = (n as u64).wrapping_mul(0xD1B5_4A32_D192_ED03) | 1;
+    while b.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        b.extend_from_slice(&x.to_le_bytes());
+    }
+    b.truncate(len.max(40));
+    b
+}
+
 /// A receipt whose photo waits in the bucket, as the cloud sends it once the photo is checked
 /// (`image.key` and `image.content_type` set), and the photo.
 #[derive(Debug, Clone)]

@@ -11,20 +11,11 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use sluice_e2e::gen::{id_of, Generator};
+use sluice_e2e::photos::{jpeg, png};
 use sluice_e2e::{wait_for, IngestProcess, TestEnv};
 
 /// Photos of the resumed upload: at one PUT at a time, enough that the kill lands mid-way.
 const PHOTOS: usize = 60;
-
-/// Deterministic bytes of `len` after a magic number.
-fn photo(magic: &[u8], n: usize, len: usize) -> Vec<u8> {
-    let mut b = magic.to_vec();
-    b.extend((0..len - magic.len()).map(|i| ((i * 31 + n * 17) % 251) as u8));
-    b
-}
-
-const JPEG: &[u8] = &[0xFF, 0xD8, 0xFF, 0xE0];
-const PNG: &[u8] = b"\x89PNG\r\n\x1a\n";
 
 fn write_ndjson(path: &Path, receipts: &[Value]) -> anyhow::Result<()> {
     let text: Vec<String> = receipts.iter().map(Value::to_string).collect();
@@ -135,11 +126,11 @@ async fn photos_reach_the_bucket_once_and_a_killed_upload_resumes() -> anyhow::R
         let id = id_of(r);
         let len = 200_000 + n * 1_000;
         let data = if n % 2 == 0 {
-            let data = photo(JPEG, n, len);
+            let data = jpeg(n, len);
             std::fs::write(dir.join(format!("{id}.jpg")), &data)?;
             data
         } else {
-            let data = photo(PNG, n, len);
+            let data = png(n, len);
             let name = format!("scans/{n}.png");
             std::fs::write(dir.join(&name), &data)?;
             r["photo"] = json!(name);
@@ -263,7 +254,7 @@ async fn bad_photo_files_are_named_by_line_and_nothing_is_sent() -> anyhow::Resu
     let ids: Vec<String> = receipts.iter().map(id_of).collect();
     // Line 1: fine. Line 2: a GIF under a .jpg name. Line 3: over 20 MiB (a sparse file).
     // Line 4: names a file that is not there. Line 5: no photo at all.
-    std::fs::write(dir.join(format!("{}.jpg", ids[0])), photo(JPEG, 0, 1000))?;
+    std::fs::write(dir.join(format!("{}.jpg", ids[0])), jpeg(0, 1000))?;
     std::fs::write(
         dir.join(format!("{}.jpg", ids[1])),
         b"GIF89a\x01\x00\x01\x00",
