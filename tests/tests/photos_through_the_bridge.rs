@@ -150,10 +150,20 @@ async fn three_hundred_photos_through_the_bridge(store: Store) -> anyhow::Result
                 (env.count_receipts_or_zero().await >= 60).then_some(())
             })
             .await?;
+            let killed_spool = spool_of(&agent)?;
             agent.kill().await?;
             let at_kill = env.count_receipts_or_zero().await;
             assert!(at_kill < 297, "the kill lands mid-drain: {at_kill}");
             agent = env.launch_reporting_agent("second", &settings(400)).await?;
+            wait_for(
+                TIMEOUT,
+                "the next agent removes the spool of the one killed",
+                || {
+                    let gone = !killed_spool.exists();
+                    async move { gone.then_some(()) }
+                },
+            )
+            .await?;
         }
         Store::Directory => {
             wait_for(TIMEOUT, "a part stored", || async {
@@ -194,6 +204,14 @@ async fn three_hundred_photos_through_the_bridge(store: Store) -> anyhow::Result
             .fetch_all(&env.pool)
             .await?;
             assert_eq!(rows.len(), 297, "one photo per stored receipt");
+            // Each photo waited in the agent's spool only until its transaction ended.
+            let spool = spool_of(&agent)?;
+            let left = if spool.exists() {
+                walk_files(&spool)?
+            } else {
+                0
+            };
+            assert_eq!(left, 0, "{} holds no photo once drained", spool.display());
             for (id, content_type, sha, data) in rows {
                 let i = by_id[&id];
                 assert_eq!(content_type, "image/jpeg");
@@ -274,6 +292,14 @@ async fn three_hundred_photos_through_the_bridge(store: Store) -> anyhow::Result
 }
 
 /// Regular files under `dir`, recursively.
+/// Where `agent` (no systemd `CACHE_DIRECTORY`) spools the photos it fetched.
+fn spool_of(agent: &sluice_e2e::AgentProcess) -> anyhow::Result<std::path::PathBuf> {
+    let pid = agent
+        .pid()
+        .ok_or_else(|| anyhow::anyhow!("the agent exited"))?;
+    Ok(std::env::temp_dir().join(format!("sluice-photo-spool-{pid}")))
+}
+
 fn walk_files(dir: &std::path::Path) -> anyhow::Result<usize> {
     let mut n = 0;
     for entry in std::fs::read_dir(dir)? {

@@ -7,15 +7,22 @@
 //! `endpoint` overriding it; an endpoint (a local S3-API server) also turns on path-style
 //! addressing, which such servers expect.
 
+use std::path::{Path, PathBuf};
+
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::operation::get_object::GetObjectError;
 use aws_sdk_s3::types::{Delete, ObjectIdentifier};
 use aws_sdk_s3::Client;
+use sha2::{Digest as _, Sha256};
+use tokio::io::{AsyncWriteExt as _, BufWriter};
 
 use crate::config::PhotosConfig;
 use crate::io::sqs::NoRootCertificates;
 
 pub mod files;
+
+/// What a fetch buffers before writing to its file.
+const WRITE_BUFFER_BYTES: usize = 256 * 1024;
 
 /// Why a photo could not be fetched.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +33,10 @@ pub enum FetchError {
     /// The object holds more bytes than the receipt declares (reading stopped there).
     #[error("object {key} holds more than the {declared} bytes declared")]
     TooLarge { key: String, declared: u64 },
+    /// The fetched bytes could not be written where they wait (the spool, the photo
+    /// directory): retried.
+    #[error("cannot write a fetched photo to {}: {detail}", path.display())]
+    Local { path: PathBuf, detail: String },
     /// S3 could not be asked (unreachable, a 5xx, access denied): retried.
     #[error("cannot fetch {key} from bucket {bucket}: {detail}")]
     Unavailable {
@@ -61,12 +72,37 @@ impl PhotoSource {
         &self.bucket
     }
 
-    /// The object at `key`, read to its end but never past `declared` bytes.
-    pub async fn fetch(&self, key: &str, declared: u64) -> Result<Vec<u8>, FetchError> {
+    /// Streams the object at `key` into a new file at `path`, never past `declared` bytes,
+    /// hashing it on the way: its length and SHA-256 (lowercase hex). Only a buffer of the
+    /// body is in memory at a time, whatever the photo's size. The file is not synced; on any
+    /// error it is removed.
+    pub async fn fetch_into(
+        &self,
+        key: &str,
+        declared: u64,
+        path: &Path,
+    ) -> Result<(u64, String), FetchError> {
+        let result = self.stream_into(key, declared, path).await;
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(path).await;
+        }
+        result
+    }
+
+    async fn stream_into(
+        &self,
+        key: &str,
+        declared: u64,
+        path: &Path,
+    ) -> Result<(u64, String), FetchError> {
         let unavailable = |detail: String| FetchError::Unavailable {
             bucket: self.bucket.clone(),
             key: key.to_owned(),
             detail,
+        };
+        let local = |e: std::io::Error| FetchError::Local {
+            path: path.to_owned(),
+            detail: e.to_string(),
         };
         let resp = match self
             .client
@@ -87,24 +123,32 @@ impl PhotoSource {
                 return Err(unavailable(describe(&e)));
             }
         };
-        let cap = usize::try_from(declared).unwrap_or(usize::MAX);
-        let mut data = Vec::with_capacity(cap.min(32 << 20));
+        let mut file = BufWriter::with_capacity(
+            WRITE_BUFFER_BYTES,
+            tokio::fs::File::create(path).await.map_err(local)?,
+        );
+        let mut hash = Sha256::new();
+        let mut len: u64 = 0;
         let mut body = resp.body;
         loop {
             match body.try_next().await {
                 Ok(Some(bytes)) => {
-                    if data.len() + bytes.len() > cap {
+                    len = len.saturating_add(bytes.len() as u64);
+                    if len > declared {
                         return Err(FetchError::TooLarge {
                             key: key.to_owned(),
                             declared,
                         });
                     }
-                    data.extend_from_slice(&bytes);
+                    hash.update(&bytes);
+                    file.write_all(&bytes).await.map_err(local)?;
                 }
-                Ok(None) => return Ok(data),
+                Ok(None) => break,
                 Err(e) => return Err(unavailable(format!("reading the body: {e}"))),
             }
         }
+        file.flush().await.map_err(local)?;
+        Ok((len, hex(&hash.finalize())))
     }
 
     /// Deletes `keys` (DeleteObjects, up to 1000 a call); returns each key that could not be
@@ -192,4 +236,13 @@ where
             s
         }
     }
+}
+
+/// Lowercase hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
 }

@@ -72,9 +72,9 @@ pub struct Row<'a> {
     pub receipt: &'a Receipt,
     pub batch_id: &'a str,
     pub chunk_index: u32,
-    /// The photo the receipt carries, fetched and checked, to store in `receipt_photos` with
-    /// it (`[photos] store = "database"`); `None` otherwise.
-    pub photo: Option<&'a [u8]>,
+    /// The file of the photo the receipt carries, fetched and checked, to store in
+    /// `receipt_photos` with it (`[photos] store = "database"`); `None` otherwise.
+    pub photo: Option<&'a std::path::Path>,
 }
 
 /// One chunk-ledger row, with what became of the chunk's receipts. [`Store::write`] adds

@@ -4,9 +4,10 @@
 //! Before a batch's transaction, [`prepare`] fetches its carried photos from the bucket
 //! (`photos.max_concurrent_fetches` at once, paced by `throttle.photo_bytes_per_second`) and
 //! checks each again against its receipt (size, then SHA-256):
-//! - a photo that matches is kept for the transaction (`store = "database"`: a
-//!   `receipt_photos` row written with its receipt) or written durably as a file first
-//!   (`store = "directory"`);
+//! - each photo is streamed from S3 into a file as it is hashed, never whole in memory: for
+//!   `store = "database"` a file in the agent's spool (below), read back one photo at a time
+//!   into its `receipt_photos` row in the receipt's transaction; for `store = "directory"` a
+//!   temporary file beside its place, fsynced and renamed into place once it matches;
 //! - an object that does not exist (and is not already stored: a redelivery after the object
 //!   was deleted) refuses its receipt with reason `image_missing`; one that does not match,
 //!   `image_checksum`. `settle` dead-letters those receipts and stores the rest of the batch;
@@ -21,18 +22,21 @@
 //! (with a delay) and raises `photos_not_configured`: such a receipt is never stored without
 //! its photo.
 //!
-//! Memory: a delivery's batch size counts its carried photos' declared bytes, so the batcher
-//! cuts batches at its byte cap (one message is never split: a message alone may exceed it),
-//! and the database store holds one batch's photos per transaction in flight; the directory
-//! store holds only the photos being fetched.
+//! Memory: a fetch holds one write buffer ([`crate::io::photos`]), and the database store's
+//! transaction one photo at a time (its bytes and the statement's copy of them), so the
+//! agent's memory is bounded by the largest photo, not by the photos of a batch or the
+//! backlog. The spool is `$CACHE_DIRECTORY/photo-spool` under systemd (`CacheDirectory=`,
+//! emptied when the agent starts), else `sluice-photo-spool-<pid>` in the temporary directory
+//! (removed when the agent stops, or by the next agent to start if it was killed); a batch's
+//! files are removed once its attempt ends, committed or not.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
-use sha2::{Digest as _, Sha256};
 use sluice_protocol::{Image, Receipt};
 use tokio::sync::Semaphore;
 
@@ -63,6 +67,88 @@ pub struct Photos {
     directory: Option<PathBuf>,
     pace: PhotoByteLimiter,
     max_concurrent: usize,
+    /// Where fetched photos wait for their transaction (`store = "database"`).
+    spool: Spool,
+}
+
+/// The directory fetched photos wait in for the database store's transaction, and the
+/// number of the next file.
+#[derive(Debug)]
+struct Spool {
+    dir: PathBuf,
+    next: AtomicU64,
+    /// Whether the directory is this process's own (removed when the agent stops).
+    own: bool,
+}
+
+impl Spool {
+    /// `$CACHE_DIRECTORY/photo-spool` (systemd's `CacheDirectory=`: one agent per unit, so
+    /// what an earlier run left is removed), else a directory of this process's own in the
+    /// temporary directory.
+    fn new() -> Self {
+        let cache = std::env::var_os("CACHE_DIRECTORY")
+            .and_then(|v| std::env::split_paths(&v).next())
+            .filter(|p| p.is_absolute());
+        let (dir, own) = match cache {
+            Some(base) => {
+                let dir = base.join("photo-spool");
+                let _ = std::fs::remove_dir_all(&dir);
+                (dir, false)
+            }
+            None => {
+                let tmp = std::env::temp_dir();
+                remove_dead_spools(&tmp);
+                (
+                    tmp.join(format!("{SPOOL_PREFIX}{}", std::process::id())),
+                    true,
+                )
+            }
+        };
+        Self {
+            dir,
+            next: AtomicU64::new(0),
+            own,
+        }
+    }
+
+    /// A new file name in the spool, the directory created if missing.
+    async fn file(&self) -> std::io::Result<PathBuf> {
+        tokio::fs::create_dir_all(&self.dir).await?;
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        Ok(self.dir.join(format!("{n}.photo")))
+    }
+}
+
+/// The name of an agent's own spool in the temporary directory, before its process id.
+const SPOOL_PREFIX: &str = "sluice-photo-spool-";
+
+/// Removes the spools in `tmp` of agents no longer running (killed before they could remove
+/// their own); a process id in use again keeps its directory.
+fn remove_dead_spools(tmp: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(SPOOL_PREFIX))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !std::path::Path::new("/proc").join(pid.to_string()).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        if self.own {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
 }
 
 impl Photos {
@@ -78,6 +164,7 @@ impl Photos {
             max_concurrent: usize::try_from(cfg.max_concurrent_fetches)
                 .unwrap_or(1)
                 .max(1),
+            spool: Spool::new(),
         })
     }
 }
@@ -121,9 +208,9 @@ impl Refused {
 /// A batch's photos, ready for its transaction.
 #[derive(Debug, Default)]
 pub struct Prepared {
-    /// Fetched and checked photos to store in the transaction, by (receipt id, sha256)
-    /// (`store = "database"`).
-    data: HashMap<(String, String), Vec<u8>>,
+    /// Fetched and checked photos to store in the transaction, by (receipt id, sha256): their
+    /// files in the spool (`store = "database"`), removed when this is dropped.
+    spooled: HashMap<(String, String), PathBuf>,
     /// Receipts whose photo is missing or does not match.
     pub refused: Vec<Refused>,
     /// (receipt id, object key) of the photos fetched and checked: deleted once stored.
@@ -134,19 +221,27 @@ impl Prepared {
     /// `row` with its photo to store, if it has one waiting.
     pub fn attach<'a>(&'a self, row: Row<'a>) -> Row<'a> {
         let photo = carried(row.receipt).and_then(|(i, _)| {
-            self.data
+            self.spooled
                 .get(&(row.receipt.receipt_id.clone(), i.sha256.clone()))
-                .map(Vec::as_slice)
+                .map(PathBuf::as_path)
         });
         Row { photo, ..row }
     }
 }
 
+impl Drop for Prepared {
+    fn drop(&mut self) {
+        for path in self.spooled.values() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
 /// One fetch's outcome.
 enum Fetched {
-    /// Checked; the bytes when the transaction stores them (database), none when a file holds
-    /// them already (directory).
-    Stored(Option<Vec<u8>>),
+    /// Checked; its spool file when the transaction stores it (database), none when its file
+    /// is in place already (directory).
+    Stored(Option<PathBuf>),
     /// Already stored by an earlier commit (its object deleted since): nothing to do.
     AlreadyStored,
     Refused(String),
@@ -197,10 +292,13 @@ pub async fn prepare(
                 prepared
                     .fetched
                     .push((r.receipt_id.clone(), key.to_owned()));
-                if let Some(data) = data {
-                    prepared
-                        .data
-                        .insert((r.receipt_id.clone(), image.sha256.clone()), data);
+                if let Some(path) = data {
+                    let old = prepared
+                        .spooled
+                        .insert((r.receipt_id.clone(), image.sha256.clone()), path);
+                    if let Some(old) = old {
+                        let _ = std::fs::remove_file(old);
+                    }
                 }
             }
             Ok(Fetched::AlreadyStored) => {}
@@ -238,7 +336,7 @@ async fn fetch_in_slot(
     fetch_one(photos, store, r, image, key).await
 }
 
-/// Fetches one photo, checks it, and (directory) writes its file.
+/// Fetches one photo into its file, checks it, and (directory) puts the file in its place.
 async fn fetch_one(
     photos: &Photos,
     store: &Store,
@@ -250,8 +348,21 @@ async fn fetch_one(
     photos.pace.acquire(image.bytes).await;
     metrics::histogram!(m::PHOTO_LIMITER_WAIT_SECONDS).record(waited.elapsed().as_secs_f64());
     let bucket = photos.source.bucket();
-    let data = match photos.source.fetch(key, image.bytes).await {
-        Ok(data) => data,
+    let into = match (&photos.store, &photos.directory) {
+        (PhotoStore::Directory, Some(dir)) => {
+            let (dir, sha256) = (dir.clone(), image.sha256.clone());
+            blocking(move || files::incoming(&dir, &sha256)).await
+        }
+        _ => photos.spool.file().await,
+    };
+    let into = into.map_err(|e| {
+        PhotoError(format!(
+            "cannot make a file for the photo of receipt {}: {e}",
+            r.receipt_id
+        ))
+    })?;
+    let (len, sha) = match photos.source.fetch_into(key, image.bytes, &into).await {
+        Ok(fetched) => fetched,
         Err(FetchError::Missing { .. }) => {
             if already_stored(photos, store, r, image).await? {
                 return Ok(Fetched::AlreadyStored);
@@ -270,41 +381,45 @@ async fn fetch_one(
                 r.receipt_id, image.bytes
             )));
         }
-        Err(e @ FetchError::Unavailable { .. }) => return Err(PhotoError(e.to_string())),
+        Err(e @ (FetchError::Unavailable { .. } | FetchError::Local { .. })) => {
+            return Err(PhotoError(e.to_string()))
+        }
     };
-    metrics::counter!(m::PHOTO_BYTES_FETCHED).increment(data.len() as u64);
-    let sha = hex(&Sha256::digest(&data));
-    if data.len() as u64 != image.bytes || sha != image.sha256 {
+    metrics::counter!(m::PHOTO_BYTES_FETCHED).increment(len);
+    if len != image.bytes || sha != image.sha256 {
+        let _ = tokio::fs::remove_file(&into).await;
         metrics::counter!(m::PHOTOS_REFUSED, "reason" => IMAGE_CHECKSUM).increment(1);
         return Ok(Fetched::Refused(format!(
-            "{IMAGE_CHECKSUM}: receipt {}: its photo s3://{bucket}/{key} has {} bytes, sha256 \
+            "{IMAGE_CHECKSUM}: receipt {}: its photo s3://{bucket}/{key} has {len} bytes, sha256 \
              {sha}; the receipt declares {} bytes, sha256 {}",
-            r.receipt_id,
-            data.len(),
-            image.bytes,
-            image.sha256
+            r.receipt_id, image.bytes, image.sha256
         )));
     }
     match (&photos.store, &photos.directory) {
         (PhotoStore::Directory, Some(dir)) => {
-            let dir = dir.clone();
-            let sha256 = image.sha256.clone();
-            let len = data.len() as u64;
-            let written =
-                tokio::task::spawn_blocking(move || files::write_durable(&dir, &sha256, &data))
-                    .await
-                    .map_err(|e| PhotoError(format!("writing a photo file: {e}")))?;
-            written.map_err(|e| {
-                PhotoError(format!(
-                    "cannot write the photo of receipt {} under photos.directory: {e}",
-                    r.receipt_id
-                ))
-            })?;
+            let (dir, sha256) = (dir.clone(), image.sha256.clone());
+            blocking(move || files::keep(&dir, &sha256, &into))
+                .await
+                .map_err(|e| {
+                    PhotoError(format!(
+                        "cannot write the photo of receipt {} under photos.directory: {e}",
+                        r.receipt_id
+                    ))
+                })?;
             metrics::counter!(m::PHOTO_BYTES_STORED).increment(len);
             Ok(Fetched::Stored(None))
         }
-        _ => Ok(Fetched::Stored(Some(data))),
+        _ => Ok(Fetched::Stored(Some(into))),
     }
+}
+
+/// Runs file work on a blocking thread.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
 }
 
 /// Whether the photo of `r` is stored already (an earlier commit, its object deleted since).
@@ -321,14 +436,6 @@ async fn already_stored(
             .await
             .map_err(|e| PhotoError(format!("looking for a stored photo: {e}"))),
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
 }
 
 /// Deletes the objects of the photos now stored; `unstored` names the receipts of the batch

@@ -9,19 +9,19 @@ use sluice_protocol::Fingerprint;
 
 use super::{Row, StoreError};
 
-const INSERT_PHOTOS: &str = "\
+const INSERT_PHOTO: &str = "\
 INSERT INTO receipt_photos (receipt_id, content_type, sha256, bytes, data)
-SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::int8[], $5::bytea[])
+VALUES ($1::uuid, $2, $3, $4, $5)
 ON CONFLICT (receipt_id) DO NOTHING";
 
-const REPLACE_PHOTOS: &str = "\
+const REPLACE_PHOTO: &str = "\
 INSERT INTO receipt_photos (receipt_id, content_type, sha256, bytes, data)
-SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::int8[], $5::bytea[])
+VALUES ($1::uuid, $2, $3, $4, $5)
 ON CONFLICT (receipt_id) DO UPDATE SET content_type = excluded.content_type,
     sha256 = excluded.sha256, bytes = excluded.bytes, data = excluded.data, stored_at = now()";
 
-/// Writes the photos of `inserted` and `updated` rows that hold one; returns the bytes
-/// written.
+/// Writes the photos of `inserted` and `updated` rows that hold one, one statement per photo
+/// read from its file (only one photo in memory at a time); returns the bytes written.
 pub(super) async fn write(
     tx: &mut sqlx::PgConnection,
     updated: &[(Row<'_>, Fingerprint)],
@@ -40,34 +40,30 @@ pub(super) async fn write(
             .execute(&mut *tx)
             .await?;
     }
-    for (sql, rows) in [(REPLACE_PHOTOS, updated), (INSERT_PHOTOS, inserted)] {
-        let mut ids = Vec::new();
-        let mut types = Vec::new();
-        let mut shas = Vec::new();
-        let mut sizes = Vec::new();
-        let mut data: Vec<&[u8]> = Vec::new();
+    for (sql, rows) in [(REPLACE_PHOTO, updated), (INSERT_PHOTO, inserted)] {
         for (r, _) in rows {
-            let (Some(photo), Some(image)) = (r.photo, r.receipt.image.as_ref()) else {
+            let (Some(path), Some(image)) = (r.photo, r.receipt.image.as_ref()) else {
                 continue;
             };
-            ids.push(r.receipt.receipt_id.as_str());
-            types.push(image.content_type.as_deref().unwrap_or_default());
-            shas.push(image.sha256.as_str());
-            sizes.push(i64::try_from(photo.len()).unwrap_or(i64::MAX));
-            data.push(photo);
-            bytes += photo.len() as u64;
+            // The spool is the agent's own disk: a file that cannot be read is retried like
+            // a connection lost, and nothing is committed without its photo.
+            let data = tokio::fs::read(path).await.map_err(|e| {
+                StoreError::Unavailable(format!(
+                    "cannot read the fetched photo of receipt {} from {}: {e}",
+                    r.receipt.receipt_id,
+                    path.display()
+                ))
+            })?;
+            bytes += data.len() as u64;
+            sqlx::query(sql)
+                .bind(r.receipt.receipt_id.as_str())
+                .bind(image.content_type.as_deref().unwrap_or_default())
+                .bind(image.sha256.as_str())
+                .bind(i64::try_from(data.len()).unwrap_or(i64::MAX))
+                .bind(data)
+                .execute(&mut *tx)
+                .await?;
         }
-        if ids.is_empty() {
-            continue;
-        }
-        sqlx::query(sql)
-            .bind(ids)
-            .bind(types)
-            .bind(shas)
-            .bind(sizes)
-            .bind(data)
-            .execute(&mut *tx)
-            .await?;
     }
     Ok(bytes)
 }

@@ -83,7 +83,7 @@ pub(crate) async fn measure(
 const UNIT: &str = include_str!("../../../../deploy/systemd/sluice-agent.service");
 
 /// The glibc allocator variables (`MALLOC_*`) the unit's `Environment=` lines set.
-fn unit_malloc_env() -> Vec<(&'static str, &'static str)> {
+pub(crate) fn unit_malloc_env() -> Vec<(&'static str, &'static str)> {
     UNIT.lines()
         .filter_map(|l| l.trim().strip_prefix("Environment="))
         .filter_map(|kv| kv.split_once('='))
