@@ -13,16 +13,25 @@ use crate::io::sqs::Queue;
 pub async fn run(service: Arc<PhotoService>, queue_url: String, sweep_every: Duration) {
     tracing::info!(queue = %queue_url, "Checking uploaded photos.");
     let sweeper = Arc::clone(&service);
-    let sweep = tokio::spawn(async move {
+    let sweep = async move {
         let mut tick = tokio::time::interval(sweep_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            if let Err(e) = sweeper.sweep().await {
-                tracing::warn!(error = %e, "Photo sweep failed; tried again at the next tick.");
+            // Each sweep in a task of its own: a panic (a bug) is reported and the next tick
+            // sweeps again, so photos past their deadline keep being refused.
+            let once = Arc::clone(&sweeper);
+            match tokio::spawn(async move { once.sweep().await }).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "Photo sweep failed; tried again at the next tick.");
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "Photo sweep panicked; tried again at the next tick.");
+                }
             }
         }
-    });
+    };
     let queue = Queue::new(service.sqs.clone(), queue_url);
     let check = queue.consume("sluice-kind", "photo events queue", |m| {
         let service = Arc::clone(&service);
@@ -36,13 +45,8 @@ pub async fn run(service: Arc<PhotoService>, queue_url: String, sweep_every: Dur
             }
         }
     });
-    tokio::pin!(check);
     tokio::select! {
-        () = &mut check => {}
-        stopped = sweep => {
-            // Only a panic ends it: the photos past their deadline are no longer refused.
-            tracing::error!(error = ?stopped.err(), "The photo sweep stopped; photos still get checked.");
-            check.await;
-        }
+        () = check => {}
+        () = sweep => {}
     }
 }
