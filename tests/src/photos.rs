@@ -238,23 +238,14 @@ pub fn sha256_hex(data: &[u8]) -> String {
 /// Photo `n` of `len` bytes: a JPEG's start (SOI, a JFIF APP0 and a baseline frame header of
 /// 1200 × 1600 pixels) followed by bytes of its own, different for every `n`.
 pub fn jpeg(n: usize, len: usize) -> Vec<u8> {
-    let mut b = vec![
+    let b = vec![
         0xFF, 0xD8, // SOI
         0xFF, 0xE0, 0x00, 0x10, b'J', b'F', b'I', b'F', 0x00, 0x01, 0x01, 0x00, 0x00, 0x01, 0x00,
         0x01, 0x00, 0x00, // APP0
         0xFF, 0xC0, 0x00, 0x11, 0x08, 0x06, 0x40, 0x04, 0xB0, 0x03, 0x01, 0x22, 0x00, 0x02, 0x11,
         0x01, 0x03, 0x11, 0x01, // SOF0: 8 bits, 1600 high, 1200 wide, 3 components
     ];
-    let seed = (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut x = seed;
-    while b.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        b.extend_from_slice(&x.to_le_bytes());
-    }
-    b.truncate(len.max(40));
-    b
+    filled(b, (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15), len)
 }
 
 /// Photo `n` of `len` bytes as a PNG: the signature and an IHDR chunk of 1200 × 1600 pixels,
@@ -264,7 +255,13 @@ pub fn png(n: usize, len: usize) -> Vec<u8> {
     b.extend_from_slice(&1200u32.to_be_bytes());
     b.extend_from_slice(&1600u32.to_be_bytes());
     b.extend_from_slice(&[8, 2, 0, 0, 0]);
-    let mut x = (n as u64).wrapping_mul(0xD1B5_4A32_D192_ED03) | 1;
+    filled(b, (n as u64).wrapping_mul(0xD1B5_4A32_D192_ED03), len)
+}
+
+/// `b` (a header) followed by xorshift bytes from `seed` (bytes nothing could compress), to `len`
+/// bytes in all (at least 40: the header is never cut).
+fn filled(mut b: Vec<u8>, seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
     while b.len() < len {
         x ^= x << 13;
         x ^= x >> 7;

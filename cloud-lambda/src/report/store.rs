@@ -98,24 +98,7 @@ impl Records {
             .value(":receipts", num(u64::from(r.receipts)));
         if !r.rejections.is_empty() {
             sets.push("rejections = list_append(if_not_exists(rejections, :empty), :rej)");
-            let list = r
-                .rejections
-                .iter()
-                .take(MAX_REJECTIONS)
-                .map(|x| {
-                    AttributeValue::M(HashMap::from([
-                        (
-                            "receipt_id".to_owned(),
-                            AttributeValue::S(x.receipt_id.clone()),
-                        ),
-                        // Capped here too: a report from an older agent may carry a longer one.
-                        (
-                            "reason".to_owned(),
-                            AttributeValue::S(cap_reason(&x.reason)),
-                        ),
-                    ]))
-                })
-                .collect();
+            let list = rejection_list(&r.rejections);
             update = update
                 .value(":empty", AttributeValue::L(vec![]))
                 .value(":rej", AttributeValue::L(list));
@@ -207,22 +190,7 @@ impl Records {
         chunk_index: u32,
         refused: &[Rejection],
     ) -> Result<bool, StoreError> {
-        let list = refused
-            .iter()
-            .take(MAX_REJECTIONS)
-            .map(|x| {
-                AttributeValue::M(HashMap::from([
-                    (
-                        "receipt_id".to_owned(),
-                        AttributeValue::S(x.receipt_id.clone()),
-                    ),
-                    (
-                        "reason".to_owned(),
-                        AttributeValue::S(cap_reason(&x.reason)),
-                    ),
-                ]))
-            })
-            .collect();
+        let list = rejection_list(refused);
         let update = Update::default()
             .name("#rejected", "rejected")
             .name("#refused", "photo_refused")
@@ -502,6 +470,27 @@ pub fn batch_status(batch_id: &str, item: &Item) -> BatchStatus {
         completed_at,
         webhook,
     }
+}
+
+/// The first [`MAX_REJECTIONS`] of `rejections` as a DynamoDB list of `{receipt_id, reason}`,
+/// each reason capped here too (a report from an older agent may carry a longer one).
+fn rejection_list(rejections: &[Rejection]) -> Vec<AttributeValue> {
+    rejections
+        .iter()
+        .take(MAX_REJECTIONS)
+        .map(|x| {
+            AttributeValue::M(HashMap::from([
+                (
+                    "receipt_id".to_owned(),
+                    AttributeValue::S(x.receipt_id.clone()),
+                ),
+                (
+                    "reason".to_owned(),
+                    AttributeValue::S(cap_reason(&x.reason)),
+                ),
+            ]))
+        })
+        .collect()
 }
 
 #[cfg(test)]
