@@ -24,11 +24,11 @@ use crate::agent::Clients;
 use crate::config::{secret, AgentConfig};
 use crate::io::sqs::Depth;
 use crate::io::store::agents::AgentRow;
-use crate::io::store::Store;
 use crate::ops::live::{self, LiveStatus, RateExplained};
 use crate::pipeline::health::Condition;
 use crate::pipeline::report::ReportView;
 
+use crate::ops::live::DatabaseFigures;
 /// The windows of the database's figures: the same as the live page's (`ops::live`).
 pub use crate::ops::live::{DB_RATE_WINDOW, LEDGER_SAMPLE};
 /// How long the agent and PostgreSQL get to answer before they count as absent.
@@ -226,8 +226,11 @@ impl Reporter {
             None => None,
         };
 
-        let (db_rate, per_message) = database_figures(&self.clients.store, &mut problems).await;
-        let agents = agents::read(&self.clients.store, &mut problems).await;
+        // The same reads as the agent's live page, each timed and named when it fails.
+        let db = DatabaseFigures::read(&self.clients.store).await;
+        problems.extend(db.problems);
+        let (db_rate, per_message, agents) =
+            (db.receipts_per_second, db.receipts_per_message, db.agents);
 
         let mut agent = AgentView {
             metrics_url: self
@@ -311,31 +314,6 @@ impl Reporter {
             problems,
         })
     }
-}
-
-/// Receipts stored per second over the window, and receipts per message from the ledger.
-async fn database_figures(store: &Store, problems: &mut Vec<String>) -> (Option<f64>, Option<f64>) {
-    let rate = match tokio::time::timeout(PROBE_TIMEOUT, store.recent_rate(DB_RATE_WINDOW)).await {
-        Ok(Ok(r)) => Some(r),
-        Ok(Err(e)) => {
-            problems.push(format!("PostgreSQL: {e}"));
-            return (None, None);
-        }
-        Err(_) => {
-            problems.push("PostgreSQL: timed out".to_owned());
-            return (None, None);
-        }
-    };
-    let per_message = store.receipts_per_message(LEDGER_SAMPLE);
-    let per_message = match tokio::time::timeout(PROBE_TIMEOUT, per_message).await {
-        Ok(Ok(v)) => v,
-        Ok(Err(e)) => {
-            problems.push(format!("PostgreSQL (chunk ledger): {e}"));
-            None
-        }
-        Err(_) => None,
-    };
-    (rate, per_message)
 }
 
 /// `1h 02m`, `4m 05s`, `12s`.

@@ -3,29 +3,8 @@
 //! the agent that answers on `server.listen`.
 
 use std::fmt::Write as _;
-use std::time::Duration;
 
 use crate::io::store::agents::AgentRow;
-use crate::io::store::Store;
-use crate::throttle::share::EXPIRY;
-
-/// How long `status` waits for the list.
-const READ_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// The registered agents; empty (with a note in `problems`) when they cannot be read.
-pub async fn read(store: &Store, problems: &mut Vec<String>) -> Vec<AgentRow> {
-    match tokio::time::timeout(READ_TIMEOUT, store.agents(EXPIRY)).await {
-        Ok(Ok(rows)) => rows,
-        Ok(Err(e)) => {
-            problems.push(format!("PostgreSQL (agents table): {e}"));
-            Vec::new()
-        }
-        Err(_) => {
-            problems.push("PostgreSQL (agents table): timed out".to_owned());
-            Vec::new()
-        }
-    }
-}
 
 /// The `agents` lines: a summary, then one line per registered agent.
 pub fn render(out: &mut String, agents: &[AgentRow], this_share: Option<f64>) {
