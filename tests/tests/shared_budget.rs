@@ -129,6 +129,20 @@ async fn three_agents_share_one_budget_and_two_take_it_over_when_one_is_killed(
     );
     let share = report["agent"]["rate_share"].as_f64().unwrap_or_default();
     assert!((share - 0.5).abs() < 1e-3, "{report:#}");
+    // Mid-drain, its share of the database's time (its transactions' seconds per second over
+    // the last 10 s) is shown by status and by /metrics.
+    let db_time = report["agent"]["database_share"]
+        .as_f64()
+        .unwrap_or_default();
+    assert!(db_time > 0.0 && db_time < 1.0, "{report:#}");
+    let metric = agents[0]
+        .metric("sluice_database_share", &[])
+        .await
+        .unwrap_or_default();
+    assert!(
+        metric > 0.0 && metric < 1.0,
+        "sluice_database_share {metric}"
+    );
 
     drain_the_rest(&env, &agents, &oracle).await?;
 

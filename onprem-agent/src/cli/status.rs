@@ -104,6 +104,8 @@ pub struct AgentView {
     pub throttle: Option<RateExplained>,
     /// Its part of the total rate across agents (0–1), when reachable.
     pub rate_share: Option<f64>,
+    /// Seconds its transactions took per second over the last 10 s, when reachable.
+    pub database_share: Option<f64>,
 }
 
 /// Seconds to drain `backlog` receipts at `rate` per second; `None` when nothing drains.
@@ -244,6 +246,7 @@ impl Reporter {
             status_reports: None,
             throttle: None,
             rate_share: None,
+            database_share: None,
         };
         let mut latest = None;
         let mut agent_rate = None;
@@ -268,6 +271,7 @@ impl Reporter {
                     agent.status_reports = now.live.status_reports.clone();
                     agent.throttle = now.live.throttle.clone();
                     agent.rate_share = now.live.rate_share;
+                    agent.database_share = now.live.database_share;
                     latest = Some(now);
                 }
                 Err(e) => problems.push(format!(
@@ -444,6 +448,15 @@ pub fn render(s: &Status) -> String {
     let _ = writeln!(out, "agent         {agent}");
     if let Some(t) = &s.agent.throttle {
         let _ = writeln!(out, "rate reason   {t}");
+    }
+    if let Some(share) = s.agent.database_share {
+        let _ = writeln!(
+            out,
+            "db time       {:.0} ms of transactions per second over the last 10 s ({:.1}% of \
+             one connection's time)",
+            share * 1000.0,
+            share * 100.0
+        );
     }
     agents::render(&mut out, &s.agents, s.agent.rate_share);
     for c in &s.agent.conditions {

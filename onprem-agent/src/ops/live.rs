@@ -56,6 +56,10 @@ pub struct LiveStatus {
     /// This agent's part of the total rate across agents (0–1); absent from older agents.
     #[serde(default)]
     pub rate_share: Option<f64>,
+    /// Seconds this agent's transactions took per second over the last 10 s
+    /// (`sluice_database_share`); absent from older agents.
+    #[serde(default)]
+    pub database_share: Option<f64>,
     /// PostgreSQL and SQS both answered the agent's last check and no condition was raised.
     pub ready: Option<bool>,
     /// The conditions raised now (see `pipeline::health`); absent from older agents' answers.
@@ -175,6 +179,7 @@ pub struct LiveFigures {
     oldest_age: AtomicU64,
     ready: AtomicU64,
     rate_share: AtomicU64,
+    database_share: AtomicU64,
     /// `sluice_queue_messages` by [`DEPTH_SLOTS`].
     depths: [AtomicU64; 6],
     started: Instant,
@@ -199,6 +204,7 @@ impl Default for LiveFigures {
             oldest_age: AtomicU64::new(UNSET),
             ready: AtomicU64::new(UNSET),
             rate_share: AtomicU64::new(UNSET),
+            database_share: AtomicU64::new(UNSET),
             depths: std::array::from_fn(|_| AtomicU64::new(UNSET)),
             started: Instant::now(),
         }
@@ -218,6 +224,7 @@ impl LiveFigures {
             oldest_received_message_age_seconds: gauge(&self.oldest_age),
             ready: gauge(&self.ready).map(|r| r > 0.0),
             rate_share: gauge(&self.rate_share),
+            database_share: gauge(&self.database_share),
             conditions: Vec::new(),
             status_reports: None,
             throttle: None,
@@ -259,6 +266,7 @@ impl LiveFigures {
             m::OLDEST_RECEIVED_AGE_SECONDS => Some(&self.oldest_age),
             m::READY => Some(&self.ready),
             m::RATE_SHARE => Some(&self.rate_share),
+            m::DATABASE_SHARE => Some(&self.database_share),
             _ => None,
         }
     }

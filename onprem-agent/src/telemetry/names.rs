@@ -52,6 +52,9 @@ pub const PROBE_ERRORS: &str = "sluice_probe_errors_total";
 /// This agent's part of the total rate (0–1; 1 when it drains alone): `[throttle]` is the
 /// database's total across the live agents (`throttle::share`).
 pub const RATE_SHARE: &str = "sluice_rate_share";
+/// This agent's share of the database's time: seconds its transactions took per second, over
+/// the last 10 s (`throttle::busy`; above 1 with transactions in flight at once).
+pub const DATABASE_SHARE: &str = "sluice_database_share";
 /// Agents whose heartbeat in the `agents` table is live, this one included.
 pub const AGENTS_LIVE: &str = "sluice_agents_live";
 /// Active client backends in `pg_stat_activity` (adaptive mode with `max_active_backends`).

@@ -17,6 +17,7 @@
 //! this agent's part of them ([`share`]), which changes as agents join and leave.
 
 pub(crate) mod adaptive;
+mod busy;
 pub(crate) mod controller;
 mod explained;
 pub(crate) mod limiter;
@@ -35,6 +36,7 @@ use crate::config::{ThrottleConfig, ThrottleMode};
 use crate::io::store::{Store, StoreError};
 use crate::telemetry::names as m;
 use adaptive::{Adjustment, Aimd, AimdParams};
+use busy::BusyTime;
 use controller::{GuardParams, LatencyGuard, IDLE_AFTER};
 use limiter::RowLimiter;
 use share::Share;
@@ -101,6 +103,8 @@ struct State {
     /// The foreground probe's judge (adaptive mode).
     guard: Option<LatencyGuard>,
     last_commit: Option<Instant>,
+    /// The time this agent's transactions took, for its share of the database's time.
+    busy: BusyTime,
     /// The `reason` label set to 1 now.
     reason: Option<&'static str>,
     /// The same reason in words, with the probe's figures: read by [`Throttle::explained`].
@@ -138,6 +142,7 @@ impl Throttle {
                 transactions: cfg.max_concurrent_transactions.max(1),
                 guard: None,
                 last_commit: None,
+                busy: BusyTime::default(),
                 reason: None,
                 explained: None,
             }),
@@ -245,7 +250,10 @@ impl Throttle {
     /// A transaction committed after `latency`.
     pub fn observe_commit(&self, latency: Duration) {
         let mut st = self.lock();
-        st.last_commit = Some(Instant::now());
+        let now = Instant::now();
+        st.last_commit = Some(now);
+        st.busy.record(now, latency);
+        metrics::gauge!(m::DATABASE_SHARE).set(st.busy.share(now));
         if let Some(a) = st.aimd.as_mut() {
             a.record_commit(latency);
         }
@@ -356,6 +364,7 @@ impl Throttle {
     /// Looks at the schedule and the adaptive controller; applies any change.
     pub fn update(&self, at: LocalTime, now: Instant) {
         let mut st = self.lock();
+        metrics::gauge!(m::DATABASE_SHARE).set(st.busy.share(now));
         self.recompute(&mut st, at, now, Cause::Schedule);
     }
 

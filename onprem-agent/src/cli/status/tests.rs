@@ -84,6 +84,7 @@ fn status() -> Status {
             status_reports: None,
             throttle: None,
             rate_share: None,
+            database_share: None,
         },
         agents: vec![],
         problems: vec![],
@@ -107,6 +108,25 @@ fn the_screen_names_each_raised_condition_with_its_reason() {
     assert!(
         text.contains(
             "condition     dead_letter_unavailable: SendMessage to the DLQ refused: queue does not exist"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_screen_shows_the_agents_share_of_the_database_time_when_it_answers() {
+    let mut s = status();
+    assert!(
+        !render(&s).contains("db time"),
+        "not shown without the agent"
+    );
+    s.agent.reachable = true;
+    s.agent.database_share = Some(0.234);
+    let text = render(&s);
+    assert!(
+        text.contains(
+            "db time       234 ms of transactions per second over the last 10 s (23.4% of one \
+             connection's time)"
         ),
         "{text}"
     );
