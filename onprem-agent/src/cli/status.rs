@@ -24,11 +24,10 @@ use crate::agent::Clients;
 use crate::config::{secret, AgentConfig};
 use crate::io::sqs::Depth;
 use crate::io::store::agents::AgentRow;
-use crate::ops::live::{self, LiveStatus, RateExplained};
+use crate::ops::live::{self, DatabaseFigures, LiveStatus, RateExplained};
 use crate::pipeline::health::Condition;
 use crate::pipeline::report::ReportView;
 
-use crate::ops::live::DatabaseFigures;
 /// The windows of the database's figures: the same as the live page's (`ops::live`).
 pub use crate::ops::live::{DB_RATE_WINDOW, LEDGER_SAMPLE};
 /// How long the agent and PostgreSQL get to answer before they count as absent.
@@ -452,9 +451,10 @@ pub fn render(s: &Status) -> String {
     if let Some(share) = s.agent.database_share {
         let _ = writeln!(
             out,
-            "db time       {:.0} ms of transactions per second over the last 10 s ({:.1}% of \
+            "db time       {:.0} ms of transactions per second over the last {} s ({:.1}% of \
              one connection's time)",
             share * 1000.0,
+            crate::throttle::busy::WINDOW.as_secs(),
             share * 100.0
         );
     }

@@ -17,7 +17,7 @@
 //! this agent's part of them ([`share`]), which changes as agents join and leave.
 
 pub(crate) mod adaptive;
-mod busy;
+pub(crate) mod busy;
 pub(crate) mod controller;
 mod explained;
 pub(crate) mod limiter;
@@ -253,7 +253,6 @@ impl Throttle {
         let now = Instant::now();
         st.last_commit = Some(now);
         st.busy.record(now, latency);
-        metrics::gauge!(m::DATABASE_SHARE).set(st.busy.share(now));
         if let Some(a) = st.aimd.as_mut() {
             a.record_commit(latency);
         }
@@ -364,6 +363,7 @@ impl Throttle {
     /// Looks at the schedule and the adaptive controller; applies any change.
     pub fn update(&self, at: LocalTime, now: Instant) {
         let mut st = self.lock();
+        // Every tick, so the share falls back to 0 when the agent stops writing.
         metrics::gauge!(m::DATABASE_SHARE).set(st.busy.share(now));
         self.recompute(&mut st, at, now, Cause::Schedule);
     }

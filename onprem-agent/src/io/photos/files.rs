@@ -1,9 +1,10 @@
 //! `[photos] store = "directory"`: each photo a file named by its SHA-256,
 //! `<directory>/<sha256[0..2]>/<sha256>`. A photo is fetched into a temporary name in its
-//! directory ([`incoming`]), checked, then ([`keep`]) fsynced, renamed into place and the directory fsynced, all before the receipt's
-//! transaction commits: a crash leaves no receipt without its photo, at worst a file without a
-//! receipt (harmless; the same photo again finds it in place). The same bytes have the same
-//! name, so a redelivery or two receipts with one photo write nothing twice.
+//! directory ([`incoming`]), checked, then ([`keep`]) fsynced, renamed into place and the
+//! directory fsynced, all before the receipt's transaction commits: a crash leaves no receipt
+//! without its photo, at worst a file without a receipt (harmless; the same photo again finds
+//! it in place). The same bytes have the same name, so a redelivery or two receipts with one
+//! photo write nothing twice.
 
 use std::path::{Path, PathBuf};
 
