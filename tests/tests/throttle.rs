@@ -1,7 +1,7 @@
 //! End-to-end tests of the throttle and of backpressure, with the real `sluice-agent` binary
-//! (its own process, so its `/metrics` are its own): a SIGHUP reload applies a new rate, and a
-//! PostgreSQL outage longer than visibility timeout × maxReceiveCount loses nothing and
-//! dead-letters nothing.
+//! (its own process, so its `/metrics` are its own): a SIGHUP reload applies a new rate, a cap
+//! on the database's time holds the agent to it, and a PostgreSQL outage longer than
+//! visibility timeout × maxReceiveCount loses nothing and dead-letters nothing.
 
 use std::time::{Duration, Instant};
 
@@ -109,6 +109,123 @@ async fn sighup_applies_a_new_rate_without_a_restart_and_refuses_an_invalid_file
     })
     .await?;
 
+    assert_eq!(agent.terminate(STOP_TIMEOUT).await?.code(), Some(0));
+    assert_eq!(stored(&env).await?, (RECEIPTS, RECEIPTS));
+    Ok(())
+}
+
+/// `throttle.max_database_share` on a real drain, with a rate far above what the database
+/// takes: the agent's transactions keep to the cap (its measured share of the database's time
+/// stays near it, not near what it takes uncapped), `status` and `/metrics` name the cap as the
+/// reason, a reload that lifts it lets the rest drain at once, and every receipt is stored once.
+#[tokio::test]
+async fn a_database_share_cap_holds_the_agents_transactions_to_it_until_a_reload_lifts_it(
+) -> anyhow::Result<()> {
+    const CAP: f64 = 0.05;
+    const RECEIPTS: i64 = 8_000;
+    let env = TestEnv::new().await?;
+    let ingest = env
+        .start_ingest(&[("SLUICE_MAX_RECEIPTS_PER_CHUNK", "50")])
+        .await?;
+    let (status, answer) = ingest
+        .upload_json(&Generator::new(37).receipts(RECEIPTS as usize))
+        .await?;
+    assert_eq!(status, 202, "{answer}");
+    let config = |cap: &str| {
+        format!(
+            "[throttle]\nrows_per_second = 100000\nburst = 100000\n{cap}\n\
+             [batch]\nmax_rows = 50\nmax_wait_ms = 20\n[log]\nformat = \"json\"\nlevel = \"info\""
+        )
+    };
+    let mut agent = env.spawn_agent("agent", &config(&format!("max_database_share = {CAP}")))?;
+
+    // A full window of the share's into the drain: the cap named as the reason, the share near
+    // it (uncapped, this backlog drains in a second or two). A window's share may pass the cap
+    // by the length of the transactions in flight at its edges, so the bound leaves room for
+    // slow ones on a loaded machine.
+    wait_for(DRAIN_TIMEOUT, "the agent to store receipts", || async {
+        (env.count_receipts_or_zero().await >= 50).then_some(())
+    })
+    .await?;
+    let mut highest: f64 = 0.0;
+    let mut named = false;
+    let watched = Instant::now();
+    while watched.elapsed() < Duration::from_secs(12) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        highest = highest.max(
+            agent
+                .metric("sluice_database_share", &[])
+                .await
+                .unwrap_or(0.0),
+        );
+        named |= agent
+            .metric("sluice_rate_reason", &[("reason", "database_share")])
+            .await
+            == Some(1.0);
+    }
+    let (held, _) = stored(&env).await?;
+    assert!(
+        held < RECEIPTS,
+        "the cap held nothing back: all {held} stored"
+    );
+    assert!(named, "sluice_rate_reason never named database_share");
+    assert!(
+        (CAP / 2.0..=3.0 * CAP).contains(&highest),
+        "sluice_database_share reached {highest} under a cap of {CAP}"
+    );
+    let out = env
+        .agent_cli(&[
+            "status",
+            "--json",
+            "--config",
+            &agent.config().to_string_lossy(),
+        ])
+        .await?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(
+        report["agent"]["throttle"]["reason"], "database_share",
+        "{report:#}"
+    );
+    let detail = report["agent"]["throttle"]["detail"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        detail
+            .starts_with("throttle.max_database_share holds this agent's transactions to 0.050 s"),
+        "{detail}"
+    );
+
+    // Lifted by a reload: the reason is the rate again and the rest drains.
+    env.rewrite_agent_config(&agent, &config(""))?;
+    agent.signal(Signal::SIGHUP)?;
+    wait_for(
+        DRAIN_TIMEOUT,
+        "every receipt stored once the cap is lifted",
+        || async { (env.count_receipts_or_zero().await >= RECEIPTS).then_some(()) },
+    )
+    .await?;
+    wait_for(
+        Duration::from_secs(10),
+        "the reason back to fixed",
+        || async {
+            (agent
+                .metric("sluice_rate_reason", &[("reason", "fixed")])
+                .await
+                == Some(1.0))
+            .then_some(())
+        },
+    )
+    .await?;
+    assert!(
+        agent.log_text().contains("throttle.max_database_share"),
+        "the reload names the lifted key: {}",
+        agent.log_text()
+    );
     assert_eq!(agent.terminate(STOP_TIMEOUT).await?.code(), Some(0));
     assert_eq!(stored(&env).await?, (RECEIPTS, RECEIPTS));
     Ok(())

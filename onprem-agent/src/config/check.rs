@@ -223,6 +223,21 @@ impl ThrottleConfig {
         if self.max_active_backends == Some(0) {
             p.push("throttle.max_active_backends: must be at least 1 (or unset)".to_owned());
         }
+        if let Some(cap) = self.max_database_share {
+            let most = self.max_concurrent_transactions.max(1);
+            if !(cap.is_finite() && cap > 0.0) {
+                p.push(format!(
+                    "throttle.max_database_share: {cap} must be above 0 (0.2: the agents' \
+                     transactions take at most 200 ms of each second), or unset"
+                ));
+            } else if cap > f64::from(most) {
+                p.push(format!(
+                    "throttle.max_database_share: {cap} can never bind: with \
+                     throttle.max_concurrent_transactions = {most} the agents' transactions \
+                     take at most {most} s of each second; set it at or below {most}, or unset it"
+                ));
+            }
+        }
         if self.increase_rows_per_second == Some(0) {
             p.push("throttle.increase_rows_per_second: must be at least 1 (or unset)".to_owned());
         }

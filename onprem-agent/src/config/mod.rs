@@ -203,6 +203,10 @@ pub struct ThrottleConfig {
     pub baseline_relearn_minutes: u32,
     /// `[[throttle.schedule]]`: rates by weekday and local time; first match wins.
     pub schedule: Vec<ScheduleWindowConfig>,
+    /// The share of the database's time the agents' transactions may take: seconds of
+    /// transaction per second (0.2: 200 ms a second), the total across agents, in either
+    /// mode. Receipts per second then follow the database's speed. Unset: not capped.
+    pub max_database_share: Option<f64>,
     /// Photo bytes fetched from S3 per second (`[photos]`); unset: not limited. The bucket
     /// holds at least one largest photo (20 MiB), so any photo can pass.
     pub photo_bytes_per_second: Option<u64>,
@@ -242,6 +246,7 @@ impl Default for ThrottleConfig {
             probe_interval_ms: 50,
             baseline_relearn_minutes: 10,
             schedule: Vec::new(),
+            max_database_share: None,
             photo_bytes_per_second: None,
         }
     }

@@ -235,6 +235,47 @@ fn bad_adaptive_keys_are_each_reported() {
 }
 
 #[test]
+fn the_database_share_cap_must_be_able_to_bind() {
+    let with =
+        |extra: &str| format!("{MINIMAL}\n[throttle]\nmax_concurrent_transactions = 2\n{extra}\n");
+    let c = load(&with("max_database_share = 0.2"), &[]).expect("valid");
+    assert_eq!(c.throttle.max_database_share, Some(0.2));
+    assert_eq!(
+        load(MINIMAL, &[])
+            .expect("valid")
+            .throttle
+            .max_database_share,
+        None
+    );
+    for (value, problem) in [
+        (
+            "0",
+            "throttle.max_database_share: 0 must be above 0 (0.2: the agents' transactions take \
+             at most 200 ms of each second), or unset",
+        ),
+        (
+            "-0.5",
+            "throttle.max_database_share: -0.5 must be above 0 (0.2: the agents' transactions \
+             take at most 200 ms of each second), or unset",
+        ),
+        (
+            "2.5",
+            "throttle.max_database_share: 2.5 can never bind: with \
+             throttle.max_concurrent_transactions = 2 the agents' transactions take at most 2 s \
+             of each second; set it at or below 2, or unset it",
+        ),
+    ] {
+        let err = load(&with(&format!("max_database_share = {value}")), &[]).expect_err(value);
+        assert_eq!(err.problems, vec![problem.to_owned()], "{value}");
+    }
+    let err = load(&with("max_database_share = \"20%\""), &[]).expect_err("a string");
+    assert!(
+        err.to_string().contains("max_database_share"),
+        "the key is named: {err}"
+    );
+}
+
+#[test]
 fn schedule_windows_are_read_in_order() {
     let text = format!(
         "{MINIMAL}\n[[throttle.schedule]]\ndays = \"Mon-Fri\"\nhours = \"08:00-18:00\"\nrows_per_second = 150\n\

@@ -1,5 +1,6 @@
-//! Writers: take a batch, wait for its tokens, settle it in transactions (`pipeline::settle`),
-//! then act on each message (delete, keep, or release).
+//! Writers: take a batch, wait for its tokens (and, when capped, for its part of the database's
+//! time), settle it in transactions (`pipeline::settle`), then act on each message (delete,
+//! keep, or release).
 //!
 //! Keeps the guarantee "A message is deleted only after its receipts are committed": a batch's
 //! messages are acted on only once `settle` returns, and a write whose commit is unknown is
@@ -65,7 +66,12 @@ pub async fn run(
         let waited = Instant::now();
         let waiting = ctx.liveness.waiting();
         tokio::select! {
-            _ = ctx.throttle.limiter().acquire(rows) => drop(waiting),
+            _ = ctx.throttle.limiter().acquire(rows) => {}
+            _ = cancel.cancelled() => { release_at_shutdown(&ctx, &batch).await; continue; }
+        }
+        // Then its part of the database's time, when `throttle.max_database_share` is set.
+        tokio::select! {
+            _ = ctx.throttle.within_database_share() => drop(waiting),
             _ = cancel.cancelled() => { release_at_shutdown(&ctx, &batch).await; continue; }
         }
         metrics::histogram!(m::LIMITER_WAIT_SECONDS).record(waited.elapsed().as_secs_f64());

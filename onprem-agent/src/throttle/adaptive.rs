@@ -82,6 +82,9 @@ pub enum Reason {
     Idle,
     /// The probe cannot judge (learning, refilling, failing): the rate holds.
     Holding(Verdict),
+    /// Healthy, but `throttle.max_database_share` held the writers back: the rate was not what
+    /// limited them, so it holds rather than climb to a level never tried.
+    Capped,
 }
 
 impl Reason {
@@ -96,6 +99,7 @@ impl Reason {
             Reason::Holding(Verdict::Failing { .. }) => "probe_failing",
             Reason::Holding(Verdict::Settling) => "probe_settling",
             Reason::Holding(_) => "probe_learning",
+            Reason::Capped => "database_share",
         }
     }
 }
@@ -109,6 +113,7 @@ impl fmt::Display for Reason {
             Reason::Congested(c) => write!(f, "backing off: {c}"),
             Reason::Idle => write!(f, "no commits: holding"),
             Reason::Holding(v) => write!(f, "holding: {v}"),
+            Reason::Capped => write!(f, "holding: throttle.max_database_share binds first"),
         }
     }
 }
@@ -136,6 +141,8 @@ struct Observed {
     max_active: Option<u32>,
     /// The probe's latest verdict; `None` without a probe.
     probe: Option<Verdict>,
+    /// Writers waited on `throttle.max_database_share`.
+    capped: bool,
 }
 
 /// The AIMD controller.
@@ -188,6 +195,11 @@ impl Aimd {
         self.seen.max_active = Some(self.seen.max_active.map_or(active, |m| m.max(active)));
     }
 
+    /// Writers waited on `throttle.max_database_share`: the rate did not limit them.
+    pub fn record_capped(&mut self) {
+        self.seen.capped = true;
+    }
+
     /// The foreground probe's verdict now (the latest one counts at the interval's end).
     pub fn record_probe(&mut self, verdict: Verdict) {
         self.seen.probe = Some(verdict);
@@ -231,6 +243,10 @@ impl Aimd {
                 if !(settling && matches!(self.reason, Reason::Congested(_))) {
                     self.reason = probe_holds.map_or(Reason::Idle, Reason::Holding);
                 }
+                None
+            }
+            None if seen.capped => {
+                self.reason = Reason::Capped;
                 None
             }
             None => {

@@ -15,6 +15,11 @@
 //!
 //! The figures in `[throttle]` are the database's total across agents: the throttle runs on
 //! this agent's part of them ([`share`]), which changes as agents join and leave.
+//!
+//! With `throttle.max_database_share` set, in either mode, a writer also waits until the time
+//! this agent's transactions took is paid off at its part of that cap ([`busy::BusyBudget`]):
+//! the rate is then a ceiling the database's speed may keep it under, and the reason says so
+//! (`database_share`).
 
 pub(crate) mod adaptive;
 pub(crate) mod busy;
@@ -36,7 +41,7 @@ use crate::config::{ThrottleConfig, ThrottleMode};
 use crate::io::store::{Store, StoreError};
 use crate::telemetry::names as m;
 use adaptive::{Adjustment, Aimd, AimdParams};
-use busy::BusyTime;
+use busy::{BusyBudget, BusyTime};
 use controller::{GuardParams, LatencyGuard, IDLE_AFTER};
 use limiter::RowLimiter;
 use share::Share;
@@ -46,6 +51,13 @@ pub use explained::RateExplained;
 /// How often the schedule and the adaptive controller are looked at. Schedules work in
 /// minutes; the controller keeps its own interval and only acts once it has passed.
 const TICK: Duration = Duration::from_millis(200);
+
+/// A writer held back by the share cap looks again at least this often, so a reload that lifts
+/// or raises the cap applies within it.
+const CAP_RECHECK: Duration = Duration::from_secs(1);
+
+/// The cap is named as the reason for the rate while a writer waited on it this recently.
+const CAPPED_FOR: Duration = Duration::from_secs(2);
 
 /// Why the rate changed: the `cause` label of `sluice_rate_changes_total` and the log field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +117,10 @@ struct State {
     last_commit: Option<Instant>,
     /// The time this agent's transactions took, for its share of the database's time.
     busy: BusyTime,
+    /// The time owed under `max_database_share`.
+    budget: BusyBudget,
+    /// When a writer last waited on `max_database_share`.
+    capped_at: Option<Instant>,
     /// The `reason` label set to 1 now.
     reason: Option<&'static str>,
     /// The same reason in words, with the probe's figures: read by [`Throttle::explained`].
@@ -143,6 +159,8 @@ impl Throttle {
                 guard: None,
                 last_commit: None,
                 busy: BusyTime::default(),
+                budget: BusyBudget::default(),
+                capped_at: None,
                 reason: None,
                 explained: None,
             }),
@@ -253,8 +271,35 @@ impl Throttle {
         let now = Instant::now();
         st.last_commit = Some(now);
         st.busy.record(now, latency);
+        if let Some(cap) = st.cfg.max_database_share {
+            st.budget.charge(cap, now, latency);
+        }
         if let Some(a) = st.aimd.as_mut() {
             a.record_commit(latency);
+        }
+    }
+
+    /// Waits until this agent's transactions are within its part of
+    /// `throttle.max_database_share`; at once when it is unset.
+    pub async fn within_database_share(&self) {
+        loop {
+            let wait = {
+                let mut st = self.lock();
+                if st.cfg.max_database_share.is_none() {
+                    return;
+                }
+                let now = Instant::now();
+                let wait = st.budget.wait(now);
+                if wait.is_zero() {
+                    return;
+                }
+                st.capped_at = Some(now);
+                if let Some(a) = st.aimd.as_mut() {
+                    a.record_capped();
+                }
+                wait
+            };
+            tokio::time::sleep(wait.min(CAP_RECHECK)).await;
         }
     }
 
@@ -419,6 +464,11 @@ impl Throttle {
     }
 
     fn recompute(&self, st: &mut State, at: LocalTime, now: Instant, cause: Cause) {
+        if st.cfg.max_database_share.is_none() {
+            // Lifted: nothing is owed, and a cap set again starts afresh.
+            st.budget.clear();
+            st.capped_at = None;
+        }
         let window = st.schedule.window_at(at);
         let index = window.map(|(i, _)| i);
         // The schedule holds the configured (total) rates; this agent runs on its part.
@@ -499,6 +549,20 @@ impl Throttle {
                 rate
             }
         };
+        if let Some(cap) = st.cfg.max_database_share {
+            if st
+                .capped_at
+                .is_some_and(|t| now.saturating_duration_since(t) < CAPPED_FOR)
+            {
+                let detail = format!(
+                    "throttle.max_database_share holds this agent's transactions to {cap:.3} s \
+                     of each second ({:.3} over the last {} s), under the rate of {rate}/s",
+                    st.busy.share(now),
+                    busy::WINDOW.as_secs()
+                );
+                self.explain(st, "database_share", detail);
+            }
+        }
         let burst = st.cfg.burst;
         let (old_rate, old_burst) = self.limiter.quota();
         if (rate, burst) == (old_rate, old_burst) {

@@ -12,7 +12,8 @@
 //! first `total % n` agents, so the shares add up to the total exactly; never less than 1 (so
 //! with more agents than transactions, each still has one and the sum exceeds the total).
 //! Split: `rows_per_second`, each schedule window's rate, `min_rows_per_second`,
-//! `increase_rows_per_second` and `max_concurrent_transactions`. Not split: `burst` (a bucket
+//! `increase_rows_per_second` and `max_concurrent_transactions`; `max_database_share` is
+//! divided by `n` (time needs no rounding). Not split: `burst` (a bucket
 //! must hold a whole batch) and `max_active_backends` (a fact about the database, the same
 //! for every agent). In adaptive mode each agent's controller works between its share of the
 //! floor and its share of the ceiling.
@@ -104,6 +105,10 @@ impl Share {
         cfg.min_rows_per_second = self.split(total.min_rows_per_second);
         cfg.max_concurrent_transactions = self.split(total.max_concurrent_transactions);
         cfg.increase_rows_per_second = total.increase_rows_per_second.map(|v| self.split(v));
+        // Time is shared evenly: no rounding to spread.
+        cfg.max_database_share = total
+            .max_database_share
+            .map(|cap| cap / f64::from(self.live.max(1)));
         for w in &mut cfg.schedule {
             w.rows_per_second = self.split(w.rows_per_second);
         }

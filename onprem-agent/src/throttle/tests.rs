@@ -91,3 +91,43 @@ fn switching_to_fixed_mode_on_reload_goes_straight_to_the_rate() {
         .expect("valid");
     assert_eq!(th.rate(), 1000);
 }
+
+#[tokio::test]
+async fn the_share_cap_holds_writers_back_names_itself_and_lifts_on_reload() {
+    let mut capped = cfg(ThrottleMode::Fixed);
+    capped.max_database_share = Some(0.1);
+    let th = Throttle::new(&capped, NIGHT, Instant::now()).expect("valid");
+    // Nothing owed yet: the first transaction goes at once.
+    th.within_database_share().await;
+    // 100 ms of transaction at 0.1 s per second: the next waits about a second.
+    th.observe_commit(Duration::from_millis(100));
+    let held = tokio::time::timeout(Duration::from_millis(50), th.within_database_share()).await;
+    assert!(held.is_err(), "a writer went on while its time was owed");
+    th.update(NIGHT, Instant::now());
+    let why = th.explained().expect("explained");
+    assert_eq!(why.reason, "database_share", "{why:?}");
+    assert!(
+        why.detail
+            .starts_with("throttle.max_database_share holds this agent's transactions to 0.100 s"),
+        "{}",
+        why.detail
+    );
+    assert_eq!(th.rate(), 1000, "the rate stays the ceiling under the cap");
+
+    // The cap lifted by a reload: nothing is owed any more, and the reason is the rate again.
+    th.reload(&cfg(ThrottleMode::Fixed), NIGHT, Instant::now())
+        .expect("valid");
+    tokio::time::timeout(Duration::from_secs(5), th.within_database_share())
+        .await
+        .expect("no wait without a cap");
+    assert_eq!(th.explained().expect("explained").reason, "fixed");
+}
+
+#[tokio::test]
+async fn without_a_cap_nothing_is_owed() {
+    let th = Throttle::new(&cfg(ThrottleMode::Fixed), NIGHT, Instant::now()).expect("valid");
+    th.observe_commit(Duration::from_secs(3));
+    tokio::time::timeout(Duration::from_secs(5), th.within_database_share())
+        .await
+        .expect("no wait without a cap");
+}

@@ -275,3 +275,33 @@ fn a_floor_above_the_ceiling_is_lowered_to_it() {
     );
     assert_eq!(c.rate(), 100);
 }
+
+#[test]
+fn held_back_by_the_share_cap_the_rate_holds_but_congestion_still_cuts_it() {
+    let mut t = Instant::now();
+    let mut c = Aimd::new(params(), t);
+    healthy_second(&mut c, &mut t);
+    assert_eq!(c.rate(), 150);
+    // Healthy commits, but the writers waited on the cap: no climb.
+    c.record_capped();
+    assert_eq!(healthy_second(&mut c, &mut t), None);
+    assert_eq!((c.rate(), c.reason()), (150, Reason::Capped));
+    assert_eq!(c.reason().code(), "database_share");
+    // Slow commits still back off, cap or not.
+    c.record_capped();
+    c.record_commit(Duration::from_millis(900));
+    t += SEC;
+    assert!(matches!(
+        c.tick(t),
+        Some(Adjustment::Decrease {
+            from: 150,
+            to: 75,
+            ..
+        })
+    ));
+    // Once the cap stops binding, it climbs again.
+    assert_eq!(
+        healthy_second(&mut c, &mut t),
+        Some(Adjustment::Increase { from: 75, to: 175 })
+    );
+}

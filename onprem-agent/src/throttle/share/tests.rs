@@ -72,6 +72,7 @@ fn each_agent_takes_its_part_of_every_budget_figure_but_the_burst() {
         increase_rows_per_second: Some(45),
         max_concurrent_transactions: 4,
         max_active_backends: Some(20),
+        max_database_share: Some(0.3),
         schedule: vec![ScheduleWindowConfig {
             days: Some("Mon-Fri".into()),
             hours: Some("08:00-18:00".into()),
@@ -98,7 +99,11 @@ fn each_agent_takes_its_part_of_every_budget_figure_but_the_burst() {
             .max_concurrent_transactions,
         1
     );
+    // The database's time, shared evenly.
+    let cap = mine.max_database_share.unwrap_or_default();
+    assert!((cap - 0.1).abs() < 1e-12, "{cap}");
     assert_eq!(Share::ALONE.apply(&total).rows_per_second, 900);
+    assert_eq!(Share::ALONE.apply(&total).max_database_share, Some(0.3));
 }
 
 const NIGHT: LocalTime = LocalTime {
