@@ -56,11 +56,23 @@ pub struct PrivatePostgres {
     dir: PathBuf,
     port: u16,
     as_postgres: bool,
+    /// `fsync` on: commits wait for the disk, as on a customer's database. Off for tests.
+    durable: bool,
 }
 
 impl PrivatePostgres {
-    /// `initdb` and start; about a second.
+    /// `initdb` and start, with `fsync` off; about a second.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(false).await
+    }
+
+    /// [`PrivatePostgres::start`] with `fsync` on, as customers run it: what a benchmark of
+    /// the foreground's latency measures against.
+    pub async fn start_durable() -> anyhow::Result<Self> {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(durable: bool) -> anyhow::Result<Self> {
         let bin = find_pg_bin().context(
             "PostgreSQL server binaries (initdb, pg_ctl) not found; run: bash deploy/local/stack.sh prereqs",
         )?;
@@ -77,6 +89,7 @@ impl PrivatePostgres {
             dir,
             port,
             as_postgres,
+            durable,
         };
         if as_postgres {
             run_checked(
@@ -103,6 +116,17 @@ impl PrivatePostgres {
     /// The port it listens on (127.0.0.1).
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The postmaster's pid (the first line of `postmaster.pid`).
+    pub fn postmaster_pid(&self) -> anyhow::Result<u32> {
+        let file = self.dir.join("data").join("postmaster.pid");
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("reading {}", file.display()))?;
+        text.lines()
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .with_context(|| format!("no pid in {}", file.display()))
     }
 
     /// The directory of the server binaries (`pg_ctl`, `pgbench`, …).
@@ -140,9 +164,10 @@ impl PrivatePostgres {
     /// Starts the server again on the same port; returns once it accepts connections.
     pub async fn resume(&self) -> anyhow::Result<()> {
         let opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=50",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync={} -c max_connections=50",
             self.port,
-            self.dir.display()
+            self.dir.display(),
+            if self.durable { "on" } else { "off" }
         );
         run_checked(
             self.command("pg_ctl")

@@ -118,7 +118,7 @@ pub(crate) async fn window_with(
     // a step per 5 s (a fifth of the p99's judged window): 45 s lets it find its level.
     let warmup = match throttle {
         Throttle::Adaptive { .. } => Duration::from_secs(45),
-        Throttle::Fixed(_) => Duration::from_secs(3),
+        Throttle::Fixed(_) | Throttle::Share(_) => Duration::from_secs(3),
     };
     oltp.load(warmup).await?;
     eprintln!("bench: foreground while draining, {}", throttle.label());
@@ -222,14 +222,17 @@ pub(crate) enum Throttle {
         ratio: f64,
         ceiling: u32,
     },
+    /// Fixed far above what the database takes, under `throttle.max_database_share`.
+    Share(f64),
 }
 
 impl Throttle {
-    fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         match self {
             Throttle::Fixed(r) if *r >= 1_000_000 => "unthrottled".into(),
             Throttle::Fixed(r) => format!("at a fixed {r}/s"),
             Throttle::Adaptive { ratio, .. } => format!("adaptive (target_latency_ratio {ratio})"),
+            Throttle::Share(cap) => format!("with max_database_share = {cap}"),
         }
     }
 
@@ -244,6 +247,10 @@ impl Throttle {
                  min_rows_per_second = 50\nincrease_rows_per_second = 250\n\
                  target_latency_ratio = {ratio}\nprobe_sql = {:?}\n",
                 crate::pgbench::PROBE_SQL
+            ),
+            Throttle::Share(cap) => format!(
+                "[throttle]\nmode = \"fixed\"\nrows_per_second = 100000\nburst = 100000\n\
+                 max_database_share = {cap}\n"
             ),
         }
     }
@@ -271,7 +278,7 @@ async fn spawn_agent(env: &TestEnv, t: Throttle) -> anyhow::Result<AgentProcess>
 }
 
 /// `sluice_rows_written_total` every 50 ms for `d`: (seconds since the start, receipts).
-async fn sample_rows(agent: &AgentProcess, d: Duration) -> Vec<(f64, f64)> {
+pub(crate) async fn sample_rows(agent: &AgentProcess, d: Duration) -> Vec<(f64, f64)> {
     let t0 = Instant::now();
     let mut out = Vec::new();
     while t0.elapsed() < d {

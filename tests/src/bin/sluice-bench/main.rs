@@ -38,6 +38,7 @@ mod peer;
 mod pgbench;
 mod photo_upload;
 mod photos;
+mod pinned;
 mod protect;
 mod shared_budget;
 mod status;
@@ -109,6 +110,27 @@ struct Args {
     /// Measure only `upload --photos` against the local S3 (row 10).
     #[arg(long)]
     only_photo_upload: bool,
+    /// Measure only protection on the database's own core (pinned, durable cluster, ABAB).
+    #[arg(long)]
+    only_pinned: bool,
+    /// Pinned: idle/draining pairs per setting (default 3; 1 with --quick).
+    #[arg(long)]
+    pinned_pairs: Option<u32>,
+    /// Pinned: seconds per window (default 60; 15 with --quick).
+    #[arg(long)]
+    pinned_window: Option<u64>,
+    /// Pinned: pgbench's -R for each foreground, comma-separated (default 200,400; 200 with
+    /// --quick).
+    #[arg(long)]
+    pinned_foregrounds: Option<String>,
+    /// Pinned: the agent's settings, comma-separated kind:value with kind fixed (receipts/s),
+    /// share (throttle.max_database_share) or adaptive (target_latency_ratio). Default
+    /// fixed:250,fixed:1000,share:0.1,share:0.2,adaptive:1.5,adaptive:2.0.
+    #[arg(long)]
+    pinned_settings: Option<String>,
+    /// Pinned: receipts in its backlog (default 1,500,000; 100,000 with --quick).
+    #[arg(long)]
+    pinned_backlog: Option<usize>,
 }
 
 /// Receipts per transaction: the agent's default `batch.max_rows`.
@@ -135,6 +157,8 @@ enum Part {
     Photos,
     Status,
     PhotoUpload,
+    /// Protection on the database's own core: pinned, durable, ABAB.
+    Pinned,
 }
 
 impl Args {
@@ -149,9 +173,41 @@ impl Args {
             (self.only_speed, Part::Speed),
             (self.only_protection, Part::Protection),
             (self.only_photo_upload, Part::PhotoUpload),
+            (self.only_pinned, Part::Pinned),
         ];
         let chosen: Vec<Part> = only.iter().filter(|(on, _)| *on).map(|(_, p)| *p).collect();
         chosen.is_empty() || chosen.contains(&part)
+    }
+
+    /// The pinned part's plan, from the flags and their defaults.
+    fn pinned_plan(&self) -> anyhow::Result<pinned::Plan> {
+        let q = self.quick;
+        let foregrounds = self
+            .pinned_foregrounds
+            .as_deref()
+            .unwrap_or(if q { "200" } else { "200,400" })
+            .split(',')
+            .map(|r| {
+                r.trim()
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("--pinned-foregrounds {r:?}: {e}"))
+            })
+            .collect::<anyhow::Result<Vec<u32>>>()?;
+        let settings = pinned::parse_settings(self.pinned_settings.as_deref().unwrap_or(if q {
+            "fixed:250,share:0.2"
+        } else {
+            "fixed:250,fixed:1000,share:0.1,share:0.2,adaptive:1.5,adaptive:2.0"
+        }))
+        .map_err(|e| anyhow::anyhow!("--pinned-settings: {e:#}"))?;
+        Ok(pinned::Plan {
+            backlog: self
+                .pinned_backlog
+                .unwrap_or(if q { 100_000 } else { 1_500_000 }),
+            pairs: self.pinned_pairs.unwrap_or(if q { 1 } else { 3 }),
+            window: Duration::from_secs(self.pinned_window.unwrap_or(if q { 15 } else { 60 })),
+            foregrounds,
+            settings,
+        })
     }
 
     /// Seconds per measured window.
@@ -241,6 +297,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .unwrap_or(if args.quick { 200_000 } else { 1_000_000 });
         let steps = args.steps.unwrap_or(if args.quick { 3 } else { 5 });
         drain::measure(&pg, backlog, window, steps, &mut table).await?;
+    }
+    if args.runs(Part::Pinned) {
+        pinned::measure(&args.pinned_plan()?, &mut table).await?;
     }
     if args.runs(Part::SharedBudget) {
         shared_budget::measure(window, &mut table).await?;

@@ -32,6 +32,10 @@ pub(crate) struct Pgbench {
     exe: PathBuf,
     port: u16,
     pub(crate) dir: PathBuf,
+    /// Transactions per second of the foreground (`-R`).
+    tps: u32,
+    /// The CPU pgbench runs on (`taskset -c`), beside the database; `None`: anywhere.
+    cpu: Option<usize>,
 }
 
 impl Pgbench {
@@ -46,6 +50,8 @@ impl Pgbench {
             exe,
             port: pg.port(),
             dir,
+            tps: PGBENCH_TPS,
+            cpu: None,
         };
         let out = me
             .command()
@@ -61,8 +67,25 @@ impl Pgbench {
         Ok(me)
     }
 
+    /// The foreground at `tps` transactions per second, on `cpu` if given.
+    pub(crate) fn set(&mut self, tps: u32, cpu: Option<usize>) {
+        self.tps = tps;
+        self.cpu = cpu;
+    }
+
+    pub(crate) fn tps(&self) -> u32 {
+        self.tps
+    }
+
     fn command(&self) -> tokio::process::Command {
-        let mut c = tokio::process::Command::new(&self.exe);
+        let mut c = match self.cpu {
+            Some(cpu) => {
+                let mut c = tokio::process::Command::new("taskset");
+                c.args(["-c", &cpu.to_string()]).arg(&self.exe);
+                c
+            }
+            None => tokio::process::Command::new(&self.exe),
+        };
         c.args([
             "-h",
             "127.0.0.1",
@@ -119,7 +142,7 @@ impl Pgbench {
             "-l",
             "--log-prefix=tx",
         ];
-        self.at_rate(&self.dir, &args, PGBENCH_TPS, d).await?;
+        self.at_rate(&self.dir, &args, self.tps, d).await?;
         let lat = logged(&self.dir, "tx.")?;
         let tps = lat.len() as f64 / d.as_secs_f64();
         let q = quantiles(lat, &self.dir)?;
@@ -135,7 +158,7 @@ impl Pgbench {
     pub(crate) async fn load(&self, d: Duration) -> anyhow::Result<()> {
         let clients = PGBENCH_CLIENTS.to_string();
         let args = ["-n", "-N", "-c", &clients, "-j", "2"];
-        self.at_rate(&self.dir, &args, PGBENCH_TPS, d).await
+        self.at_rate(&self.dir, &args, self.tps, d).await
     }
 
     /// What the agent's probe sees: one client running [`PROBE_SQL`] at [`PROBE_RATE`] a

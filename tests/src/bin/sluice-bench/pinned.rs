@@ -1,0 +1,360 @@
+//! Protection measured the way a customer's database feels it: PostgreSQL (a durable cluster,
+//! `fsync` on) and the foreground (pgbench) on CPU 0; the agent, the SQS server and the bench
+//! itself on CPU 1. The agent then reaches the foreground only through the database, as when it
+//! runs on another host. With fewer than two CPUs nothing is pinned, and the rows say so.
+//!
+//! Each setting is measured in pairs of windows, idle then draining (ABAB): the agent is
+//! stopped (SIGSTOP) for the idle window and let go (SIGCONT) for the draining one, and a pair's
+//! ratio is the draining window's pgbench p99 over the idle window's just before it, so a drift
+//! of the machine over the run cancels out. A row gives the median ratio, its range, and whether
+//! every pair held 1.5 × and 2.0 ×: a rate counts as safe only when every pair held.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sluice_e2e::{wait_for, AgentProcess, PrivatePostgres, Signal};
+
+use crate::drain::{agent_extra, backlog_env, commit_rate, sample_rows, upload_backlog, Throttle};
+use crate::pgbench::Pgbench;
+use crate::{Table, PGBENCH_CLIENTS};
+
+/// The CPU of PostgreSQL and the foreground; everything else runs on [`AGENT_CPU`].
+const DATABASE_CPU: usize = 0;
+const AGENT_CPU: usize = 1;
+/// The ratios a row is judged against: the two `target_latency_ratio`s the issue names.
+const TARGETS: [f64; 2] = [1.5, 2.0];
+
+/// What to measure.
+pub(crate) struct Plan {
+    pub(crate) backlog: usize,
+    pub(crate) pairs: u32,
+    pub(crate) window: Duration,
+    /// pgbench's `-R` for each foreground.
+    pub(crate) foregrounds: Vec<u32>,
+    pub(crate) settings: Vec<Throttle>,
+}
+
+/// Parses `fixed:250,share:0.2,adaptive:2.0` into settings.
+pub(crate) fn parse_settings(text: &str) -> anyhow::Result<Vec<Throttle>> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            let (kind, value) = s
+                .split_once(':')
+                .with_context(|| format!("{s:?}: expected kind:value, e.g. fixed:250"))?;
+            match kind {
+                "fixed" => Ok(Throttle::Fixed(value.parse().with_context(|| {
+                    format!("{s:?}: a fixed rate is whole receipts per second")
+                })?)),
+                "share" => Ok(Throttle::Share(value.parse().with_context(|| {
+                    format!("{s:?}: a share is a number of seconds per second, e.g. 0.2")
+                })?)),
+                "adaptive" => Ok(Throttle::Adaptive {
+                    ratio: value.parse().with_context(|| {
+                        format!("{s:?}: adaptive takes its target_latency_ratio, e.g. 2.0")
+                    })?,
+                    ceiling: 32_000,
+                }),
+                _ => anyhow::bail!("{s:?}: the kind is fixed, share or adaptive"),
+            }
+        })
+        .collect()
+}
+
+pub(crate) async fn measure(plan: &Plan, table: &mut Table) -> anyhow::Result<()> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let pinned = cpus > AGENT_CPU;
+    let pg = PrivatePostgres::start_durable().await?;
+    let env = backlog_env(&pg).await?;
+    eprintln!(
+        "bench: pinned protection: uploading a backlog of {} receipts",
+        plan.backlog
+    );
+    upload_backlog(&env, plan.backlog, 5).await?;
+    let mut oltp = Pgbench::init(&pg).await?;
+    let first = *plan.settings.first().context("no setting to measure")?;
+    let agent = env.spawn_agent("pinned", &agent_extra(first))?;
+    agent.wait_answering(Duration::from_secs(30)).await?;
+    let placement = if pinned {
+        pin_with_children(pg.postmaster_pid()?, DATABASE_CPU)?;
+        pin(std::process::id(), AGENT_CPU)?;
+        pin(agent.pid().context("the agent exited")?, AGENT_CPU)?;
+        for pid in processes_running("moto_server.py") {
+            pin(pid, AGENT_CPU)?;
+        }
+        format!(
+            "pinned: PostgreSQL (fsync on) and pgbench on CPU {DATABASE_CPU}; agent, SQS server \
+             and bench on CPU {AGENT_CPU}"
+        )
+    } else {
+        eprintln!("bench: {cpus} CPU: nothing pinned; the agent shares the database's core");
+        format!("NOT pinned ({cpus} CPU): the agent on the database's core; fsync on")
+    };
+
+    for &tps in &plan.foregrounds {
+        oltp.set(tps, pinned.then_some(DATABASE_CPU));
+        for &setting in &plan.settings {
+            let row = measure_setting(&env, &agent, &oltp, setting, plan).await?;
+            table.row(
+                format!(
+                    "pinned: pgbench -R {tps}, draining {} (ABAB)",
+                    setting.label()
+                ),
+                format!("{:.2} × idle p99 (median)", row.median_ratio()),
+                format!(
+                    "{} pairs of {} s: ratios {}; held {}; drain median {:.0} receipts/s; \
+                     agent's database share {}; idle p99 {}; {placement}; \
+                     pgbench -N, {PGBENCH_CLIENTS} clients",
+                    row.pairs.len(),
+                    plan.window.as_secs(),
+                    row.ratios(),
+                    row.held(),
+                    row.median_drain(),
+                    row.shares(),
+                    row.idle_p99s(),
+                ),
+            );
+        }
+    }
+    let mut agent = agent;
+    agent.signal(Signal::SIGCONT)?;
+    agent.terminate(Duration::from_secs(60)).await?;
+    std::fs::remove_dir_all(&oltp.dir).ok();
+    env.cleanup().await;
+    Ok(())
+}
+
+/// One pair: the idle window's p99, the draining window's, what the agent drained and the share
+/// of the database's time it took at the end.
+struct Pair {
+    idle_p99: f64,
+    busy_p99: f64,
+    drain: f64,
+    share: f64,
+}
+
+struct Measured {
+    pairs: Vec<Pair>,
+}
+
+impl Measured {
+    fn sorted(&self, f: impl Fn(&Pair) -> f64) -> Vec<f64> {
+        let mut v: Vec<f64> = self.pairs.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        v
+    }
+
+    fn median_ratio(&self) -> f64 {
+        median(&self.sorted(|p| p.busy_p99 / p.idle_p99))
+    }
+
+    fn median_drain(&self) -> f64 {
+        median(&self.sorted(|p| p.drain))
+    }
+
+    fn ratios(&self) -> String {
+        let r = self.sorted(|p| p.busy_p99 / p.idle_p99);
+        format!(
+            "{:.2}–{:.2} ({})",
+            r.first().copied().unwrap_or(0.0),
+            r.last().copied().unwrap_or(0.0),
+            self.pairs
+                .iter()
+                .map(|p| format!("{:.2}", p.busy_p99 / p.idle_p99))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    }
+
+    fn held(&self) -> String {
+        TARGETS
+            .iter()
+            .map(|t| {
+                let all = self.pairs.iter().all(|p| p.busy_p99 / p.idle_p99 <= *t);
+                format!(
+                    "{t} × in {}",
+                    if all { "every pair" } else { "NOT every pair" }
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn shares(&self) -> String {
+        self.pairs
+            .iter()
+            .map(|p| format!("{:.2}", p.share))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn idle_p99s(&self) -> String {
+        self.pairs
+            .iter()
+            .map(|p| format!("{:.1}", p.idle_p99))
+            .collect::<Vec<_>>()
+            .join(", ")
+            + " ms"
+    }
+}
+
+fn median(sorted: &[f64]) -> f64 {
+    match sorted.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
+async fn measure_setting(
+    env: &sluice_e2e::TestEnv,
+    agent: &AgentProcess,
+    oltp: &Pgbench,
+    setting: Throttle,
+    plan: &Plan,
+) -> anyhow::Result<Measured> {
+    agent.signal(Signal::SIGCONT)?;
+    env.rewrite_agent_config(agent, &agent_extra(setting))?;
+    agent.signal(Signal::SIGHUP)?;
+    // Adaptive learns its probe's baseline and climbs to its level first (as in the unpinned
+    // rows); the others need only the reload.
+    let warmup = match setting {
+        Throttle::Adaptive { .. } => Duration::from_secs(60),
+        _ => Duration::from_secs(5),
+    };
+    eprintln!(
+        "bench: pinned, pgbench -R {}, {}: warming up {} s",
+        oltp.tps(),
+        setting.label(),
+        warmup.as_secs()
+    );
+    oltp.load(warmup).await?;
+    let mut pairs = Vec::new();
+    for pair in 1..=plan.pairs {
+        agent.signal(Signal::SIGSTOP)?;
+        let idle = oltp.run(plan.window).await?;
+        agent.signal(Signal::SIGCONT)?;
+        // The agent renews its lease and takes up where it stopped before the window counts.
+        oltp.load(Duration::from_secs(3)).await?;
+        let (busy, samples) = tokio::join!(oltp.run(plan.window), sample_rows(agent, plan.window));
+        let busy = busy?;
+        let share = wait_for(Duration::from_secs(5), "the agent's database share", || {
+            agent.metric("sluice_database_share", &[])
+        })
+        .await
+        .unwrap_or(0.0);
+        let p = Pair {
+            idle_p99: idle.p99,
+            busy_p99: busy.p99,
+            drain: commit_rate(&samples),
+            share,
+        };
+        eprintln!(
+            "bench:   pair {pair}: idle p99 {:.1} ms, draining p99 {:.1} ms ({:.2} ×), \
+             drain {:.0}/s, share {:.2}",
+            p.idle_p99,
+            p.busy_p99,
+            p.busy_p99 / p.idle_p99,
+            p.drain,
+            p.share
+        );
+        pairs.push(p);
+    }
+    let (visible, _, _) = env.depth(&env.queue_url).await?;
+    if visible == 0 {
+        eprintln!("bench: the backlog ran out: later drain figures are understated");
+    }
+    Ok(Measured { pairs })
+}
+
+/// `taskset -apc cpu pid`: every thread of the process, and those it starts later.
+fn pin(pid: u32, cpu: usize) -> anyhow::Result<()> {
+    let out = std::process::Command::new("taskset")
+        .args(["-apc", &cpu.to_string(), &pid.to_string()])
+        .output()
+        .context("taskset (util-linux) not found")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "taskset -apc {cpu} {pid}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// Pins `pid` and its children: the postmaster and the backends it already forked (those it
+/// forks later inherit its CPU).
+fn pin_with_children(pid: u32, cpu: usize) -> anyhow::Result<()> {
+    pin(pid, cpu)?;
+    for child in children_of(pid) {
+        // A backend may exit between the listing and the pin.
+        let _ = pin(child, cpu);
+    }
+    Ok(())
+}
+
+fn children_of(parent: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    // `pid (comm) state ppid …`: comm may hold spaces, so read after its ')'.
+                    let rest = &s[s.rfind(')')? + 1..];
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(parent)
+        })
+        .collect()
+}
+
+fn processes_running(needle: &str) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_are_read_from_a_list_and_a_bad_one_is_named() {
+        let s = parse_settings("fixed:250, share:0.2,adaptive:2.0").expect("valid");
+        assert_eq!(
+            s.iter().map(Throttle::label).collect::<Vec<_>>(),
+            vec![
+                "at a fixed 250/s",
+                "with max_database_share = 0.2",
+                "adaptive (target_latency_ratio 2)"
+            ]
+        );
+        let err = parse_settings("fixed:fast").expect_err("not a number");
+        assert!(
+            err.to_string().contains("a fixed rate is whole receipts"),
+            "{err}"
+        );
+        let err = parse_settings("turbo:1").expect_err("unknown kind");
+        assert!(
+            err.to_string().contains("fixed, share or adaptive"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_median_of_an_even_count_is_the_mean_of_the_middle_two() {
+        assert_eq!(median(&[1.0, 2.0, 4.0]), 2.0);
+        assert_eq!(median(&[1.0, 2.0, 4.0, 8.0]), 3.0);
+    }
+}
