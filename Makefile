@@ -70,7 +70,7 @@ lambda: ## build the ingest Lambda (arm64, provided.al2023) as target/lambda/slu
 	@bash deploy/aws/build-lambda.sh
 
 .PHONY: bench
-bench: stack-up ## benchmarks (release build, then ~15 min; BENCH_ARGS=--quick ~5 min, --only-speed ~2 min): prints one table
+bench: stack-up ## benchmarks (release build, then ~95 min, 80 of them the pinned protection rows; BENCH_ARGS=--quick ~7 min, --only-speed ~2 min): prints one table
 	$(CARGO) build --release -p sluice-agent -p sluice-cloud -p sluice-e2e --bins
 	@eval "$$(bash $(STACK) env)"; \
 	  export SLUICE_TEST_DATABASE_URL SLUICE_TEST_SQS_ENDPOINT; \

@@ -103,7 +103,7 @@ pub(crate) async fn measure(plan: &Plan, table: &mut Table) -> anyhow::Result<()
                 ),
                 format!("{:.2} × idle p99 (median)", row.median_ratio()),
                 format!(
-                    "{} pairs of {} s: ratios {}; held {}; drain median {:.0} receipts/s; \
+                    "{} pairs of {} s: ratios {}; {}; drain median {:.0} receipts/s; \
                      agent's database share {}; idle p99 {}; {placement}; \
                      pgbench -N, {PGBENCH_CLIENTS} clients",
                     row.pairs.len(),
@@ -173,8 +173,8 @@ impl Measured {
             .map(|t| {
                 let all = self.pairs.iter().all(|p| p.busy_p99 / p.idle_p99 <= *t);
                 format!(
-                    "{t} × in {}",
-                    if all { "every pair" } else { "NOT every pair" }
+                    "≤ {t:.1} × in every pair: {}",
+                    if all { "yes" } else { "no" }
                 )
             })
             .collect::<Vec<_>>()
