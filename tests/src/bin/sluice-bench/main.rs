@@ -39,6 +39,7 @@ mod pgbench;
 mod photo_upload;
 mod photos;
 mod pinned;
+mod procfs;
 mod protect;
 mod shared_budget;
 mod status;

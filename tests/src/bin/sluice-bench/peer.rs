@@ -233,13 +233,7 @@ async fn wait_stored(
 
 /// User + system CPU seconds of a process so far (`/proc/PID/stat`, at 100 ticks a second).
 fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // The fields after the command name, which is in parentheses and may hold spaces.
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .context("no command name in /proc/PID/stat")?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let fields = crate::procfs::stat_fields(pid)?;
     // utime and stime are fields 14 and 15 of the line: indexes 11 and 12 after the name.
     let ticks = |i: usize| -> anyhow::Result<f64> {
         Ok(fields

@@ -16,6 +16,7 @@ use sluice_e2e::{wait_for, AgentProcess, PrivatePostgres, Signal};
 
 use crate::drain::{agent_extra, backlog_env, commit_rate, sample_rows, upload_backlog, Throttle};
 use crate::pgbench::Pgbench;
+use crate::procfs;
 use crate::{Table, PGBENCH_CLIENTS};
 
 /// The CPU of PostgreSQL and the foreground; everything else runs on [`AGENT_CPU`].
@@ -153,17 +154,23 @@ impl Measured {
         median(&self.sorted(|p| p.drain))
     }
 
+    /// `f` of each pair in order, to `decimals`, comma-separated.
+    fn each(&self, decimals: usize, f: impl Fn(&Pair) -> f64) -> String {
+        self.pairs
+            .iter()
+            .map(|p| format!("{:.decimals$}", f(p)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     fn ratios(&self) -> String {
-        let r = self.sorted(|p| p.busy_p99 / p.idle_p99);
+        let ratio = |p: &Pair| p.busy_p99 / p.idle_p99;
+        let r = self.sorted(ratio);
         format!(
             "{:.2}–{:.2} ({})",
             r.first().copied().unwrap_or(0.0),
             r.last().copied().unwrap_or(0.0),
-            self.pairs
-                .iter()
-                .map(|p| format!("{:.2}", p.busy_p99 / p.idle_p99))
-                .collect::<Vec<_>>()
-                .join(", ")
+            self.each(2, ratio)
         )
     }
 
@@ -182,20 +189,11 @@ impl Measured {
     }
 
     fn shares(&self) -> String {
-        self.pairs
-            .iter()
-            .map(|p| format!("{:.2}", p.share))
-            .collect::<Vec<_>>()
-            .join(", ")
+        self.each(2, |p| p.share)
     }
 
     fn idle_p99s(&self) -> String {
-        self.pairs
-            .iter()
-            .map(|p| format!("{:.1}", p.idle_p99))
-            .collect::<Vec<_>>()
-            .join(", ")
-            + " ms"
+        self.each(1, |p| p.idle_p99) + " ms"
     }
 }
 
@@ -294,30 +292,20 @@ fn pin_with_children(pid: u32, cpu: usize) -> anyhow::Result<()> {
 }
 
 fn children_of(parent: u32) -> Vec<u32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+    procfs::pids()
+        .into_iter()
+        .filter(|&pid| {
+            procfs::stat_fields(pid)
                 .ok()
-                .and_then(|s| {
-                    // `pid (comm) state ppid …`: comm may hold spaces, so read after its ')'.
-                    let rest = &s[s.rfind(')')? + 1..];
-                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
-                })
+                .and_then(|f| f.get(1)?.parse::<u32>().ok())
                 == Some(parent)
         })
         .collect()
 }
 
 fn processes_running(needle: &str) -> Vec<u32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+    procfs::pids()
+        .into_iter()
         .filter(|pid| {
             std::fs::read(format!("/proc/{pid}/cmdline"))
                 .is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle))
