@@ -206,10 +206,23 @@ pub struct ThrottleConfig {
     /// The share of the database's time the agents' transactions may take: seconds of
     /// transaction per second (0.2: 200 ms a second), the total across agents, in either
     /// mode. Receipts per second then follow the database's speed. Unset: not capped.
+    #[serde(deserialize_with = "a_number_when_set")]
     pub max_database_share: Option<f64>,
     /// Photo bytes fetched from S3 per second (`[photos]`); unset: not limited. The bucket
     /// holds at least one largest photo (20 MiB), so any photo can pass.
     pub photo_bytes_per_second: Option<u64>,
+}
+
+/// An optional number that, once its key is written, must be a number: the TOML reader
+/// turns `nan` (and an environment value of `nan`) into "no value", which would otherwise
+/// read as "unset" and silently lift a cap the operator meant to set.
+fn a_number_when_set<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    match Option::<f64>::deserialize(d)? {
+        Some(value) => Ok(Some(value)),
+        None => Err(serde::de::Error::custom(
+            "is not a number (nan is not one); write a number such as 0.2, or remove the key",
+        )),
+    }
 }
 
 impl Default for ThrottleConfig {

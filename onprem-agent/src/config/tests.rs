@@ -268,6 +268,22 @@ fn the_database_share_cap_must_be_able_to_bind() {
         let err = load(&with(&format!("max_database_share = {value}")), &[]).expect_err(value);
         assert_eq!(err.problems, vec![problem.to_owned()], "{value}");
     }
+    // The TOML reader hands `nan` over as "no value": it must not read as "unset".
+    let problem = "throttle.max_database_share: is not a number (nan is not one); write a \
+                   number such as 0.2, or remove the key";
+    let err = load(&with("max_database_share = nan"), &[]).expect_err("nan in the file");
+    assert_eq!(err.problems, vec![problem.to_owned()]);
+    let err = load(
+        &with(""),
+        &[("SLUICE__THROTTLE__MAX_DATABASE_SHARE", "nan")],
+    )
+    .expect_err("nan from the environment");
+    assert_eq!(
+        err.problems,
+        vec![format!(
+            "{problem} (set by the environment variable SLUICE__THROTTLE__MAX_DATABASE_SHARE)"
+        )]
+    );
     let err = load(&with("max_database_share = \"20%\""), &[]).expect_err("a string");
     assert!(
         err.to_string().contains("max_database_share"),
