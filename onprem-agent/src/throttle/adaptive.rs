@@ -14,6 +14,11 @@
 //!
 //! [`Reason`] says why the rate is what it is, for `status` and `sluice_rate_reason`.
 //!
+//! It remembers the rate that last hurt (the rate a cut came from): within [`HURT_NEAR`] of it
+//! the rate climbs by a quarter step, so it spends little time at the rate that breached rather
+//! than overshooting it every cycle. The memory goes once the rate has passed that rate
+//! healthily (the load changed), or after [`HURT_FORGOTTEN`].
+//!
 //! It starts at the floor and climbs. Pure logic on injected time ([`Instant`]s passed in), so
 //! it is unit-tested without a clock or a database.
 
@@ -21,6 +26,13 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use super::controller::{Reading, Verdict};
+
+/// Within this fraction of the rate that last hurt, the rate climbs carefully.
+pub const HURT_NEAR: f64 = 0.85;
+/// Near the rate that last hurt, a climb is this fraction of `increase_rows_per_second`.
+pub const CAREFUL_STEP: f64 = 0.25;
+/// The rate that hurt is forgotten this long after the cut: the load has had time to change.
+pub const HURT_FORGOTTEN: Duration = Duration::from_secs(300);
 
 /// The controller's settings, from `[throttle]`.
 #[derive(Debug, Clone, PartialEq)]
@@ -72,9 +84,11 @@ impl Congestion {
 pub enum Reason {
     /// No look yet: the controller starts at the floor.
     Starting,
-    /// Healthy: rising (or at the ceiling).
+    /// Healthy: rising (or at the ceiling); `near_hurt`: by a careful step, close to the rate
+    /// that last hurt.
     Climbing {
         at_ceiling: bool,
+        near_hurt: Option<u32>,
     },
     Congested(Congestion),
     /// No commits in the interval: no evidence, the rate holds. (Right after a cut, the cut
@@ -92,8 +106,12 @@ impl Reason {
     pub fn code(&self) -> &'static str {
         match self {
             Reason::Starting => "starting",
-            Reason::Climbing { at_ceiling: true } => "ceiling",
-            Reason::Climbing { at_ceiling: false } => "climbing",
+            Reason::Climbing {
+                at_ceiling: true, ..
+            } => "ceiling",
+            Reason::Climbing {
+                at_ceiling: false, ..
+            } => "climbing",
             Reason::Congested(c) => c.code(),
             Reason::Idle => "idle",
             Reason::Holding(Verdict::Failing { .. }) => "probe_failing",
@@ -108,8 +126,20 @@ impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Reason::Starting => write!(f, "starting at the floor"),
-            Reason::Climbing { at_ceiling: true } => write!(f, "healthy, at the ceiling"),
-            Reason::Climbing { at_ceiling: false } => write!(f, "healthy, climbing"),
+            Reason::Climbing {
+                at_ceiling: true, ..
+            } => write!(f, "healthy, at the ceiling"),
+            Reason::Climbing {
+                at_ceiling: false,
+                near_hurt: Some(hurt),
+            } => write!(
+                f,
+                "healthy, climbing carefully: {hurt}/s, close by, is the rate that last backed off"
+            ),
+            Reason::Climbing {
+                at_ceiling: false,
+                near_hurt: None,
+            } => write!(f, "healthy, climbing"),
             Reason::Congested(c) => write!(f, "backing off: {c}"),
             Reason::Idle => write!(f, "no commits: holding"),
             Reason::Holding(v) => write!(f, "holding: {v}"),
@@ -153,6 +183,8 @@ pub struct Aimd {
     seen: Observed,
     last_adjust: Instant,
     reason: Reason,
+    /// The rate a cut came from, and when.
+    hurt: Option<(f64, Instant)>,
 }
 
 impl Aimd {
@@ -165,6 +197,7 @@ impl Aimd {
             seen: Observed::default(),
             last_adjust: now,
             reason: Reason::Starting,
+            hurt: None,
         }
     }
 
@@ -225,6 +258,7 @@ impl Aimd {
         match self.congestion(&seen) {
             Some(cause) => {
                 self.reason = Reason::Congested(cause);
+                self.hurt = Some((self.rate, now));
                 self.rate =
                     (self.rate * self.params.decrease_factor).max(f64::from(self.params.floor));
                 let to = self.rate();
@@ -250,11 +284,25 @@ impl Aimd {
                 None
             }
             None => {
-                self.rate = (self.rate + f64::from(self.params.increase))
-                    .min(f64::from(self.params.ceiling));
+                // Healthy above the rate that hurt, or long after: the load has changed.
+                self.hurt = self.hurt.filter(|&(hurt, at)| {
+                    self.rate <= hurt && now.saturating_duration_since(at) < HURT_FORGOTTEN
+                });
+                let step = f64::from(self.params.increase);
+                let near_hurt = self
+                    .hurt
+                    .map(|(hurt, _)| hurt)
+                    .filter(|&hurt| self.rate + step > HURT_NEAR * hurt);
+                let step = if near_hurt.is_some() {
+                    (step * CAREFUL_STEP).max(1.0)
+                } else {
+                    step
+                };
+                self.rate = (self.rate + step).min(f64::from(self.params.ceiling));
                 let to = self.rate();
                 self.reason = Reason::Climbing {
                     at_ceiling: to >= self.params.ceiling,
+                    near_hurt: near_hurt.map(to_u32),
                 };
                 (to != from).then_some(Adjustment::Increase { from, to })
             }

@@ -299,9 +299,79 @@ fn held_back_by_the_share_cap_the_rate_holds_but_congestion_still_cuts_it() {
             ..
         })
     ));
-    // Once the cap stops binding, it climbs again.
+    // Once the cap stops binding, it climbs again: carefully, as 150/s just hurt.
     assert_eq!(
         healthy_second(&mut c, &mut t),
-        Some(Adjustment::Increase { from: 75, to: 175 })
+        Some(Adjustment::Increase { from: 75, to: 100 })
+    );
+}
+
+#[test]
+fn near_the_rate_that_hurt_it_climbs_by_a_quarter_step_until_that_rate_passes_healthily() {
+    let mut t = Instant::now();
+    let mut c = Aimd::new(params(), t);
+    while c.rate() < 650 {
+        healthy_second(&mut c, &mut t);
+    }
+    c.record_commit(Duration::from_millis(900));
+    t += SEC;
+    assert!(matches!(
+        c.tick(t),
+        Some(Adjustment::Decrease {
+            from: 650,
+            to: 325,
+            ..
+        })
+    ));
+    // Far below 650/s: full steps.
+    let mut climbs = Vec::new();
+    while c.rate() < 660 {
+        match healthy_second(&mut c, &mut t) {
+            Some(Adjustment::Increase { to, .. }) => climbs.push(to),
+            other => panic!("a healthy second climbs: {other:?}"),
+        }
+    }
+    // 0.85 × 650 = 552.5: a full step from 425 would reach 525, one from 525 would pass it.
+    assert_eq!(climbs, vec![425, 525, 550, 575, 600, 625, 650, 675]);
+    // A healthy second above 650/s forgets it: full steps again.
+    assert_eq!(
+        healthy_second(&mut c, &mut t),
+        Some(Adjustment::Increase { from: 675, to: 775 })
+    );
+    assert_eq!(c.reason().to_string(), "healthy, climbing");
+}
+
+#[test]
+fn the_reason_names_the_rate_that_hurt_and_the_memory_fades_after_five_minutes() {
+    let mut t = Instant::now();
+    let mut c = Aimd::new(params(), t);
+    for _ in 0..3 {
+        healthy_second(&mut c, &mut t);
+    }
+    assert_eq!(c.rate(), 350);
+    c.record_overload();
+    c.record_commit(Duration::from_millis(20));
+    t += SEC;
+    c.tick(t);
+    assert_eq!(c.rate(), 175);
+    assert_eq!(
+        healthy_second(&mut c, &mut t),
+        Some(Adjustment::Increase { from: 175, to: 275 })
+    );
+    assert_eq!(
+        healthy_second(&mut c, &mut t),
+        Some(Adjustment::Increase { from: 275, to: 300 })
+    );
+    assert_eq!(c.reason().code(), "climbing");
+    assert_eq!(
+        c.reason().to_string(),
+        "healthy, climbing carefully: 350/s, close by, is the rate that last backed off"
+    );
+    // Idle for five minutes (no commits, no evidence): the memory of 350/s is gone.
+    t += HURT_FORGOTTEN;
+    assert_eq!(c.tick(t), None);
+    assert_eq!(
+        healthy_second(&mut c, &mut t),
+        Some(Adjustment::Increase { from: 300, to: 400 })
     );
 }
