@@ -204,3 +204,38 @@ async fn writers_with_the_same_ids_in_opposite_orders_do_not_deadlock() -> anyho
     );
     Ok(())
 }
+
+/// A photo fetched into the spool that cannot be read back at commit (the agent's own disk, not
+/// the database) fails the whole write with an error that says so: nothing is committed without
+/// its photo, and the writer fetches the batch's photos again on its retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_photo_missing_from_the_spool_fails_the_write_as_a_spool_fault() -> anyhow::Result<()> {
+    let env = TestEnv::new().await?;
+    let store = Store::from_pool(env.pool.clone());
+    store.migrate("sluice").await?;
+    let batch = uuid::Uuid::new_v4().to_string();
+    let mut with_photo = receipts(61, 3);
+    with_photo[1].image = Some(sluice_protocol::receipt::Image {
+        key: Some("photos/gone.jpg".to_owned()),
+        sha256: "a".repeat(64),
+        bytes: 10,
+        content_type: Some("image/jpeg".to_owned()),
+    });
+    let gone = std::env::temp_dir().join(format!("sluice-spool-gone-{}", uuid::Uuid::new_v4()));
+    let mut rows = rows(&with_photo, &batch, 0);
+    rows[1].photo = Some(gone.as_path());
+    let err = store.write(&rows, &[]).await.expect_err("no photo to read");
+    let shown = err.to_string();
+    assert!(
+        shown.starts_with(&format!(
+            "the agent's photo spool: cannot read the fetched photo of receipt {} from {}:",
+            with_photo[1].receipt_id,
+            gone.display()
+        )),
+        "{shown}"
+    );
+    assert_eq!(err.kind(), "spool");
+    assert!(!err.is_refused() && !err.is_overload());
+    assert_eq!(stored(&env).await?, (0, 0), "the transaction rolled back");
+    Ok(())
+}

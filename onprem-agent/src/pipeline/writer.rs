@@ -164,7 +164,9 @@ async fn write_until_settled(
                 refused_everywhere(ctx, &batch, &error).await;
                 return Written::Settled;
             }
-            Err(WriteError::Photos(e)) => {
+            // A photo not read back from the spool is the agent's disk, not the database's
+            // fault: the retry fetches the batch's photos again.
+            Err(e @ (WriteError::Photos(_) | WriteError::Store(StoreError::Spool(_)))) => {
                 metrics::counter!(m::ERRORS, "kind" => "photo_store").increment(1);
                 ctx.health.raise(
                     PHOTO_STORE_UNAVAILABLE,
@@ -172,7 +174,7 @@ async fn write_until_settled(
                         "the photos of a batch cannot be fetched or stored: {e}. Nothing is \
                          stored or deleted; retrying with backoff, messages kept (check \
                          photos.bucket, photos.endpoint, the agent's s3:GetObject permission, \
-                         photos.directory)"
+                         photos.directory, the disk of the photo spool)"
                     ),
                 );
                 let delay = delays.next().unwrap_or(Duration::from_secs(30));

@@ -26,6 +26,11 @@ pub enum StoreError {
     /// deadlock): retried like `Unavailable`, and a signal for the adaptive throttle to back off.
     #[error("database overloaded ({code}): {message}")]
     Overloaded { code: String, message: String },
+    /// A photo fetched into the agent's spool could not be read back for the transaction: the
+    /// agent's own disk, not the database. Nothing is committed without its photo; the writer
+    /// retries the batch, fetching its photos again (`photo_store_unavailable`).
+    #[error("the agent's photo spool: {0}")]
+    Spool(String),
 }
 
 /// What a SQLSTATE tells the writer to do.
@@ -93,6 +98,7 @@ impl StoreError {
             StoreError::Refused { .. } => "refused",
             StoreError::Unavailable(_) => "unavailable",
             StoreError::Overloaded { .. } => "overload",
+            StoreError::Spool(_) => "spool",
         }
     }
 

@@ -45,10 +45,10 @@ pub(super) async fn write(
             let (Some(path), Some(image)) = (r.photo, r.receipt.image.as_ref()) else {
                 continue;
             };
-            // The spool is the agent's own disk: a file that cannot be read is retried like
-            // a connection lost, and nothing is committed without its photo.
+            // The spool is the agent's own disk: a file that cannot be read fails the write
+            // (nothing is committed without its photo) under its own name, not the database's.
             let data = tokio::fs::read(path).await.map_err(|e| {
-                StoreError::Unavailable(format!(
+                StoreError::Spool(format!(
                     "cannot read the fetched photo of receipt {} from {}: {e}",
                     r.receipt.receipt_id,
                     path.display()
