@@ -9,8 +9,10 @@
 //! of the machine over the run cancels out. A row gives the median ratio, its range, and whether
 //! every pair held 1.5 × and 2.0 ×: a rate counts as safe only when every pair held.
 //! Every window starts right after a `CHECKPOINT`, so a timed checkpoint cannot fall into one
-//! window of a pair and not the other; the writing out of the drain's dirty pages then falls
-//! between windows, and is not in the ratio.
+//! window of a pair and not the other, and each idle window right after a `VACUUM (ANALYZE)` of
+//! the agent's database, so the autovacuum the drain's inserts call for does not land in it.
+//! The drain's deferred costs (writing out its dirty pages, vacuuming its rows) then fall
+//! between windows: the ratio is what the foreground feels while the agent writes.
 
 use std::time::Duration;
 
@@ -109,7 +111,7 @@ pub(crate) async fn measure(plan: &Plan, table: &mut Table) -> anyhow::Result<()
                 format!(
                     "{} pairs of {} s: ratios {}; {}; drain median {:.0} receipts/s; \
                      agent's database share {}; idle p99 {}; {placement}; \
-                     CHECKPOINT before each window; pgbench -N, {PGBENCH_CLIENTS} clients",
+                     CHECKPOINT before each window, VACUUM before each idle one; pgbench -N, {PGBENCH_CLIENTS} clients",
                     row.pairs.len(),
                     plan.window.as_secs(),
                     row.ratios(),
@@ -234,6 +236,9 @@ async fn measure_setting(
     let mut pairs = Vec::new();
     for pair in 1..=plan.pairs {
         agent.signal(Signal::SIGSTOP)?;
+        // The autovacuum the last window's inserts call for would otherwise start within a
+        // minute, in this idle window, and lower the pair's ratio: do it now, between windows.
+        sqlx::query("VACUUM (ANALYZE)").execute(&env.pool).await?;
         oltp.checkpoint().await?;
         let idle = oltp.run(plan.window).await?;
         agent.signal(Signal::SIGCONT)?;
@@ -273,16 +278,24 @@ async fn measure_setting(
 
 /// `taskset -apc cpu pid`: every thread of the process, and those it starts later.
 fn pin(pid: u32, cpu: usize) -> anyhow::Result<()> {
-    let out = std::process::Command::new("taskset")
-        .args(["-apc", &cpu.to_string(), &pid.to_string()])
-        .output()
-        .context("taskset (util-linux) not found")?;
-    anyhow::ensure!(
-        out.status.success(),
-        "taskset -apc {cpu} {pid}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
+    // `-a` walks the process's threads one by one; a thread that ends meanwhile (tokio's
+    // blocking pool lets idle ones go) fails the walk with "No such process". Walk again.
+    let mut tries = 0;
+    loop {
+        let out = std::process::Command::new("taskset")
+            .args(["-apc", &cpu.to_string(), &pid.to_string()])
+            .output()
+            .context("taskset (util-linux) not found")?;
+        if out.status.success() {
+            return Ok(());
+        }
+        let err = String::from_utf8_lossy(&out.stderr);
+        tries += 1;
+        anyhow::ensure!(
+            tries < 5 && err.contains("No such process"),
+            "taskset -apc {cpu} {pid}: {err}"
+        );
+    }
 }
 
 /// Pins `pid` and its children: the postmaster and the backends it already forked (those it
