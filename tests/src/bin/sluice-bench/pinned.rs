@@ -110,7 +110,7 @@ pub(crate) async fn measure(plan: &Plan, table: &mut Table) -> anyhow::Result<()
                 format!("{:.2} × idle p99 (median)", row.median_ratio()),
                 format!(
                     "{} pairs of {} s: ratios {}; {}; drain median {:.0} receipts/s; \
-                     agent's database share {}; idle p99 {}; {placement}; \
+                     agent's database share {}; idle p99 {}{}; {placement}; \
                      CHECKPOINT before each window, VACUUM before each idle one; pgbench -N, {PGBENCH_CLIENTS} clients",
                     row.pairs.len(),
                     plan.window.as_secs(),
@@ -119,6 +119,7 @@ pub(crate) async fn measure(plan: &Plan, table: &mut Table) -> anyhow::Result<()
                     row.median_drain(),
                     row.shares(),
                     row.idle_p99s(),
+                    row.probes(),
                 ),
             );
         }
@@ -138,6 +139,9 @@ struct Pair {
     busy_p99: f64,
     drain: f64,
     share: f64,
+    /// Adaptive: the probe's baseline and limit (ms) at the draining window's end, to tell a
+    /// baseline learned at a noisy moment from a controller that misjudged.
+    probe: Option<(f64, f64)>,
 }
 
 struct Measured {
@@ -200,6 +204,26 @@ impl Measured {
     fn idle_p99s(&self) -> String {
         self.each(1, |p| p.idle_p99) + " ms"
     }
+
+    /// `; probe baseline / limit at each pair's end: …` when the agent ran a probe.
+    fn probes(&self) -> String {
+        if self.pairs.iter().all(|p| p.probe.is_none()) {
+            return String::new();
+        }
+        let each: Vec<String> = self
+            .pairs
+            .iter()
+            .map(|p| p.probe.map_or("-".to_owned(), show_probe))
+            .collect();
+        format!(
+            "; probe baseline / limit at each pair's end: {}",
+            each.join(", ")
+        )
+    }
+}
+
+fn show_probe((baseline, limit): (f64, f64)) -> String {
+    format!("{baseline:.1} / {limit:.1} ms")
 }
 
 fn median(sorted: &[f64]) -> f64 {
@@ -252,20 +276,34 @@ async fn measure_setting(
         })
         .await
         .unwrap_or(0.0);
+        // Only adaptive runs the probe (after a reload the gauges keep their last value).
+        let adaptive = matches!(setting, Throttle::Adaptive { .. });
+        let probe = match (
+            adaptive,
+            agent.metric("sluice_probe_baseline_seconds", &[]).await,
+            agent.metric("sluice_probe_limit_seconds", &[]).await,
+        ) {
+            (true, Some(baseline), Some(limit)) => Some((baseline * 1e3, limit * 1e3)),
+            _ => None,
+        };
         let p = Pair {
             idle_p99: idle.p99,
             busy_p99: busy.p99,
             drain: commit_rate(&samples),
             share,
+            probe,
         };
         eprintln!(
             "bench:   pair {pair}: idle p99 {:.1} ms, draining p99 {:.1} ms ({:.2} ×), \
-             drain {:.0}/s, share {:.2}",
+             drain {:.0}/s, share {:.2}{}",
             p.idle_p99,
             p.busy_p99,
             p.busy_p99 / p.idle_p99,
             p.drain,
-            p.share
+            p.share,
+            p.probe
+                .map(|b| format!(", probe baseline / limit {}", show_probe(b)))
+                .unwrap_or_default()
         );
         pairs.push(p);
     }
