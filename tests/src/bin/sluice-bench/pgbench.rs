@@ -31,8 +31,6 @@ impl Latency {
 pub(crate) struct Pgbench {
     exe: PathBuf,
     port: u16,
-    /// The cluster's admin URL, for `CHECKPOINT`.
-    admin_url: String,
     pub(crate) dir: PathBuf,
     /// Transactions per second of the foreground (`-R`).
     tps: u32,
@@ -51,7 +49,6 @@ impl Pgbench {
         let me = Self {
             exe,
             port: pg.port(),
-            admin_url: pg.url(),
             dir,
             tps: PGBENCH_TPS,
             cpu: None,
@@ -78,15 +75,6 @@ impl Pgbench {
 
     pub(crate) fn tps(&self) -> u32 {
         self.tps
-    }
-
-    /// `CHECKPOINT`, so a window starts with no checkpoint pending: a timed one (every 5 min by
-    /// default) then cannot land in one window of a pair and not the other, which swung the
-    /// idle p99 from 1.9 to 16.6 ms between windows of one run.
-    pub(crate) async fn checkpoint(&self) -> anyhow::Result<()> {
-        let mut admin = sqlx::PgConnection::connect(&self.admin_url).await?;
-        admin.execute("CHECKPOINT").await?;
-        Ok(())
     }
 
     fn command(&self) -> tokio::process::Command {

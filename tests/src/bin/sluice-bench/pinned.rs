@@ -257,16 +257,18 @@ async fn measure_setting(
         warmup.as_secs()
     );
     oltp.load(warmup).await?;
+    // Only adaptive runs the probe (after a reload its gauges keep their last value).
+    let adaptive = matches!(setting, Throttle::Adaptive { .. });
     let mut pairs = Vec::new();
     for pair in 1..=plan.pairs {
         agent.signal(Signal::SIGSTOP)?;
         // The autovacuum the last window's inserts call for would otherwise start within a
         // minute, in this idle window, and lower the pair's ratio: do it now, between windows.
         sqlx::query("VACUUM (ANALYZE)").execute(&env.pool).await?;
-        oltp.checkpoint().await?;
+        checkpoint(env).await?;
         let idle = oltp.run(plan.window).await?;
         agent.signal(Signal::SIGCONT)?;
-        oltp.checkpoint().await?;
+        checkpoint(env).await?;
         // The agent renews its lease and takes up where it stopped before the window counts.
         oltp.load(Duration::from_secs(3)).await?;
         let (busy, samples) = tokio::join!(oltp.run(plan.window), sample_rows(agent, plan.window));
@@ -276,15 +278,10 @@ async fn measure_setting(
         })
         .await
         .unwrap_or(0.0);
-        // Only adaptive runs the probe (after a reload the gauges keep their last value).
-        let adaptive = matches!(setting, Throttle::Adaptive { .. });
-        let probe = match (
-            adaptive,
-            agent.metric("sluice_probe_baseline_seconds", &[]).await,
-            agent.metric("sluice_probe_limit_seconds", &[]).await,
-        ) {
-            (true, Some(baseline), Some(limit)) => Some((baseline * 1e3, limit * 1e3)),
-            _ => None,
+        let probe = if adaptive {
+            probe_gauges(agent).await
+        } else {
+            None
         };
         let p = Pair {
             idle_p99: idle.p99,
@@ -312,6 +309,24 @@ async fn measure_setting(
         eprintln!("bench: the backlog ran out: later drain figures are understated");
     }
     Ok(Measured { pairs })
+}
+
+/// `CHECKPOINT` (the whole cluster), so a window starts with no checkpoint pending: a timed one
+/// (every 5 min by default) then cannot land in one window of a pair and not the other, which
+/// swung the idle p99 from 1.9 to 16.6 ms between windows of one run.
+async fn checkpoint(env: &sluice_e2e::TestEnv) -> anyhow::Result<()> {
+    sqlx::query("CHECKPOINT").execute(&env.pool).await?;
+    Ok(())
+}
+
+/// The probe's baseline and limit in ms, from one scrape of the agent's metrics.
+async fn probe_gauges(agent: &AgentProcess) -> Option<(f64, f64)> {
+    let m = agent.metrics().await?;
+    let ms = |name| m.sum(name, &[]).map(|s| s * 1e3);
+    Some((
+        ms("sluice_probe_baseline_seconds")?,
+        ms("sluice_probe_limit_seconds")?,
+    ))
 }
 
 /// `taskset -apc cpu pid`: every thread of the process, and those it starts later.
