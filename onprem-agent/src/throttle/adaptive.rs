@@ -10,7 +10,10 @@
 //!   `increase_rows_per_second` (never above the ceiling). With no commits there is no evidence
 //!   either way, so the rate stays: an idle agent does not creep up to the ceiling and then hit
 //!   a busy database at full speed. Nor does it climb while the probe cannot judge (no
-//!   baseline yet, a window refilling after a cut, a failing probe).
+//!   baseline yet, a window refilling after a cut, a failing probe), nor while the rate is not
+//!   what limits the writers (no batch had to wait for the rate since the last look: the
+//!   queue, the transaction slots or the agent itself set the pace). A rate climbed far above
+//!   what the agent drains would take several cuts to bite once the foreground suffers.
 //!
 //! [`Reason`] says why the rate is what it is, for `status` and `sluice_rate_reason`.
 //!
@@ -99,6 +102,9 @@ pub enum Reason {
     /// Healthy, but `throttle.max_database_share` held the writers back: the rate was not what
     /// limited them, so it holds rather than climb to a level never tried.
     Capped,
+    /// Healthy, but no batch waited for the rate: something else sets the pace, so the rate
+    /// holds rather than climb to a level never tried.
+    Unused,
 }
 
 impl Reason {
@@ -118,6 +124,7 @@ impl Reason {
             Reason::Holding(Verdict::Settling) => "probe_settling",
             Reason::Holding(_) => "probe_learning",
             Reason::Capped => "database_share",
+            Reason::Unused => "rate_unused",
         }
     }
 }
@@ -144,6 +151,11 @@ impl fmt::Display for Reason {
             Reason::Idle => write!(f, "no commits: holding"),
             Reason::Holding(v) => write!(f, "holding: {v}"),
             Reason::Capped => write!(f, "holding: throttle.max_database_share binds first"),
+            Reason::Unused => write!(
+                f,
+                "holding: no batch waited for the rate (the queue, the transaction slots or the \
+                 agent itself set the pace)"
+            ),
         }
     }
 }
@@ -173,6 +185,8 @@ struct Observed {
     probe: Option<Verdict>,
     /// Writers waited on `throttle.max_database_share`.
     capped: bool,
+    /// A batch waited for the rate: the rate is what limits the writers.
+    rate_bound: bool,
 }
 
 /// The AIMD controller.
@@ -233,6 +247,11 @@ impl Aimd {
         self.seen.capped = true;
     }
 
+    /// A batch waited for the rate: it is what limits the writers, and may climb.
+    pub fn record_rate_bound(&mut self) {
+        self.seen.rate_bound = true;
+    }
+
     /// The foreground probe's verdict now (the latest one counts at the interval's end).
     pub fn record_probe(&mut self, verdict: Verdict) {
         self.seen.probe = Some(verdict);
@@ -281,6 +300,10 @@ impl Aimd {
             }
             None if seen.capped => {
                 self.reason = Reason::Capped;
+                None
+            }
+            None if !seen.rate_bound => {
+                self.reason = Reason::Unused;
                 None
             }
             None => {

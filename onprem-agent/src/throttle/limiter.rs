@@ -17,7 +17,7 @@
 
 use std::fmt;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -44,6 +44,9 @@ pub struct RowLimiter<C: Clock = DefaultClock> {
     changed: watch::Sender<u64>,
     /// Callers inside [`RowLimiter::acquire`] now: work waiting on the rate.
     waiting: AtomicU32,
+    /// Calls of [`RowLimiter::acquire`] that found too few tokens and had to wait: the rate,
+    /// not something else, limited them.
+    held_back: AtomicU64,
 }
 
 /// Counts a caller inside `acquire` while it lives.
@@ -76,6 +79,7 @@ impl RowLimiter<DefaultClock> {
         self.waiting.fetch_add(1, Ordering::Relaxed);
         let _waiting = Waiting(&self.waiting);
         let mut left = rows;
+        let mut held = false;
         let mut changes = self.changed.subscribe();
         while left > 0 {
             // Subscribed before reading the bucket: a swap after this point wakes the wait.
@@ -84,6 +88,14 @@ impl RowLimiter<DefaultClock> {
             let Some(n) = NonZeroU32::new(left.min(bucket.burst.get())) else {
                 return;
             };
+            if let Ok(Ok(())) = bucket.gcra.check_n(n) {
+                left -= n.get();
+                continue;
+            }
+            if !held {
+                held = true;
+                self.held_back.fetch_add(1, Ordering::Relaxed);
+            }
             tokio::select! {
                 // `n ≤ burst`, so governor cannot answer InsufficientCapacity.
                 _ = bucket.gcra.until_n_ready(n) => left -= n.get(),
@@ -108,12 +120,25 @@ impl<C: Clock + Clone> RowLimiter<C> {
             current: RwLock::new(Arc::new(bucket)),
             changed: watch::Sender::new(0),
             waiting: AtomicU32::new(0),
+            held_back: AtomicU64::new(0),
         }
     }
 
     /// Callers waiting for tokens now.
     pub fn waiting(&self) -> u32 {
         self.waiting.load(Ordering::Relaxed)
+    }
+
+    /// Calls of `acquire` so far that had to wait for tokens (a running count: compare two
+    /// readings). Whether the rate is what limits the writers.
+    pub fn held_back(&self) -> u64 {
+        self.held_back.load(Ordering::Relaxed)
+    }
+
+    /// Counts one call held back, as `acquire` does: for tests of what reads the count.
+    #[cfg(test)]
+    pub fn note_held_back(&self) {
+        self.held_back.fetch_add(1, Ordering::Relaxed);
     }
 
     fn bucket(&self) -> Arc<Bucket<C>> {

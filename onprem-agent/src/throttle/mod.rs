@@ -121,6 +121,8 @@ struct State {
     budget: BusyBudget,
     /// When a writer last waited on `max_database_share`.
     capped_at: Option<Instant>,
+    /// The limiter's count of held-back batches at the last look ([`RowLimiter::held_back`]).
+    held_back: u64,
     /// The `reason` label set to 1 now.
     reason: Option<&'static str>,
     /// The same reason in words, with the probe's figures: read by [`Throttle::explained`].
@@ -161,6 +163,7 @@ impl Throttle {
                 busy: BusyTime::default(),
                 budget: BusyBudget::default(),
                 capped_at: None,
+                held_back: 0,
                 reason: None,
                 explained: None,
             }),
@@ -527,6 +530,13 @@ impl Throttle {
                 if let Some(v) = verdict {
                     aimd.record_probe(v);
                 }
+                // A batch held back since the last look, or one waiting now (a long wait that
+                // began before it), says the rate is what limits the writers.
+                let held_back = self.limiter.held_back();
+                if held_back != st.held_back || self.limiter.waiting() > 0 {
+                    aimd.record_rate_bound();
+                }
+                st.held_back = held_back;
                 if cause == Cause::Schedule && !window_changed {
                     match aimd.tick(now) {
                         Some(Adjustment::Increase { .. }) => cause = Cause::AdaptiveIncrease,

@@ -188,6 +188,7 @@ mod tests {
                 th.observe_probe(probe, false, t);
             }
             th.observe_commit(ms(10));
+            th.limiter().note_held_back();
             th.update(NOON, t);
             th.rate()
         };

@@ -64,6 +64,7 @@ fn adaptive_mode_starts_at_the_floor_climbs_to_the_scheduled_ceiling_and_backs_o
     assert_eq!((th.rate(), th.ceiling()), (100, 300));
     for _ in 0..5 {
         th.observe_commit(Duration::from_millis(10));
+        th.limiter().note_held_back();
         t += Duration::from_secs(1);
         th.update(OFFICE, t);
     }
@@ -77,9 +78,35 @@ fn adaptive_mode_starts_at_the_floor_climbs_to_the_scheduled_ceiling_and_backs_o
     assert_eq!(th.rate(), 150);
     th.observe_error(&StoreError::Unavailable("connection refused".into()));
     th.observe_commit(Duration::from_millis(10));
+    th.limiter().note_held_back();
     t += Duration::from_secs(1);
     th.update(OFFICE, t);
     assert_eq!(th.rate(), 250, "an outage is not overload");
+}
+
+#[test]
+fn adaptive_climbs_only_while_batches_wait_for_the_rate() {
+    let mut t = Instant::now();
+    let th = Throttle::new(&cfg(ThrottleMode::Adaptive), NIGHT, t).expect("valid");
+    // Fast commits, but no batch was held back by the limiter: the rate is not what limits.
+    for _ in 0..3 {
+        th.observe_commit(Duration::from_millis(10));
+        t += Duration::from_secs(1);
+        th.update(NIGHT, t);
+    }
+    assert_eq!(th.rate(), 100);
+    assert_eq!(th.explained().map(|e| e.reason), Some("rate_unused".into()));
+    // A batch waited for the rate: it climbs.
+    th.observe_commit(Duration::from_millis(10));
+    th.limiter().note_held_back();
+    t += Duration::from_secs(1);
+    th.update(NIGHT, t);
+    assert_eq!(th.rate(), 200);
+    // The count is compared with the last look: an old wait does not count again.
+    th.observe_commit(Duration::from_millis(10));
+    t += Duration::from_secs(1);
+    th.update(NIGHT, t);
+    assert_eq!(th.rate(), 200);
 }
 
 #[test]

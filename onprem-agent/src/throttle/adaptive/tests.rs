@@ -16,8 +16,10 @@ fn params() -> AimdParams {
     }
 }
 
+/// A second of fast commits with batches waiting for the rate.
 fn healthy_second(c: &mut Aimd, t: &mut Instant) -> Option<Adjustment> {
     c.record_commit(Duration::from_millis(20));
+    c.record_rate_bound();
     *t += SEC;
     c.tick(*t)
 }
@@ -374,4 +376,44 @@ fn the_reason_names_the_rate_that_hurt_and_the_memory_fades_after_five_minutes()
         healthy_second(&mut c, &mut t),
         Some(Adjustment::Increase { from: 300, to: 400 })
     );
+}
+
+#[test]
+fn healthy_but_not_limited_by_the_rate_it_holds_and_a_cut_still_bites() {
+    let mut t = Instant::now();
+    let mut c = Aimd::new(params(), t);
+    for _ in 0..3 {
+        healthy_second(&mut c, &mut t);
+    }
+    assert_eq!(c.rate(), 350);
+    // Fast commits, but no batch waited for the rate (the queue or the agent set the pace):
+    // the rate holds where the agent last used it, however long this lasts.
+    for _ in 0..10 {
+        c.record_commit(Duration::from_millis(20));
+        t += SEC;
+        assert_eq!(c.tick(t), None);
+    }
+    assert_eq!((c.rate(), c.reason()), (350, Reason::Unused));
+    assert_eq!(c.reason().code(), "rate_unused");
+    assert_eq!(
+        c.reason().to_string(),
+        "holding: no batch waited for the rate (the queue, the transaction slots or the agent \
+         itself set the pace)"
+    );
+    // Congestion still cuts, used or not.
+    c.record_commit(Duration::from_millis(900));
+    t += SEC;
+    assert!(matches!(
+        c.tick(t),
+        Some(Adjustment::Decrease {
+            from: 350,
+            to: 175,
+            ..
+        })
+    ));
+    // Once batches wait for the rate again, it climbs.
+    assert!(matches!(
+        healthy_second(&mut c, &mut t),
+        Some(Adjustment::Increase { from: 175, .. })
+    ));
 }

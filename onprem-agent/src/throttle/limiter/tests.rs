@@ -115,3 +115,21 @@ async fn a_waiter_moves_to_the_new_rate_when_it_changes() {
         .expect("woken by the new rate")
         .expect("no panic");
 }
+
+#[tokio::test]
+async fn only_a_call_that_finds_too_few_tokens_counts_as_held_back_by_the_rate() {
+    // 1,000 rows/s, a burst of 100: the first 100 rows pass at once, the next 50 wait.
+    let lim = RowLimiter::new(nz(1000), nz(100));
+    lim.acquire(60).await;
+    lim.acquire(40).await;
+    assert_eq!(lim.held_back(), 0, "the burst was there");
+    lim.acquire(50).await;
+    assert_eq!(
+        lim.held_back(),
+        1,
+        "the bucket was empty: the rate held it back"
+    );
+    // A request taken in several burst-sized pieces counts once.
+    lim.acquire(250).await;
+    assert_eq!(lim.held_back(), 2);
+}

@@ -171,6 +171,7 @@ fn in_adaptive_mode_the_controller_works_within_its_share_of_floor_and_ceiling()
     );
     for _ in 0..5 {
         th.observe_commit(Duration::from_millis(10));
+        th.limiter().note_held_back();
         t += Duration::from_secs(1);
         th.update(NIGHT, t);
     }
@@ -182,6 +183,7 @@ fn in_adaptive_mode_the_controller_works_within_its_share_of_floor_and_ceiling()
     th.set_share(Share { live: 2, rank: 0 }, NIGHT, t);
     assert_eq!(th.ceiling(), 450);
     th.observe_commit(Duration::from_millis(10));
+    th.limiter().note_held_back();
     t += Duration::from_secs(1);
     th.update(NIGHT, t);
     assert_eq!(th.rate(), 450);

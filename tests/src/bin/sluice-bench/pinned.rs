@@ -12,7 +12,9 @@
 //! window of a pair and not the other, and each idle window right after a `VACUUM (ANALYZE)` of
 //! the agent's database, so the autovacuum the drain's inserts call for does not land in it.
 //! The drain's deferred costs (writing out its dirty pages, vacuuming its rows) then fall
-//! between windows: the ratio is what the foreground feels while the agent writes.
+//! between windows: the ratio is what the foreground feels while the agent writes. The same
+//! `VACUUM` and `CHECKPOINT` run before each setting's warm-up, so one row's debt does not
+//! fall on the next row's start, where adaptive learns its probe's baseline.
 
 use std::time::Duration;
 
@@ -111,7 +113,7 @@ pub(crate) async fn measure(plan: &Plan, table: &mut Table) -> anyhow::Result<()
                 format!(
                     "{} pairs of {} s: ratios {}; {}; drain median {:.0} receipts/s; \
                      agent's database share {}; idle p99 {}{}; {placement}; \
-                     CHECKPOINT before each window, VACUUM before each idle one; pgbench -N, {PGBENCH_CLIENTS} clients",
+                     CHECKPOINT before each setting and window, VACUUM before each setting and idle window; pgbench -N, {PGBENCH_CLIENTS} clients",
                     row.pairs.len(),
                     plan.window.as_secs(),
                     row.ratios(),
@@ -241,6 +243,11 @@ async fn measure_setting(
     setting: Throttle,
     plan: &Plan,
 ) -> anyhow::Result<Measured> {
+    // The last row's deferred work (vacuuming its inserts, writing out its dirty pages) is
+    // done before this row starts, so it does not fall into this row's warm-up, where adaptive
+    // learns its probe's baseline.
+    sqlx::query("VACUUM (ANALYZE)").execute(&env.pool).await?;
+    checkpoint(env).await?;
     agent.signal(Signal::SIGCONT)?;
     env.rewrite_agent_config(agent, &agent_extra(setting))?;
     agent.signal(Signal::SIGHUP)?;
