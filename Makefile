@@ -57,7 +57,7 @@ test-systemd: stack-up ## the unit under a real systemd, in a Debian container (
 	  eval "$$(bash $(STACK) env)"; \
 	  export SLUICE_TEST_DATABASE_URL SLUICE_TEST_SQS_ENDPOINT; \
 	  export SLUICE_SYSTEMD_AGENT="$(if $(SYSTEMD_AGENT),$(abspath $(SYSTEMD_AGENT)))"; \
-	  $(CARGO) test --workspace --test systemd -- --ignored
+	  $(CARGO) test --workspace --test e2e -- --ignored systemd::
 
 .PHONY: check-deploy
 check-deploy: ## cfn-lint the AWS SAM template (installs cfn-lint from PyPI if missing); check the systemd unit and alert rules
