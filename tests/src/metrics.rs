@@ -43,6 +43,20 @@ impl Metrics {
     pub fn counter(&self, name: &str) -> f64 {
         self.sum(name, &[]).unwrap_or(0.0)
     }
+
+    /// The value of `label` on the series of `name` that is 1: which one of a one-hot gauge
+    /// (`sluice_rate_reason{reason}`) is in force. `None` when none is.
+    pub fn one_hot(&self, name: &str, label: &str) -> Option<&str> {
+        self.series
+            .iter()
+            .filter(|s| s.name == name && s.value == 1.0)
+            .find_map(|s| {
+                s.labels
+                    .iter()
+                    .find(|(k, _)| k == label)
+                    .map(|(_, v)| v.as_str())
+            })
+    }
 }
 
 /// `name{k="v",…} value [timestamp]` → a series.
@@ -107,7 +121,21 @@ sluice_queue_messages{queue=\"dlq\",state=\"visible\"} 0
 sluice_commit_seconds_bucket{le=\"+Inf\"} 40
 sluice_errors_total{kind=\"say \\\"hi\\\", then\\\\leave\"} 2 1700000000000
 sluice_rate_rows_per_second 2.5e2
+sluice_rate_reason{reason=\"climbing\"} 0
+sluice_rate_reason{reason=\"probe_latency\"} 1
+sluice_rate_reason{reason=\"idle\"} 0
 ";
+
+    #[test]
+    fn the_one_hot_series_names_the_label_in_force() {
+        let m = Metrics::parse(SCRAPE);
+        assert_eq!(
+            m.one_hot("sluice_rate_reason", "reason"),
+            Some("probe_latency")
+        );
+        assert_eq!(m.one_hot("sluice_queue_messages", "queue"), None);
+        assert_eq!(m.one_hot("sluice_rate_reason", "other"), None);
+    }
 
     #[test]
     fn an_unlabelled_metric_is_its_one_series_and_a_longer_name_is_another_metric() {

@@ -10,18 +10,20 @@
 //! every pair held 1.5 × and 2.0 ×: a rate counts as safe only when every pair held.
 //! Every window starts right after a `CHECKPOINT`, so a timed checkpoint cannot fall into one
 //! window of a pair and not the other, and each idle window right after a `VACUUM (ANALYZE)` of
-//! the agent's database, so the autovacuum the drain's inserts call for does not land in it.
+//! the agent's database and the foreground's, so the autovacuum the drain's inserts (or the
+//! foreground's own updates) call for does not land in it.
 //! The drain's deferred costs (writing out its dirty pages, vacuuming its rows) then fall
 //! between windows: the ratio is what the foreground feels while the agent writes. The same
 //! `VACUUM` and `CHECKPOINT` run before each setting's warm-up, so one row's debt does not
 //! fall on the next row's start, where adaptive learns its probe's baseline.
 
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use sluice_e2e::{wait_for, AgentProcess, PrivatePostgres, Signal};
 
-use crate::drain::{agent_extra, backlog_env, commit_rate, sample_rows, upload_backlog, Throttle};
+use crate::drain::{agent_extra, backlog_env, commit_rate, upload_backlog, Throttle};
 use crate::pgbench::Pgbench;
 use crate::procfs;
 use crate::{Table, PGBENCH_CLIENTS};
@@ -112,8 +114,8 @@ pub(crate) async fn measure(plan: &Plan, table: &mut Table) -> anyhow::Result<()
                 format!("{:.2} × idle p99 (median)", row.median_ratio()),
                 format!(
                     "{} pairs of {} s: ratios {}; {}; drain median {:.0} receipts/s; \
-                     agent's database share {}; idle p99 {}{}; {placement}; \
-                     CHECKPOINT before each setting and window, VACUUM before each setting and idle window; pgbench -N, {PGBENCH_CLIENTS} clients",
+                     agent's database share {}; idle p99 {}{}{}; {placement}; \
+                     CHECKPOINT before each setting and window, VACUUM of both databases before each setting and idle window; pgbench -N, {PGBENCH_CLIENTS} clients",
                     row.pairs.len(),
                     plan.window.as_secs(),
                     row.ratios(),
@@ -122,6 +124,7 @@ pub(crate) async fn measure(plan: &Plan, table: &mut Table) -> anyhow::Result<()
                     row.shares(),
                     row.idle_p99s(),
                     row.probes(),
+                    row.reasons(),
                 ),
             );
         }
@@ -144,6 +147,8 @@ struct Pair {
     /// Adaptive: the probe's baseline and limit (ms) at the draining window's end, to tell a
     /// baseline learned at a noisy moment from a controller that misjudged.
     probe: Option<(f64, f64)>,
+    /// How often each `sluice_rate_reason` was in force over the draining window's scrapes.
+    reasons: BTreeMap<String, u32>,
 }
 
 struct Measured {
@@ -224,6 +229,56 @@ impl Measured {
     }
 }
 
+impl Measured {
+    /// `; rate reasons while draining: probe_latency 52 %, climbing 30 %, …` over every pair's
+    /// draining window, most frequent first: why the rate was what it was.
+    fn reasons(&self) -> String {
+        let mut total: BTreeMap<&str, u32> = BTreeMap::new();
+        for (reason, n) in self.pairs.iter().flat_map(|p| &p.reasons) {
+            *total.entry(reason).or_default() += n;
+        }
+        if total.is_empty() {
+            return String::new();
+        }
+        format!("; rate reasons while draining: {}", show_reasons(total))
+    }
+}
+
+/// `reason share %, …`, most frequent first.
+fn show_reasons<'a>(counts: impl IntoIterator<Item = (&'a str, u32)>) -> String {
+    let mut counts: Vec<(&str, u32)> = counts.into_iter().collect();
+    let all: u32 = counts.iter().map(|(_, n)| n).sum();
+    counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    counts
+        .iter()
+        .map(|(r, n)| format!("{r} {:.0} %", f64::from(*n) * 100.0 / f64::from(all.max(1))))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The agent's receipts written (time, total) every 50 ms for `d`, as `sample_rows` takes
+/// them, and from the same scrapes how often each rate reason was in force.
+async fn sample_drain(
+    agent: &AgentProcess,
+    d: Duration,
+) -> (Vec<(f64, f64)>, BTreeMap<String, u32>) {
+    let t0 = Instant::now();
+    let mut rows = Vec::new();
+    let mut reasons = BTreeMap::new();
+    while t0.elapsed() < d {
+        if let Some(m) = agent.metrics().await {
+            if let Some(v) = m.sum("sluice_rows_written_total", &[]) {
+                rows.push((t0.elapsed().as_secs_f64(), v));
+            }
+            if let Some(r) = m.one_hot("sluice_rate_reason", "reason") {
+                *reasons.entry(r.to_owned()).or_default() += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (rows, reasons)
+}
+
 fn show_probe((baseline, limit): (f64, f64)) -> String {
     format!("{baseline:.1} / {limit:.1} ms")
 }
@@ -247,6 +302,7 @@ async fn measure_setting(
     // done before this row starts, so it does not fall into this row's warm-up, where adaptive
     // learns its probe's baseline.
     sqlx::query("VACUUM (ANALYZE)").execute(&env.pool).await?;
+    oltp.vacuum().await?;
     checkpoint(env).await?;
     agent.signal(Signal::SIGCONT)?;
     env.rewrite_agent_config(agent, &agent_extra(setting))?;
@@ -272,13 +328,16 @@ async fn measure_setting(
         // The autovacuum the last window's inserts call for would otherwise start within a
         // minute, in this idle window, and lower the pair's ratio: do it now, between windows.
         sqlx::query("VACUUM (ANALYZE)").execute(&env.pool).await?;
+        oltp.vacuum().await?;
         checkpoint(env).await?;
         let idle = oltp.run(plan.window).await?;
         agent.signal(Signal::SIGCONT)?;
+        oltp.vacuum().await?;
         checkpoint(env).await?;
         // The agent renews its lease and takes up where it stopped before the window counts.
         oltp.load(Duration::from_secs(3)).await?;
-        let (busy, samples) = tokio::join!(oltp.run(plan.window), sample_rows(agent, plan.window));
+        let (busy, (samples, reasons)) =
+            tokio::join!(oltp.run(plan.window), sample_drain(agent, plan.window));
         let busy = busy?;
         let share = wait_for(Duration::from_secs(5), "the agent's database share", || {
             agent.metric("sluice_database_share", &[])
@@ -296,10 +355,11 @@ async fn measure_setting(
             drain: commit_rate(&samples),
             share,
             probe,
+            reasons,
         };
         eprintln!(
             "bench:   pair {pair}: idle p99 {:.1} ms, draining p99 {:.1} ms ({:.2} ×), \
-             drain {:.0}/s, share {:.2}{}",
+             drain {:.0}/s, share {:.2}{}; rate reasons: {}",
             p.idle_p99,
             p.busy_p99,
             p.busy_p99 / p.idle_p99,
@@ -307,7 +367,8 @@ async fn measure_setting(
             p.share,
             p.probe
                 .map(|b| format!(", probe baseline / limit {}", show_probe(b)))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            show_reasons(p.reasons.iter().map(|(r, n)| (r.as_str(), *n)))
         );
         pairs.push(p);
     }
@@ -416,6 +477,15 @@ mod tests {
             err.to_string().contains("fixed, share or adaptive"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn rate_reasons_are_shown_as_shares_most_frequent_first() {
+        assert_eq!(
+            show_reasons([("climbing", 1), ("probe_latency", 3), ("idle", 0)]),
+            "probe_latency 75 %, climbing 25 %, idle 0 %"
+        );
+        assert_eq!(show_reasons([]), "");
     }
 
     #[test]
