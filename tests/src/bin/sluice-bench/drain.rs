@@ -3,6 +3,7 @@
 //! adaptive and unthrottled, the drain rate each achieves, rate accuracy and the agent's peak
 //! RSS. The rate is switched between windows by rewriting the agent's config and sending SIGHUP.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
@@ -123,10 +124,10 @@ pub(crate) async fn window_with(
     oltp.load(warmup).await?;
     eprintln!("bench: foreground while draining, {}", throttle.label());
     let before = counters(agent).await;
-    let (latency, probe, samples) = tokio::join!(
+    let (latency, probe, (samples, _)) = tokio::join!(
         oltp.run(window),
         oltp.probe_client(window),
-        sample_rows(agent, window)
+        sample_drain(agent, window)
     );
     let (latency, probe) = (latency?, probe?);
     let after = counters(agent).await;
@@ -277,17 +278,27 @@ async fn spawn_agent(env: &TestEnv, t: Throttle) -> anyhow::Result<AgentProcess>
     Ok(agent)
 }
 
-/// `sluice_rows_written_total` every 50 ms for `d`: (seconds since the start, receipts).
-pub(crate) async fn sample_rows(agent: &AgentProcess, d: Duration) -> Vec<(f64, f64)> {
+/// One scrape of the agent's metrics every 50 ms for `d`: `sluice_rows_written_total` as
+/// (seconds since the start, receipts), and how often each `sluice_rate_reason` was in force.
+pub(crate) async fn sample_drain(
+    agent: &AgentProcess,
+    d: Duration,
+) -> (Vec<(f64, f64)>, BTreeMap<String, u32>) {
     let t0 = Instant::now();
-    let mut out = Vec::new();
+    let mut rows = Vec::new();
+    let mut reasons = BTreeMap::new();
     while t0.elapsed() < d {
-        if let Some(v) = agent.metric("sluice_rows_written_total", &[]).await {
-            out.push((t0.elapsed().as_secs_f64(), v));
+        if let Some(m) = agent.metrics().await {
+            if let Some(v) = m.sum("sluice_rows_written_total", &[]) {
+                rows.push((t0.elapsed().as_secs_f64(), v));
+            }
+            if let Some(r) = m.one_hot("sluice_rate_reason", "reason") {
+                *reasons.entry(r.to_owned()).or_default() += 1;
+            }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    out
+    (rows, reasons)
 }
 
 /// (receipts written, commit seconds summed, commits).

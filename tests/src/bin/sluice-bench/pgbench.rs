@@ -6,7 +6,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::bail;
-use sluice_e2e::PrivatePostgres;
+use sluice_e2e::{with_database, PrivatePostgres};
 use sqlx::{Connection as _, Executor as _};
 
 use crate::{PGBENCH_CLIENTS, PGBENCH_TPS};
@@ -31,6 +31,8 @@ impl Latency {
 pub(crate) struct Pgbench {
     exe: PathBuf,
     port: u16,
+    /// The URL of database `oltp`, as the bench's own statements reach it.
+    url: String,
     pub(crate) dir: PathBuf,
     /// Transactions per second of the foreground (`-R`).
     tps: u32,
@@ -49,6 +51,7 @@ impl Pgbench {
         let me = Self {
             exe,
             port: pg.port(),
+            url: with_database(&pg.url(), "oltp"),
             dir,
             tps: PGBENCH_TPS,
             cpu: None,
@@ -81,8 +84,7 @@ impl Pgbench {
     /// (24,000 transactions a minute at `-R 400`) call for autovacuum at their own thresholds,
     /// in whichever window they are crossed.
     pub(crate) async fn vacuum(&self) -> anyhow::Result<()> {
-        let url = format!("postgres://postgres@127.0.0.1:{}/oltp", self.port);
-        let mut c = sqlx::PgConnection::connect(&url).await?;
+        let mut c = sqlx::PgConnection::connect(&self.url).await?;
         c.execute("VACUUM (ANALYZE)").await?;
         c.close().await?;
         Ok(())

@@ -10,20 +10,21 @@
 //! every pair held 1.5 × and 2.0 ×: a rate counts as safe only when every pair held.
 //! Every window starts right after a `CHECKPOINT`, so a timed checkpoint cannot fall into one
 //! window of a pair and not the other, and each idle window right after a `VACUUM (ANALYZE)` of
-//! the agent's database and the foreground's, so the autovacuum the drain's inserts (or the
-//! foreground's own updates) call for does not land in it.
+//! the agent's database and the foreground's (each draining window after one of the
+//! foreground's), so the autovacuum the drain's inserts (or the foreground's own updates) call
+//! for does not land in it.
 //! The drain's deferred costs (writing out its dirty pages, vacuuming its rows) then fall
 //! between windows: the ratio is what the foreground feels while the agent writes. The same
 //! `VACUUM` and `CHECKPOINT` run before each setting's warm-up, so one row's debt does not
 //! fall on the next row's start, where adaptive learns its probe's baseline.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use sluice_e2e::{wait_for, AgentProcess, PrivatePostgres, Signal};
 
-use crate::drain::{agent_extra, backlog_env, commit_rate, upload_backlog, Throttle};
+use crate::drain::{agent_extra, backlog_env, commit_rate, sample_drain, upload_backlog, Throttle};
 use crate::pgbench::Pgbench;
 use crate::procfs;
 use crate::{Table, PGBENCH_CLIENTS};
@@ -115,7 +116,7 @@ pub(crate) async fn measure(plan: &Plan, table: &mut Table) -> anyhow::Result<()
                 format!(
                     "{} pairs of {} s: ratios {}; {}; drain median {:.0} receipts/s; \
                      agent's database share {}; idle p99 {}{}{}; {placement}; \
-                     CHECKPOINT before each setting and window, VACUUM of both databases before each setting and idle window; pgbench -N, {PGBENCH_CLIENTS} clients",
+                     CHECKPOINT before each setting and window, VACUUM of both databases before each setting and idle window, of pgbench's before each draining one; pgbench -N, {PGBENCH_CLIENTS} clients",
                     row.pairs.len(),
                     plan.window.as_secs(),
                     row.ratios(),
@@ -227,9 +228,7 @@ impl Measured {
             each.join(", ")
         )
     }
-}
 
-impl Measured {
     /// `; rate reasons while draining: probe_latency 52 %, climbing 30 %, …` over every pair's
     /// draining window, most frequent first: why the rate was what it was.
     fn reasons(&self) -> String {
@@ -256,29 +255,6 @@ fn show_reasons<'a>(counts: impl IntoIterator<Item = (&'a str, u32)>) -> String 
         .join(", ")
 }
 
-/// The agent's receipts written (time, total) every 50 ms for `d`, as `sample_rows` takes
-/// them, and from the same scrapes how often each rate reason was in force.
-async fn sample_drain(
-    agent: &AgentProcess,
-    d: Duration,
-) -> (Vec<(f64, f64)>, BTreeMap<String, u32>) {
-    let t0 = Instant::now();
-    let mut rows = Vec::new();
-    let mut reasons = BTreeMap::new();
-    while t0.elapsed() < d {
-        if let Some(m) = agent.metrics().await {
-            if let Some(v) = m.sum("sluice_rows_written_total", &[]) {
-                rows.push((t0.elapsed().as_secs_f64(), v));
-            }
-            if let Some(r) = m.one_hot("sluice_rate_reason", "reason") {
-                *reasons.entry(r.to_owned()).or_default() += 1;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    (rows, reasons)
-}
-
 fn show_probe((baseline, limit): (f64, f64)) -> String {
     format!("{baseline:.1} / {limit:.1} ms")
 }
@@ -301,9 +277,7 @@ async fn measure_setting(
     // The last row's deferred work (vacuuming its inserts, writing out its dirty pages) is
     // done before this row starts, so it does not fall into this row's warm-up, where adaptive
     // learns its probe's baseline.
-    sqlx::query("VACUUM (ANALYZE)").execute(&env.pool).await?;
-    oltp.vacuum().await?;
-    checkpoint(env).await?;
+    vacuum_and_checkpoint(env, oltp).await?;
     agent.signal(Signal::SIGCONT)?;
     env.rewrite_agent_config(agent, &agent_extra(setting))?;
     agent.signal(Signal::SIGHUP)?;
@@ -327,9 +301,7 @@ async fn measure_setting(
         agent.signal(Signal::SIGSTOP)?;
         // The autovacuum the last window's inserts call for would otherwise start within a
         // minute, in this idle window, and lower the pair's ratio: do it now, between windows.
-        sqlx::query("VACUUM (ANALYZE)").execute(&env.pool).await?;
-        oltp.vacuum().await?;
-        checkpoint(env).await?;
+        vacuum_and_checkpoint(env, oltp).await?;
         let idle = oltp.run(plan.window).await?;
         agent.signal(Signal::SIGCONT)?;
         oltp.vacuum().await?;
@@ -377,6 +349,13 @@ async fn measure_setting(
         eprintln!("bench: the backlog ran out: later drain figures are understated");
     }
     Ok(Measured { pairs })
+}
+
+/// `VACUUM (ANALYZE)` of the agent's database and the foreground's, then a [`checkpoint`].
+async fn vacuum_and_checkpoint(env: &sluice_e2e::TestEnv, oltp: &Pgbench) -> anyhow::Result<()> {
+    sqlx::query("VACUUM (ANALYZE)").execute(&env.pool).await?;
+    oltp.vacuum().await?;
+    checkpoint(env).await
 }
 
 /// `CHECKPOINT` (the whole cluster), so a window starts with no checkpoint pending: a timed one
