@@ -10,17 +10,23 @@
 //! window gives its quantile, and the baseline is the median of the last [`LEARNED_KEPT`]
 //! windows, so one noisy window (a foreground spike while the agent happened to be idle) moves
 //! it little. An agent with no backlog learns on
-//! its own; one that drains for long asks for a short pause of its writes ([`wants_pause`]:
-//! at start, and when no window was learned for `baseline_relearn_minutes`).
+//! its own; one that drains for long asks for a pause of its writes ([`wants_pause`]: at
+//! start, and when no window was learned for `baseline_relearn_minutes`).
 //!
-//! A pause is five seconds, so its window is a hundred samples and its p99 the second slowest:
-//! a pause that falls on a noisy moment (the checkpoint or autovacuum after a burst of writes)
-//! can learn twice the real baseline, and nothing would correct it until the next re-learning.
-//! So every full judged window (each disjoint from the last, [`TAIL_RANK`] samples above its
+//! A learning window is five seconds, so a hundred samples whose p99 is the second slowest: one
+//! window alone can learn twice the real baseline (two runs of the same bench learned 1.5 and
+//! 2.7 ms from their start pause), and that baseline then set the limit for the whole drain.
+//! So there is no baseline until [`GuardParams::first`] windows are learned (three, so
+//! fifteen seconds, at the default interval; the median of three outvotes one noisy window),
+//! and a pause lasts as many windows as are missing ([`LatencyGuard::to_learn`]); a re-learning
+//! pause, with a baseline in place, adds one window to the median.
+//!
+//! A window can still fall on a noisy moment (the checkpoint or autovacuum after a burst of
+//! writes) and learn twice the real baseline. So every full judged window (each disjoint from the last, [`TAIL_RANK`] samples above its
 //! quantile, so steadier than a learning window) also checks what was learned: the database
 //! does not answer faster under the agent's load than without it, so a learned window above
-//! `ratio` × that judged quantile is not an idle baseline and is dropped. With none left the
-//! rate holds and the agent pauses to learn again (at most once per [`PAUSE_RETRY`]). What
+//! `ratio` × that judged quantile is not an idle baseline and is dropped. With fewer than
+//! [`GuardParams::first`] left the rate holds and the agent pauses to learn again (at most once per [`PAUSE_RETRY`]). What
 //! stays is always a measured idle figure, never one derived from load.
 //!
 //! Judging: the probe's `throttle.probe_quantile` (the p99 by default) over the judged window
@@ -55,6 +61,12 @@ pub const TAIL_RANK: f64 = 5.0;
 pub const MIN_JUDGED: usize = 5;
 /// Learning windows the baseline is the median of.
 pub const LEARNED_KEPT: usize = 5;
+/// Windows learned before there is a baseline, at most: a median of three outvotes one noisy
+/// window.
+pub const FIRST_LEARNED: usize = 3;
+/// The longest the windows a first baseline needs may take ([`GuardParams::first_for`]): at a
+/// slow probe interval a window alone takes longer, and one window is then enough.
+pub const FIRST_SPAN: Duration = Duration::from_secs(15);
 /// The smallest margin above the baseline that counts as a breach. 0.5 ms let a trivial
 /// probe's p95 reach 1.85 × its baseline while pgbench's p99 beside it reached 4.4 × idle
 /// (the bench's adaptive row); 0.2 ms is still above the loopback round trip's jitter.
@@ -77,6 +89,8 @@ pub struct GuardParams {
     pub learn: usize,
     /// Samples judged: [`GuardParams::judged_for`].
     pub window: usize,
+    /// Learning windows there must be before there is a baseline: [`GuardParams::first_for`].
+    pub first: usize,
 }
 
 impl GuardParams {
@@ -92,6 +106,18 @@ impl GuardParams {
         let tail = (1.0 - quantile).max(0.001);
         let needed = (TAIL_RANK / tail).ceil() as usize;
         Self::window_for(interval).max(needed)
+    }
+
+    /// Learning windows a first baseline needs at one probe per `interval`: [`FIRST_LEARNED`]
+    /// when they fit in [`FIRST_SPAN`], fewer (at least one) when they do not, so a start
+    /// pause stays short whatever the interval.
+    pub fn first_for(interval: Duration) -> usize {
+        let window =
+            interval.saturating_mul(u32::try_from(Self::window_for(interval)).unwrap_or(u32::MAX));
+        let fit = FIRST_SPAN.as_millis() / window.as_millis().max(1);
+        usize::try_from(fit)
+            .unwrap_or(usize::MAX)
+            .clamp(1, FIRST_LEARNED)
     }
 
     /// Fresh samples needed before judging (after a start or a cut): a fifth of a learning
@@ -266,10 +292,21 @@ impl LatencyGuard {
         }
     }
 
-    /// The median of the learned windows' quantile.
+    /// The median of the learned windows' quantile, once there are [`GuardParams::first`] of
+    /// them.
     pub fn baseline(&self) -> Option<Duration> {
+        if self.learned.len() < self.params.first.max(1) {
+            return None;
+        }
         let learned: Vec<Duration> = self.learned.iter().copied().collect();
         quantile(&learned, 0.5)
+    }
+
+    /// Idle samples a learning pause should take now: the windows a baseline still lacks, or
+    /// one more window for the median when it has one.
+    pub fn to_learn(&self) -> usize {
+        let missing = self.params.first.saturating_sub(self.learned.len()).max(1);
+        missing.saturating_mul(self.params.learn)
     }
 
     /// The `q` quantile of the recent window.

@@ -339,6 +339,11 @@ impl Throttle {
         }
     }
 
+    /// Idle samples the next learning pause takes: [`LatencyGuard::to_learn`].
+    pub fn probe_to_learn(&self) -> Option<usize> {
+        self.lock().guard.as_ref().map(LatencyGuard::to_learn)
+    }
+
     pub fn probe_baseline(&self) -> Option<Duration> {
         self.lock().guard.as_ref().and_then(LatencyGuard::baseline)
     }
@@ -622,6 +627,7 @@ pub fn guard_params(cfg: &ThrottleConfig) -> GuardParams {
         quantile: cfg.probe_quantile,
         learn: GuardParams::window_for(interval),
         window: GuardParams::judged_for(interval, cfg.probe_quantile),
+        first: GuardParams::first_for(interval),
     }
 }
 

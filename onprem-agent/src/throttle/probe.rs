@@ -6,8 +6,9 @@
 //! drains for long pauses its writes for a few seconds to learn it — at start, before its first
 //! write, and when no baseline was learned for `throttle.baseline_relearn_minutes`. A pause
 //! takes every transaction slot (so no new transaction starts and those in flight finish),
-//! lets the database settle for [`SETTLE`], then probes one learning window's worth of times
-//! (five seconds of samples).
+//! lets the database settle for [`SETTLE`], then probes as many learning windows' worth of
+//! times (five seconds of samples each) as the guard asks: the windows a first baseline needs
+//! at start (fifteen seconds at the default interval), one when re-learning.
 //!
 //! Also here: the check at start that the statement runs, read-only and fast, on the database
 //! (a refusal stops the start, naming the key). The probe's keys are checked with the rest of
@@ -119,10 +120,13 @@ async fn learn(
         tracing::info!("Transactions did not finish in time for a baseline pause; trying later.");
         return;
     };
-    let samples = GuardParams::window_for(interval);
+    let samples = throttle
+        .probe_to_learn()
+        .unwrap_or_else(|| GuardParams::window_for(interval));
     tracing::info!(
         samples,
-        "Pausing writes for a few seconds to learn the foreground probe's baseline."
+        seconds = (interval * u32::try_from(samples).unwrap_or(u32::MAX)).as_secs(),
+        "Pausing writes to learn the foreground probe's baseline."
     );
     if sleep_or_stop(SETTLE, stop).await {
         return;
@@ -177,7 +181,9 @@ mod tests {
         let ms = Duration::from_millis;
         assert!(th.probe_wants_pause(t), "no baseline yet");
         th.probe_pausing(t);
-        for _ in 0..GuardParams::window_for(ms(cfg.probe_interval_ms)) {
+        let pause = th.probe_to_learn().expect("adaptive");
+        assert_eq!(pause, 300, "three windows of 5 s at 20 a second");
+        for _ in 0..pause {
             t += ms(cfg.probe_interval_ms);
             th.observe_probe(ms(2), true, t);
         }

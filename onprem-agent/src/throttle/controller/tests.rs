@@ -11,6 +11,7 @@ fn guard() -> LatencyGuard {
         quantile: 0.95,
         learn: WINDOW,
         window: WINDOW,
+        first: 1,
     })
 }
 
@@ -316,4 +317,62 @@ fn a_reload_to_another_quantile_or_interval_learns_again() {
     g.set_params(p99_of_100());
     assert_eq!(g.baseline(), None, "another statistic: learned again");
     assert!(g.wants_pause(t));
+}
+
+#[test]
+fn a_first_baseline_needs_three_windows_when_they_fit_in_fifteen_seconds() {
+    let ms = Duration::from_millis;
+    assert_eq!(GuardParams::first_for(ms(50)), 3, "3 × 5 s");
+    assert_eq!(GuardParams::first_for(ms(20)), 3);
+    assert_eq!(GuardParams::first_for(ms(200)), 3, "3 × 25 samples × 0.2 s");
+    assert_eq!(GuardParams::first_for(ms(300)), 2, "2 × 7.5 s");
+    assert_eq!(GuardParams::first_for(ms(1000)), 1, "one window is 25 s");
+    assert_eq!(GuardParams::first_for(Duration::from_secs(10)), 1);
+}
+
+/// One noisy learning window (the start pause fell on a checkpoint) no longer sets the limit
+/// for the whole drain: there is no baseline until three are learned, the pause asks for all
+/// three, and their median outvotes the noisy one.
+#[test]
+fn the_first_baseline_is_the_median_of_three_windows_so_a_noisy_one_does_not_set_it() {
+    let mut t = Instant::now();
+    let mut g = LatencyGuard::new(GuardParams {
+        first: FIRST_LEARNED,
+        ..guard().params
+    });
+    assert!(g.wants_pause(t));
+    assert_eq!(g.to_learn(), 3 * WINDOW, "the pause learns three windows");
+    feed(&mut g, MS, true, WINDOW, &mut t);
+    assert_eq!(g.baseline(), None, "one window is no baseline");
+    assert_eq!(g.verdict(), Verdict::Learning);
+    assert_eq!(g.to_learn(), 2 * WINDOW, "the two missing");
+    feed(&mut g, MS, true, WINDOW, &mut t);
+    feed(&mut g, MS * 3, true, WINDOW, &mut t);
+    assert_eq!(g.baseline(), Some(MS), "median of 1, 1, 3 ms");
+    assert_eq!(g.to_learn(), WINDOW, "re-learning adds one window");
+    assert!(!g.wants_pause(t));
+}
+
+/// When the check drops learned windows and fewer than the first baseline needs are left,
+/// there is no baseline: the rate holds and the next pause learns the missing ones.
+#[test]
+fn dropping_below_the_first_windows_learns_the_missing_ones_again() {
+    let mut t = Instant::now();
+    let mut g = LatencyGuard::new(GuardParams {
+        first: FIRST_LEARNED,
+        ..guard().params
+    });
+    for latency in [MS, MS * 5, MS * 5] {
+        feed(&mut g, latency, true, WINDOW, &mut t);
+    }
+    assert_eq!(g.baseline(), Some(MS * 5));
+    feed(&mut g, MS * 2, false, WINDOW, &mut t);
+    assert_eq!(
+        g.baseline(),
+        None,
+        "2 ms × 1.5 beats both 5 ms windows; one is left"
+    );
+    assert_eq!(g.verdict(), Verdict::Learning, "the rate holds");
+    assert!(g.wants_pause(t));
+    assert_eq!(g.to_learn(), 2 * WINDOW);
 }

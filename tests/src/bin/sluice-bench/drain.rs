@@ -115,10 +115,11 @@ pub(crate) async fn window_with(
     env.rewrite_agent_config(agent, &agent_extra(throttle))?;
     agent.signal(Signal::SIGHUP)?;
     // Let the rate settle, the foreground already running. Adaptive: the controller starts at
-    // its floor, pauses its writes about 6 s to learn the probe's baseline, then climbs at most
-    // a step per 5 s (a fifth of the p99's judged window): 45 s lets it find its level.
+    // its floor, pauses its writes about 16 s to learn the probe's baseline (three windows),
+    // then climbs at most a step per 5 s (a fifth of the p99's judged window): 55 s lets it
+    // find its level.
     let warmup = match throttle {
-        Throttle::Adaptive { .. } => Duration::from_secs(45),
+        Throttle::Adaptive { .. } => Duration::from_secs(55),
         Throttle::Fixed(_) | Throttle::Share(_) => Duration::from_secs(3),
     };
     oltp.load(warmup).await?;

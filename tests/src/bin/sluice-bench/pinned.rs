@@ -281,10 +281,10 @@ async fn measure_setting(
     agent.signal(Signal::SIGCONT)?;
     env.rewrite_agent_config(agent, &agent_extra(setting))?;
     agent.signal(Signal::SIGHUP)?;
-    // Adaptive learns its probe's baseline and climbs to its level first (as in the unpinned
-    // rows); the others need only the reload.
+    // Adaptive learns its probe's baseline (a pause of about 15 s) and climbs to its level
+    // first (as in the unpinned rows); the others need only the reload.
     let warmup = match setting {
-        Throttle::Adaptive { .. } => Duration::from_secs(60),
+        Throttle::Adaptive { .. } => Duration::from_secs(70),
         _ => Duration::from_secs(5),
     };
     eprintln!(
