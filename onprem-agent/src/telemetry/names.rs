@@ -39,8 +39,8 @@ pub const RATE_CURRENT: &str = "sluice_rate_rows_per_second";
 pub const RATE_CHANGES: &str = "sluice_rate_changes_total";
 /// Why the rate is what it is: 1 for the `reason` in force (fixed, schedule, starting,
 /// climbing, ceiling, idle, probe_latency, overload, commit_latency, active_backends,
-/// probe_learning, probe_settling, probe_failing, database_share, rate_unused), 0 for the
-/// others seen before.
+/// probe_learning, probe_settling, probe_near_limit, probe_failing, database_share,
+/// rate_unused), 0 for the others seen before.
 pub const RATE_REASON: &str = "sluice_rate_reason";
 /// The foreground probe (adaptive mode): its latency over the recent window, by `quantile`
 /// (0.5, 0.95, 0.99), its learned baseline, and the limit its judged quantile

@@ -6,7 +6,8 @@
 //!   overload error (too many connections, lock or statement timeout, serialization failure,
 //!   deadlock), a mean commit latency above `target_commit_ms`, or more active backends than
 //!   `max_active_backends` — multiplies the rate by `decrease_factor` (never below the floor);
-//! - healthy, with at least one commit and the probe within its limit — adds
+//! - healthy, with at least one commit and the probe well within its limit (in the lower half
+//!   between its baseline and its limit; nearer the limit the rate holds) — adds
 //!   `increase_rows_per_second` (never above the ceiling). With no commits there is no evidence
 //!   either way, so the rate stays: an idle agent does not creep up to the ceiling and then hit
 //!   a busy database at full speed. Nor does it climb while the probe cannot judge (no
@@ -122,6 +123,7 @@ impl Reason {
             Reason::Idle => "idle",
             Reason::Holding(Verdict::Failing { .. }) => "probe_failing",
             Reason::Holding(Verdict::Settling) => "probe_settling",
+            Reason::Holding(Verdict::Near { .. }) => "probe_near_limit",
             Reason::Holding(_) => "probe_learning",
             Reason::Capped => "database_share",
             Reason::Unused => "rate_unused",

@@ -175,6 +175,38 @@ fn a_probe_breach_backs_off_even_when_commits_are_fast_and_within_lets_it_climb(
     );
 }
 
+/// Past halfway from its baseline to its limit the probe is not breaching, but the rate
+/// holds there rather than climb into the limit; a breach still cuts.
+#[test]
+fn near_its_limit_the_probe_holds_the_rate_and_says_so() {
+    let mut t = Instant::now();
+    let mut c = Aimd::new(params(), t);
+    c.record_probe(within());
+    healthy_second(&mut c, &mut t);
+    assert_eq!(c.rate(), 150);
+    let near = Verdict::Near {
+        reading: Reading {
+            latency: Duration::from_micros(2500),
+            quantile: 0.99,
+            limit: Duration::from_millis(3),
+        },
+        climb_below: Duration::from_millis(2),
+    };
+    c.record_probe(near);
+    assert_eq!(healthy_second(&mut c, &mut t), None);
+    assert_eq!(c.rate(), 150);
+    assert_eq!(c.reason().code(), "probe_near_limit");
+    assert_eq!(
+        c.reason().to_string(),
+        "holding: probe p99 2.50 ms within 3.00 ms but above 2.00 ms, where the rate climbs"
+    );
+    c.record_probe(within());
+    assert!(
+        healthy_second(&mut c, &mut t).is_some(),
+        "well within: climbs"
+    );
+}
+
 #[test]
 fn the_rate_holds_while_the_probe_cannot_judge() {
     for (verdict, code) in [

@@ -174,7 +174,10 @@ fn a_sub_millisecond_probe_needs_more_than_scheduler_noise_to_breach() {
     feed(&mut g, fast, true, WINDOW, &mut t);
     assert_eq!(g.limit(), Some(fast + MIN_SLACK));
     feed(&mut g, Duration::from_micros(280), false, WINDOW, &mut t);
-    assert!(matches!(g.verdict(), Verdict::Within(_)));
+    assert!(
+        matches!(g.verdict(), Verdict::Near { .. }),
+        "within the limit (past halfway: holds)"
+    );
     feed(&mut g, Duration::from_micros(500), false, WINDOW, &mut t);
     assert!(matches!(g.verdict(), Verdict::Breach(_)));
 }
@@ -375,4 +378,30 @@ fn dropping_below_the_first_windows_learns_the_missing_ones_again() {
     assert_eq!(g.verdict(), Verdict::Learning, "the rate holds");
     assert!(g.wants_pause(t));
     assert_eq!(g.to_learn(), 2 * WINDOW);
+}
+
+/// Within the limit (1.5 × 2 ms = 3 ms) the rate may climb only up to halfway there (2.5 ms);
+/// above that the verdict is `Near`, which holds; above the limit, a breach.
+#[test]
+fn past_halfway_to_the_limit_the_verdict_is_near_not_within() {
+    let mut t = Instant::now();
+    let mut g = guard();
+    feed(&mut g, MS * 2, true, WINDOW, &mut t);
+    assert_eq!(g.limit(), Some(MS * 3));
+    feed(&mut g, Duration::from_micros(2400), false, WINDOW, &mut t);
+    assert!(matches!(g.verdict(), Verdict::Within(_)), "2.4 ms: climbs");
+    feed(&mut g, Duration::from_micros(2800), false, WINDOW, &mut t);
+    assert_eq!(
+        g.verdict(),
+        Verdict::Near {
+            reading: Reading {
+                latency: Duration::from_micros(2800),
+                quantile: 0.95,
+                limit: MS * 3
+            },
+            climb_below: Duration::from_micros(2500)
+        }
+    );
+    feed(&mut g, MS * 4, false, WINDOW, &mut t);
+    assert!(matches!(g.verdict(), Verdict::Breach(_)));
 }
