@@ -2,10 +2,11 @@
 //! ceiling, driven by the database's own signals.
 //!
 //! Every `adjust_interval_ms` the controller looks at what it saw since the last look:
-//! - congested — the foreground probe's judged quantile above its limit ([`super::controller`]), an
-//!   overload error (too many connections, lock or statement timeout, serialization failure,
-//!   deadlock), a mean commit latency above `target_commit_ms`, or more active backends than
-//!   `max_active_backends` — multiplies the rate by `decrease_factor` (never below the floor);
+//! - congested — the foreground probe's judged quantile above its limit
+//!   ([`super::controller`]), an overload error (too many connections, lock or statement
+//!   timeout, serialization failure, deadlock), a mean commit latency above `target_commit_ms`,
+//!   or more active backends than `max_active_backends` — multiplies the rate by
+//!   `decrease_factor` (never below the floor);
 //! - healthy, with at least one commit and the probe well within its limit (in the lower half
 //!   between its baseline and its limit; nearer the limit the rate holds) — adds
 //!   `increase_rows_per_second` (never above the ceiling). With no commits there is no evidence
