@@ -121,12 +121,16 @@ impl GuardParams {
         Self::window_for(interval).max(needed)
     }
 
+    /// How long `samples` probes take at one per `interval`.
+    pub fn span(interval: Duration, samples: usize) -> Duration {
+        interval.saturating_mul(u32::try_from(samples).unwrap_or(u32::MAX))
+    }
+
     /// Learning windows a first baseline needs at one probe per `interval`: [`FIRST_LEARNED`]
     /// when they fit in [`FIRST_SPAN`], fewer (at least one) when they do not, so a start
     /// pause stays short whatever the interval.
     pub fn first_for(interval: Duration) -> usize {
-        let window =
-            interval.saturating_mul(u32::try_from(Self::window_for(interval)).unwrap_or(u32::MAX));
+        let window = Self::span(interval, Self::window_for(interval));
         let fit = FIRST_SPAN.as_millis() / window.as_millis().max(1);
         usize::try_from(fit)
             .unwrap_or(usize::MAX)
@@ -342,10 +346,13 @@ impl LatencyGuard {
 
     /// The latency above which the probe is in breach.
     pub fn limit(&self) -> Option<Duration> {
-        self.baseline().map(|b| {
-            let scaled = b.mul_f64(self.params.ratio.max(1.0));
-            scaled.max(b + MIN_SLACK)
-        })
+        self.baseline().map(|b| self.limit_over(b))
+    }
+
+    /// The limit over `baseline`: `max(ratio × baseline, baseline + MIN_SLACK)`.
+    fn limit_over(&self, baseline: Duration) -> Duration {
+        let scaled = baseline.mul_f64(self.params.ratio.max(1.0));
+        scaled.max(baseline + MIN_SLACK)
     }
 
     pub fn verdict(&self) -> Verdict {
@@ -354,9 +361,10 @@ impl LatencyGuard {
                 errors: self.failures,
             };
         }
-        let Some(limit) = self.limit() else {
+        let Some(baseline) = self.baseline() else {
             return Verdict::Learning;
         };
+        let limit = self.limit_over(baseline);
         if self.recent.len() < self.params.min_judged() {
             return Verdict::Settling;
         }
@@ -378,7 +386,6 @@ impl LatencyGuard {
             // changed.
             Verdict::Settling
         } else {
-            let baseline = self.baseline().unwrap_or_default();
             let climb_below = baseline + limit.saturating_sub(baseline).mul_f64(CLIMB_BAND);
             if latency > climb_below {
                 Verdict::Near {

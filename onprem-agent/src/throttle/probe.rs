@@ -125,7 +125,7 @@ async fn learn(
         .unwrap_or_else(|| GuardParams::window_for(interval));
     tracing::info!(
         samples,
-        seconds = (interval * u32::try_from(samples).unwrap_or(u32::MAX)).as_secs(),
+        seconds = GuardParams::span(interval, samples).as_secs(),
         "Pausing writes to learn the foreground probe's baseline."
     );
     if sleep_or_stop(SETTLE, stop).await {

@@ -333,16 +333,21 @@ fn a_first_baseline_needs_three_windows_when_they_fit_in_fifteen_seconds() {
     assert_eq!(GuardParams::first_for(Duration::from_secs(10)), 1);
 }
 
+/// [`guard`], with no baseline until three windows are learned (the default interval's).
+fn guard_of_three() -> LatencyGuard {
+    LatencyGuard::new(GuardParams {
+        first: FIRST_LEARNED,
+        ..guard().params
+    })
+}
+
 /// One noisy learning window (the start pause fell on a checkpoint) no longer sets the limit
 /// for the whole drain: there is no baseline until three are learned, the pause asks for all
 /// three, and their median outvotes the noisy one.
 #[test]
 fn the_first_baseline_is_the_median_of_three_windows_so_a_noisy_one_does_not_set_it() {
     let mut t = Instant::now();
-    let mut g = LatencyGuard::new(GuardParams {
-        first: FIRST_LEARNED,
-        ..guard().params
-    });
+    let mut g = guard_of_three();
     assert!(g.wants_pause(t));
     assert_eq!(g.to_learn(), 3 * WINDOW, "the pause learns three windows");
     feed(&mut g, MS, true, WINDOW, &mut t);
@@ -361,10 +366,7 @@ fn the_first_baseline_is_the_median_of_three_windows_so_a_noisy_one_does_not_set
 #[test]
 fn dropping_below_the_first_windows_learns_the_missing_ones_again() {
     let mut t = Instant::now();
-    let mut g = LatencyGuard::new(GuardParams {
-        first: FIRST_LEARNED,
-        ..guard().params
-    });
+    let mut g = guard_of_three();
     for latency in [MS, MS * 5, MS * 5] {
         feed(&mut g, latency, true, WINDOW, &mut t);
     }
