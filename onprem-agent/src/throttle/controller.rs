@@ -7,20 +7,28 @@
 //! The baseline: samples taken while the agent is idle — no transaction in flight, none
 //! committed in the last [`IDLE_AFTER`], no batch waiting on the limiter — are gathered into
 //! learning windows of [`WINDOW_SPAN`] of samples ([`GuardParams::window_for`]); each full
-//! window gives its quantile, and the baseline is the median of the last [`LEARNED_KEPT`]
-//! windows, so one noisy window (a foreground spike while the agent happened to be idle) moves
-//! it little. An agent with no backlog learns on
-//! its own; one that drains for long asks for a pause of its writes ([`wants_pause`]: at
-//! start, and when no window was learned for `baseline_relearn_minutes`).
+//! window gives its quantile. Windows learned less than [`SPREAD`] after the first of theirs
+//! make one *moment* (a pause's windows, or a minute of an idle agent's), whose figure is their
+//! median; the baseline is the median of the last [`LEARNED_KEPT`] moments. An agent with no
+//! backlog learns on its own; one that drains for long asks for a pause of its writes
+//! ([`wants_pause`]: at start, every [`SPREAD`] until it has [`LEARNED_KEPT`] moments, then
+//! when no window was learned for `baseline_relearn_minutes`).
 //!
 //! A learning window is five seconds, so a hundred samples whose p99 is the second slowest: one
 //! window alone can learn twice the real baseline, and that baseline then sets the limit for
 //! the whole drain. So there is no baseline until [`GuardParams::first`] windows are learned
 //! (three, so fifteen seconds, at the default interval; the median of three outvotes one noisy
-//! window), and a pause lasts as many windows as are missing ([`LatencyGuard::to_learn`]); a
-//! re-learning pause, with a baseline in place, adds one window to the median. What this does
-//! not remove is drift over minutes: in the pinned bench the baseline learned this way still
-//! ranged 1.1–2.0 ms from one setting to the next while the foreground's idle p99 stayed put.
+//! window), and a pause lasts as many windows as are missing ([`LatencyGuard::to_learn`]).
+//! That is not enough: the database's idle latency wanders over minutes (a disk that stalls
+//! for half a minute, a checkpoint's writes), and windows seconds apart share one moment of
+//! it. Beside pgbench on the database's core, per-window p99s ranged 1.0–16 ms within six
+//! minutes and the median of three consecutive ones 1.1–10.8 ms, while that of three
+//! consecutive ones and four single windows a minute apart stayed within 1.2–2.1 ms wherever
+//! it started; in the pinned bench, baselines learned in one start pause ranged 1.1–2.7 ms
+//! while the foreground's idle p99 stayed near 2 ms. So the
+//! median is over moments a minute apart, not over windows: a moment that fell on a stall is
+//! outvoted by the others, and the baseline follows drift of tens of minutes through the
+//! re-learning pauses.
 //!
 //! A window can still fall on a noisy moment (the checkpoint or autovacuum after a burst of
 //! writes) and learn twice the real baseline. So every full judged window (each disjoint from
@@ -65,8 +73,12 @@ pub const TAIL_RANK: f64 = 5.0;
 /// Fewest fresh samples needed before the guard judges (after a start or a decrease); a fifth
 /// of a learning window when that is more.
 pub const MIN_JUDGED: usize = 5;
-/// Learning windows the baseline is the median of.
+/// Moments the baseline is the median of.
 pub const LEARNED_KEPT: usize = 5;
+/// Windows learned within this long of a moment's first belong to it; a draining agent pauses
+/// this often to learn until it has [`LEARNED_KEPT`] moments. Stalls of the disk last tens of
+/// seconds: windows a minute apart see different ones.
+pub const SPREAD: Duration = Duration::from_secs(60);
 /// Windows learned before there is a baseline, at most: a median of three outvotes one noisy
 /// window.
 pub const FIRST_LEARNED: usize = 3;
@@ -220,13 +232,28 @@ pub fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
 
+/// Learning windows within [`SPREAD`] of each other: one moment of the database.
+#[derive(Debug, Clone)]
+struct Moment {
+    /// When its first window was learned.
+    at: Instant,
+    /// Each window's quantile; at most one per [`WINDOW_SPAN`], so a dozen.
+    windows: Vec<Duration>,
+}
+
+impl Moment {
+    fn figure(&self) -> Option<Duration> {
+        quantile(&self.windows, 0.5)
+    }
+}
+
 /// The probe's window, baseline and judgement.
 #[derive(Debug, Clone)]
 pub struct LatencyGuard {
     params: GuardParams,
     recent: VecDeque<Duration>,
     learning: Vec<Duration>,
-    learned: VecDeque<Duration>,
+    learned: VecDeque<Moment>,
     /// Samples recorded since the judged window last checked the learned ones.
     since_check: usize,
     /// Samples recorded since the last change of rate.
@@ -288,10 +315,18 @@ impl LatencyGuard {
         if self.learning.len() >= self.params.learn {
             let learned = quantile(&self.learning, self.params.quantile).unwrap_or_default();
             self.learning.clear();
-            if self.learned.len() == LEARNED_KEPT {
-                self.learned.pop_front();
+            match self.learned.back_mut() {
+                Some(m) if now.saturating_duration_since(m.at) < SPREAD => m.windows.push(learned),
+                _ => {
+                    if self.learned.len() == LEARNED_KEPT {
+                        self.learned.pop_front();
+                    }
+                    self.learned.push_back(Moment {
+                        at: now,
+                        windows: vec![learned],
+                    });
+                }
             }
-            self.learned.push_back(learned);
             self.last_learned = Some(now);
         }
     }
@@ -315,26 +350,39 @@ impl LatencyGuard {
             return;
         };
         let most = judged.mul_f64(self.params.ratio.max(1.0));
-        self.learned.retain(|&b| b <= most);
+        for m in &mut self.learned {
+            m.windows.retain(|&b| b <= most);
+        }
+        self.learned.retain(|m| !m.windows.is_empty());
         if self.learned.is_empty() {
             self.last_learned = None;
         }
     }
 
-    /// The median of the learned windows' quantile, once there are [`GuardParams::first`] of
-    /// them.
+    /// The median of the learned moments' figures, once [`GuardParams::first`] windows are
+    /// learned.
     pub fn baseline(&self) -> Option<Duration> {
-        if self.learned.len() < self.params.first.max(1) {
+        if self.windows() < self.params.first.max(1) {
             return None;
         }
-        let learned: Vec<Duration> = self.learned.iter().copied().collect();
-        quantile(&learned, 0.5)
+        let figures: Vec<Duration> = self.learned.iter().filter_map(Moment::figure).collect();
+        quantile(&figures, 0.5)
+    }
+
+    /// Learned windows kept, over all moments.
+    fn windows(&self) -> usize {
+        self.learned.iter().map(|m| m.windows.len()).sum()
+    }
+
+    /// Moments the baseline is the median of.
+    pub fn moments(&self) -> usize {
+        self.learned.len()
     }
 
     /// Idle samples a learning pause should take now: the windows a baseline still lacks, or
-    /// one more window for the median when it has one.
+    /// one window (a new moment) when it has one.
     pub fn to_learn(&self) -> usize {
-        let missing = self.params.first.saturating_sub(self.learned.len()).max(1);
+        let missing = self.params.first.saturating_sub(self.windows()).max(1);
         missing.saturating_mul(self.params.learn)
     }
 
@@ -410,8 +458,9 @@ impl LatencyGuard {
     }
 
     /// Should the agent pause its writes now to learn the baseline? At start (no baseline),
-    /// and when none was learned for the relearn period; never more often than
-    /// [`PAUSE_RETRY`] while learning keeps failing.
+    /// every [`SPREAD`] while it has fewer than [`LEARNED_KEPT`] moments, and when none was
+    /// learned for the relearn period; never more often than [`PAUSE_RETRY`] while learning
+    /// keeps failing. With no relearn period (learn only while idle), only at start.
     pub fn wants_pause(&self, now: Instant) -> bool {
         let since = |t: Option<Instant>| t.map(|t| now.saturating_duration_since(t));
         let since_pause = since(self.last_pause);
@@ -421,6 +470,11 @@ impl LatencyGuard {
         match (self.baseline(), self.params.relearn) {
             (None, _) => true,
             (Some(_), Some(every)) => {
+                let every = if self.learned.len() < LEARNED_KEPT {
+                    every.min(SPREAD)
+                } else {
+                    every
+                };
                 since(self.last_learned).is_none_or(|s| s >= every)
                     && since_pause.is_none_or(|s| s >= every)
             }

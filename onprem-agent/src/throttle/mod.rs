@@ -348,6 +348,11 @@ impl Throttle {
         self.lock().guard.as_ref().and_then(LatencyGuard::baseline)
     }
 
+    /// Moments the baseline is the median of: [`LatencyGuard::moments`].
+    pub fn probe_moments(&self) -> usize {
+        self.lock().guard.as_ref().map_or(0, LatencyGuard::moments)
+    }
+
     /// A probe answered after `latency`; `idle`: the agent was idle throughout.
     pub fn observe_probe(&self, latency: Duration, idle: bool, now: Instant) {
         let mut st = self.lock();

@@ -4,7 +4,8 @@
 //!
 //! The baseline is learned while the agent is idle (no backlog: nothing to do); an agent that
 //! drains for long pauses its writes for a few seconds to learn it — at start, before its first
-//! write, and when no baseline was learned for `throttle.baseline_relearn_minutes`. A pause
+//! write, once a minute until the baseline is the median of five moments a minute apart, and
+//! then when no baseline was learned for `throttle.baseline_relearn_minutes`. A pause
 //! takes every transaction slot (so no new transaction starts and those in flight finish),
 //! lets the database settle for [`SETTLE`], then probes as many learning windows' worth of
 //! times (five seconds of samples each) as the guard asks: the windows a first baseline needs
@@ -142,6 +143,7 @@ async fn learn(
     drop(held);
     tracing::info!(
         baseline_ms = throttle.probe_baseline().map(|b| b.as_secs_f64() * 1000.0),
+        moments = throttle.probe_moments(),
         "Writes resume after the baseline pause."
     );
 }

@@ -202,6 +202,17 @@ fn it_relearns_after_the_period_and_retries_a_failed_pause_only_after_a_while() 
     assert!(!g.wants_pause(t + Duration::from_secs(30)), "retry later");
     assert!(g.wants_pause(t + PAUSE_RETRY));
     feed(&mut g, MS, true, WINDOW, &mut t);
+    assert!(!g.wants_pause(t + Duration::from_secs(59)));
+    assert!(
+        g.wants_pause(t + SPREAD),
+        "one moment: pause again a minute on"
+    );
+    for _ in 1..LEARNED_KEPT {
+        t += SPREAD;
+        g.pausing(t);
+        feed(&mut g, MS, true, WINDOW, &mut t);
+    }
+    assert_eq!(g.moments(), LEARNED_KEPT);
     assert!(!g.wants_pause(t + Duration::from_secs(599)));
     assert!(g.wants_pause(t + Duration::from_secs(600)));
     let mut idle_only = LatencyGuard::new(GuardParams {
@@ -406,4 +417,68 @@ fn past_halfway_to_the_limit_the_verdict_is_near_not_within() {
     );
     feed(&mut g, MS * 4, false, WINDOW, &mut t);
     assert!(matches!(g.verdict(), Verdict::Breach(_)));
+}
+
+/// Learns one window in a pause at each of `figures`, a minute apart.
+fn moments_of(g: &mut LatencyGuard, figures: &[Duration], t: &mut Instant) {
+    for &f in figures {
+        *t += SPREAD;
+        assert!(g.wants_pause(*t), "a pause is due");
+        g.pausing(*t);
+        feed(g, f, true, WINDOW, t);
+    }
+}
+
+/// The start pause fell on a slow minute of the disk (its three windows agree on 2 ms: they
+/// share one moment). Windows learned a minute apart afterwards outvote it, and windows within
+/// a minute of each other count as one moment, not as votes of their own. (With a ratio of 2,
+/// so that the check against the judged window, which drops what the probe beats by more than
+/// the ratio, leaves the slow moment to the median.)
+#[test]
+fn a_start_pause_on_a_slow_minute_is_outvoted_by_moments_a_minute_apart() {
+    let mut t = Instant::now();
+    let mut g = LatencyGuard::new(GuardParams {
+        ratio: 2.0,
+        ..guard_of_three().params
+    });
+    let us = Duration::from_micros;
+    for latency in [us(2000), us(2100), us(2000)] {
+        feed(&mut g, latency, true, WINDOW, &mut t);
+    }
+    assert_eq!(g.moments(), 1, "fifteen seconds of windows: one moment");
+    assert_eq!(g.baseline(), Some(us(2000)));
+    moments_of(&mut g, &[us(1200)], &mut t);
+    assert_eq!(g.baseline(), Some(us(1200)), "the lower of two");
+    moments_of(&mut g, &[us(1400), us(1100)], &mut t);
+    assert_eq!(g.moments(), 4);
+    assert_eq!(
+        g.baseline(),
+        Some(us(1200)),
+        "median of 2, 1.2, 1.4, 1.1 ms"
+    );
+    moments_of(&mut g, &[us(1300)], &mut t);
+    assert_eq!(g.baseline(), Some(us(1300)));
+    assert!(
+        !g.wants_pause(t + SPREAD),
+        "five moments: the relearn period"
+    );
+    t += Duration::from_secs(600) - SPREAD;
+    moments_of(&mut g, &[us(1100)], &mut t);
+    assert_eq!(g.moments(), LEARNED_KEPT, "the oldest moment goes");
+    assert_eq!(g.baseline(), Some(us(1200)), "1.2, 1.4, 1.1, 1.3, 1.1 ms");
+}
+
+/// An idle agent learns a window every five seconds on its own: a minute of them is one
+/// moment, whose figure is their median.
+#[test]
+fn windows_within_a_minute_are_one_moment_with_their_median() {
+    let mut t = Instant::now();
+    let mut g = guard();
+    for latency in [MS, MS * 5, MS * 5, MS, MS] {
+        feed(&mut g, latency, true, WINDOW, &mut t);
+    }
+    assert_eq!(g.moments(), 1);
+    assert_eq!(g.baseline(), Some(MS));
+    feed(&mut g, MS * 5, true, WINDOW * 8, &mut t);
+    assert_eq!(g.moments(), 2, "past a minute: a new moment");
 }
