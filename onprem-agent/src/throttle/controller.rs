@@ -34,20 +34,26 @@
 //! writes) and learn twice the real baseline. So every full judged window (each disjoint from
 //! the last, [`TAIL_RANK`] samples above its quantile, so steadier than a learning window) also
 //! checks what was learned: the database does not answer faster under the agent's load than
-//! without it, so a learned window above `ratio` × that judged quantile is not an idle baseline
+//! without it, so a learned window above `ratio` × that judged reading is not an idle baseline
 //! and is dropped. With fewer than [`GuardParams::first`] left the rate holds and the agent
 //! pauses to learn again (at most once per [`PAUSE_RETRY`]). What stays is always a measured
 //! idle figure, never one derived from load.
 //!
-//! Judging: the probe's `throttle.probe_quantile` (the p99 by default) over the judged window
-//! against the limit `max(ratio × baseline, baseline + MIN_SLACK)` (the slack keeps a
-//! sub-millisecond probe from reacting to scheduler noise). Above the limit is a breach; within
-//! it the rate may climb only in the lower part ([`CLIMB_BAND`]), and holds near the limit
-//! ([`Verdict::Near`]), so the loop settles below the limit instead of breaching it every
-//! cycle. The judged window is
+//! Judging: the probe's reading ([`LatencyGuard::judged`]) against the limit
+//! `max(ratio × baseline, baseline + MIN_SLACK)` (the slack keeps a sub-millisecond probe from
+//! reacting to scheduler noise). Above the limit is a breach; within it the rate may climb only
+//! in the lower part ([`CLIMB_BAND`]), and holds near the limit ([`Verdict::Near`]), so the
+//! loop settles below the limit instead of breaching it every cycle. The judged window is
 //! [`WINDOW_SPAN`] of samples, or more when the quantile needs it: at least [`TAIL_RANK`]
-//! samples lie above the judged quantile ([`GuardParams::judged_for`]), so a p99 is the fifth
-//! slowest of 500, not the slowest of 100, which one stray sample decides. After a decrease
+//! samples lie above the judged quantile ([`GuardParams::judged_for`]), 500 for a p99. The
+//! reading is the same statistic as the baseline: the upper median of the
+//! `throttle.probe_quantile` (the p99 by default) of each learning window's worth of it (five
+//! of 100 for a p99), not the quantile of all 500. The quantile of 500 samples over 25 s
+//! catches the disk's occasional stalls, which a five-second window mostly misses: compared
+//! with a baseline that was the median of five-second windows, it stood at twice that baseline
+//! with the agent at 70/s and pgbench's p99 1.1–1.3 × idle, and the rate crawled at the floor.
+//! One stray sample sets the p99 of one window of 100, not the median of five; a probe slow
+//! [`TAIL_RANK`] times in a row (a lock, an overload) is judged at once. After a decrease
 //! the window is emptied and the guard waits for a fifth of a learning window of fresh samples
 //! (at least [`MIN_JUDGED`]), so the rate is cut once per breach, not once per interval while
 //! old slow samples are still in the window; until the window is full again, a breach also
@@ -342,11 +348,11 @@ impl LatencyGuard {
         self.heard
     }
 
-    /// Drops every learned window above `ratio` × the judged window's quantile: the probe
+    /// Drops every learned window above `ratio` × the judged reading: the probe
     /// answered that much faster with the agent writing, so the window learned a noisy
     /// moment, not the idle database.
     fn drop_implausible(&mut self) {
-        let Some(judged) = self.recent_quantile(self.params.quantile) else {
+        let Some(judged) = self.judged() else {
             return;
         };
         let most = judged.mul_f64(self.params.ratio.max(1.0));
@@ -386,6 +392,33 @@ impl LatencyGuard {
         missing.saturating_mul(self.params.learn)
     }
 
+    /// The judged reading: the upper median of the judged quantile of each learning window's
+    /// worth of the most recent samples (the same statistic as a learned window's; with no
+    /// full one yet, right after a cut, the quantile of what there is), or the fastest of the
+    /// last [`TAIL_RANK`] samples when that is more: a probe slow five times in a row (a lock,
+    /// an overload, a probe timing out once a second) is judged at once, not once it has
+    /// slowed most of the windows.
+    pub fn judged(&self) -> Option<Duration> {
+        let q = self.params.quantile;
+        let size = self.params.learn.max(1);
+        let recent: Vec<Duration> = self.recent.iter().copied().collect();
+        let full = recent.len() / size;
+        let windows = if full == 0 {
+            quantile(&recent, q)?
+        } else {
+            let newest = &recent[recent.len() - full * size..];
+            let mut figures: Vec<Duration> =
+                newest.chunks(size).filter_map(|c| quantile(c, q)).collect();
+            figures.sort_unstable();
+            figures.get(figures.len() / 2).copied()?
+        };
+        let run = TAIL_RANK as usize;
+        let last_run = (recent.len() >= run)
+            .then(|| recent[recent.len() - run..].iter().min().copied())
+            .flatten();
+        Some(last_run.map_or(windows, |r| r.max(windows)))
+    }
+
     /// The `q` quantile of the recent window.
     pub fn recent_quantile(&self, q: f64) -> Option<Duration> {
         let recent: Vec<Duration> = self.recent.iter().copied().collect();
@@ -417,13 +450,15 @@ impl LatencyGuard {
             return Verdict::Settling;
         }
         let quantile = self.params.quantile;
-        let latency = self.recent_quantile(quantile).unwrap_or_default();
+        let latency = self.judged().unwrap_or_default();
         let reading = Reading {
             latency,
             quantile,
             limit,
         };
-        // A full window holds TAIL_RANK samples above its quantile by its size (`judged_for`).
+        // A full window's reading above the limit is the upper median of its learning
+        // windows' quantiles: at least half of them hold samples above it, TAIL_RANK or more in
+        // all by the window's size (`judged_for`).
         let evidence = self.recent.len() >= self.params.window
             || self.recent.iter().filter(|&&l| l > limit).count() >= TAIL_RANK as usize;
         if latency > limit && evidence {

@@ -482,3 +482,53 @@ fn windows_within_a_minute_are_one_moment_with_their_median() {
     feed(&mut g, MS * 5, true, WINDOW * 8, &mut t);
     assert_eq!(g.moments(), 2, "past a minute: a new moment");
 }
+
+/// The p99 judged over 500 samples, learned over 100: the default interval's.
+fn p99_of_500_in_windows_of_100() -> LatencyGuard {
+    LatencyGuard::new(GuardParams {
+        ratio: 2.0,
+        quantile: 0.99,
+        learn: 100,
+        window: 500,
+        ..guard().params
+    })
+}
+
+/// The reading is the same statistic as the baseline, the median of five-second windows'
+/// p99s: a stall of the disk that slows a few probes in one window of five leaves it where it
+/// was (the p99 of all 500 would be the stall's), a slowdown in most windows is a breach.
+#[test]
+fn the_reading_is_the_median_of_windows_p99s_like_the_baseline() {
+    let mut t = Instant::now();
+    let mut g = p99_of_500_in_windows_of_100();
+    feed(&mut g, MS, true, 100, &mut t);
+    assert_eq!(g.limit(), Some(MS * 2));
+    feed(&mut g, Duration::from_micros(1200), false, 300, &mut t);
+    for _ in 0..6 {
+        feed(&mut g, MS * 10, false, 1, &mut t);
+        feed(&mut g, Duration::from_micros(1200), false, 15, &mut t);
+    }
+    feed(&mut g, Duration::from_micros(1200), false, 4, &mut t);
+    assert_eq!(g.recent_quantile(0.99), Some(MS * 10), "the p99 of all 500");
+    assert_eq!(g.judged(), Some(Duration::from_micros(1200)));
+    assert!(
+        matches!(g.verdict(), Verdict::Within(_)),
+        "one stall: climbs"
+    );
+    assert_eq!(
+        g.baseline(),
+        Some(MS),
+        "nor does the check drop the baseline"
+    );
+    for _ in 0..3 {
+        feed(&mut g, Duration::from_micros(1200), false, 97, &mut t);
+        feed(&mut g, MS * 3, false, 3, &mut t);
+    }
+    assert_eq!(g.judged(), Some(MS * 3), "three windows of five slowed");
+    assert!(matches!(g.verdict(), Verdict::Breach(_)));
+    feed(&mut g, Duration::from_micros(1200), false, 500, &mut t);
+    assert!(matches!(g.verdict(), Verdict::Within(_)));
+    feed(&mut g, MS * 4, false, TAIL_RANK as usize, &mut t);
+    assert_eq!(g.judged(), Some(MS * 4), "slow five times in a row");
+    assert!(matches!(g.verdict(), Verdict::Breach(_)), "cuts at once");
+}
