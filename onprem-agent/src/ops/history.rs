@@ -31,9 +31,11 @@ pub struct Point {
     pub depth: Option<u64>,
     /// The rate in force (or the configured one before it is known).
     pub limit: Option<f64>,
-    /// The foreground probe's p50, p99 and its limit, in seconds (adaptive mode).
+    /// The foreground probe's p50, p99, the reading held under the limit and the limit, in
+    /// seconds (adaptive mode).
     pub p50: Option<f64>,
     pub p99: Option<f64>,
+    pub reading: Option<f64>,
     pub plimit: Option<f64>,
 }
 
@@ -90,6 +92,7 @@ fn sample(live: &LiveFigures, throttle: &Throttle) -> Point {
         limit: s.rate_rows_per_second.or(s.rate_configured_rows_per_second),
         p50: t.as_ref().and_then(|t| t.probe_p50_seconds),
         p99: t.as_ref().and_then(|t| t.probe_p99_seconds),
+        reading: t.as_ref().and_then(|t| t.probe_reading_seconds),
         plimit: t.as_ref().and_then(|t| t.probe_limit_seconds),
     }
 }

@@ -43,11 +43,13 @@ pub const RATE_CHANGES: &str = "sluice_rate_changes_total";
 /// rate_unused), 0 for the others seen before.
 pub const RATE_REASON: &str = "sluice_rate_reason";
 /// The foreground probe (adaptive mode): its latency over the recent window, by `quantile`
-/// (0.5, 0.95, 0.99), its learned baseline, and the limit its judged quantile
-/// (`throttle.probe_quantile`) is held under.
+/// (0.5, 0.95, 0.99), its learned baseline, the limit, and the reading held under it (the
+/// median of the recent window's five-second windows' `throttle.probe_quantile`, the same
+/// statistic as the baseline).
 pub const PROBE_LATENCY: &str = "sluice_probe_latency_seconds";
 pub const PROBE_BASELINE: &str = "sluice_probe_baseline_seconds";
 pub const PROBE_LIMIT: &str = "sluice_probe_limit_seconds";
+pub const PROBE_READING: &str = "sluice_probe_reading_seconds";
 /// Probes that failed with an error (not a timeout: a slow probe counts as slow).
 pub const PROBE_ERRORS: &str = "sluice_probe_errors_total";
 /// This agent's part of the total rate (0–1; 1 when it drains alone): `[throttle]` is the

@@ -365,6 +365,7 @@ impl Throttle {
             secs(g.recent_quantile(0.99)),
         );
         let (baseline, limit) = (secs(g.baseline()), secs(g.limit()));
+        let reading = baseline.and(secs(g.judged()));
         for (q, v) in [("0.5", p50), ("0.95", p95), ("0.99", p99)] {
             if let Some(v) = v {
                 metrics::gauge!(m::PROBE_LATENCY, "quantile" => q).set(v);
@@ -374,11 +375,15 @@ impl Throttle {
             metrics::gauge!(m::PROBE_BASELINE).set(b);
             metrics::gauge!(m::PROBE_LIMIT).set(l);
         }
+        if let Some(r) = reading {
+            metrics::gauge!(m::PROBE_READING).set(r);
+        }
         let e = st.explained.get_or_insert_with(RateExplained::default);
         e.probe_p50_seconds = p50;
         e.probe_p99_seconds = p99;
         e.probe_baseline_seconds = baseline;
         e.probe_limit_seconds = limit;
+        e.probe_reading_seconds = reading;
     }
 
     /// Why the rate is what it is now, with the probe's figures (`None` before the first
