@@ -281,8 +281,9 @@ async fn measure_setting(
     agent.signal(Signal::SIGCONT)?;
     env.rewrite_agent_config(agent, &agent_extra(setting))?;
     agent.signal(Signal::SIGHUP)?;
-    // Adaptive learns its probe's baseline (a pause of about 15 s) and climbs to its level
-    // first (as in the unpinned rows); the others need only the reload.
+    // Adaptive learns its probe's baseline (a pause of about 15 s; then one window a minute
+    // while it runs, until five moments, which the next adaptive row's reload keeps) and
+    // climbs to its level first (as in the unpinned rows); the others need only the reload.
     let warmup = match setting {
         Throttle::Adaptive { .. } => Duration::from_secs(70),
         _ => Duration::from_secs(5),
