@@ -457,8 +457,8 @@ impl LatencyGuard {
             limit,
         };
         // A full window's reading above the limit is the upper median of its learning
-        // windows' quantiles: at least half of them hold samples above it, TAIL_RANK or more in
-        // all by the window's size (`judged_for`).
+        // windows' quantiles, so at least half of them hold samples above it (six for the
+        // default p99: two in each of three windows of 100), or a run of TAIL_RANK.
         let evidence = self.recent.len() >= self.params.window
             || self.recent.iter().filter(|&&l| l > limit).count() >= TAIL_RANK as usize;
         if latency > limit && evidence {
