@@ -412,10 +412,10 @@ impl LatencyGuard {
             figures.sort_unstable();
             figures.get(figures.len() / 2).copied()?
         };
-        let run = TAIL_RANK as usize;
-        let last_run = (recent.len() >= run)
-            .then(|| recent[recent.len() - run..].iter().min().copied())
-            .flatten();
+        let last_run = recent
+            .len()
+            .checked_sub(TAIL_RANK as usize)
+            .and_then(|from| recent[from..].iter().min().copied());
         Some(last_run.map_or(windows, |r| r.max(windows)))
     }
 

@@ -18,7 +18,6 @@ pub struct RateExplained {
     pub probe_limit_seconds: Option<f64>,
     /// What the throttle holds under the limit: the median of the judged window's five-second
     /// windows' quantiles (`LatencyGuard::judged`), once there is a baseline.
-    #[serde(default)]
     pub probe_reading_seconds: Option<f64>,
 }
 

@@ -365,7 +365,7 @@ impl Throttle {
             secs(g.recent_quantile(0.99)),
         );
         let (baseline, limit) = (secs(g.baseline()), secs(g.limit()));
-        let reading = baseline.and(secs(g.judged()));
+        let reading = baseline.and_then(|_| secs(g.judged()));
         for (q, v) in [("0.5", p50), ("0.95", p95), ("0.99", p99)] {
             if let Some(v) = v {
                 metrics::gauge!(m::PROBE_LATENCY, "quantile" => q).set(v);
