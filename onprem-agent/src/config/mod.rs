@@ -184,7 +184,8 @@ pub struct ThrottleConfig {
     /// Adaptive mode: rows/s added per healthy interval. Unset: a twentieth of the ceiling,
     /// so the climb from the floor to the ceiling takes about twenty intervals.
     pub increase_rows_per_second: Option<u32>,
-    /// Adaptive mode: the rate is multiplied by this on congestion (0 < f < 1).
+    /// Adaptive mode: the rate is multiplied by this on congestion (0 < f < 1); a breach of
+    /// the foreground probe cuts in proportion to how far it is over, this deep at most.
     pub decrease_factor: f64,
     /// Adaptive mode: how often the rate is reconsidered.
     pub adjust_interval_ms: u64,

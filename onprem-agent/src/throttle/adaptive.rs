@@ -6,7 +6,11 @@
 //!   ([`super::controller`]), an overload error (too many connections, lock or statement
 //!   timeout, serialization failure, deadlock), a mean commit latency above `target_commit_ms`,
 //!   or more active backends than `max_active_backends` — multiplies the rate by
-//!   `decrease_factor` (never below the floor);
+//!   `decrease_factor` (never below the floor); a probe breach cuts in proportion to how far
+//!   the reading is over its limit ([`Reading::kept_on_cut`]: by a little more than a quarter
+//!   when just over, by `decrease_factor` at most), as Gradient2 scales its limit by how far
+//!   its latency is from its target: the delay the agent adds follows its rate, and halving on
+//!   a slight breach spends most of the cycle far below the rate the database bears;
 //! - healthy, with at least one commit and the probe well within its limit (in the lower half
 //!   between its baseline and its limit; nearer the limit the rate holds) — adds
 //!   `increase_rows_per_second` (never above the ceiling). With no commits there is no evidence
@@ -281,8 +285,12 @@ impl Aimd {
             Some(cause) => {
                 self.reason = Reason::Congested(cause);
                 self.hurt = Some((self.rate, now));
-                self.rate =
-                    (self.rate * self.params.decrease_factor).max(f64::from(self.params.floor));
+                let deepest = self.params.decrease_factor;
+                let kept = match cause {
+                    Congestion::ProbeLatency(reading) => reading.kept_on_cut(deepest),
+                    _ => deepest,
+                };
+                self.rate = (self.rate * kept).max(f64::from(self.params.floor));
                 let to = self.rate();
                 (to != from).then_some(Adjustment::Decrease { from, to, cause })
             }

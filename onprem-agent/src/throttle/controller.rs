@@ -105,6 +105,12 @@ pub const IDLE_AFTER: Duration = Duration::from_secs(2);
 /// (pgbench's p99 2.34 × idle beside a probe held to 2.0 ×): a p99 over a minute is set by
 /// the worst moments, and a loop that climbs until it breaches makes one every cycle.
 pub const CLIMB_BAND: f64 = 0.5;
+/// Where a cut on a breach aims the reading, as a fraction of the way from the baseline to the
+/// limit: the middle of the band where the rate holds ([`CLIMB_BAND`] to the limit), so the
+/// next readings neither breach again at once nor climb at once ([`Reading::kept_on_cut`]).
+/// Halving on every breach, however slight, kept the rate's mean far below the rate that
+/// breached: adaptive 2.0 drained 72 % of a fixed rate that held 2.0 × in every pair.
+pub const CUT_AIM: f64 = (1.0 + CLIMB_BAND) / 2.0;
 /// Between two learning pauses while no baseline could be learned (a failing probe).
 pub const PAUSE_RETRY: Duration = Duration::from_secs(60);
 
@@ -174,9 +180,28 @@ pub struct Reading {
     /// Which quantile `latency` is, e.g. 0.99.
     pub quantile: f64,
     pub limit: Duration,
+    /// The baseline the limit was set from.
+    pub baseline: Duration,
 }
 
 impl Reading {
+    /// What a cut on this reading keeps of the rate: the share that, if the delay the agent
+    /// adds to the probe (the reading above its baseline) follows its rate, brings the reading
+    /// to [`CUT_AIM`] of the way from the baseline to the limit, the middle of the band where
+    /// the rate holds. Never below `deepest` (`throttle.decrease_factor`); a breach cuts by
+    /// more than a quarter (the reading is above the limit), a reading far above its limit (a
+    /// stall, a lock) by `deepest`.
+    pub fn kept_on_cut(&self, deepest: f64) -> f64 {
+        let allowed = self.limit.saturating_sub(self.baseline).as_secs_f64();
+        let added = self.latency.saturating_sub(self.baseline).as_secs_f64();
+        let aimed = if added > 0.0 {
+            CUT_AIM * allowed / added
+        } else {
+            deepest
+        };
+        aimed.min(CUT_AIM).max(deepest)
+    }
+
     /// `probe p99 3.00 ms {relation} 1.50 ms`.
     pub fn show(&self, f: &mut fmt::Formatter<'_>, relation: &str) -> fmt::Result {
         write!(
@@ -455,6 +480,7 @@ impl LatencyGuard {
             latency,
             quantile,
             limit,
+            baseline,
         };
         // A full window's reading above the limit is the upper median of its learning
         // windows' quantiles, so at least half of them hold samples above it (six for the

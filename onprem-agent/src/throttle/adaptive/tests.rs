@@ -140,6 +140,7 @@ fn within() -> Verdict {
         latency: Duration::from_millis(1),
         quantile: 0.99,
         limit: Duration::from_millis(3),
+        baseline: Duration::from_millis(1),
     })
 }
 
@@ -157,6 +158,7 @@ fn a_probe_breach_backs_off_even_when_commits_are_fast_and_within_lets_it_climb(
         latency: Duration::from_millis(9),
         quantile: 0.99,
         limit: Duration::from_millis(3),
+        baseline: Duration::from_millis(1),
     };
     let breach = Verdict::Breach(nine);
     c.record_probe(breach);
@@ -175,6 +177,60 @@ fn a_probe_breach_backs_off_even_when_commits_are_fast_and_within_lets_it_climb(
     );
 }
 
+/// A slight breach cuts the rate by a quarter, not by half: aimed at the middle of the band
+/// where the rate holds, if the delay the agent adds follows its rate. A far one, or a
+/// gentler `decrease_factor`, cuts by `decrease_factor`.
+#[test]
+fn a_probe_breach_cuts_in_proportion_to_how_far_it_is_over() {
+    let over = |latency_us: u64| Reading {
+        latency: Duration::from_micros(latency_us),
+        quantile: 0.99,
+        limit: Duration::from_millis(3),
+        baseline: Duration::from_millis(1),
+    };
+    // The limit allows 2 ms above the baseline; the cut aims at 1.5 ms above it.
+    let close = |a: f64, b: f64| (a - b).abs() < 1e-9;
+    assert!(
+        close(over(3_100).kept_on_cut(0.5), 1.5 / 2.1),
+        "just over: near a quarter"
+    );
+    assert!(close(over(4_000).kept_on_cut(0.5), 0.5), "1.5 / 3.0");
+    assert!(close(over(3_500).kept_on_cut(0.5), 0.6), "1.5 / 2.5");
+    assert_eq!(
+        over(9_000).kept_on_cut(0.5),
+        0.5,
+        "far over: decrease_factor"
+    );
+    assert_eq!(over(3_100).kept_on_cut(0.9), 0.9, "a gentler factor wins");
+
+    let mut t = Instant::now();
+    let mut c = Aimd::new(params(), t);
+    for _ in 0..4 {
+        healthy_second(&mut c, &mut t);
+    }
+    assert_eq!(c.rate(), 450);
+    c.record_probe(Verdict::Breach(over(3_500)));
+    assert_eq!(
+        healthy_second(&mut c, &mut t),
+        Some(Adjustment::Decrease {
+            from: 450,
+            to: 270,
+            cause: Congestion::ProbeLatency(over(3_500))
+        })
+    );
+    // Other congestion still cuts by decrease_factor.
+    c.record_commit(Duration::from_millis(400));
+    t += SEC;
+    assert!(matches!(
+        c.tick(t),
+        Some(Adjustment::Decrease {
+            from: 270,
+            to: 135,
+            ..
+        })
+    ));
+}
+
 /// Past halfway from its baseline to its limit the probe is not breaching, but the rate
 /// holds there rather than climb into the limit; a breach still cuts.
 #[test]
@@ -189,6 +245,7 @@ fn near_its_limit_the_probe_holds_the_rate_and_says_so() {
             latency: Duration::from_micros(2500),
             quantile: 0.99,
             limit: Duration::from_millis(3),
+            baseline: Duration::from_millis(1),
         },
         climb_below: Duration::from_millis(2),
     };

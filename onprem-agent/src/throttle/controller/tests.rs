@@ -56,7 +56,8 @@ fn it_learns_while_idle_and_judges_the_p95_against_ratio_times_baseline() {
         Verdict::Breach(Reading {
             latency: MS * 4,
             quantile: 0.95,
-            limit: MS * 3
+            limit: MS * 3,
+            baseline: MS * 2
         })
     );
 }
@@ -260,7 +261,8 @@ fn judging_the_p99_over_a_hundred_samples_catches_a_tail_the_p95_misses() {
         Verdict::Breach(Reading {
             latency: MS * 5,
             quantile: 0.99,
-            limit: Duration::from_micros(1500)
+            limit: Duration::from_micros(1500),
+            baseline: MS
         }),
         "2 in 100: the p99"
     );
@@ -410,7 +412,8 @@ fn past_halfway_to_the_limit_the_verdict_is_near_not_within() {
             reading: Reading {
                 latency: Duration::from_micros(2800),
                 quantile: 0.95,
-                limit: MS * 3
+                limit: MS * 3,
+                baseline: MS * 2
             },
             climb_below: Duration::from_micros(2500)
         }
