@@ -177,9 +177,9 @@ fn a_probe_breach_backs_off_even_when_commits_are_fast_and_within_lets_it_climb(
     );
 }
 
-/// A slight breach cuts the rate by a quarter, not by half: aimed at the middle of the band
-/// where the rate holds, if the delay the agent adds follows its rate. A far one, or a
-/// gentler `decrease_factor`, cuts by `decrease_factor`.
+/// A slight breach cuts the rate by a little more than a quarter, not by half: aimed at the
+/// middle of the band where the rate holds, if the delay the agent adds follows its rate. A far
+/// one, or a gentler `decrease_factor`, cuts by `decrease_factor`.
 #[test]
 fn a_probe_breach_cuts_in_proportion_to_how_far_it_is_over() {
     let over = |latency_us: u64| Reading {
